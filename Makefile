@@ -1,0 +1,55 @@
+# The project's verbs. `make run` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STORE ?= model_store
+export MPLBACKEND := Agg
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install models run test test-slow lint format typecheck bench clean
+
+help:
+	@echo "make run        set up .venv, build demo models if missing, serve on 0.0.0.0:8000"
+	@echo "make test       same set-up, then the whole test suite"
+	@echo "make models     (re)build missing demo models into $(STORE)/"
+	@echo "make lint       ruff + mypy"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when the project's dependency list changes.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(BIN)/pip install --quiet -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import fastai, fastapi, torch" 
+	touch $(STAMP)
+
+install: $(STAMP)
+
+models: install
+	$(BIN)/fastai-serve train demo --store $(STORE)
+
+run: models
+	FASTAI_SERVE_MODEL_STORE=$(STORE) $(BIN)/fastai-serve serve
+
+test: models
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check service tests
+	$(BIN)/ruff format --check service tests
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format service tests
+	$(BIN)/ruff check --fix service tests
+
+typecheck: install
+	$(BIN)/mypy
+
+clean:
+	rm -rf .cache .pytest_cache .mypy_cache .ruff_cache

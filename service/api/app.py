@@ -1,0 +1,66 @@
+"""Application factory: `create_app(settings)`; `app` at module level is what uvicorn serves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from service import __version__
+from service.api.limits import BodySizeLimitMiddleware
+from service.api.problems import install_problem_handlers
+from service.api.routes import health, models, tabular, vision
+from service.registry import ModelRegistry
+from service.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def configure_torch_threads(settings: Settings) -> None:
+    """One intra-op thread per core this process may use, unless configured otherwise."""
+    threads = settings.torch_threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(max(1, threads))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_torch_threads(settings)
+        registry = ModelRegistry(store=settings.model_store, device=settings.device)
+        registry.discover()
+        app.state.registry = registry
+        # Loading runs in a worker thread so /health/live answers while learners unpickle.
+        loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
+        try:
+            yield
+        finally:
+            await loading
+
+    app = FastAPI(
+        title="fastai-serve",
+        version=__version__,
+        description="Serves fastai exported learners: tabular rows, CSV files and images.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    install_problem_handlers(app)
+    for module in (health, models, tabular, vision):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,81 @@
+"""The one place where errors become HTTP: problem+json bodies, never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+MSG_REQUEST_INVALID = "{count} problem(s) in the request"
+MSG_INTERNAL = "internal error; the request was not processed (see the server log)"
+
+
+def problem_response(
+    *,
+    status: int,
+    detail: str,
+    title: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    title = title or HTTPStatus(status).phrase
+    body: dict[str, Any] = {
+        "type": f"urn:fastai-serve:problem:{title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    # FastAPI's errors may carry the offending input and exception objects: keep loc/msg/type only.
+    return [
+        {"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": e.get("type")} for e in errors
+    ]
+
+
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return problem_response(
+        status=exc.status, title=exc.title, detail=exc.detail, errors=exc.errors, headers=exc.headers
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _clean_validation_errors(list(exc.errors()))
+    return problem_response(
+        status=422, title="Invalid input", detail=MSG_REQUEST_INVALID.format(count=len(errors)), errors=errors
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return problem_response(
+        status=exc.status_code, detail=str(exc.detail), headers=getattr(exc, "headers", None)
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(status=500, detail=MSG_INTERNAL)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,66 @@
+"""Listing models, their detail and their input schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fastai
+import torch
+from fastapi import APIRouter
+
+from service.api.deps import RegistryDep
+from service.errors import ModelNotFound
+from service.registry import ModelEntry
+from service.schemas.models import FrameworkVersions, ModelDetail, ModelList, ModelSummary
+from service.schemas.problem import Problem
+
+router = APIRouter(prefix="/api/v1/models", tags=["models"])
+
+MSG_NO_SCHEMA_FOR_VISION = (
+    "model {name!r} is a vision model; it takes images, see input_schema in /api/v1/models/{name}"
+)
+
+
+def summary_of(entry: ModelEntry) -> ModelSummary:
+    return ModelSummary(
+        name=entry.name,
+        kind=entry.kind,  # type: ignore[arg-type]
+        version=entry.version,
+        status=entry.status.value,
+        device=entry.device,
+        classes=entry.classes,
+        error=entry.error,
+    )
+
+
+@router.get("", response_model=ModelList)
+async def list_models(registry: RegistryDep) -> ModelList:
+    """Every model in the store with its kind, status, version and device."""
+    return ModelList(models=[summary_of(entry) for entry in registry.entries()])
+
+
+@router.get("/{name}", response_model=ModelDetail, responses=Problem.responses(404))
+async def model_detail(name: str, registry: RegistryDep) -> ModelDetail:
+    """One model: summary plus description, versions, sha256, metrics and input schema."""
+    entry = registry.get(name)
+    predictor = entry.predictor
+    return ModelDetail(
+        **summary_of(entry).model_dump(),
+        description=entry.description,
+        created_at=entry.created_at,
+        framework=FrameworkVersions(fastai=fastai.__version__, torch=torch.__version__),
+        sha256=entry.sha256,
+        metrics=entry.metrics,
+        input_schema=predictor.input_schema() if predictor is not None else None,
+    )
+
+
+@router.get("/{name}/schema", responses=Problem.responses(404, 503))
+async def model_schema(name: str, registry: RegistryDep) -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of one input row of a tabular model."""
+    entry = registry.get(name)
+    if entry.kind == "vision":
+        raise ModelNotFound(MSG_NO_SCHEMA_FOR_VISION.format(name=name))
+    _, predictor = registry.predictor(name, "tabular")
+    schema: dict[str, Any] = predictor.row_json_schema()
+    return schema

@@ -1,0 +1,70 @@
+"""Tabular prediction: JSON rows or a CSV upload, each request predicted as one batch."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import RegistryDep, SettingsDep
+from service.errors import MSG_TOO_MANY_ROWS, PayloadTooLarge
+from service.inference.base import Prediction
+from service.inference.csvio import read_csv_upload, rows_for, scored_csv
+from service.schemas.predict import TabularPrediction, TabularPredictRequest, TabularPredictResponse
+from service.schemas.problem import Problem
+
+router = APIRouter(prefix="/api/v1/tabular", tags=["tabular"])
+ERRORS = Problem.responses(400, 404, 413, 415, 422, 503)
+
+
+def _check_rows(count: int, limit: int) -> None:
+    if count > limit:
+        raise PayloadTooLarge(MSG_TOO_MANY_ROWS.format(count=count, limit=limit))
+
+
+def _response(name: str, version: str | None, predictions: list[Prediction]) -> TabularPredictResponse:
+    return TabularPredictResponse(
+        model=name,
+        version=version,
+        predictions=[
+            TabularPrediction(label=p.label, probabilities=p.probabilities, warnings=p.warnings)
+            for p in predictions
+        ],
+    )
+
+
+@router.post("/{name}/predict", response_model=TabularPredictResponse, responses=ERRORS)
+def predict_rows(
+    name: str, body: TabularPredictRequest, registry: RegistryDep, settings: SettingsDep
+) -> TabularPredictResponse:
+    """Predict JSON rows; one prediction per row, in order, with per-row warnings."""
+    entry, predictor = registry.predictor(name, "tabular")
+    _check_rows(len(body.rows), settings.max_rows)
+    return _response(name, entry.version, predictor.predict(body.rows))
+
+
+@router.post(
+    "/{name}/predict/csv",
+    response_model=TabularPredictResponse,
+    responses={**ERRORS, 200: {"content": {"application/json": {}, "text/csv": {}}}},
+)
+async def predict_csv(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="CSV with a header row")],
+) -> Response | TabularPredictResponse:
+    """Predict every row of a CSV upload; `Accept: text/csv` returns the CSV with prediction columns."""
+    entry, predictor = registry.predictor(name, "tabular")
+    filename = file.filename or "upload.csv"
+    frame = read_csv_upload(await file.read(), filename=filename)
+    _check_rows(len(frame), settings.max_rows)
+    rows = rows_for(frame, predictor.spec.column_names, filename=filename)
+    predictions = await run_in_threadpool(partial(predictor.predict, rows, strict=False))
+    if "text/csv" in request.headers.get("accept", ""):
+        return Response(scored_csv(frame, predictions, predictor.classes), media_type="text/csv")
+    return _response(name, entry.version, predictions)

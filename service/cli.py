@@ -1,0 +1,169 @@
+"""`fastai-serve` command line: `serve`, `train tabular|vision|demo`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+DEMO_TABULAR = "adult-income"
+DEMO_VISION = "cifar10"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run(
+        "service.api.app:app",
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.workers,
+        log_level=settings.log_level,
+    )
+    return 0
+
+
+def _store(args: argparse.Namespace) -> Path:
+    from service.settings import get_settings
+
+    return Path(args.store) if args.store else get_settings().model_store
+
+
+def _train_tabular(args: argparse.Namespace) -> int:
+    from service.training import data
+    from service.training.tabular import TabularRecipe, train_tabular
+
+    if args.download:
+        csv = data.downloaded("ADULT_SAMPLE") / "adult.csv"
+        target = args.target or "salary"
+    else:
+        csv = Path(args.data) if args.data else data.demo_adult_csv()
+        target = args.target or data.ADULT_TARGET
+    recipe = TabularRecipe(
+        csv=csv,
+        target=target,
+        cat_names=args.cat or data.ADULT_CATEGORICAL,
+        cont_names=args.cont or data.ADULT_CONTINUOUS,
+        out_dir=_store(args) / args.name,
+        epochs=args.epochs,
+        lr=args.lr,
+        bs=args.bs,
+        wd=args.wd,
+        ps=args.ps,
+        seed=args.seed,
+        max_rows=args.max_rows,
+    )
+    result = train_tabular(recipe)
+    print(f"{result.name}: {result.metrics} in {result.train_seconds:.1f}s -> {result.learner_path}")
+    return 0
+
+
+def _train_vision(args: argparse.Namespace) -> int:
+    from service.training import data
+    from service.training.vision import VisionRecipe, train_vision
+
+    if args.download:
+        folder = data.downloaded("CIFAR")
+    else:
+        folder = Path(args.data) if args.data else data.demo_cifar_folder()
+    recipe = VisionRecipe(
+        folder=folder,
+        out_dir=_store(args) / args.name,
+        arch=args.arch,
+        pretrained=args.pretrained,
+        epochs=args.epochs,
+        lr=args.lr,
+        bs=args.bs,
+        size=args.size,
+        seed=args.seed,
+        augment=args.augment,
+        max_per_class=args.max_per_class,
+    )
+    result = train_vision(recipe)
+    print(f"{result.name}: {result.metrics} in {result.train_seconds:.1f}s -> {result.learner_path}")
+    return 0
+
+
+def _train_demo(args: argparse.Namespace) -> int:
+    """Build both demo models unless they already exist (`--force` rebuilds)."""
+    store = _store(args)
+    parser = build_parser()
+    started = time.perf_counter()
+    for name, argv in ((DEMO_TABULAR, ["train", "tabular"]), (DEMO_VISION, ["train", "vision"])):
+        if (store / name / "model.pkl").is_file() and not args.force:
+            print(f"{name}: present in {store}, skipping (use --force to rebuild)")
+            continue
+        sub = parser.parse_args([*argv, "--name", name, "--store", str(store)])
+        sub.func(sub)
+    print(f"demo models ready in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def _common(sub: argparse.ArgumentParser, *, name: str) -> None:
+    sub.add_argument("--name", default=name, help="model folder name in the store")
+    sub.add_argument("--store", default=None, help="model store folder (default: FASTAI_SERVE_MODEL_STORE)")
+    sub.add_argument("--data", default=None, help="local data (CSV for tabular, folder for vision)")
+    sub.add_argument("--download", action="store_true", help="use fastai's untar_data (needs the internet)")
+    sub.add_argument("--seed", type=int, default=42)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastai-serve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the model store over HTTP")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--workers", type=int, default=None)
+    serve.set_defaults(func=_serve)
+
+    train = commands.add_parser("train", help="train a model into the store").add_subparsers(
+        dest="kind", required=True
+    )
+    tab = train.add_parser("tabular", help="tabular_learner on a CSV (default: the shipped UCI Adult data)")
+    _common(tab, name=DEMO_TABULAR)
+    tab.add_argument("--target", default=None)
+    tab.add_argument("--cat", nargs="*", default=None, help="categorical columns")
+    tab.add_argument("--cont", nargs="*", default=None, help="continuous columns")
+    tab.add_argument("--epochs", type=int, default=8)
+    tab.add_argument("--lr", type=float, default=1e-2)
+    tab.add_argument("--bs", type=int, default=1024)
+    tab.add_argument("--wd", type=float, default=0.1)
+    tab.add_argument("--ps", type=float, default=0.2, help="dropout of the hidden layers")
+    tab.add_argument("--max-rows", type=int, default=None)
+    tab.set_defaults(func=_train_tabular)
+
+    vis = train.add_parser(
+        "vision", help="vision_learner on an image folder (default: the shipped CIFAR-10 sample)"
+    )
+    _common(vis, name=DEMO_VISION)
+    vis.add_argument("--arch", default="resnet18")
+    vis.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False)
+    vis.add_argument("--epochs", type=int, default=8)
+    vis.add_argument("--lr", type=float, default=1e-2)
+    vis.add_argument("--bs", type=int, default=128)
+    vis.add_argument("--size", type=int, default=32)
+    vis.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    vis.add_argument("--max-per-class", type=int, default=None)
+    vis.set_defaults(func=_train_vision)
+
+    demo = train.add_parser("demo", help="build both demo models when missing")
+    demo.add_argument("--store", default=None)
+    demo.add_argument("--force", action="store_true")
+    demo.set_defaults(func=_train_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

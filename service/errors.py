@@ -1,0 +1,76 @@
+"""Domain errors raised by the registry and predictors; `service.api.problems` maps them to HTTP.
+
+The messages live here so tests can assert them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MSG_MODEL_NOT_FOUND = "model {name!r} does not exist"
+MSG_WRONG_KIND = "model {name!r} is a {kind} model; use {path}"
+MSG_MODEL_LOADING = "model {name!r} is still loading"
+MSG_MODEL_FAILED = "model {name!r} failed to load: {reason}"
+MSG_EMPTY_ROWS = "rows must contain at least one row"
+MSG_TOO_MANY_ROWS = "{count} rows sent; at most {limit} are accepted per request"
+MSG_TOO_MANY_FILES = "{count} files sent; at most {limit} are accepted per request"
+MSG_NO_FILES = "at least one image must be sent in the multipart field 'files'"
+MSG_BODY_TOO_LARGE = "request body is larger than the {limit_mb:g} MB limit"
+MSG_INVALID_ROWS = "{count} problem(s) in the submitted rows"
+MSG_CSV_UNREADABLE = "the uploaded file {filename!r} is not a readable CSV: {reason}"
+MSG_CSV_EMPTY = "the uploaded CSV {filename!r} has no data rows"
+MSG_CSV_MISSING_COLUMNS = "the uploaded CSV {filename!r} lacks column(s): {columns}"
+MSG_CSV_MEDIA = "the uploaded file {filename!r} is not CSV text"
+MSG_NOT_AN_IMAGE = "file {filename!r} is not a supported image (JPEG, PNG, GIF, BMP, WEBP or TIFF)"
+MSG_CORRUPT_IMAGE = "file {filename!r} looks like {format} but cannot be decoded: {reason}"
+MSG_UNSEEN_CATEGORY = "{column}: {value!r} is not a known category; treated as missing (#na#)"
+MSG_NULL_FILLED = "{column}: missing value filled with {fill:g} as the learner does"
+MSG_NULL_CATEGORY = "{column}: missing value treated as #na#"
+MSG_NULL_NOT_FILLABLE = (
+    "missing value, and the learner has no fill value for this column (it had none missing in training)"
+)
+
+
+@dataclass
+class ServiceError(Exception):
+    """Base class: `status` is the HTTP status the API layer uses."""
+
+    detail: str
+    status: int = 500
+    title: str = "Internal error"
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class ModelNotFound(ServiceError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, status=404, title="Model not found")
+
+
+class ModelNotReady(ServiceError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, status=503, title="Model not ready", headers={"Retry-After": "5"})
+
+
+class InvalidInput(ServiceError):
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail=detail, status=422, title="Invalid input", errors=errors or [])
+
+
+class BadRequest(ServiceError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, status=400, title="Bad request")
+
+
+class UnsupportedMedia(ServiceError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, status=415, title="Unsupported media type")
+
+
+class PayloadTooLarge(ServiceError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, status=413, title="Payload too large")

@@ -1,0 +1,210 @@
+"""Tabular learners: the input schema read from the learner's procs, and batch prediction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+
+from service.errors import (
+    MSG_INVALID_ROWS,
+    MSG_NULL_CATEGORY,
+    MSG_NULL_FILLED,
+    MSG_NULL_NOT_FILLABLE,
+    MSG_UNSEEN_CATEGORY,
+    InvalidInput,
+)
+from service.inference.base import LearnerRunner, Prediction, predictions_from_probs
+
+NA_CATEGORY = "#na#"
+CategoryValue = str | int | float
+
+
+@dataclass(frozen=True)
+class CategoricalColumn:
+    name: str
+    categories: list[Any]
+    lookup: dict[str, Any]  # str(value) -> canonical category, built once per model
+
+    def schema(self) -> dict[str, Any]:
+        return {"name": self.name, "type": "categorical", "categories": [str(c) for c in self.categories]}
+
+
+@dataclass(frozen=True)
+class ContinuousColumn:
+    name: str
+    mean: float | None
+    std: float | None
+    fill: float | None  # what FillMissing puts in for a missing value; None when it cannot
+
+    @property
+    def nullable(self) -> bool:
+        return self.fill is not None
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": "continuous",
+            "mean": self.mean,
+            "std": self.std,
+            "nullable": self.nullable,
+        }
+
+
+@dataclass(frozen=True)
+class TabularSpec:
+    """Everything a client needs to send one row, derived from the learner itself."""
+
+    categorical: list[CategoricalColumn]
+    continuous: list[ContinuousColumn]
+    target: str
+    classes: list[str]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.continuous] + [c.name for c in self.categorical]
+
+    def input_schema(self) -> dict[str, Any]:
+        columns = [c.schema() for c in self.continuous] + [c.schema() for c in self.categorical]
+        return {"columns": columns, "target": self.target}
+
+
+def _proc(dls: Any, name: str) -> Any:
+    return getattr(dls.procs, name, None)
+
+
+def _scalar(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def spec_from_learner(learn: Any) -> TabularSpec:
+    """Read columns, categories, fill values, normalisation and classes from a tabular learner."""
+    dls = learn.dls
+    categorify, fill_missing, normalize = (
+        _proc(dls, "categorify"),
+        _proc(dls, "fill_missing"),
+        _proc(dls, "normalize"),
+    )
+    na_dict: dict[str, Any] = dict(getattr(fill_missing, "na_dict", {}) or {})
+    flags = {f"{col}_na" for col in na_dict}
+    categorical = []
+    for name in dls.cat_names:
+        if name in flags:
+            continue
+        classes = list(categorify.classes[name]) if categorify is not None else []
+        known = [c for c in classes if c != NA_CATEGORY]
+        categorical.append(CategoricalColumn(name=name, categories=known, lookup={str(c): c for c in known}))
+    means = getattr(normalize, "means", {}) or {}
+    stds = getattr(normalize, "stds", {}) or {}
+    continuous = [
+        ContinuousColumn(
+            name=name,
+            mean=_scalar(means.get(name)),
+            std=_scalar(stds.get(name)),
+            fill=_scalar(na_dict.get(name)),
+        )
+        for name in dls.cont_names
+    ]
+    y_names = list(dls.y_names)
+    return TabularSpec(
+        categorical=categorical,
+        continuous=continuous,
+        target=y_names[0] if y_names else "",
+        classes=[str(c) for c in dls.vocab],
+    )
+
+
+def _row_model(spec: TabularSpec) -> type[BaseModel]:
+    fields: dict[str, Any] = {c.name: (float | None, ...) for c in spec.continuous}
+    fields.update({c.name: (CategoryValue | None, ...) for c in spec.categorical})
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "TabularRow", __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields
+    )
+
+
+class TabularPredictor:
+    """Validates rows against the learner's schema and predicts them as one batch."""
+
+    kind = "tabular"
+
+    def __init__(self, learn: Any) -> None:
+        self.spec = spec_from_learner(learn)
+        self.classes = self.spec.classes
+        self._runner = LearnerRunner(learn)
+        self._rows_adapter = TypeAdapter(list[_row_model(self.spec)])  # type: ignore[misc]
+
+    def input_schema(self) -> dict[str, Any]:
+        return self.spec.input_schema()
+
+    def row_json_schema(self) -> dict[str, Any]:
+        """JSON Schema (draft 2020-12) of one input row."""
+        row_schema = self._rows_adapter.json_schema()["$defs"]["TabularRow"]
+        for column in self.spec.categorical:
+            row_schema["properties"][column.name]["examples"] = column.schema()["categories"][:20]
+        row_schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        return dict(row_schema)
+
+    def predict(self, rows: list[dict[str, Any]], *, strict: bool = True) -> list[Prediction]:
+        """Predict every row in one batch; `strict=False` lets numeric strings through (CSV)."""
+        frame, warnings = self._preprocess(rows, strict=strict)
+        probs = self._runner.probabilities(frame)
+        return predictions_from_probs(probs, self.classes, warnings)
+
+    def _preprocess(
+        self, rows: list[dict[str, Any]], *, strict: bool
+    ) -> tuple[pd.DataFrame, list[list[str]]]:
+        errors: list[dict[str, Any]] = []
+        try:
+            validated = self._rows_adapter.validate_python(rows, strict=strict)
+        except ValidationError as exc:
+            errors = [
+                {"loc": ["rows", *err["loc"]], "msg": err["msg"], "type": err["type"]} for err in exc.errors()
+            ]
+            raise InvalidInput(MSG_INVALID_ROWS.format(count=len(errors)), errors) from None
+        warnings: list[list[str]] = [[] for _ in rows]
+        columns: dict[str, list[Any]] = {}
+        for cont in self.spec.continuous:
+            values = []
+            for i, row in enumerate(validated):
+                value = getattr(row, cont.name)
+                if value is None:
+                    if cont.fill is None:
+                        errors.append(
+                            {"loc": ["rows", i, cont.name], "msg": MSG_NULL_NOT_FILLABLE, "type": "null"}
+                        )
+                    else:
+                        warnings[i].append(MSG_NULL_FILLED.format(column=cont.name, fill=cont.fill))
+                    value = np.nan
+                values.append(value)
+            columns[cont.name] = values
+        if errors:
+            raise InvalidInput(MSG_INVALID_ROWS.format(count=len(errors)), errors)
+        for cat in self.spec.categorical:
+            values = []
+            for i, row in enumerate(validated):
+                raw = getattr(row, cat.name)
+                value = self._match_category(cat, raw, warnings[i])
+                values.append(value)
+            columns[cat.name] = values
+        frame = pd.DataFrame(columns)
+        for cont in self.spec.continuous:
+            frame[cont.name] = frame[cont.name].astype("float64")
+        return frame, warnings
+
+    @staticmethod
+    def _match_category(column: CategoricalColumn, raw: Any, warnings: list[str]) -> Any:
+        if raw is None:
+            warnings.append(MSG_NULL_CATEGORY.format(column=column.name))
+            return np.nan
+        key = str(raw)
+        if key in column.lookup:
+            return column.lookup[key]
+        warnings.append(MSG_UNSEEN_CATEGORY.format(column=column.name, value=raw))
+        return np.nan

@@ -1,0 +1,44 @@
+"""Response bodies of the model endpoints."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ModelSummary(BaseModel):
+    name: str
+    kind: Literal["tabular", "vision"] | None
+    version: str | None
+    status: Literal["ready", "loading", "failed"]
+    device: str | None
+    classes: list[str]
+    error: str | None = None
+
+
+class FrameworkVersions(BaseModel):
+    fastai: str
+    torch: str
+
+
+class ModelDetail(ModelSummary):
+    description: str | None = None
+    created_at: str | None = None
+    framework: FrameworkVersions
+    sha256: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    input_schema: dict[str, Any] | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+class LiveResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "not_ready"]
+    models: dict[str, Literal["ready", "loading", "failed"]]

@@ -1,0 +1,67 @@
+"""Service configuration: one pydantic-settings class, environment prefix ``FASTAI_SERVE_``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob the service reads; each one is listed in `.env.example`."""
+
+    model_config = SettingsConfigDict(env_prefix="FASTAI_SERVE_", env_file=".env", extra="ignore")
+
+    model_store: Path = Path("model_store")
+    device: str = "auto"
+    host: str = "0.0.0.0"
+    port: int = 8000
+    workers: int = Field(default=1, ge=1)
+    log_level: str = "info"
+
+    max_rows: int = Field(default=10_000, ge=1)
+    max_files: int = Field(default=64, ge=1)
+    max_upload_mb: float = Field(default=20.0, gt=0)
+    default_top_k: int = Field(default=3, ge=1)
+
+    api_key: str | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    batch_max_size: int = Field(default=64, ge=1)
+    batch_max_wait_ms: float = Field(default=2.0, ge=0)
+    torch_threads: int = Field(default=0, ge=0, description="0 = one per available core")
+
+    ngrok_api_url: str = "http://ngrok:4040/api/tunnels"
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        from service.device import parse_device_setting
+
+        parse_device_setting(value)
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        # Accept the common "a,b" form besides JSON lists, which is what people write in .env files.
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
