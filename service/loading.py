@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +37,47 @@ def ensure_inside(path: Path, root: Path) -> Path:
     return resolved
 
 
-def load_exported_learner(path: Path) -> Any:
-    """Unpickle a `Learner.export()` file onto the CPU.
+# Failures an export from an older fastai, a notebook or Windows produces; anything else (a corrupt
+# file, a truncated download) is reported as it is.
+COMPAT_CANDIDATES = (ImportError, AttributeError, NotImplementedError, TypeError, RuntimeError)
+
+
+@dataclass
+class LoadedLearner:
+    learn: Any
+    compat: dict[str, Any] | None = None  # {"loaded_with", "notes"} when the compat path was needed
+    made_by: str | None = None
+
+
+def load_exported_learner(path: Path) -> LoadedLearner:
+    """Unpickle a `Learner.export()` file onto the CPU, through the compat loader when plain loading fails.
 
     `torch.load` is called directly: fastai's `load_learner` turns a missing module into an
     `UnboundLocalError` that hides the real reason.
     """
     from fastai.learner import Learner
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        learn = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(learn, Learner):
-        raise LoadError(MSG_NOT_A_LEARNER.format(file=path.name, type=type(learn).__name__))
-    return learn
+    from service import compat
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = LoadedLearner(torch.load(path, map_location="cpu", weights_only=False))
+    except COMPAT_CANDIDATES as first:
+        logger.info("plain load of %s failed (%s: %s); trying the compat loader", path, type(first).__name__, first)
+        made_by = compat.guess_fastai_version(compat.referenced_modules(path)[0])
+        try:
+            learn, report = compat.load_with_compat(path)
+        except ModuleNotFoundError as exc:
+            raise LoadError(compat.MSG_MISSING_MODULE.format(module=exc.name, made_by=made_by)) from None
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the message must say what to do
+            reason = f"{type(exc).__name__}: {exc}"
+            raise LoadError(compat.MSG_OLD_FASTAI.format(made_by=made_by, reason=reason)) from None
+        notes = report.notes or [f"plain loading failed with {type(first).__name__}; the compat unpickler succeeded"]
+        loaded = LoadedLearner(learn, {"loaded_with": compat.LOADED_WITH, "notes": notes}, report.made_by)
+    if not isinstance(loaded.learn, Learner):
+        raise LoadError(MSG_NOT_A_LEARNER.format(file=path.name, type=type(loaded.learn).__name__))
+    return loaded
 
 
 def prepare_for_serving(learn: Any, device: torch.device) -> Any:
@@ -59,6 +87,11 @@ def prepare_for_serving(learn: Any, device: torch.device) -> Any:
 
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
     learn.logger = noop
+    # Learners saved in mixed precision predict in fp32 on any device (what load_learner(cpu=True) does).
+    if hasattr(learn, "channels_last"):
+        learn = learn.to_contiguous(to_fp32=True)
+    elif hasattr(learn, "mixed_precision"):
+        learn = learn.to_fp32()
     learn.dls.to(device)
     learn.model.to(device).eval()
     return learn

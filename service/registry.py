@@ -32,6 +32,10 @@ KIND_PATHS = {"tabular": "/api/v1/tabular/{name}/predict", "vision": "/api/v1/vi
 MSG_NO_LEARNER_FILE = "no model.pkl or export.pkl in {folder}"
 MSG_SHA_MISMATCH = "sha256 of {file} is {actual}, the manifest says {expected}; refusing to unpickle it"
 MSG_BAD_MANIFEST = "model.json is not valid JSON: {reason}"
+MSG_SELF_CHECK = (
+    "the learner loaded but cannot predict one input built from its own schema ({reason}); it was "
+    "probably exported by {made_by}: check it predicts there and re-export it with fastai 2.8"
+)
 MSG_UNKNOWN_KIND = (
     "cannot tell what kind of learner this is ({dls}); tabular and vision classifiers are supported"
 )
@@ -58,6 +62,7 @@ class ModelEntry:
     sha256: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
+    compat: dict[str, Any] | None = None
     predictor: Any = None
 
     @property
@@ -147,10 +152,18 @@ class ModelRegistry:
         entry.metrics = dict(manifest.get("metrics") or {})
         mtime = datetime.fromtimestamp(learner_file.stat().st_mtime, tz=UTC)
         entry.created_at = manifest.get("created_at") or mtime.isoformat()
-        learn = prepare_for_serving(load_exported_learner(learner_file), device)
+        loaded = load_exported_learner(learner_file)
+        entry.compat = loaded.compat
+        learn = prepare_for_serving(loaded.learn, device)
         kind = detect_kind(learn)
         entry.kind = kind
-        entry.predictor = build_predictor(kind, learn)
+        predictor = build_predictor(kind, learn)
+        try:
+            predictor.self_check()
+        except Exception as exc:  # noqa: BLE001 - a learner that cannot predict is not servable
+            made_by = loaded.made_by or "the fastai version that made it"
+            raise LoadError(MSG_SELF_CHECK.format(reason=f"{type(exc).__name__}: {exc}", made_by=made_by)) from None
+        entry.predictor = predictor
         entry.device = device_label(device)
         entry.status, entry.error = ModelStatus.READY, None
         logger.info("model %s ready (%s on %s)", entry.name, kind, entry.device)

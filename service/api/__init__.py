@@ -1,0 +1,1 @@
+"""HTTP layer: app factory, routes, problem+json mapping."""

@@ -57,7 +57,7 @@ def rows_for(frame: pd.DataFrame, columns: list[str], *, filename: str) -> list[
             detail, [{"loc": ["file", c], "msg": "column missing", "type": "missing"} for c in missing]
         )
     subset = frame[columns].astype(object).where(frame[columns].notna(), None)
-    return subset.to_dict(orient="records")  # type: ignore[return-value]
+    return subset.to_dict(orient="records")
 
 
 def scored_csv(frame: pd.DataFrame, predictions: list[Prediction], classes: list[str]) -> str:

@@ -124,7 +124,7 @@ def spec_from_learner(learn: Any) -> TabularSpec:
 def _row_model(spec: TabularSpec) -> type[BaseModel]:
     fields: dict[str, Any] = {c.name: (float | None, ...) for c in spec.continuous}
     fields.update({c.name: (CategoryValue | None, ...) for c in spec.categorical})
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         "TabularRow", __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields
     )
 
@@ -138,7 +138,8 @@ class TabularPredictor:
         self.spec = spec_from_learner(learn)
         self.classes = self.spec.classes
         self._runner = LearnerRunner(learn)
-        self._rows_adapter = TypeAdapter(list[_row_model(self.spec)])  # type: ignore[misc]
+        row_model: Any = _row_model(self.spec)
+        self._rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[row_model])
 
     def input_schema(self) -> dict[str, Any]:
         return self.spec.input_schema()
@@ -156,6 +157,14 @@ class TabularPredictor:
         frame, warnings = self._preprocess(rows, strict=strict)
         probs = self._runner.probabilities(frame)
         return predictions_from_probs(probs, self.classes, warnings)
+
+    def self_check(self) -> None:
+        """Predict one row built from the schema itself (training means, first categories)."""
+        row: dict[str, Any] = {c.name: c.mean if c.mean is not None else 0.0 for c in self.spec.continuous}
+        row.update({c.name: c.categories[0] if c.categories else None for c in self.spec.categorical})
+        [prediction] = self.predict([row], strict=False)
+        if not math.isclose(sum(prediction.probabilities.values()), 1.0, abs_tol=1e-3):
+            raise ValueError("the learner's outputs are not probabilities that sum to 1")
 
     def _preprocess(
         self, rows: list[dict[str, Any]], *, strict: bool

@@ -34,6 +34,14 @@ class VisionPredictor:
 
         return [PILImage(decode_image(upload)) for upload in uploads]
 
+    def self_check(self) -> None:
+        """Predict one mid-grey image of the learner's own input size."""
+        from fastai.vision.core import PILImage
+        from PIL import Image
+
+        height, width = self.image_size or [64, 64]
+        self.predict([PILImage(Image.new("RGB", (width, height), (128, 128, 128)))])
+
     def predict(self, images: list[Any]) -> list[Prediction]:
         probs = self._runner.probabilities(images)
         return predictions_from_probs(probs, self.classes)

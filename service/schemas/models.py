@@ -22,6 +22,11 @@ class FrameworkVersions(BaseModel):
     torch: str
 
 
+class CompatInfo(BaseModel):
+    loaded_with: str
+    notes: list[str]
+
+
 class ModelDetail(ModelSummary):
     description: str | None = None
     created_at: str | None = None
@@ -29,6 +34,7 @@ class ModelDetail(ModelSummary):
     sha256: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     input_schema: dict[str, Any] | None = None
+    compat: CompatInfo | None = Field(default=None, description="set when the learner needed the compat loader")
 
 
 class ModelList(BaseModel):

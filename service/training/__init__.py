@@ -1,0 +1,1 @@
+"""Training recipes behind `fastai-serve train`."""

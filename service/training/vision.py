@@ -62,9 +62,9 @@ def _files(folder: Path, max_per_class: int | None) -> list[Path]:
 
 def adapt_stem_for_small_images(model: nn.Module) -> None:
     """Drop the stem's max-pool: on 32x32 inputs resnet18 otherwise ends on a 1x1 feature map."""
-    body = model[0]  # type: ignore[index]
-    if isinstance(body[3], nn.MaxPool2d):  # type: ignore[index]
-        body[3] = nn.Identity()  # type: ignore[index]
+    body: Any = model[0]  # type: ignore[index]
+    if isinstance(body[3], nn.MaxPool2d):
+        body[3] = nn.Identity()
 
 
 def train_vision(recipe: VisionRecipe) -> TrainResult:

@@ -52,6 +52,7 @@ async def model_detail(name: str, registry: RegistryDep) -> ModelDetail:
         sha256=entry.sha256,
         metrics=entry.metrics,
         input_schema=predictor.input_schema() if predictor is not None else None,
+        compat=entry.compat,
     )
 
 

@@ -1,0 +1,1 @@
+"""Predictors: turn validated inputs into predictions through a learner."""
