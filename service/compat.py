@@ -153,7 +153,9 @@ def load_with_compat(path: Path) -> tuple[Any, CompatReport]:
         report.note("tensors were saved on CUDA; loaded onto the CPU first, then moved to the serving device")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        learn = torch.load(path, map_location="cpu", weights_only=False, pickle_module=compat_pickle_module(report))
+        learn = torch.load(
+            path, map_location="cpu", weights_only=False, pickle_module=compat_pickle_module(report)
+        )
     if isinstance(getattr(learn, "path", None), pathlib.PurePath):
         learn.path = Path(str(learn.path).replace("\\", "/"))
     return learn, report

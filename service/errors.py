@@ -25,6 +25,7 @@ MSG_CSV_MEDIA = "the uploaded file {filename!r} is not CSV text"
 MSG_NOT_AN_IMAGE = "file {filename!r} is not a supported image (JPEG, PNG, GIF, BMP, WEBP or TIFF)"
 MSG_CORRUPT_IMAGE = "file {filename!r} looks like {format} but cannot be decoded: {reason}"
 MSG_UNSEEN_CATEGORY = "{column}: {value!r} is not a known category; treated as missing (#na#)"
+MSG_TOLERANT_MATCH = "{column}: {value!r} matched category {category!r} (ignoring whitespace and case)"
 MSG_NULL_FILLED = "{column}: missing value filled with {fill:g} as the learner does"
 MSG_NULL_CATEGORY = "{column}: missing value treated as #na#"
 MSG_NULL_NOT_FILLABLE = (

@@ -64,7 +64,9 @@ def load_exported_learner(path: Path) -> LoadedLearner:
             warnings.simplefilter("ignore")
             loaded = LoadedLearner(torch.load(path, map_location="cpu", weights_only=False))
     except COMPAT_CANDIDATES as first:
-        logger.info("plain load of %s failed (%s: %s); trying the compat loader", path, type(first).__name__, first)
+        logger.info(
+            "plain load of %s failed (%s: %s); trying the compat loader", path, type(first).__name__, first
+        )
         made_by = compat.guess_fastai_version(compat.referenced_modules(path)[0])
         try:
             learn, report = compat.load_with_compat(path)
@@ -73,7 +75,9 @@ def load_exported_learner(path: Path) -> LoadedLearner:
         except Exception as exc:  # noqa: BLE001 - whatever it is, the message must say what to do
             reason = f"{type(exc).__name__}: {exc}"
             raise LoadError(compat.MSG_OLD_FASTAI.format(made_by=made_by, reason=reason)) from None
-        notes = report.notes or [f"plain loading failed with {type(first).__name__}; the compat unpickler succeeded"]
+        notes = report.notes or [
+            f"plain loading failed with {type(first).__name__}; the compat unpickler succeeded"
+        ]
         loaded = LoadedLearner(learn, {"loaded_with": compat.LOADED_WITH, "notes": notes}, report.made_by)
     if not isinstance(loaded.learn, Learner):
         raise LoadError(MSG_NOT_A_LEARNER.format(file=path.name, type=type(loaded.learn).__name__))

@@ -162,7 +162,9 @@ class ModelRegistry:
             predictor.self_check()
         except Exception as exc:  # noqa: BLE001 - a learner that cannot predict is not servable
             made_by = loaded.made_by or "the fastai version that made it"
-            raise LoadError(MSG_SELF_CHECK.format(reason=f"{type(exc).__name__}: {exc}", made_by=made_by)) from None
+            raise LoadError(
+                MSG_SELF_CHECK.format(reason=f"{type(exc).__name__}: {exc}", made_by=made_by)
+            ) from None
         entry.predictor = predictor
         entry.device = device_label(device)
         entry.status, entry.error = ModelStatus.READY, None

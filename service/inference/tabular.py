@@ -15,6 +15,7 @@ from service.errors import (
     MSG_NULL_CATEGORY,
     MSG_NULL_FILLED,
     MSG_NULL_NOT_FILLABLE,
+    MSG_TOLERANT_MATCH,
     MSG_UNSEEN_CATEGORY,
     InvalidInput,
 )
@@ -24,11 +25,27 @@ NA_CATEGORY = "#na#"
 CategoryValue = str | int | float
 
 
+def normalise_category(value: Any) -> str:
+    """The key tolerant matching uses: surrounding whitespace and case do not count."""
+    return str(value).strip().casefold()
+
+
 @dataclass(frozen=True)
 class CategoricalColumn:
+    """One categorical input; both lookups are built once per model, so matching is a dict lookup."""
+
     name: str
     categories: list[Any]
-    lookup: dict[str, Any]  # str(value) -> canonical category, built once per model
+    lookup: dict[str, Any]  # str(value) -> canonical category
+    tolerant: dict[str, Any]  # normalise_category(value) -> canonical category
+
+    @classmethod
+    def from_classes(cls, name: str, classes: list[Any]) -> CategoricalColumn:
+        known = [c for c in classes if c != NA_CATEGORY]
+        tolerant: dict[str, Any] = {}
+        for category in known:
+            tolerant.setdefault(normalise_category(category), category)
+        return cls(name=name, categories=known, lookup={str(c): c for c in known}, tolerant=tolerant)
 
     def schema(self) -> dict[str, Any]:
         return {"name": self.name, "type": "categorical", "categories": [str(c) for c in self.categories]}
@@ -99,8 +116,7 @@ def spec_from_learner(learn: Any) -> TabularSpec:
         if name in flags:
             continue
         classes = list(categorify.classes[name]) if categorify is not None else []
-        known = [c for c in classes if c != NA_CATEGORY]
-        categorical.append(CategoricalColumn(name=name, categories=known, lookup={str(c): c for c in known}))
+        categorical.append(CategoricalColumn.from_classes(name, classes))
     means = getattr(normalize, "means", {}) or {}
     stds = getattr(normalize, "stds", {}) or {}
     continuous = [
@@ -124,9 +140,7 @@ def spec_from_learner(learn: Any) -> TabularSpec:
 def _row_model(spec: TabularSpec) -> type[BaseModel]:
     fields: dict[str, Any] = {c.name: (float | None, ...) for c in spec.continuous}
     fields.update({c.name: (CategoryValue | None, ...) for c in spec.categorical})
-    return create_model(
-        "TabularRow", __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields
-    )
+    return create_model("TabularRow", __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields)
 
 
 class TabularPredictor:
@@ -215,5 +229,9 @@ class TabularPredictor:
         key = str(raw)
         if key in column.lookup:
             return column.lookup[key]
+        canonical = column.tolerant.get(normalise_category(key))
+        if canonical is not None:
+            warnings.append(MSG_TOLERANT_MATCH.format(column=column.name, value=raw, category=canonical))
+            return canonical
         warnings.append(MSG_UNSEEN_CATEGORY.format(column=column.name, value=raw))
         return np.nan

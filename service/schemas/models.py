@@ -34,7 +34,9 @@ class ModelDetail(ModelSummary):
     sha256: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     input_schema: dict[str, Any] | None = None
-    compat: CompatInfo | None = Field(default=None, description="set when the learner needed the compat loader")
+    compat: CompatInfo | None = Field(
+        default=None, description="set when the learner needed the compat loader"
+    )
 
 
 class ModelList(BaseModel):

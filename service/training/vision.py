@@ -29,6 +29,8 @@ class VisionRecipe:
     seed: int = 42
     valid_pct: float = 0.1
     augment: bool = True
+    warmup_size: int | None = None
+    warmup_epochs: int = 0
     ps: float = 0.25
     small_input_stem: bool = True
     max_per_class: int | None = None
@@ -75,18 +77,22 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
 
     pretrained = recipe.pretrained and pretrained_weights_available(recipe.arch)
     stats = IMAGENET_STATS if pretrained else CIFAR_STATS
-    # A per-item flip is a cheap PIL op; fastai's batch `Flip` resamples a grid, costly on CPU at this size.
-    item_tfms: list[Any] = [Resize(recipe.size)] + ([FlipItem(0.5)] if recipe.augment else [])
-    block = DataBlock(
-        blocks=(ImageBlock, CategoryBlock),
-        get_items=lambda folder: _files(Path(folder) / "train", recipe.max_per_class),
-        splitter=RandomSplitter(valid_pct=recipe.valid_pct, seed=recipe.seed),
-        get_y=parent_label,
-        item_tfms=item_tfms,
-        batch_tfms=[Normalize.from_stats(*stats)],
-    )
+
+    def dataloaders(size: int) -> Any:
+        # A per-item flip is a cheap PIL op; fastai's batch `Flip` resamples a grid, costly on CPU here.
+        item_tfms: list[Any] = [Resize(size)] + ([FlipItem(0.5)] if recipe.augment else [])
+        block = DataBlock(
+            blocks=(ImageBlock, CategoryBlock),
+            get_items=lambda folder: _files(Path(folder) / "train", recipe.max_per_class),
+            splitter=RandomSplitter(valid_pct=recipe.valid_pct, seed=recipe.seed),
+            get_y=parent_label,
+            item_tfms=item_tfms,
+            batch_tfms=[Normalize.from_stats(*stats)],
+        )
+        return block.dataloaders(recipe.folder, bs=recipe.bs, num_workers=0)
+
     seed_everything(recipe.seed)
-    dls = block.dataloaders(recipe.folder, bs=recipe.bs, num_workers=0)
+    dls = dataloaders(recipe.warmup_size or recipe.size)
     learn = vision_learner(
         dls,
         getattr(models, recipe.arch),
@@ -103,6 +109,10 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
             learn.fine_tune(recipe.epochs, recipe.lr)
         else:
             learn.unfreeze()
+            if recipe.warmup_size:
+                # Progressive resizing: cheap epochs on small images, then the real size.
+                learn.fit_one_cycle(recipe.warmup_epochs, recipe.lr)
+                learn.dls = dataloaders(recipe.size)
             learn.fit_one_cycle(recipe.epochs, recipe.lr)
     seconds = time.perf_counter() - started
     metrics = evaluate_vision(learn, recipe.folder / "test", recipe.max_per_class)

@@ -40,7 +40,9 @@ async def test_both_demo_models_serve(demo_client: httpx.AsyncClient) -> None:
     assert ready["models"][DEMO_TABULAR] == "ready"
     assert ready["models"][DEMO_VISION] == "ready"
     csv = (EXAMPLES / "adult_rows.csv").read_bytes()
-    tab = await demo_client.post(f"/api/v1/tabular/{DEMO_TABULAR}/predict/csv", files={"file": ("a.csv", csv)})
+    tab = await demo_client.post(
+        f"/api/v1/tabular/{DEMO_TABULAR}/predict/csv", files={"file": ("a.csv", csv)}
+    )
     assert tab.status_code == 200
     assert len(tab.json()["predictions"]) == 4
     images = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in sorted(EXAMPLES.glob("*.jpg"))]

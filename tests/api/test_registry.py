@@ -50,7 +50,10 @@ async def test_failed_models_do_not_stop_the_others(broken_client: httpx.AsyncCl
         VISION: "ready",
     }
     models = {m["name"]: m for m in (await broken_client.get("/api/v1/models")).json()["models"]}
-    assert "no_such_module_xyz" in models["needs-module"]["error"]
+    assert (
+        "needs the Python module 'no_such_module_xyz', which the server cannot import"
+        in (models["needs-module"]["error"])
+    )
     assert "no model.pkl or export.pkl" in models["empty"]["error"]
     assert models["corrupt"]["error"]
     served = await broken_client.post(
