@@ -82,6 +82,9 @@ def _train_vision(args: argparse.Namespace) -> int:
         size=args.size,
         seed=args.seed,
         augment=args.augment,
+        ps=args.ps,
+        valid_pct=args.valid_pct,
+        small_input_stem=args.small_input_stem,
         max_per_class=args.max_per_class,
     )
     result = train_vision(recipe)
@@ -144,11 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(vis, name=DEMO_VISION)
     vis.add_argument("--arch", default="resnet18")
     vis.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False)
-    vis.add_argument("--epochs", type=int, default=8)
+    vis.add_argument("--epochs", type=int, default=4)
     vis.add_argument("--lr", type=float, default=1e-2)
     vis.add_argument("--bs", type=int, default=128)
     vis.add_argument("--size", type=int, default=32)
-    vis.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    vis.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True, help="random flips")
+    vis.add_argument("--ps", type=float, default=0.25, help="dropout of the head")
+    vis.add_argument("--valid-pct", type=float, default=0.05)
+    vis.add_argument(
+        "--small-input-stem",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="drop the stem's max-pool for tiny images (more accurate, ~1.5-2x slower per epoch)",
+    )
     vis.add_argument("--max-per-class", type=int, default=None)
     vis.set_defaults(func=_train_vision)
 

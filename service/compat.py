@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pandas.compat.pickle_compat import Unpickler as PandasLegacyUnpickler
 
 LOADED_WITH = "fastai-serve compat loader"
 
+NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
 # Modules that moved; each maps to where its classes live in fastai 2.8's stack.
 MODULE_MOVES: dict[str, str] = {
     "fastcore.transform": "fasttransform.transform",
@@ -128,6 +130,9 @@ def _unpickler_class(report: CompatReport) -> type:
             if module in MODULE_MOVES:
                 report.note(f"mapped {module} to {MODULE_MOVES[module]}")
                 module = MODULE_MOVES[module]
+            elif module.startswith("numpy.core") and NUMPY_2:
+                # numpy 2 renamed numpy.core to numpy._core; the old name is a deprecated alias.
+                module = "numpy._core" + module[len("numpy.core") :]
             return super().find_class(module, name)
 
     return CompatUnpickler

@@ -46,6 +46,27 @@ def predictions_from_probs(
     return out
 
 
+class ModelRunner:
+    """The model's forward and the loss's activation, on tensors already encoded (the fast paths)."""
+
+    def __init__(self, learn: Any) -> None:
+        import torch
+
+        self._torch = torch
+        self.model = learn.model
+        self.device = next(iter(learn.model.parameters())).device
+        activation = getattr(learn.loss_func, "activation", None)
+        self.activation = activation if callable(activation) else (lambda out: torch.softmax(out, dim=-1))
+        self._lock = threading.Lock()
+
+    def probabilities(self, *inputs: Any) -> np.ndarray:
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            out = self.model(*[x.to(self.device, non_blocking=True) for x in inputs])
+            probs = self.activation(out)
+        return np.asarray(probs.float().cpu().numpy())
+
+
 class LearnerRunner:
     """Runs `get_preds` on one learner; fastai learners are not safe to call from two threads."""
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from service.errors import (
     MSG_INVALID_ROWS,
@@ -19,7 +20,8 @@ from service.errors import (
     MSG_UNSEEN_CATEGORY,
     InvalidInput,
 )
-from service.inference.base import LearnerRunner, Prediction, predictions_from_probs
+from service.inference.base import LearnerRunner, ModelRunner, Prediction, predictions_from_probs
+from service.inference.tabular_encoder import TabularEncoder
 
 NA_CATEGORY = "#na#"
 CategoryValue = str | int | float
@@ -137,10 +139,13 @@ def spec_from_learner(learn: Any) -> TabularSpec:
     )
 
 
-def _row_model(spec: TabularSpec) -> type[BaseModel]:
-    fields: dict[str, Any] = {c.name: (float | None, ...) for c in spec.continuous}
-    fields.update({c.name: (CategoryValue | None, ...) for c in spec.categorical})
-    return create_model("TabularRow", __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields)
+def _row_type(spec: TabularSpec) -> Any:
+    """A TypedDict of one row: validates to plain dicts, much cheaper than a model instance per row."""
+    fields: dict[str, Any] = {c.name: float | None for c in spec.continuous}
+    fields.update({c.name: CategoryValue | None for c in spec.categorical})
+    row_type: Any = TypedDict("TabularRow", fields)  # type: ignore[operator]
+    row_type.__pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False)
+    return row_type
 
 
 class TabularPredictor:
@@ -152,8 +157,10 @@ class TabularPredictor:
         self.spec = spec_from_learner(learn)
         self.classes = self.spec.classes
         self._runner = LearnerRunner(learn)
-        row_model: Any = _row_model(self.spec)
-        self._rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[row_model])
+        self._encoder = TabularEncoder.from_learner(learn)
+        self._model = ModelRunner(learn)
+        row_type = _row_type(self.spec)
+        self._rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[row_type])
 
     def input_schema(self) -> dict[str, Any]:
         return self.spec.input_schema()
@@ -168,9 +175,20 @@ class TabularPredictor:
 
     def predict(self, rows: list[dict[str, Any]], *, strict: bool = True) -> list[Prediction]:
         """Predict every row in one batch; `strict=False` lets numeric strings through (CSV)."""
-        frame, warnings = self._preprocess(rows, strict=strict)
-        probs = self._runner.probabilities(frame)
-        return predictions_from_probs(probs, self.classes, warnings)
+        columns, warnings = self._preprocess(rows, strict=strict)
+        return predictions_from_probs(self._forward(columns, len(rows)), self.classes, warnings)
+
+    @property
+    def fast_path(self) -> bool:
+        return self._encoder is not None
+
+    def _forward(self, columns: dict[str, list[Any]], n: int) -> np.ndarray:
+        if self._encoder is None:  # procs we do not reproduce: fastai's own pipeline
+            frame = pd.DataFrame(columns)
+            for cont in self.spec.continuous:
+                frame[cont.name] = frame[cont.name].astype("float64")
+            return self._runner.probabilities(frame)
+        return self._model.probabilities(*self._encoder.encode(columns, n))
 
     def self_check(self) -> None:
         """Predict one row built from the schema itself (training means, first categories)."""
@@ -182,7 +200,7 @@ class TabularPredictor:
 
     def _preprocess(
         self, rows: list[dict[str, Any]], *, strict: bool
-    ) -> tuple[pd.DataFrame, list[list[str]]]:
+    ) -> tuple[dict[str, list[Any]], list[list[str]]]:
         errors: list[dict[str, Any]] = []
         try:
             validated = self._rows_adapter.validate_python(rows, strict=strict)
@@ -196,7 +214,7 @@ class TabularPredictor:
         for cont in self.spec.continuous:
             values = []
             for i, row in enumerate(validated):
-                value = getattr(row, cont.name)
+                value = row[cont.name]
                 if value is None:
                     if cont.fill is None:
                         errors.append(
@@ -212,14 +230,11 @@ class TabularPredictor:
         for cat in self.spec.categorical:
             values = []
             for i, row in enumerate(validated):
-                raw = getattr(row, cat.name)
+                raw = row[cat.name]
                 value = self._match_category(cat, raw, warnings[i])
                 values.append(value)
             columns[cat.name] = values
-        frame = pd.DataFrame(columns)
-        for cont in self.spec.continuous:
-            frame[cont.name] = frame[cont.name].astype("float64")
-        return frame, warnings
+        return columns, warnings
 
     @staticmethod
     def _match_category(column: CategoricalColumn, raw: Any, warnings: list[str]) -> Any:

@@ -30,6 +30,14 @@ def seed_everything(seed: int) -> None:
     set_seed(seed, reproducible=True)
 
 
+def held_out_accuracy(learn: Any, items: Any) -> float:
+    """Accuracy on labelled items the learner never saw (not the validation set it was tuned on)."""
+    dl = learn.dls.test_dl(items, with_labels=True, num_workers=0)
+    with learn.no_bar():
+        probs, targets = learn.get_preds(dl=dl)
+    return round(float((probs.argmax(dim=1) == targets.view(-1)).float().mean()), 4)
+
+
 def export_model(
     learn: Any,
     *,

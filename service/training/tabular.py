@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.training.common import TrainResult, export_model, seed_everything
+from service.training.common import TrainResult, export_model, held_out_accuracy, seed_everything
 
 
 @dataclass
@@ -104,8 +104,4 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
 
 def evaluate_tabular(learn: Any, test_df: pd.DataFrame, target: str) -> dict[str, float]:
     """Accuracy on rows the learner never saw (not the validation set it was tuned on)."""
-    dl = learn.dls.test_dl(test_df, with_labels=True, num_workers=0)
-    with learn.no_bar():
-        probs, targets = learn.get_preds(dl=dl)
-    accuracy = float((probs.argmax(dim=1) == targets.view(-1)).float().mean())
-    return {"test_accuracy": round(accuracy, 4), "test_rows": float(len(test_df))}
+    return {"test_accuracy": held_out_accuracy(learn, test_df), "test_rows": float(len(test_df))}

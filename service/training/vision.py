@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from service.training.common import TrainResult, export_model, seed_everything
+from service.training.common import TrainResult, export_model, held_out_accuracy, seed_everything
 
 # CIFAR-10 statistics: with pretrained=False fastai adds no Normalize, so we add the data's own.
 CIFAR_STATS = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
@@ -23,16 +23,14 @@ class VisionRecipe:
     arch: str = "resnet18"
     pretrained: bool = False
     epochs: int = 5
-    lr: float = 3e-3
+    lr: float = 1e-2
     bs: int = 128
     size: int = 32
     seed: int = 42
-    valid_pct: float = 0.1
+    valid_pct: float = 0.05
     augment: bool = True
-    warmup_size: int | None = None
-    warmup_epochs: int = 0
     ps: float = 0.25
-    small_input_stem: bool = True
+    small_input_stem: bool = False
     max_per_class: int | None = None
     description: str = ""
 
@@ -77,22 +75,18 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
 
     pretrained = recipe.pretrained and pretrained_weights_available(recipe.arch)
     stats = IMAGENET_STATS if pretrained else CIFAR_STATS
-
-    def dataloaders(size: int) -> Any:
-        # A per-item flip is a cheap PIL op; fastai's batch `Flip` resamples a grid, costly on CPU here.
-        item_tfms: list[Any] = [Resize(size)] + ([FlipItem(0.5)] if recipe.augment else [])
-        block = DataBlock(
-            blocks=(ImageBlock, CategoryBlock),
-            get_items=lambda folder: _files(Path(folder) / "train", recipe.max_per_class),
-            splitter=RandomSplitter(valid_pct=recipe.valid_pct, seed=recipe.seed),
-            get_y=parent_label,
-            item_tfms=item_tfms,
-            batch_tfms=[Normalize.from_stats(*stats)],
-        )
-        return block.dataloaders(recipe.folder, bs=recipe.bs, num_workers=0)
-
+    # A per-item flip is a cheap PIL op; fastai's batch `Flip` resamples a grid, costly on CPU at this size.
+    item_tfms: list[Any] = [Resize(recipe.size)] + ([FlipItem(0.5)] if recipe.augment else [])
+    block = DataBlock(
+        blocks=(ImageBlock, CategoryBlock),
+        get_items=lambda folder: _files(Path(folder) / "train", recipe.max_per_class),
+        splitter=RandomSplitter(valid_pct=recipe.valid_pct, seed=recipe.seed),
+        get_y=parent_label,
+        item_tfms=item_tfms,
+        batch_tfms=[Normalize.from_stats(*stats)],
+    )
     seed_everything(recipe.seed)
-    dls = dataloaders(recipe.warmup_size or recipe.size)
+    dls = block.dataloaders(recipe.folder, bs=recipe.bs, num_workers=0)
     learn = vision_learner(
         dls,
         getattr(models, recipe.arch),
@@ -109,10 +103,6 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
             learn.fine_tune(recipe.epochs, recipe.lr)
         else:
             learn.unfreeze()
-            if recipe.warmup_size:
-                # Progressive resizing: cheap epochs on small images, then the real size.
-                learn.fit_one_cycle(recipe.warmup_epochs, recipe.lr)
-                learn.dls = dataloaders(recipe.size)
             learn.fit_one_cycle(recipe.epochs, recipe.lr)
     seconds = time.perf_counter() - started
     metrics = evaluate_vision(learn, recipe.folder / "test", recipe.max_per_class)
@@ -134,8 +124,4 @@ def evaluate_vision(learn: Any, test_folder: Path, max_per_class: int | None) ->
     files = _files(test_folder, max_per_class) if test_folder.is_dir() else []
     if not files:
         return {}
-    dl = learn.dls.test_dl(files, with_labels=True, num_workers=0)
-    with learn.no_bar():
-        probs, targets = learn.get_preds(dl=dl)
-    accuracy = float((probs.argmax(dim=1) == targets.view(-1)).float().mean())
-    return {"test_accuracy": round(accuracy, 4), "test_images": float(len(files))}
+    return {"test_accuracy": held_out_accuracy(learn, files), "test_images": float(len(files))}

@@ -1,0 +1,116 @@
+"""The fast paths give fastai's own `get_preds` results, and unknown pipelines fall back to fastai."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from service.inference import vision as vision_module
+from service.inference.images import UploadedImage
+from service.inference.tabular import TabularPredictor
+from service.inference.vision import VisionPredictor
+from service.loading import load_exported_learner
+from tests.conftest import FIXTURES, TABULAR, VISION, image_bytes
+
+
+def _get_preds(learn: Any, items: Any) -> np.ndarray:
+    dl = learn.dls.test_dl(items, num_workers=0)
+    with learn.no_bar():
+        probs, _ = learn.get_preds(dl=dl)
+    return np.asarray(probs.numpy())
+
+
+def _ours(predictor: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+    predictions = predictor.predict(*args, **kwargs)
+    return np.array([[p.probabilities[c] for c in predictor.classes] for p in predictions])
+
+
+@pytest.fixture(scope="module")
+def tabular_learner(trained_store: Path) -> Any:
+    return load_exported_learner(trained_store / TABULAR / "model.pkl").learn
+
+
+@pytest.fixture(scope="module")
+def vision_learner(trained_store: Path) -> Any:
+    return load_exported_learner(trained_store / VISION / "model.pkl").learn
+
+
+def _rows_with_gaps(frame: pd.DataFrame, n: int) -> pd.DataFrame:
+    rows = frame.drop(columns=["Salary"]).iloc[:n].copy()
+    rows.loc[rows.index[::3], "age"] = np.nan  # filled by FillMissing, flagged in age_na
+    rows.loc[rows.index[1::4], "occupation"] = np.nan  # #na#
+    return rows
+
+
+def _as_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")  # type: ignore[no-any-return]
+
+
+def test_tabular_fast_path_equals_get_preds(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
+    predictor = TabularPredictor(tabular_learner)
+    assert predictor.fast_path
+    rows = _rows_with_gaps(adult_frame, 300)
+    np.testing.assert_allclose(_ours(predictor, _as_rows(rows)), _get_preds(tabular_learner, rows), atol=1e-5)
+
+
+def test_tabular_single_row_equals_get_preds(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
+    predictor = TabularPredictor(tabular_learner)
+    rows = _rows_with_gaps(adult_frame, 1)
+    np.testing.assert_allclose(_ours(predictor, _as_rows(rows)), _get_preds(tabular_learner, rows), atol=1e-5)
+
+
+def test_tabular_fast_path_on_the_cookbook_model(tmp_path: Path) -> None:
+    shutil.copy(FIXTURES / "cookbook" / "adult_sample_model.pkl", tmp_path / "model.pkl")
+    learn = load_exported_learner(tmp_path / "model.pkl").learn
+    learn.dls.cpu()
+    predictor = TabularPredictor(learn)
+    assert predictor.fast_path
+    frame = pd.read_csv(FIXTURES / "cookbook" / "adult_sample_test.csv")
+    np.testing.assert_allclose(
+        _ours(predictor, _as_rows(frame), strict=False), _get_preds(learn, frame), atol=1e-5
+    )
+
+
+def test_tabular_unknown_proc_falls_back_to_fastai(
+    tabular_learner: Any, adult_frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.inference import tabular_encoder
+
+    monkeypatch.setattr(tabular_encoder, "SUPPORTED_PROCS", {"Categorify", "Normalize"})
+    predictor = TabularPredictor(tabular_learner)
+    assert not predictor.fast_path
+    rows = _rows_with_gaps(adult_frame, 50)
+    np.testing.assert_allclose(_ours(predictor, _as_rows(rows)), _get_preds(tabular_learner, rows), atol=1e-5)
+
+
+def _uploads() -> list[UploadedImage]:
+    cookbook = sorted((FIXTURES / "cookbook" / "test_images").glob("*.jpg"))
+    return [
+        *(UploadedImage(p.name, p.read_bytes()) for p in cookbook),  # 100x100 JPEG photos
+        UploadedImage("wide.png", image_bytes(size=(64, 20), seed=1)),
+        UploadedImage("tall.jpg", image_bytes(size=(17, 90), fmt="JPEG", seed=2)),
+        UploadedImage("grey.png", image_bytes(mode="L", size=(40, 40), seed=3)),
+        UploadedImage("alpha.png", image_bytes(mode="RGBA", size=(33, 31), seed=4)),
+    ]
+
+
+def test_vision_fast_path_equals_get_preds(vision_learner: Any) -> None:
+    predictor = VisionPredictor(vision_learner)
+    assert predictor.fast_path
+    images = predictor.decode(_uploads())
+    np.testing.assert_allclose(_ours(predictor, images), _get_preds(vision_learner, images), atol=1e-4)
+
+
+def test_vision_unknown_transform_falls_back_to_fastai(
+    vision_learner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vision_module, "FAST_ITEM_TFMS", {"ToTensor"})  # as if Resize were a custom transform
+    predictor = VisionPredictor(vision_learner)
+    assert not predictor.fast_path
+    images = predictor.decode(_uploads())
+    np.testing.assert_allclose(_ours(predictor, images), _get_preds(vision_learner, images), atol=1e-5)
