@@ -116,7 +116,7 @@ def referenced_modules(path: Path) -> tuple[set[str], bool]:
 
 
 def _unpickler_class(report: CompatReport) -> type:
-    class CompatUnpickler(PandasLegacyUnpickler):  # type: ignore[misc]
+    class CompatUnpickler(PandasLegacyUnpickler):
         def find_class(self, module: str, name: str) -> Any:
             report.modules.add(module)
             if module.split(".")[0] in NOTEBOOK_MODULES:

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
 
     batch_max_size: int = Field(default=64, ge=1)
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
+    batch_max_queue: int = Field(default=20_000, ge=1, description="items queued per model before 503")
     torch_threads: int = Field(default=0, ge=0, description="0 = one per available core")
 
     ngrok_api_url: str = "http://ngrok:4040/api/tunnels"

@@ -14,8 +14,11 @@ from fastapi.responses import RedirectResponse
 
 from service import __version__
 from service.api.limits import BodySizeLimitMiddleware
+from service.api.metrics import RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
-from service.api.routes import health, models, tabular, vision
+from service.api.routes import health, models, ops, tabular, vision
+from service.inference.batcher import BatcherPool
+from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.settings import Settings, get_settings
 
@@ -39,10 +42,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = registry
         # Loading runs in a worker thread so /health/live answers while learners unpickle.
         loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
+        app.state.batchers = BatcherPool(
+            max_batch=settings.batch_max_size,
+            max_wait_ms=settings.batch_max_wait_ms,
+            max_queue=settings.batch_max_queue,
+            metrics=metrics,
+        )
         try:
             yield
         finally:
             await loading
+            await app.state.batchers.close()
 
     app = FastAPI(
         title="fastai-serve",
@@ -51,9 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    metrics = Metrics()
+    app.state.metrics = metrics
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     install_problem_handlers(app)
-    for module in (health, models, tabular, vision):
+    for module in (health, models, tabular, vision, ops):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.inference.batcher import BatcherPool
 from service.registry import ModelRegistry
 from service.settings import Settings
 
@@ -15,10 +16,16 @@ def get_registry(request: Request) -> ModelRegistry:
     return registry
 
 
+def get_batchers(request: Request) -> BatcherPool:
+    batchers: BatcherPool = request.app.state.batchers
+    return batchers
+
+
 def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
+BatchersDep = Annotated[BatcherPool, Depends(get_batchers)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -46,6 +46,12 @@ def predictions_from_probs(
     return out
 
 
+def split_rows(probs: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Cut one batch's probabilities back into each request's rows, in order."""
+    bounds = np.cumsum([0, *sizes])
+    return [probs[bounds[i] : bounds[i + 1]] for i in range(len(sizes))]
+
+
 class ModelRunner:
     """The model's forward and the loss's activation, on tensors already encoded (the fast paths)."""
 

@@ -20,7 +20,13 @@ from service.errors import (
     MSG_UNSEEN_CATEGORY,
     InvalidInput,
 )
-from service.inference.base import LearnerRunner, ModelRunner, Prediction, predictions_from_probs
+from service.inference.base import (
+    LearnerRunner,
+    ModelRunner,
+    Prediction,
+    predictions_from_probs,
+    split_rows,
+)
 from service.inference.tabular_encoder import TabularEncoder
 
 NA_CATEGORY = "#na#"
@@ -143,9 +149,17 @@ def _row_type(spec: TabularSpec) -> Any:
     """A TypedDict of one row: validates to plain dicts, much cheaper than a model instance per row."""
     fields: dict[str, Any] = {c.name: float | None for c in spec.continuous}
     fields.update({c.name: CategoryValue | None for c in spec.categorical})
-    row_type: Any = TypedDict("TabularRow", fields)  # type: ignore[operator]
+    make_typed_dict: Any = TypedDict
+    row_type = make_typed_dict("TabularRow", fields)
     row_type.__pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False)
     return row_type
+
+
+@dataclass
+class PreparedRows:
+    columns: dict[str, list[Any]]
+    n: int
+    warnings: list[list[str]]
 
 
 class TabularPredictor:
@@ -159,8 +173,8 @@ class TabularPredictor:
         self._runner = LearnerRunner(learn)
         self._encoder = TabularEncoder.from_learner(learn)
         self._model = ModelRunner(learn)
-        row_type = _row_type(self.spec)
-        self._rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[row_type])
+        rows_type: Any = list[_row_type(self.spec)]  # type: ignore[misc]
+        self._rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(rows_type)
 
     def input_schema(self) -> dict[str, Any]:
         return self.spec.input_schema()
@@ -175,8 +189,24 @@ class TabularPredictor:
 
     def predict(self, rows: list[dict[str, Any]], *, strict: bool = True) -> list[Prediction]:
         """Predict every row in one batch; `strict=False` lets numeric strings through (CSV)."""
+        prepared = self.prepare(rows, strict=strict)
+        return self.finish(prepared, self.forward_many([prepared])[0])
+
+    def prepare(self, rows: list[dict[str, Any]], *, strict: bool = True) -> PreparedRows:
+        """Validate and resolve one request's rows (4xx errors belong to this request alone)."""
         columns, warnings = self._preprocess(rows, strict=strict)
-        return predictions_from_probs(self._forward(columns, len(rows)), self.classes, warnings)
+        return PreparedRows(columns=columns, n=len(rows), warnings=warnings)
+
+    def forward_many(self, batch: list[PreparedRows]) -> list[np.ndarray]:
+        """One forward pass for several requests' rows; each gets its own slice back."""
+        if len(batch) == 1:
+            return [self._forward(batch[0].columns, batch[0].n)]
+        merged = {name: [v for p in batch for v in p.columns[name]] for name in batch[0].columns}
+        sizes = [p.n for p in batch]
+        return split_rows(self._forward(merged, sum(sizes)), sizes)
+
+    def finish(self, prepared: PreparedRows, probs: np.ndarray) -> list[Prediction]:
+        return predictions_from_probs(probs, self.classes, prepared.warnings)
 
     @property
     def fast_path(self) -> bool:

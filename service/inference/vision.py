@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from service.inference.base import LearnerRunner, ModelRunner, Prediction, predictions_from_probs
+from service.inference.base import LearnerRunner, ModelRunner, Prediction, predictions_from_probs, split_rows
 from service.inference.images import ACCEPTED_TYPES, UploadedImage, decode_image
 
 # Item transforms whose validation-time output is a fixed-size tensor, so a batch can be stacked directly,
@@ -76,7 +76,21 @@ class VisionPredictor:
         self.predict([PILImage(Image.new("RGB", (width, height), (128, 128, 128)))])
 
     def predict(self, images: list[Any]) -> list[Prediction]:
-        return predictions_from_probs(self._forward(images), self.classes)
+        return self.finish(images, self.forward_many([images])[0])
+
+    def prepare(self, uploads: list[UploadedImage]) -> list[Any]:
+        return self.decode(uploads)
+
+    def forward_many(self, batch: list[list[Any]]) -> list[np.ndarray]:
+        """One forward pass for several requests' images; each gets its own slice back."""
+        if len(batch) == 1:
+            return [self._forward(batch[0])]
+        return split_rows(
+            self._forward([image for images in batch for image in images]), [len(b) for b in batch]
+        )
+
+    def finish(self, images: list[Any], probs: np.ndarray) -> list[Prediction]:
+        return predictions_from_probs(probs, self.classes)
 
     def _forward(self, images: list[Any]) -> np.ndarray:
         if not self.fast_path:  # transforms we do not know: fastai's own DataLoader

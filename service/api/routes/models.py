@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from service.api.deps import RegistryDep
 from service.errors import ModelNotFound
 from service.registry import ModelEntry
-from service.schemas.models import FrameworkVersions, ModelDetail, ModelList, ModelSummary
+from service.schemas.models import CompatInfo, FrameworkVersions, ModelDetail, ModelList, ModelSummary
 from service.schemas.problem import Problem
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
@@ -52,7 +52,7 @@ async def model_detail(name: str, registry: RegistryDep) -> ModelDetail:
         sha256=entry.sha256,
         metrics=entry.metrics,
         input_schema=predictor.input_schema() if predictor is not None else None,
-        compat=entry.compat,
+        compat=CompatInfo(**entry.compat) if entry.compat else None,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import RegistryDep, SettingsDep
+from service.api.deps import BatchersDep, RegistryDep, SettingsDep
 from service.errors import MSG_TOO_MANY_FILES, PayloadTooLarge
 from service.inference.images import UploadedImage
 from service.schemas.predict import TopK, VisionPrediction, VisionPredictResponse
@@ -25,6 +25,7 @@ async def predict_images(
     name: str,
     registry: RegistryDep,
     settings: SettingsDep,
+    batchers: BatchersDep,
     files: Annotated[
         list[UploadFile], File(description="One or more images (JPEG, PNG, GIF, BMP, WEBP, TIFF).")
     ],
@@ -40,8 +41,9 @@ async def predict_images(
     uploads = [
         UploadedImage(filename=f.filename or f"file{i}", data=await f.read()) for i, f in enumerate(files)
     ]
-    images = await run_in_threadpool(predictor.decode, uploads)
-    predictions = await run_in_threadpool(predictor.predict, images)
+    images = await run_in_threadpool(predictor.prepare, uploads)
+    probs = await batchers.for_predictor(entry.name, predictor).submit(images, len(images))
+    predictions = predictor.finish(images, probs)
     return VisionPredictResponse(
         model=name,
         version=entry.version,

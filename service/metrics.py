@@ -1,0 +1,61 @@
+"""Prometheus metrics, one registry per app (tests build many apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Where a request's time goes: queue wait, model time, and how full each batch was."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fastai_serve_requests",
+            "HTTP requests by model, route and status",
+            ["model", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "fastai_serve_request_seconds",
+            "Whole request time",
+            ["model", "route"],
+            buckets=_FAST,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "fastai_serve_batch_size",
+            "Items (rows or images) per forward pass",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384),
+            registry=self.registry,
+        )
+        self.requests_per_batch = Histogram(
+            "fastai_serve_requests_per_batch",
+            "Requests coalesced into one forward pass",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+        self.queue_wait_seconds = Histogram(
+            "fastai_serve_queue_wait_seconds",
+            "Time a request waited before its batch started",
+            ["model"],
+            buckets=_FAST,
+            registry=self.registry,
+        )
+        self.model_seconds = Histogram(
+            "fastai_serve_model_seconds",
+            "Time of one batched forward pass (encode + model + activation)",
+            ["model"],
+            buckets=_FAST,
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "fastai_serve_overload_rejections",
+            "Requests refused with 503 because the queue was full",
+            ["model"],
+            registry=self.registry,
+        )
