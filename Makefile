@@ -53,3 +53,7 @@ typecheck: install
 
 clean:
 	rm -rf .cache .pytest_cache .mypy_cache .ruff_cache
+
+# In-process and HTTP benchmark against fastai's own paths, the naive server and the compute floor.
+bench: models
+	$(BIN)/python bench/run.py

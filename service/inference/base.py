@@ -55,10 +55,11 @@ def split_rows(probs: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 class ModelRunner:
     """The model's forward and the loss's activation, on tensors already encoded (the fast paths)."""
 
-    def __init__(self, learn: Any) -> None:
+    def __init__(self, learn: Any, *, max_batch: int = 4096) -> None:
         import torch
 
         self._torch = torch
+        self.max_batch = max_batch
         self.model = learn.model
         self.device = next(iter(learn.model.parameters())).device
         activation = getattr(learn.loss_func, "activation", None)
@@ -67,10 +68,14 @@ class ModelRunner:
 
     def probabilities(self, *inputs: Any) -> np.ndarray:
         torch = self._torch
+        n = len(inputs[0])
+        chunks = []
+        # Very large requests run in slices: past a few thousand rows a bigger matrix only costs cache misses.
         with self._lock, torch.inference_mode():
-            out = self.model(*[x.to(self.device, non_blocking=True) for x in inputs])
-            probs = self.activation(out)
-        return np.asarray(probs.float().cpu().numpy())
+            for start in range(0, n, self.max_batch):
+                part = [x[start : start + self.max_batch].to(self.device, non_blocking=True) for x in inputs]
+                chunks.append(self.activation(self.model(*part)).float().cpu())
+        return np.asarray(torch.cat(chunks).numpy() if len(chunks) > 1 else chunks[0].numpy())
 
 
 class LearnerRunner:

@@ -30,6 +30,7 @@ from service.inference.base import (
 from service.inference.tabular_encoder import TabularEncoder
 
 NA_CATEGORY = "#na#"
+_UNMATCHED = object()
 CategoryValue = str | int | float
 
 
@@ -241,28 +242,31 @@ class TabularPredictor:
             raise InvalidInput(MSG_INVALID_ROWS.format(count=len(errors)), errors) from None
         warnings: list[list[str]] = [[] for _ in rows]
         columns: dict[str, list[Any]] = {}
+        # Column at a time with comprehensions: the common case (no gaps, exact categories) stays cheap,
+        # and only unusual values take the per-value path that writes warnings.
         for cont in self.spec.continuous:
-            values = []
-            for i, row in enumerate(validated):
-                value = row[cont.name]
-                if value is None:
+            values = [row[cont.name] for row in validated]
+            if None in values:
+                for i, value in enumerate(values):
+                    if value is not None:
+                        continue
                     if cont.fill is None:
                         errors.append(
                             {"loc": ["rows", i, cont.name], "msg": MSG_NULL_NOT_FILLABLE, "type": "null"}
                         )
                     else:
                         warnings[i].append(MSG_NULL_FILLED.format(column=cont.name, fill=cont.fill))
-                    value = np.nan
-                values.append(value)
+                    values[i] = np.nan
             columns[cont.name] = values
         if errors:
             raise InvalidInput(MSG_INVALID_ROWS.format(count=len(errors)), errors)
         for cat in self.spec.categorical:
-            values = []
-            for i, row in enumerate(validated):
-                raw = row[cat.name]
-                value = self._match_category(cat, raw, warnings[i])
-                values.append(value)
+            lookup = cat.lookup
+            raw = [row[cat.name] for row in validated]
+            values = [lookup.get(v, _UNMATCHED) if v.__class__ is str else _UNMATCHED for v in raw]
+            for i, value in enumerate(values):
+                if value is _UNMATCHED:
+                    values[i] = self._match_category(cat, raw[i], warnings[i])
             columns[cat.name] = values
         return columns, warnings
 

@@ -1,0 +1,349 @@
+"""`make bench`: our predictors vs fastai's own paths vs the compute floor, in-process and over HTTP.
+
+Everything runs in one go on this machine with the demo models, so the ratios compare like with like.
+Results are printed as a table and written to bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import httpx
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.api.app import configure_torch_threads  # noqa: E402
+from service.device import device_label, resolve_device  # noqa: E402
+from service.inference.images import UploadedImage  # noqa: E402
+from service.inference.tabular import TabularPredictor  # noqa: E402
+from service.inference.vision import VisionPredictor  # noqa: E402
+from service.loading import load_exported_learner, prepare_for_serving  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from service.training import data  # noqa: E402
+
+STORE = ROOT / "model_store"
+RESULTS = ROOT / "bench" / "results.json"
+
+
+def per_call(fn: Callable[[], Any], *, seconds: float = 2.0, min_calls: int = 3) -> float:
+    """Median seconds per call, after one warm-up call."""
+    fn()
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < min_calls or time.perf_counter() < deadline:
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def adult_rows(n: int) -> list[dict[str, Any]]:
+    frame = pd.read_csv(data.demo_adult_csv(), skipinitialspace=True, na_values=["?"])
+    frame = frame[data.ADULT_CONTINUOUS + data.ADULT_CATEGORICAL].dropna()
+    frame = pd.concat([frame] * (n // len(frame) + 1)).iloc[:n]
+    rows = frame.astype(object).to_dict(orient="records")
+    return [{k: (float(v) if k in data.ADULT_CONTINUOUS else v) for k, v in r.items()} for r in rows]
+
+
+def cifar_jpegs(n: int) -> list[bytes]:
+    files = sorted((data.demo_cifar_folder() / "test").rglob("*.jpg"))
+    return [files[i % len(files)].read_bytes() for i in range(n)]
+
+
+def in_process(device: torch.device) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    tab = prepare_for_serving(load_exported_learner(STORE / "adult-income" / "model.pkl").learn, device)
+    predictor = TabularPredictor(tab)
+    vis = prepare_for_serving(load_exported_learner(STORE / "cifar10" / "model.pkl").learn, device)
+    vpred = VisionPredictor(vis)
+    gc.collect()
+    gc.freeze()  # as the server's registry does after loading
+    row = adult_rows(1)
+    ours_row = per_call(lambda: predictor.predict(row))
+    series = pd.Series(row[0])
+    naive_row = per_call(lambda: tab.predict(series), seconds=2.0)
+    out["tabular_one_row"] = {
+        "ours_ms": ours_row * 1e3,
+        "learn_predict_ms": naive_row * 1e3,
+        "P1_speedup": naive_row / ours_row,
+    }
+
+    rows = adult_rows(10_000)
+    ours_batch = per_call(lambda: predictor.predict(rows), seconds=3.0)
+    frame = pd.DataFrame(rows)
+    fastai_batch = per_call(lambda: _get_preds(tab, frame), seconds=3.0)
+    x_cat, x_cont = predictor._encoder.encode(predictor.prepare(rows).columns, len(rows))  # type: ignore[union-attr]
+    floor, best_bs = _best_floor(
+        lambda s: tab.model(x_cat[s].to(device), x_cont[s].to(device)), len(rows), (1024, 4096, 10_000)
+    )
+    out["tabular_10k_rows"] = {
+        "ours_rows_per_s": 10_000 / ours_batch,
+        "fastai_get_preds_rows_per_s": 10_000 / fastai_batch,
+        "floor_rows_per_s": 10_000 / floor,
+        "floor_batch_size": best_bs,
+        "P2_ours_vs_floor": floor / ours_batch,
+    }
+
+    jpegs = cifar_jpegs(256)
+    uploads = [UploadedImage(f"{i}.jpg", b) for i, b in enumerate(jpegs)]
+    ours_vis = per_call(lambda: vpred.predict(vpred.decode(uploads)), seconds=3.0)
+    images = vpred.decode(uploads)
+    fastai_vis = per_call(lambda: _get_preds(vis, images), seconds=3.0) + per_call(
+        lambda: vpred.decode(uploads)
+    )
+    decode = per_call(lambda: vpred.decode(uploads))
+    batch = vpred._after_batch((torch.stack([vpred._after_item((im,))[0] for im in images]).to(device),))[0]
+    floor_fwd, vbs = _best_floor(lambda s: vis.model(batch[s]), len(images), (32, 64, 128, 256))
+    floor_vis = floor_fwd + decode
+    out["vision_256_images"] = {
+        "ours_images_per_s": 256 / ours_vis,
+        "fastai_get_preds_images_per_s": 256 / fastai_vis,
+        "floor_images_per_s": 256 / floor_vis,
+        "floor_batch_size": vbs,
+        "decode_ms_per_image": decode / 256 * 1e3,
+        "P3_ours_vs_floor": floor_vis / ours_vis,
+    }
+    return out
+
+
+def _get_preds(learn: Any, items: Any) -> Any:
+    dl = learn.dls.test_dl(items, num_workers=0)
+    with learn.no_bar():
+        return learn.get_preds(dl=dl)
+
+
+def _best_floor(forward: Callable[[slice], Any], n: int, sizes: tuple[int, ...]) -> tuple[float, int]:
+    best: tuple[float, int] | None = None
+    for bs in sizes:
+
+        def run(bs: int = bs) -> None:
+            with torch.inference_mode():
+                for start in range(0, n, bs):
+                    forward(slice(start, start + bs))
+
+        took = per_call(run, seconds=2.0)
+        if best is None or took < best[0]:
+            best = (took, bs)
+    assert best is not None
+    return best
+
+
+# --- HTTP --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(
+        f"{app} did not become ready: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
+    )
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+async def load(
+    base: str, kind: str, clients: int, seconds: float, payload: dict[str, Any]
+) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                try:
+                    if kind == "tabular":
+                        r = await client.post("/api/v1/tabular/adult-income/predict", json=payload["json"])
+                    else:
+                        r = await client.post("/api/v1/vision/cifar10/predict", files=payload["files"])
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - started)
+                errors += 0 if ok else 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - began
+    lat = np.array(latencies)
+    return {
+        "requests_per_s": len(lat) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50) * 1e3),
+        "p99_ms": float(np.percentile(lat, 99) * 1e3),
+        "errors": errors,
+        "requests": len(lat),
+    }
+
+
+def http(seconds: float, rss_requests: int) -> dict[str, Any]:
+    env = {"FASTAI_SERVE_MODEL_STORE": str(STORE), "FASTAI_SERVE_LOG_LEVEL": "warning"}
+    payloads = {
+        "tabular": {"json": {"rows": adult_rows(1)}},
+        "vision": {"files": [("files", ("plane.jpg", cifar_jpegs(1)[0], "image/jpeg"))]},
+    }
+    out: dict[str, Any] = {}
+    for label, app in (("ours", "service.api.app:app"), ("naive", "bench.naive_server:app")):
+        port = free_port()
+        proc = start_server(app, port, env)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for kind in ("tabular", "vision"):
+                for clients in (1, 8, 32):
+                    out[f"{label}_{kind}_c{clients}"] = asyncio.run(
+                        load(base, kind, clients, seconds, payloads[kind])
+                    )
+            if label == "ours":
+                out["ours_memory"] = memory_growth(base, proc.pid, payloads["tabular"], rss_requests)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+    return out
+
+
+def memory_growth(base: str, pid: int, payload: dict[str, Any], requests: int) -> dict[str, float]:
+    async def fire(n: int) -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            sem = asyncio.Semaphore(16)
+
+            async def one() -> None:
+                async with sem:
+                    await client.post("/api/v1/tabular/adult-income/predict", json=payload["json"])
+
+            await asyncio.gather(*(one() for _ in range(n)))
+
+    asyncio.run(fire(500))  # warm-up
+    warm = rss_kb(pid)
+    asyncio.run(fire(requests))
+    after = rss_kb(pid)
+    return {
+        "rss_after_warmup_mb": warm / 1024,
+        "rss_after_requests_mb": after / 1024,
+        "requests": requests,
+        "peak_rss_mb": rss_kb(pid, "VmHWM") / 1024,
+        "P6_growth_pct": (after - warm) / warm * 100,
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"fastai-serve bench — {results['machine']}", ""]
+    ip = results["in_process"]
+    t1, t2, v = ip["tabular_one_row"], ip["tabular_10k_rows"], ip["vision_256_images"]
+    lines += [
+        "in-process                      ours            fastai (B / learn.predict)   floor (L)        ratio",
+        f"tabular 1 row                   {t1['ours_ms']:8.3f} ms     {t1['learn_predict_ms']:8.2f} ms (predict)"
+        f"                       P1 {t1['P1_speedup']:6.1f}x  (target >= 30x)",
+        f"tabular 10k rows                {t2['ours_rows_per_s']:8.0f} rows/s {t2['fastai_get_preds_rows_per_s']:8.0f} rows/s (B)"
+        f"     {t2['floor_rows_per_s']:8.0f} rows/s  P2 {t2['P2_ours_vs_floor']:6.0%}  (target >= 75%)",
+        f"vision 256 images               {v['ours_images_per_s']:8.0f} img/s  {v['fastai_get_preds_images_per_s']:8.0f} img/s (B)"
+        f"      {v['floor_images_per_s']:8.0f} img/s   P3 {v['P3_ours_vs_floor']:6.0%}  (target >= 85%)",
+        "",
+        "HTTP (loopback)     clients   ours req/s  p50 ms  p99 ms  err |  naive req/s  p50 ms  p99 ms  err",
+    ]
+    h = results["http"]
+    for kind in ("tabular", "vision"):
+        for c in (1, 8, 32):
+            o, n = h[f"ours_{kind}_c{c}"], h[f"naive_{kind}_c{c}"]
+            lines.append(
+                f"{kind:<8} 1 item     {c:>7}   {o['requests_per_s']:10.1f} {o['p50_ms']:7.1f} {o['p99_ms']:7.1f} {o['errors']:4d} |"
+                f" {n['requests_per_s']:11.1f} {n['p50_ms']:7.1f} {n['p99_ms']:7.1f} {n['errors']:4d}"
+            )
+    r = results["ratios"]
+    mem = h["ours_memory"]
+    lines += [
+        "",
+        f"P4 vision HTTP @32: {r['P4_vs_P3']:.0%} of in-process images/s (target >= 80%), {r['P4_vs_naive']:.1f}x naive (target >= 8x)",
+        f"P5 tabular HTTP @32: {r['P5_vs_naive']:.1f}x naive (target >= 10x), p99/p50 = {r['P5_p99_over_p50']:.2f} (target <= 3)",
+        f"P6 RSS {mem['rss_after_warmup_mb']:.0f} MB after warm-up -> {mem['rss_after_requests_mb']:.0f} MB after"
+        f" {mem['requests']} requests: {mem['P6_growth_pct']:+.1f}% (target <= 5%); peak {mem['peak_rss_mb']:.0f} MB",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each HTTP load step")
+    parser.add_argument("--rss-requests", type=int, default=10_000)
+    parser.add_argument("--skip-http", action="store_true")
+    args = parser.parse_args()
+    settings = Settings()
+    configure_torch_threads(settings)
+    device = resolve_device(settings.device)
+    results: dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {device_label(device)}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "in_process": in_process(device),
+    }
+    if not args.skip_http:
+        results["http"] = http(args.seconds, args.rss_requests)
+        h, ip = results["http"], results["in_process"]
+        results["ratios"] = {
+            "P4_vs_P3": h["ours_vision_c32"]["requests_per_s"] / ip["vision_256_images"]["ours_images_per_s"],
+            "P4_vs_naive": h["ours_vision_c32"]["requests_per_s"] / h["naive_vision_c32"]["requests_per_s"],
+            "P5_vs_naive": h["ours_tabular_c32"]["requests_per_s"] / h["naive_tabular_c32"]["requests_per_s"],
+            "P5_p99_over_p50": h["ours_tabular_c32"]["p99_ms"] / h["ours_tabular_c32"]["p50_ms"],
+        }
+        print(table(results))
+    else:
+        print(json.dumps(results["in_process"], indent=1))
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
