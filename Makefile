@@ -56,4 +56,6 @@ clean:
 
 # In-process and HTTP benchmark against fastai's own paths, the naive server and the compute floor.
 bench: models
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 \
+		|| echo "wrk is not installable here: the benchmark uses its httpx load generator"
 	$(BIN)/python bench/run.py

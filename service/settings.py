@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     batch_max_size: int = Field(default=64, ge=1)
-    batch_max_wait_ms: float = Field(default=2.0, ge=0)
+    batch_max_wait_ms: float = Field(default=0.0, ge=0, description="extra wait for co-travellers")
     batch_max_queue: int = Field(default=20_000, ge=1, description="items queued per model before 503")
     torch_threads: int = Field(default=0, ge=0, description="0 = one per available core")
 

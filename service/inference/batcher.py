@@ -71,6 +71,9 @@ class MicroBatcher:
 
     async def _collect(self) -> list[_Job]:
         first = await self._queue.get()
+        # One loop tick lets requests that arrived together join; under load the queue also fills while
+        # the previous batch runs, so batches grow without any idle wait (max_wait_ms may add one).
+        await asyncio.sleep(0)
         jobs, items = [first], first.size
         deadline = time.perf_counter() + self.max_wait
         while items < self.max_batch:
