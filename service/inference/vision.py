@@ -12,6 +12,7 @@ from service.inference.images import ACCEPTED_TYPES, UploadedImage, decode_image
 # Item transforms whose validation-time output is a fixed-size tensor, so a batch can be stacked directly,
 # and batch transforms that are deterministic at validation time (augmentations are train-only there).
 FAST_ITEM_TFMS = {"Resize", "ToTensor", "FlipItem", "RandomResizedCrop", "DihedralItem"}
+TRAIN_ONLY_ITEM_TFMS = {"FlipItem", "DihedralItem"}
 FAST_BATCH_TFMS = {
     "IntToFloatTensor",
     "Normalize",
@@ -29,12 +30,52 @@ FAST_BATCH_TFMS = {
 
 
 def image_size_of(learn: Any) -> list[int] | None:
-    """The (h, w) the learner resizes to, read from its item transforms."""
+    """The [h, w] the learner resizes to, read from its item transforms (fastai stores sizes as (w, h))."""
     for tfm in learn.dls.after_item.fs:
         size = getattr(tfm, "size", None)
         if size is not None:
-            return [int(s) for s in size]
+            return [int(size[1]), int(size[0])]
     return None
+
+
+class NativeResize:
+    """fastai's validation-time `Resize` (centre crop or squish, then resize) as two PIL calls.
+
+    It makes the same crop box and the same `resize` call as fastai, so the pixels are identical; an image
+    whose box would need padding is left to fastai's own transform.
+    """
+
+    def __init__(self, resize: Any) -> None:
+        self.width, self.height = int(resize.size[0]), int(resize.size[1])
+        self.squish = str(resize.method) == "squish"
+        self.resample = resize.mode
+
+    @classmethod
+    def for_pipeline(cls, fs: list[Any]) -> NativeResize | None:
+        names = [type(t).__name__ for t in fs]
+        if sorted(set(names) - TRAIN_ONLY_ITEM_TFMS) != ["Resize", "ToTensor"]:
+            return None
+        resize = fs[names.index("Resize")]
+        if str(resize.method) not in {"crop", "squish"}:
+            return None
+        return cls(resize)
+
+    def __call__(self, image: Any) -> Any | None:
+        """A CHW uint8 tensor, or None when fastai's transform must do it."""
+        import torch
+
+        w, h = image.size
+        if self.squish:
+            box = (0, 0, w, h)
+        else:
+            m = w / self.width if w / self.width < h / self.height else h / self.height
+            cw, ch = int(m * self.width), int(m * self.height)
+            left, top = int(0.5 * (w - cw)), int(0.5 * (h - ch))
+            box = (left, top, left + cw, top + ch)
+        if box[0] < 0 or box[1] < 0 or box[2] > w or box[3] > h:
+            return None
+        resized = image.crop(box).resize((self.width, self.height), self.resample)
+        return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
 class VisionPredictor:
@@ -57,6 +98,7 @@ class VisionPredictor:
         self.fast_path = (
             self.image_size is not None and item_names <= FAST_ITEM_TFMS and batch_names <= FAST_BATCH_TFMS
         )
+        self._native_resize = NativeResize.for_pipeline(list(valid.after_item.fs)) if self.fast_path else None
 
     def input_schema(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "channels": 3, "accepted_types": ACCEPTED_TYPES}
@@ -92,6 +134,13 @@ class VisionPredictor:
     def finish(self, images: list[Any], probs: np.ndarray) -> list[Prediction]:
         return predictions_from_probs(probs, self.classes)
 
+    def _item(self, image: Any) -> Any:
+        if self._native_resize is not None:
+            tensor = self._native_resize(image)
+            if tensor is not None:
+                return tensor
+        return self._after_item((image,))[0]
+
     def _forward(self, images: list[Any]) -> np.ndarray:
         if not self.fast_path:  # transforms we do not know: fastai's own DataLoader
             return self._runner.probabilities(images)
@@ -99,7 +148,7 @@ class VisionPredictor:
         from fastai.torch_core import TensorImage
 
         # fastai's own item and batch transforms, without building a DataLoader per request.
-        items = [self._after_item((image,))[0] for image in images]
+        items = [self._item(image) for image in images]
         batch = TensorImage(torch.stack(items)).to(self._model.device)
         (batch,) = self._after_batch((batch,))
         return self._model.probabilities(batch)

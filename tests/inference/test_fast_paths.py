@@ -102,6 +102,7 @@ def _uploads() -> list[UploadedImage]:
 def test_vision_fast_path_equals_get_preds(vision_learner: Any) -> None:
     predictor = VisionPredictor(vision_learner)
     assert predictor.fast_path
+    assert predictor._native_resize is not None  # centre crop + resize done with two PIL calls
     images = predictor.decode(_uploads())
     np.testing.assert_allclose(_ours(predictor, images), _get_preds(vision_learner, images), atol=1e-4)
 
@@ -114,3 +115,28 @@ def test_vision_unknown_transform_falls_back_to_fastai(
     assert not predictor.fast_path
     images = predictor.decode(_uploads())
     np.testing.assert_allclose(_ours(predictor, images), _get_preds(vision_learner, images), atol=1e-5)
+
+
+def test_vision_native_resize_matches_fastai_pixels(vision_learner: Any) -> None:
+    import torch
+    from fastai.vision.augment import Resize
+    from fastai.vision.core import PILImage
+    from fasttransform.transform import Pipeline
+
+    from service.inference.vision import NativeResize
+
+    others = [t for t in vision_learner.dls.valid.after_item.fs if type(t).__name__ != "Resize"]
+    for size, method in (((32, 32), "crop"), ((24, 40), "crop"), ((40, 24), "crop"), ((24, 40), "squish")):
+        resize = Resize(size, method=method)
+        ours = NativeResize.for_pipeline([resize, *others])
+        assert ours is not None
+        theirs = Pipeline([resize, *others], split_idx=1)
+        for upload in _uploads():
+            image = PILImage.create(upload.data).convert("RGB")
+            native = ours(PILImage(image))
+            assert native is not None
+            assert torch.equal(native, torch.as_tensor(theirs((PILImage(image),))[0])), (
+                size,
+                method,
+                upload.filename,
+            )
