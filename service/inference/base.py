@@ -73,7 +73,13 @@ class ModelRunner:
         # Very large requests run in slices: past a few thousand rows a bigger matrix only costs cache misses.
         with self._lock, torch.inference_mode():
             for start in range(0, n, self.max_batch):
-                part = [x[start : start + self.max_batch].to(self.device, non_blocking=True) for x in inputs]
+                # Plain tensors: fastai's TensorBase subclasses add a __torch_function__ hop to every layer.
+                part = [
+                    x[start : start + self.max_batch]
+                    .as_subclass(torch.Tensor)
+                    .to(self.device, non_blocking=True)
+                    for x in inputs
+                ]
                 chunks.append(self.activation(self.model(*part)).float().cpu())
         return np.asarray(torch.cat(chunks).numpy() if len(chunks) > 1 else chunks[0].numpy())
 
