@@ -89,6 +89,12 @@ async def started_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
+async def client_for(store: Path, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
+    """A started app over `store` with settings overridden, for tests that need their own."""
+    async for c in started_client(create_app(make_settings(store, **overrides))):
+        yield c
+
+
 @pytest.fixture(scope="session")
 async def client(trained_store: Path) -> AsyncIterator[httpx.AsyncClient]:
     """One app over the healthy tiny store, shared by the tests that only read."""

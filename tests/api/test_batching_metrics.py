@@ -11,30 +11,23 @@ import httpx
 import pandas as pd
 import pytest
 
-from service.api.app import create_app
 from tests.conftest import (
     TABULAR,
     VISION,
     adult_rows,
+    client_for,
     clone_store,
     image_bytes,
-    make_settings,
-    started_client,
 )
 
 PREDICT = f"/api/v1/tabular/{TABULAR}/predict"
-
-
-async def _client(store: Path, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in started_client(create_app(make_settings(store, **overrides))):
-        yield c
 
 
 @pytest.fixture
 async def slow_batch_client(trained_store: Path, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     # A long wait makes coalescing certain, so the test does not depend on timing luck.
     store = clone_store(trained_store, tmp_path / "store")
-    async for c in _client(store, batch_max_wait_ms=200, batch_max_size=64):
+    async for c in client_for(store, batch_max_wait_ms=200, batch_max_size=64):
         yield c
 
 
@@ -95,7 +88,7 @@ async def test_full_queue_gives_503_with_retry_after(
 ) -> None:
     store = clone_store(trained_store, tmp_path / "store", [TABULAR])
     rows = adult_rows(adult_frame, 10)
-    async for client in _client(store, batch_max_wait_ms=300, batch_max_queue=3):
+    async for client in client_for(store, batch_max_wait_ms=300, batch_max_queue=3):
         responses = await asyncio.gather(*(client.post(PREDICT, json={"rows": [r]}) for r in rows))
         statuses = sorted(r.status_code for r in responses)
         assert statuses.count(200) >= 3

@@ -15,12 +15,14 @@ import torch
 
 from service.api.app import create_app
 from service.registry import ModelRegistry
-from tests.conftest import TABULAR, VISION, clone_store, image_bytes, make_settings, started_client
-
-
-async def _client_for(store: Path, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in started_client(create_app(make_settings(store, **overrides))):
-        yield c
+from tests.conftest import (
+    TABULAR,
+    VISION,
+    client_for,
+    clone_store,
+    image_bytes,
+    make_settings,
+)
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ async def broken_client(trained_store: Path, tmp_path: Path) -> AsyncIterator[ht
         b"\x80\x02cno_such_module_xyz\nThing\nq\x00)\x81q\x01."
     )
     (store / "empty").mkdir()
-    async for c in _client_for(store):
+    async for c in client_for(store):
         yield c
 
 
@@ -74,7 +76,7 @@ async def test_bare_export_pkl_is_enough(trained_store: Path, tmp_path: Path) ->
     store = tmp_path / "store"
     (store / "bare").mkdir(parents=True)
     shutil.copy(trained_store / VISION / "model.pkl", store / "bare" / "export.pkl")
-    async for client in _client_for(store):
+    async for client in client_for(store):
         detail = (await client.get("/api/v1/models/bare")).json()
         assert detail["status"] == "ready"
         assert detail["kind"] == "vision"  # inferred from the learner, no manifest
@@ -87,7 +89,7 @@ async def test_sha256_mismatch_refuses_to_unpickle(trained_store: Path, tmp_path
     manifest = json.loads(manifest_path.read_text())
     manifest_path.unlink()  # hard-linked: write a new file instead of editing the shared one
     manifest_path.write_text(json.dumps({**manifest, "sha256": "0" * 64}))
-    async for client in _client_for(store):
+    async for client in client_for(store):
         summary = (await client.get(f"/api/v1/models/{TABULAR}")).json()
         assert summary["status"] == "failed"
         assert "refusing to unpickle" in summary["error"]
@@ -98,7 +100,7 @@ async def test_symlink_out_of_the_store_is_refused(trained_store: Path, tmp_path
     store = tmp_path / "store"
     (store / "escape").mkdir(parents=True)
     (store / "escape" / "model.pkl").symlink_to(trained_store / VISION / "model.pkl")
-    async for client in _client_for(store):
+    async for client in client_for(store):
         summary = (await client.get("/api/v1/models/escape")).json()
         assert summary["status"] == "failed"
         assert "outside the model store" in summary["error"]
@@ -110,7 +112,7 @@ async def test_cuda_requested_without_cuda_fails_models_not_the_process(
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     store = clone_store(trained_store, tmp_path / "store", [TABULAR])
-    async for client in _client_for(store, device="cuda"):
+    async for client in client_for(store, device="cuda"):
         assert (await client.get("/health/live")).status_code == 200
         summary = (await client.get(f"/api/v1/models/{TABULAR}")).json()
         assert summary["status"] == "failed"
