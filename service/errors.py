@@ -10,6 +10,9 @@ from typing import Any
 
 MSG_MODEL_NOT_FOUND = "model {name!r} does not exist"
 MSG_WRONG_KIND = "model {name!r} is a {kind} model; use {path}"
+MSG_NO_SCHEMA_FOR_VISION = (
+    "model {name!r} is a vision model; it takes images, see input_schema in /api/v1/models/{name}"
+)
 MSG_MODEL_LOADING = "model {name!r} is still loading"
 MSG_MODEL_FAILED = "model {name!r} failed to load: {reason}"
 MSG_EMPTY_ROWS = "rows must contain at least one row"

@@ -9,16 +9,12 @@ import torch
 from fastapi import APIRouter
 
 from service.api.deps import RegistryDep
-from service.errors import ModelNotFound
+from service.errors import MSG_NO_SCHEMA_FOR_VISION, ModelNotFound
 from service.registry import ModelEntry
 from service.schemas.models import CompatInfo, FrameworkVersions, ModelDetail, ModelList, ModelSummary
 from service.schemas.problem import Problem
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
-
-MSG_NO_SCHEMA_FOR_VISION = (
-    "model {name!r} is a vision model; it takes images, see input_schema in /api/v1/models/{name}"
-)
 
 
 def summary_of(entry: ModelEntry) -> ModelSummary:
