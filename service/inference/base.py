@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Prediction:
     """One input's outcome: the winning label and a probability per class."""
 
@@ -33,17 +33,13 @@ def predictions_from_probs(
     probs: np.ndarray, classes: list[str], warnings: list[list[str]] | None = None
 ) -> list[Prediction]:
     """Turn an (n, classes) probability matrix into `Prediction`s, in input order."""
-    winners = probs.argmax(axis=1)
-    out = []
-    for i, row in enumerate(probs.tolist()):
-        out.append(
-            Prediction(
-                label=classes[int(winners[i])],
-                probabilities=dict(zip(classes, row, strict=True)),
-                warnings=warnings[i] if warnings else [],
-            )
-        )
-    return out
+    labels = [classes[i] for i in probs.argmax(axis=1).tolist()]
+    rows = probs.tolist()
+    notes = warnings if warnings else [[] for _ in rows]
+    return [
+        Prediction(label, dict(zip(classes, row, strict=True)), note)
+        for label, row, note in zip(labels, rows, notes, strict=True)
+    ]
 
 
 def split_rows(probs: np.ndarray, sizes: list[int]) -> list[np.ndarray]:

@@ -7,7 +7,6 @@ tables once at load and apply them to whole columns; anything else goes through 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,8 +76,9 @@ class TabularEncoder:
                 missing = np.isnan(raw[cat.flag_of])
                 cats[:, j] = np.where(missing, cat.codes.get(True, 0), cat.codes.get(False, 0))
             else:
-                lookup = cat.codes
-                cats[:, j] = [_code(lookup, v) for v in columns[cat.name]]
+                # NaN (missing) and anything unknown are not keys: they get #na#'s code 0, as Categorify does.
+                get = cat.codes.get
+                cats[:, j] = [get(v, 0) for v in columns[cat.name]]
         conts = np.empty((n, len(self.continuous)), dtype=np.float64)
         for j, cont in enumerate(self.continuous):
             values = raw[cont.name]
@@ -86,9 +86,3 @@ class TabularEncoder:
                 values = np.where(np.isnan(values), cont.fill, values)
             conts[:, j] = (values - cont.mean) / cont.std
         return torch.from_numpy(cats), torch.from_numpy(conts.astype(np.float32))
-
-
-def _code(lookup: dict[Any, int], value: Any) -> int:
-    if isinstance(value, float) and math.isnan(value):
-        return 0
-    return lookup.get(value, 0)
