@@ -1,10 +1,10 @@
-"""What every predictor shares: the result types and the `Predictor` protocol."""
+"""What every predictor shares: the result type, the model runner and the fastai fallback runner."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -20,13 +20,6 @@ class Prediction:
     def top_k(self, k: int) -> list[tuple[str, float]]:
         ranked = sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)
         return ranked[:k]
-
-
-class Predictor(Protocol):
-    kind: str
-    classes: list[str]
-
-    def input_schema(self) -> dict[str, Any]: ...
 
 
 def predictions_from_probs(
