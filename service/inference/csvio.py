@@ -36,13 +36,15 @@ def read_csv_upload(data: bytes, *, filename: str) -> pd.DataFrame:
             dtype=str,
             keep_default_na=False,
             na_values=[""],
-            skipinitialspace=True,
             on_bad_lines="error",
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadRequest(MSG_CSV_UNREADABLE.format(filename=filename, reason=reason)) from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    # Cells keep their exact text (a model trained on ", "-separated data knows " Private"); numbers parse
+    # with surrounding spaces anyway, other values match tolerantly, and whitespace-only cells are missing.
+    frame = frame.apply(lambda column: column.where(column.isna() | (column.str.strip() != ""), None))
     if frame.empty:
         raise InvalidInput(MSG_CSV_EMPTY.format(filename=filename))
     return frame

@@ -162,6 +162,19 @@ async def test_csv_predict_json(client: httpx.AsyncClient, adult_frame: pd.DataF
     assert "occupation: missing value treated as #na#" in predictions[0]["warnings"]
 
 
+async def test_csv_cells_with_only_spaces_are_missing(
+    client: httpx.AsyncClient, adult_frame: pd.DataFrame
+) -> None:
+    frame = adult_frame.iloc[:2].drop(columns=[data.ADULT_TARGET]).astype(object)
+    frame.loc[frame.index[0], "occupation"] = "   "
+    frame.loc[frame.index[1], "workclass"] = " " + str(frame.loc[frame.index[1], "workclass"]) + " "
+    response = await client.post(PREDICT_CSV, files={"file": ("rows.csv", _csv(frame), "text/csv")})
+    assert response.status_code == 200, response.text
+    first, second = response.json()["predictions"]
+    assert "occupation: missing value treated as #na#" in first["warnings"]
+    assert any(w.startswith("workclass: ") and "matched category" in w for w in second["warnings"])
+
+
 async def test_csv_predictions_equal_json_predictions(
     client: httpx.AsyncClient, adult_frame: pd.DataFrame
 ) -> None:
