@@ -150,12 +150,17 @@ def compat_pickle_module(report: CompatReport) -> types.ModuleType:
     return module
 
 
-def load_with_compat(path: Path) -> tuple[Any, CompatReport]:
-    """Unpickle an old export onto the CPU, recording every rewrite."""
+def report_for(path: Path) -> CompatReport:
+    """A report primed with what the file itself says (its modules, CUDA tensors), read once."""
     report = CompatReport()
     report.modules, on_cuda = referenced_modules(path)
     if on_cuda:
         report.note("tensors were saved on CUDA; loaded onto the CPU first, then moved to the serving device")
+    return report
+
+
+def load_with_compat(path: Path, report: CompatReport) -> Any:
+    """Unpickle an old export onto the CPU, recording every rewrite in `report`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         learn = torch.load(
@@ -163,4 +168,4 @@ def load_with_compat(path: Path) -> tuple[Any, CompatReport]:
         )
     if isinstance(getattr(learn, "path", None), pathlib.PurePath):
         learn.path = Path(str(learn.path).replace("\\", "/"))
-    return learn, report
+    return learn

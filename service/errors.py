@@ -15,10 +15,8 @@ MSG_NO_SCHEMA_FOR_VISION = (
 )
 MSG_MODEL_LOADING = "model {name!r} is still loading"
 MSG_MODEL_FAILED = "model {name!r} failed to load: {reason}"
-MSG_EMPTY_ROWS = "rows must contain at least one row"
 MSG_TOO_MANY_ROWS = "{count} rows sent; at most {limit} are accepted per request"
 MSG_TOO_MANY_FILES = "{count} files sent; at most {limit} are accepted per request"
-MSG_NO_FILES = "at least one image must be sent in the multipart field 'files'"
 MSG_BODY_TOO_LARGE = "request body is larger than the {limit_mb:g} MB limit"
 MSG_INVALID_ROWS = "{count} problem(s) in the submitted rows"
 MSG_CSV_UNREADABLE = "the uploaded file {filename!r} is not a readable CSV: {reason}"

@@ -67,9 +67,10 @@ def load_exported_learner(path: Path) -> LoadedLearner:
         logger.info(
             "plain load of %s failed (%s: %s); trying the compat loader", path, type(first).__name__, first
         )
-        made_by = compat.guess_fastai_version(compat.referenced_modules(path)[0])
+        report = compat.report_for(path)
+        made_by = report.made_by
         try:
-            learn, report = compat.load_with_compat(path)
+            learn = compat.load_with_compat(path, report)
         except ModuleNotFoundError as exc:
             raise LoadError(compat.MSG_MISSING_MODULE.format(module=exc.name, made_by=made_by)) from None
         except Exception as exc:  # noqa: BLE001 - whatever it is, the message must say what to do

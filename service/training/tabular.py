@@ -88,7 +88,7 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(recipe.epochs, recipe.lr)
     seconds = time.perf_counter() - started
-    metrics = evaluate_tabular(learn, test_df, recipe.target)
+    metrics = evaluate_tabular(learn, test_df)
     path = export_model(
         learn,
         out_dir=recipe.out_dir,
@@ -102,6 +102,6 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
     )
 
 
-def evaluate_tabular(learn: Any, test_df: pd.DataFrame, target: str) -> dict[str, float]:
+def evaluate_tabular(learn: Any, test_df: pd.DataFrame) -> dict[str, float]:
     """Accuracy on rows the learner never saw (not the validation set it was tuned on)."""
     return {"test_accuracy": held_out_accuracy(learn, test_df), "test_rows": float(len(test_df))}
