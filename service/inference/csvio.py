@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from service.errors import (
@@ -18,7 +18,6 @@ from service.errors import (
     InvalidInput,
     UnsupportedMedia,
 )
-from service.inference.base import Prediction
 from service.inference.images import sniff_format
 
 
@@ -62,14 +61,10 @@ def rows_for(frame: pd.DataFrame, columns: list[str], *, filename: str) -> list[
     return subset.to_dict(orient="records")
 
 
-def scored_csv(frame: pd.DataFrame, predictions: list[Prediction], classes: list[str]) -> str:
+def scored_csv(frame: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> str:
     """The input CSV plus `prediction` and one `p_<class>` column per class."""
     out = frame.copy()
-    out["prediction"] = [p.label for p in predictions]
-    for cls in classes:
-        out[f"p_{cls}"] = [_round(p.probabilities[cls]) for p in predictions]
+    out["prediction"] = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
+    for j, cls in enumerate(classes):
+        out[f"p_{cls}"] = np.round(probs[:, j].astype(np.float64), 6)
     return out.to_csv(index=False)
-
-
-def _round(value: float) -> float:
-    return value if math.isnan(value) else round(value, 6)

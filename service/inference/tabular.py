@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
@@ -27,10 +28,13 @@ from service.inference.base import (
     predictions_from_probs,
     split_rows,
 )
+from service.inference.csvio import rows_for
 from service.inference.tabular_encoder import TabularEncoder
 
 NA_CATEGORY = "#na#"
 _UNMATCHED = object()
+_NUMBER_TYPES = {int, float, type(None)}
+_TEXT_TYPES = {str, type(None)}
 CategoryValue = str | int | float
 
 
@@ -55,6 +59,16 @@ class CategoricalColumn:
         for category in known:
             tolerant.setdefault(normalise_category(category), category)
         return cls(name=name, categories=known, lookup={str(c): c for c in known}, tolerant=tolerant)
+
+    @cached_property
+    def index(self) -> pd.Index:
+        """Text of each category, for resolving a whole column of CSV cells in one call."""
+        return pd.Index(list(self.lookup), dtype=object)
+
+    @cached_property
+    def canonical(self) -> np.ndarray:
+        """Categories in `index` order, plus NaN last: position -1 (no match) picks it."""
+        return np.array([*self.lookup.values(), np.nan], dtype=object)
 
     def schema(self) -> dict[str, Any]:
         return {"name": self.name, "type": "categorical", "categories": [str(c) for c in self.categories]}
@@ -110,6 +124,25 @@ def _scalar(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _parse_numbers(cells: pd.Series) -> np.ndarray | None:
+    """Text cells as float64 with NaN where a cell is missing; None when any present cell is not a finite
+    number (the caller then takes the path that reports each bad cell)."""
+    text = cells.to_numpy(dtype=object)
+    absent = cells.isna().to_numpy()
+    if absent.any():
+        text = text.copy()
+        text[absent] = "nan"
+    try:
+        values = text.astype(np.float64)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return values if np.isfinite(values[~absent]).all() else None
+
+
 def spec_from_learner(learn: Any) -> TabularSpec:
     """Read columns, categories, fill values, normalisation and classes from a tabular learner."""
     dls = learn.dls
@@ -158,7 +191,7 @@ def _row_type(spec: TabularSpec) -> Any:
 
 @dataclass
 class PreparedRows:
-    columns: dict[str, list[Any]]
+    columns: dict[str, Any]  # column -> list or array of resolved values
     n: int
     warnings: list[list[str]]
 
@@ -176,6 +209,7 @@ class TabularPredictor:
         self._model = ModelRunner(learn)
         rows_type: Any = list[_row_type(self.spec)]  # type: ignore[misc]
         self._rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(rows_type)
+        self._column_keys = dict.fromkeys(self.spec.column_names).keys()
 
     def input_schema(self) -> dict[str, Any]:
         return self.spec.input_schema()
@@ -198,11 +232,48 @@ class TabularPredictor:
         columns, warnings = self._preprocess(rows, strict=strict)
         return PreparedRows(columns=columns, n=len(rows), warnings=warnings)
 
+    def prepare_frame(self, frame: pd.DataFrame, *, filename: str) -> PreparedRows:
+        """A table of text cells (a CSV upload) validated and resolved a column at a time.
+
+        Same outcome as `prepare(rows_for(frame), strict=False)`, which is what runs whenever a cell is
+        invalid, so that errors name their cells exactly as for JSON rows; valid tables never build a dict
+        per row, which is most of the cost of a large batch.
+        """
+        rows = partial(rows_for, frame, self.spec.column_names, filename=filename)
+        missing = [c for c in self.spec.column_names if c not in frame.columns]
+        if missing:
+            rows()  # raises the missing-columns error
+        n = len(frame)
+        warnings: list[list[str]] = [[] for _ in range(n)]
+        columns: dict[str, Any] = {}
+        for cont in self.spec.continuous:
+            values = _parse_numbers(frame[cont.name])
+            if values is None:
+                return self.prepare(rows(), strict=False)
+            absent = np.isnan(values)
+            if absent.any() and cont.fill is None:
+                return self.prepare(rows(), strict=False)
+            for i in np.flatnonzero(absent).tolist():
+                warnings[i].append(MSG_NULL_FILLED.format(column=cont.name, fill=cont.fill))
+            columns[cont.name] = values
+        for cat in self.spec.categorical:
+            cells = frame[cat.name].to_numpy(dtype=object)
+            positions = cat.index.get_indexer(cells)
+            values = cat.canonical[positions]
+            for i in np.flatnonzero(positions < 0).tolist():
+                raw = cells[i]
+                values[i] = self._match_category(cat, None if _is_missing(raw) else raw, warnings[i])
+            columns[cat.name] = values
+        return PreparedRows(columns=columns, n=n, warnings=warnings)
+
     def forward_many(self, batch: list[PreparedRows]) -> list[np.ndarray]:
         """One forward pass for several requests' rows; each gets its own slice back."""
         if len(batch) == 1:
             return [self._forward(batch[0].columns, batch[0].n)]
-        merged = {name: [v for p in batch for v in p.columns[name]] for name in batch[0].columns}
+        merged = {
+            name: np.concatenate([np.asarray(p.columns[name], dtype=object) for p in batch])
+            for name in batch[0].columns
+        }
         sizes = [p.n for p in batch]
         return split_rows(self._forward(merged, sum(sizes)), sizes)
 
@@ -213,7 +284,7 @@ class TabularPredictor:
     def fast_path(self) -> bool:
         return self._encoder is not None
 
-    def _forward(self, columns: dict[str, list[Any]], n: int) -> np.ndarray:
+    def _forward(self, columns: dict[str, Any], n: int) -> np.ndarray:
         if self._encoder is None:  # procs we do not reproduce: fastai's own pipeline
             frame = pd.DataFrame(columns)
             for cont in self.spec.continuous:
@@ -232,20 +303,16 @@ class TabularPredictor:
     def _preprocess(
         self, rows: list[dict[str, Any]], *, strict: bool
     ) -> tuple[dict[str, list[Any]], list[list[str]]]:
+        raw_columns = self._plain_columns(rows) if strict else None
+        if raw_columns is None:
+            raw_columns = self._validated_columns(rows, strict=strict)
         errors: list[dict[str, Any]] = []
-        try:
-            validated = self._rows_adapter.validate_python(rows, strict=strict)
-        except ValidationError as exc:
-            errors = [
-                {"loc": ["rows", *err["loc"]], "msg": err["msg"], "type": err["type"]} for err in exc.errors()
-            ]
-            raise InvalidInput(MSG_INVALID_ROWS.format(count=len(errors)), errors) from None
         warnings: list[list[str]] = [[] for _ in rows]
         columns: dict[str, list[Any]] = {}
         # Column at a time with comprehensions: the common case (no gaps, exact categories) stays cheap,
         # and only unusual values take the per-value path that writes warnings.
         for cont in self.spec.continuous:
-            values = [row[cont.name] for row in validated]
+            values = raw_columns[cont.name]
             if None in values:
                 for i, value in enumerate(values):
                     if value is not None:
@@ -262,13 +329,52 @@ class TabularPredictor:
             raise InvalidInput(MSG_INVALID_ROWS.format(count=len(errors)), errors)
         for cat in self.spec.categorical:
             lookup = cat.lookup
-            raw = [row[cat.name] for row in validated]
+            raw = raw_columns[cat.name]
             values = [lookup.get(v, _UNMATCHED) if v.__class__ is str else _UNMATCHED for v in raw]
             for i, value in enumerate(values):
                 if value is _UNMATCHED:
                     values[i] = self._match_category(cat, raw[i], warnings[i])
             columns[cat.name] = values
         return columns, warnings
+
+    def _validated_columns(self, rows: list[dict[str, Any]], *, strict: bool) -> dict[str, list[Any]]:
+        """pydantic's validation of every row, with an error located at each bad cell."""
+        try:
+            validated = self._rows_adapter.validate_python(rows, strict=strict)
+        except ValidationError as exc:
+            errors = [
+                {"loc": ["rows", *err["loc"]], "msg": err["msg"], "type": err["type"]} for err in exc.errors()
+            ]
+            raise InvalidInput(MSG_INVALID_ROWS.format(count=len(errors)), errors) from None
+        return {name: [row[name] for row in validated] for name in self.spec.column_names}
+
+    def _plain_columns(self, rows: list[dict[str, Any]]) -> dict[str, list[Any]] | None:
+        """The rows as columns when they are plainly valid: exactly the model's keys, JSON numbers for
+        continuous columns (finite), strings or nulls for categorical ones. That is what almost every
+        request sends, and checking it a column at a time costs a fraction of validating each row as an
+        object. Anything else returns None and goes through pydantic, which says exactly what is wrong."""
+        keys = self._column_keys
+        if not all(row.__class__ is dict and row.keys() == keys for row in rows):
+            return None
+        columns: dict[str, list[Any]] = {}
+        for cont in self.spec.continuous:
+            values = [row[cont.name] for row in rows]
+            kinds = set(map(type, values))
+            if not kinds <= _NUMBER_TYPES:
+                return None
+            numbers = values if type(None) not in kinds else [v for v in values if v is not None]
+            try:
+                if numbers and not np.isfinite(np.asarray(numbers, dtype=np.float64)).all():
+                    return None
+            except OverflowError:
+                return None
+            columns[cont.name] = values
+        for cat in self.spec.categorical:
+            values = [row[cat.name] for row in rows]
+            if not set(map(type, values)) <= _TEXT_TYPES:
+                return None
+            columns[cat.name] = values
+        return columns
 
     @staticmethod
     def _match_category(column: CategoricalColumn, raw: Any, warnings: list[str]) -> Any:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 SUPPORTED_PROCS = {"FillMissing", "Categorify", "Normalize", "Categorize"}
@@ -30,6 +31,11 @@ class _Categorical:
     codes: dict[Any, int]  # canonical category -> code; anything else is #na# (0)
     flag_of: str | None = None  # FillMissing's `<col>_na`: the continuous column it flags
 
+    @property
+    def index(self) -> pd.Index:
+        """A hash index over the classes in code order: a whole column's codes in one C call."""
+        return pd.Index(list(self.codes), dtype=object)
+
 
 class TabularEncoder:
     """Turns validated columns into the model's (x_cat, x_cont) tensors exactly as the procs would."""
@@ -37,6 +43,7 @@ class TabularEncoder:
     def __init__(self, *, categorical: list[_Categorical], continuous: list[_Continuous]) -> None:
         self.categorical = categorical
         self.continuous = continuous
+        self._indexes = [cat.index for cat in categorical]
 
     @classmethod
     def from_learner(cls, learn: Any) -> TabularEncoder | None:
@@ -68,7 +75,7 @@ class TabularEncoder:
         ]
         return cls(categorical=categorical, continuous=continuous)
 
-    def encode(self, columns: dict[str, list[Any]], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, columns: dict[str, Any], n: int) -> tuple[torch.Tensor, torch.Tensor]:
         raw = {c.name: np.asarray(columns[c.name], dtype=np.float64) for c in self.continuous}
         cats = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for j, cat in enumerate(self.categorical):
@@ -76,9 +83,9 @@ class TabularEncoder:
                 missing = np.isnan(raw[cat.flag_of])
                 cats[:, j] = np.where(missing, cat.codes.get(True, 0), cat.codes.get(False, 0))
             else:
-                # NaN (missing) and anything unknown are not keys: they get #na#'s code 0, as Categorify does.
-                get = cat.codes.get
-                cats[:, j] = [get(v, 0) for v in columns[cat.name]]
+                # NaN (missing) and unknown values are not classes: #na#'s code 0, as Categorify gives.
+                codes = self._indexes[j].get_indexer(np.asarray(columns[cat.name], dtype=object))
+                cats[:, j] = np.where(codes < 0, 0, codes)
         conts = np.empty((n, len(self.continuous)), dtype=np.float64)
         for j, cont in enumerate(self.continuous):
             values = raw[cont.name]

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from service.errors import InvalidInput
 from service.inference import vision as vision_module
+from service.inference.csvio import rows_for
 from service.inference.images import UploadedImage
 from service.inference.tabular import TabularPredictor
 from service.inference.vision import VisionPredictor
@@ -140,3 +142,74 @@ def test_vision_native_resize_matches_fastai_pixels(vision_learner: Any) -> None
                 method,
                 upload.filename,
             )
+
+
+def _csv_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """What `read_csv_upload` gives: every cell as text, missing cells as None."""
+    text = frame.astype(object).where(frame.notna(), None)
+    return text.map(lambda v: None if v is None else str(v))
+
+
+def _tidy(predictions: list[Any]) -> list[tuple[str, list[float], list[str]]]:
+    return [(p.label, list(p.probabilities.values()), p.warnings) for p in predictions]
+
+
+def test_csv_table_path_equals_row_path(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
+    predictor = TabularPredictor(tabular_learner)
+    rows = _rows_with_gaps(adult_frame, 200)
+    rows.loc[rows.index[5], "workclass"] = "private"  # tolerant match, warned
+    rows.loc[rows.index[6], "education"] = "Astrology"  # unseen, warned
+    table = _csv_table(rows)
+    prepared = predictor.prepare_frame(table, filename="t.csv")
+    by_table = predictor.finish(prepared, predictor.forward_many([prepared])[0])
+    by_rows = predictor.predict(rows_for(table, predictor.spec.column_names, filename="t.csv"), strict=False)
+    assert _tidy(by_table) == _tidy(by_rows)
+    assert by_table[5].warnings and by_table[6].warnings and by_table[0].warnings  # age gap on row 0
+
+
+def test_csv_table_path_reports_bad_cells_like_the_row_path(
+    tabular_learner: Any, adult_frame: pd.DataFrame
+) -> None:
+    predictor = TabularPredictor(tabular_learner)
+    table = _csv_table(adult_frame.drop(columns=["Salary"]).iloc[:5])
+    table.loc[table.index[2], "fnlwgt"] = "lots"
+    table.loc[table.index[3], "hours-per-week"] = "inf"
+    with pytest.raises(InvalidInput) as by_table:
+        predictor.prepare_frame(table, filename="t.csv")
+    with pytest.raises(InvalidInput) as by_rows:
+        predictor.prepare(rows_for(table, predictor.spec.column_names, filename="t.csv"), strict=False)
+    assert by_table.value.errors == by_rows.value.errors
+    assert [e["loc"] for e in by_table.value.errors] == [["rows", 2, "fnlwgt"], ["rows", 3, "hours-per-week"]]
+
+
+def test_plain_rows_give_what_full_validation_gives(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
+    predictor = TabularPredictor(tabular_learner)
+    rows = _as_rows(_rows_with_gaps(adult_frame, 50))  # None gaps in age and occupation
+    rows[0]["age"] = 39  # a JSON integer in a continuous column
+    plain = predictor._plain_columns(rows)
+    assert plain is not None
+    assert plain == predictor._validated_columns(rows, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "error_type"),
+    [
+        ({"age": "39"}, "float_type"),  # numeric text is not a JSON number
+        ({"age": True}, "float_type"),
+        ({"extra": 1}, "extra_forbidden"),
+        ({"workclass": 7}, None),  # a number for a categorical column: valid, then an unseen category
+    ],
+)
+def test_unusual_rows_take_full_validation(
+    tabular_learner: Any, adult_frame: pd.DataFrame, change: dict[str, Any], error_type: str | None
+) -> None:
+    predictor = TabularPredictor(tabular_learner)
+    rows = _as_rows(adult_frame.drop(columns=["Salary"]).iloc[:3])
+    rows[1] = {**rows[1], **change}
+    assert predictor._plain_columns(rows) is None
+    if error_type is None:
+        assert "not a known category" in predictor.predict(rows)[1].warnings[0]
+        return
+    with pytest.raises(InvalidInput) as caught:
+        predictor.predict(rows)
+    assert [(e["loc"][:2], e["type"]) for e in caught.value.errors] == [(["rows", 1], error_type)]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -12,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
 from service.errors import MSG_TOO_MANY_ROWS, PayloadTooLarge
 from service.inference.base import Prediction
-from service.inference.csvio import read_csv_upload, rows_for, scored_csv
-from service.inference.tabular import TabularPredictor
+from service.inference.csvio import read_csv_upload, scored_csv
+from service.inference.tabular import PreparedRows, TabularPredictor
 from service.registry import ModelEntry
 from service.schemas.predict import TabularPrediction, TabularPredictRequest, TabularPredictResponse
 from service.schemas.problem import Problem
@@ -29,18 +30,10 @@ def _check_rows(count: int, limit: int) -> None:
         raise PayloadTooLarge(MSG_TOO_MANY_ROWS.format(count=count, limit=limit))
 
 
-async def _predict(
-    entry: ModelEntry,
-    predictor: TabularPredictor,
-    batchers: BatchersDep,
-    rows: list[dict[str, Any]],
-    *,
-    strict: bool,
-) -> list[Prediction]:
-    prepare = partial(predictor.prepare, rows, strict=strict)
-    prepared = prepare() if len(rows) <= INLINE_ROWS else await run_in_threadpool(prepare)
-    probs = await batchers.for_predictor(entry.name, predictor).submit(prepared, prepared.n)
-    return predictor.finish(prepared, probs)
+async def _forward(
+    entry: ModelEntry, predictor: TabularPredictor, batchers: BatchersDep, prepared: PreparedRows
+) -> np.ndarray:
+    return await batchers.for_predictor(entry.name, predictor).submit(prepared, prepared.n)
 
 
 def _response(entry: ModelEntry, predictions: list[Prediction]) -> TabularPredictResponse:
@@ -65,7 +58,10 @@ async def predict_rows(
     """Predict JSON rows; one prediction per row, in order, with per-row warnings."""
     entry, predictor = registry.predictor(name, "tabular")
     _check_rows(len(body.rows), settings.max_rows)
-    return _response(entry, await _predict(entry, predictor, batchers, body.rows, strict=True))
+    prepare = partial(predictor.prepare, body.rows)
+    prepared = prepare() if len(body.rows) <= INLINE_ROWS else await run_in_threadpool(prepare)
+    probs = await _forward(entry, predictor, batchers, prepared)
+    return _response(entry, predictor.finish(prepared, probs))
 
 
 @router.post(
@@ -86,8 +82,8 @@ async def predict_csv(
     filename = file.filename or "upload.csv"
     frame = await run_in_threadpool(read_csv_upload, await file.read(), filename=filename)
     _check_rows(len(frame), settings.max_rows)
-    rows = rows_for(frame, predictor.spec.column_names, filename=filename)
-    predictions = await _predict(entry, predictor, batchers, rows, strict=False)
+    prepared = await run_in_threadpool(partial(predictor.prepare_frame, frame, filename=filename))
+    probs = await _forward(entry, predictor, batchers, prepared)
     if "text/csv" in request.headers.get("accept", ""):
-        return Response(scored_csv(frame, predictions, predictor.classes), media_type="text/csv")
-    return _response(entry, predictions)
+        return Response(scored_csv(frame, probs, predictor.classes), media_type="text/csv")
+    return _response(entry, predictor.finish(prepared, probs))
