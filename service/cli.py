@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.training.common import FitOptions
 
 DEMO_TABULAR = "adult-income"
 DEMO_VISION = "cifar10"
@@ -57,6 +62,8 @@ def _train_tabular(args: argparse.Namespace) -> int:
         ps=args.ps,
         seed=args.seed,
         max_rows=args.max_rows,
+        test_csv=Path(args.test) if args.test else None,
+        fit=_fit_options(args),
     )
     result = train_tabular(recipe)
     print(f"{result.name}: {result.metrics} in {result.train_seconds:.1f}s -> {result.learner_path}")
@@ -81,14 +88,37 @@ def _train_vision(args: argparse.Namespace) -> int:
         bs=args.bs,
         size=args.size,
         seed=args.seed,
+        flip=args.flip,
         augment=args.augment,
         ps=args.ps,
+        test_folder=Path(args.test) if args.test else None,
+        fit=_fit_options(args),
         valid_pct=args.valid_pct,
         small_input_stem=args.small_input_stem,
         max_per_class=args.max_per_class,
     )
     result = train_vision(recipe)
     print(f"{result.name}: {result.metrics} in {result.train_seconds:.1f}s -> {result.learner_path}")
+    return 0
+
+
+def _fit_options(args: argparse.Namespace) -> FitOptions:
+    from service.training.common import FitOptions
+
+    return FitOptions(
+        monitor=args.monitor,
+        min_delta=args.min_delta,
+        early_stopping=args.early_stopping,
+        patience=args.patience,
+        save_best=args.save_best,
+        quiet=args.quiet,
+    )
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from service.training.compare import compare_reports
+
+    print(compare_reports(_store(args), args.models))
     return 0
 
 
@@ -112,7 +142,18 @@ def _common(sub: argparse.ArgumentParser, *, name: str) -> None:
     sub.add_argument("--store", default=None, help="model store folder (default: FASTAI_SERVE_MODEL_STORE)")
     sub.add_argument("--data", default=None, help="local data (CSV for tabular, folder for vision)")
     sub.add_argument("--download", action="store_true", help="use fastai's untar_data (needs the internet)")
-    sub.add_argument("--seed", type=int, default=42)
+    sub.add_argument("--seed", type=int, default=42, help="seeds Python, numpy, torch and the DataLoaders")
+    sub.add_argument(
+        "--test", default=None, help="labelled test data (CSV / folder per class) for the report"
+    )
+    sub.add_argument("--monitor", default="accuracy", help="metric the callbacks watch (e.g. valid_loss)")
+    sub.add_argument("--min-delta", type=float, default=0.01, help="smallest change that counts as better")
+    sub.add_argument(
+        "--early-stopping", action="store_true", help="stop after --patience epochs without gain"
+    )
+    sub.add_argument("--patience", type=int, default=3)
+    sub.add_argument("--save-best", action="store_true", help="keep the weights of the best epoch")
+    sub.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     vis.add_argument("--lr", type=float, default=1e-2)
     vis.add_argument("--bs", type=int, default=128)
     vis.add_argument("--size", type=int, default=32)
-    vis.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True, help="random flips")
+    vis.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True, help="random flips")
+    vis.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, default=False, help="fastai's aug_transforms"
+    )
     vis.add_argument("--ps", type=float, default=0.25, help="dropout of the head")
     vis.add_argument("--valid-pct", type=float, default=0.05)
     vis.add_argument(
@@ -163,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     vis.add_argument("--max-per-class", type=int, default=None)
     vis.set_defaults(func=_train_vision)
 
+    compare = commands.add_parser("compare", help="two or more models' test metrics side by side")
+    compare.add_argument("models", nargs="+", help="model names in the store")
+    compare.add_argument("--store", default=None)
+    compare.set_defaults(func=_compare)
+
     demo = train.add_parser("demo", help="build both demo models when missing")
     demo.add_argument("--store", default=None)
     demo.add_argument("--force", action="store_true")
@@ -172,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

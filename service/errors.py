@@ -29,6 +29,21 @@ MSG_UNSEEN_CATEGORY = "{column}: {value!r} is not a known category; treated as m
 MSG_TOLERANT_MATCH = "{column}: {value!r} matched category {category!r} (ignoring whitespace and case)"
 MSG_NULL_FILLED = "{column}: missing value filled with {fill:g} as the learner does"
 MSG_NULL_CATEGORY = "{column}: missing value treated as #na#"
+MSG_NO_REPORT = "model {name!r} has no training report (train it with `fastai-serve train` to get one)"
+MSG_NO_ARTIFACT = "model {name!r} has no report artifact {artifact!r}"
+MSG_EVAL_NO_TARGET = "the uploaded CSV {filename!r} lacks the target column {target!r} needed to evaluate"
+MSG_EVAL_MISSING_LABELS = "{count} row(s) have no value in the target column {target!r}"
+MSG_EVAL_UNKNOWN_LABELS = "label(s) not among the model's classes {classes}: {labels}"
+MSG_EVAL_LABEL_COUNT = "{files} file(s) but {labels} label(s): send one `labels` field per file, in order"
+MSG_EVAL_NOTHING = "send either `files` with one `labels` field each, or one zip `archive`"
+MSG_EVAL_BOTH = "send either `files` with `labels` or an `archive`, not both"
+MSG_ARCHIVE_NOT_ZIP = "the archive {filename!r} is not a readable zip file"
+MSG_ARCHIVE_UNSAFE_PATH = "the archive holds an unsafe path {path!r} (absolute or with '..')"
+MSG_ARCHIVE_NO_CLASS_FOLDERS = (
+    "the archive {filename!r} has no class folders: put each image in a folder named after its class"
+)
+MSG_ARCHIVE_TOO_LARGE = "the archive unpacks to more than {limit_mb:g} MB"
+MSG_ARCHIVE_TOO_MANY = "the archive holds {count} files; at most {limit} are accepted"
 MSG_NULL_NOT_FILLABLE = (
     "missing value, and the learner has no fill value for this column (it had none missing in training)"
 )

@@ -1,17 +1,31 @@
-"""Shared steps of every training recipe: seeding, export and the manifest next to the model."""
+"""Shared steps of every training recipe: seeding, callbacks, the fit, export, and test scoring."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import fastai
+import numpy as np
+import pandas as pd
 import torch
 
-from service.loading import sha256_of
+from service.evaluation import evaluate_labels
+from service.inference.evaluate import target_labels
+from service.inference.images import UploadedImage
+from service.loading import load_exported_learner, prepare_for_serving, sha256_of
+from service.training.report import TestScores
+
+logger = logging.getLogger(__name__)
+CHECKPOINTS = ".checkpoints"
 
 
 @dataclass
@@ -21,6 +35,23 @@ class TrainResult:
     learner_path: Path
     metrics: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
+    report_dir: Path | None = None
+    learn: Any = field(default=None, repr=False)
+
+
+@dataclass
+class FitOptions:
+    """The book's training callbacks, as command-line options."""
+
+    monitor: str = "accuracy"
+    min_delta: float = 0.01
+    early_stopping: bool = False
+    patience: int = 3
+    save_best: bool = False
+    quiet: bool = False  # no progress bars or per-epoch table (tests)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 def seed_everything(seed: int) -> None:
@@ -30,38 +61,155 @@ def seed_everything(seed: int) -> None:
     set_seed(seed, reproducible=True)
 
 
-def held_out_accuracy(learn: Any, items: Any) -> float:
-    """Accuracy on labelled items the learner never saw (not the validation set it was tuned on)."""
-    dl = learn.dls.test_dl(items, with_labels=True, num_workers=0)
-    with learn.no_bar():
-        probs, targets = learn.get_preds(dl=dl)
-    return round(float((probs.argmax(dim=1) == targets.view(-1)).float().mean()), 4)
+def reseed_loaders(dls: Any, seed: int) -> None:
+    """Each DataLoader drew its own `rng` when created; re-seed them so shuffling repeats (the book's fix)."""
+    for i, dl in enumerate(dls.loaders):
+        dl.rng.seed(seed + i)
 
 
-def export_model(
-    learn: Any,
-    *,
-    out_dir: Path,
-    kind: str,
-    description: str,
-    metrics: dict[str, float],
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Export the learner into `out_dir/model.pkl` and write `model.json` with its sha256."""
+def log_epochs_callback() -> Any:
+    """A callback that logs one line per epoch with every recorded value (bars or not)."""
+    from fastai.callback.core import Callback
+
+    class LogEpochs(Callback):
+        order = 60  # after the Recorder has written the epoch's values
+
+        def after_epoch(self) -> None:
+            names = self.recorder.metric_names[1:-1]
+            values = ", ".join(
+                f"{n}={float(v):.4f}" for n, v in zip(names, self.recorder.values[-1], strict=False)
+            )
+            logger.info("epoch %d/%d: %s", self.epoch + 1, self.n_epoch, values)
+
+    return LogEpochs()
+
+
+def fit(learn: Any, *, epochs: int, lr: float, options: FitOptions, fine_tune: bool = False) -> float:
+    """Train with the requested callbacks; returns seconds. They are fit-only: not in the exported file."""
+    from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+
+    cbs: list[Any] = [log_epochs_callback()]
+    if options.early_stopping:
+        cbs.append(
+            EarlyStoppingCallback(
+                monitor=options.monitor, min_delta=options.min_delta, patience=options.patience
+            )
+        )
+    if options.save_best:
+        # SaveModelCallback writes path/model_dir/best.pth each time the monitor improves, and reloads
+        # the best weights when the fit ends.
+        learn.model_dir = (Path(learn.path) / CHECKPOINTS).resolve()
+        cbs.append(SaveModelCallback(monitor=options.monitor, min_delta=options.min_delta, fname="best"))
+    quiet = (learn.no_bar(), learn.no_logging()) if options.quiet else ()
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        for ctx in quiet:
+            stack.enter_context(ctx)
+        if fine_tune:
+            learn.fine_tune(epochs, lr, cbs=cbs)
+        else:
+            learn.fit_one_cycle(epochs, lr, cbs=cbs)
+    seconds = time.perf_counter() - started
+    if options.save_best:
+        shutil.rmtree(learn.model_dir, ignore_errors=True)
+        learn.model_dir = "models"
+    return seconds
+
+
+def serving_predictor(learner_path: Path, kind: str) -> Any:
+    """The exported file loaded and wrapped exactly as the server does: what the report describes."""
+    from service.registry import build_predictor
+
+    learn = prepare_for_serving(load_exported_learner(learner_path).learn, torch.device("cpu"))
+    return build_predictor(kind, learn)
+
+
+def score_table(predictor: Any, frame: pd.DataFrame, *, source: str) -> TestScores:
+    classes = list(predictor.classes)
+    actual = target_labels(frame, target=predictor.spec.target, classes=classes, filename=source)
+    prepared = predictor.prepare_frame(frame, filename=source)
+    probs = predictor.forward_many([prepared])[0]
+    predicted = [classes[i] for i in probs.argmax(axis=1).tolist()]
+    inputs = frame[predictor.spec.column_names]
+    items = inputs.astype(object).where(inputs.notna(), None).to_dict(orient="records")
+    return TestScores(
+        source=source,
+        classes=classes,
+        actual=actual,
+        probs=probs,
+        evaluation=evaluate_labels(actual, predicted, classes),
+        items=items,
+    )
+
+
+def score_images(predictor: Any, files: list[Path], *, source: str, chunk: int = 256) -> TestScores:
+    classes = list(predictor.classes)
+    actual = [f.parent.name for f in files]
+    uploads = [UploadedImage(filename=f.name, data=f.read_bytes()) for f in files]
+    parts = [
+        predictor.forward_many([predictor.prepare(uploads[i : i + chunk])])[0]
+        for i in range(0, len(uploads), chunk)
+    ]
+    probs = np.concatenate(parts) if parts else np.zeros((0, len(classes)), dtype=np.float32)
+    predicted = [classes[i] for i in probs.argmax(axis=1).tolist()]
+    return TestScores(
+        source=source,
+        classes=classes,
+        actual=actual,
+        probs=probs,
+        evaluation=evaluate_labels(actual, predicted, classes),
+        items=[u.data for u in uploads],
+    )
+
+
+@contextlib.contextmanager
+def captured_stdout() -> Iterator[list[str]]:
+    """`DataBlock.summary()` prints; keep its text for the report."""
+    import io
+
+    buffer, out = io.StringIO(), list[str]()
+    with contextlib.redirect_stdout(buffer):
+        yield out
+    out.append(buffer.getvalue())
+
+
+def export_learner(learn: Any, out_dir: Path) -> Path:
+    """`Learner.export()` into `out_dir/model.pkl`, atomically (a reader never sees half a file)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     learner_path = out_dir / "model.pkl"
     tmp = out_dir / "model.pkl.tmp"
     learn.export(tmp.resolve())
     tmp.replace(learner_path)
+    return learner_path
+
+
+def write_manifest(
+    out_dir: Path, *, kind: str, description: str, metrics: dict[str, float], extra: dict[str, Any]
+) -> None:
+    """`model.json` next to the export: kind, version, sha256 (checked before unpickling), metrics."""
     manifest = {
         "kind": kind,
         "version": datetime.now(UTC).strftime("%Y%m%d.%H%M%S"),
         "description": description,
-        "sha256": sha256_of(learner_path),
+        "sha256": sha256_of(out_dir / "model.pkl"),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "metrics": metrics,
         "framework": {"fastai": fastai.__version__, "torch": torch.__version__},
-        **(extra or {}),
+        **extra,
     }
     (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return learner_path
+
+
+def summary_metrics(
+    scores: TestScores | None, history: list[dict[str, Any]], best: int | None
+) -> dict[str, float]:
+    """The manifest's headline numbers: test metrics when there is a test set, else the best epoch's."""
+    if scores is not None:
+        e = scores.evaluation
+        return {
+            "test_accuracy": round(e.accuracy, 4),
+            "test_f1_macro": round(e.f1["macro"], 4),
+            "test_items": float(e.n),
+        }
+    row = history[best] if best is not None and history else {}
+    return {f"valid_{k}": round(float(v), 4) for k, v in row.items() if k != "epoch" and v is not None}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.training.common import TrainResult, export_model, held_out_accuracy, seed_everything
+from service.training.common import (
+    FitOptions,
+    TrainResult,
+    export_learner,
+    fit,
+    reseed_loaders,
+    score_table,
+    seed_everything,
+    serving_predictor,
+    summary_metrics,
+    write_manifest,
+)
+from service.training.report import fit_outcome, write_report
 
 
 @dataclass
@@ -29,8 +40,10 @@ class TabularRecipe:
     seed: int = 42
     valid_pct: float = 0.2
     test_pct: float = 0.2
+    test_csv: Path | None = None  # a labelled test file; otherwise `test_pct` of the rows are held out
     max_rows: int | None = None
     description: str = ""
+    fit: FitOptions = field(default_factory=FitOptions)
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -44,6 +57,45 @@ def split_indices(n: int, *, pct: float, seed: int) -> tuple[np.ndarray, np.ndar
     return np.sort(order[cut:]), np.sort(order[:cut])
 
 
+def _train_and_test(recipe: TabularRecipe) -> tuple[pd.DataFrame, pd.DataFrame | None, str | None]:
+    df = read_table(recipe.csv)
+    if recipe.max_rows:
+        df = df.iloc[: recipe.max_rows]
+    df = df.reset_index(drop=True)
+    if recipe.test_csv is not None:
+        return df, read_table(recipe.test_csv), recipe.test_csv.name
+    if recipe.test_pct <= 0:
+        return df, None, None
+    # The test rows are cut off before fastai sees the data: never used for training or for choosing epochs.
+    keep, test_idx = split_indices(len(df), pct=recipe.test_pct, seed=recipe.seed)
+    source = f"{len(test_idx)} rows held out of {recipe.csv.name} (seed {recipe.seed})"
+    return df.iloc[keep].reset_index(drop=True), df.iloc[test_idx].reset_index(drop=True), source
+
+
+def tabular_summary(dls: Any) -> str:
+    """fastai has no DataBlock for tabular data; this is the same information as text."""
+    procs = ", ".join(type(p).__name__ for p in dls.procs)
+    categorify = getattr(dls.procs, "categorify", None)
+    normalize = getattr(dls.procs, "normalize", None)
+    lines = [
+        f"TabularPandas: {len(dls.train_ds)} training rows, {len(dls.valid_ds)} validation rows",
+        f"procs: {procs}",
+        f"target: {', '.join(dls.y_names)} -> classes {list(map(str, dls.vocab))}",
+        "categorical columns (categories incl. #na#):",
+        *(f"  {c}: {len(categorify.classes[c]) if categorify else '?'}" for c in dls.cat_names),
+        "continuous columns (mean, std after FillMissing):",
+        *(
+            f"  {c}: {float(normalize.means[c]):.4g}, {float(normalize.stds[c]):.4g}"
+            if normalize
+            else f"  {c}"
+            for c in dls.cont_names
+        ),
+    ]
+    x_cat, x_cont, _ = dls.one_batch()
+    lines.append(f"batch size {dls.bs}; one batch: x_cat {tuple(x_cat.shape)}, x_cont {tuple(x_cont.shape)}")
+    return "\n".join(lines)
+
+
 def train_tabular(recipe: TabularRecipe) -> TrainResult:
     from fastai.metrics import Precision, Recall, accuracy
     from fastai.tabular.all import (
@@ -55,12 +107,7 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
         tabular_learner,
     )
 
-    df = read_table(recipe.csv)
-    if recipe.max_rows:
-        df = df.iloc[: recipe.max_rows]
-    df = df.reset_index(drop=True)
-    keep, test_idx = split_indices(len(df), pct=recipe.test_pct, seed=recipe.seed)
-    train_df, test_df = df.iloc[keep].reset_index(drop=True), df.iloc[test_idx].reset_index(drop=True)
+    train_df, test_df, test_source = _train_and_test(recipe)
     _, valid_idx = split_indices(len(train_df), pct=recipe.valid_pct, seed=recipe.seed + 1)
 
     seed_everything(recipe.seed)
@@ -74,7 +121,9 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
         y_names=recipe.target,
         valid_idx=list(valid_idx),
         bs=recipe.bs,
+        num_workers=0,
     )
+    reseed_loaders(dls, recipe.seed)
     multiclass = len(dls.vocab) > 2
     average = "macro" if multiclass else "binary"
     learn = tabular_learner(
@@ -84,24 +133,46 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
         wd=recipe.wd,
         metrics=[accuracy, Precision(average=average), Recall(average=average)],
     )
-    started = time.perf_counter()
-    with learn.no_bar(), learn.no_logging():
-        learn.fit_one_cycle(recipe.epochs, recipe.lr)
-    seconds = time.perf_counter() - started
-    metrics = evaluate_tabular(learn, test_df)
-    path = export_model(
-        learn,
-        out_dir=recipe.out_dir,
+    seconds = fit(learn, epochs=recipe.epochs, lr=recipe.lr, options=recipe.fit)
+    outcome = fit_outcome(
+        learn, epochs=recipe.epochs, monitor=recipe.fit.monitor, min_delta=recipe.fit.min_delta
+    )
+    path = export_learner(learn, recipe.out_dir)
+    scores = None
+    if test_df is not None and test_source is not None:
+        scores = score_table(serving_predictor(path, "tabular"), test_df, source=test_source)
+    metrics = summary_metrics(scores, outcome.history, outcome.best_epoch)
+    write_manifest(
+        recipe.out_dir,
         kind="tabular",
         description=recipe.description or f"tabular_learner on {recipe.csv.name} predicting {recipe.target}",
         metrics=metrics,
         extra={"train_seconds": round(seconds, 2), "seed": recipe.seed},
     )
+    report_dir = write_report(
+        recipe.out_dir,
+        learn=learn,
+        outcome=outcome,
+        scores=scores,
+        kind="tabular",
+        seed=recipe.seed,
+        augmented=False,
+        train_seconds=seconds,
+        datablock_summary=tabular_summary(dls),
+        recipe=_recipe_dict(recipe),
+    )
     return TrainResult(
-        name=recipe.out_dir.name, kind="tabular", learner_path=path, metrics=metrics, train_seconds=seconds
+        name=recipe.out_dir.name,
+        kind="tabular",
+        learner_path=path,
+        metrics=metrics,
+        train_seconds=seconds,
+        report_dir=report_dir,
+        learn=learn,
     )
 
 
-def evaluate_tabular(learn: Any, test_df: pd.DataFrame) -> dict[str, float]:
-    """Accuracy on rows the learner never saw (not the validation set it was tuned on)."""
-    return {"test_accuracy": held_out_accuracy(learn, test_df), "test_rows": float(len(test_df))}
+def _recipe_dict(recipe: TabularRecipe) -> dict[str, Any]:
+    out = {k: v for k, v in recipe.__dict__.items() if k not in {"fit", "out_dir", "description"}}
+    out["fit"] = recipe.fit.as_dict()
+    return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
-from service.training.common import TrainResult, export_model, held_out_accuracy, seed_everything
+from service.training.common import (
+    FitOptions,
+    TrainResult,
+    captured_stdout,
+    export_learner,
+    fit,
+    reseed_loaders,
+    score_images,
+    seed_everything,
+    serving_predictor,
+    summary_metrics,
+    write_manifest,
+)
+from service.training.report import fit_outcome, write_report
 
 # CIFAR-10 statistics: with pretrained=False fastai adds no Normalize, so we add the data's own.
 CIFAR_STATS = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
@@ -18,7 +31,7 @@ IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
 @dataclass
 class VisionRecipe:
-    folder: Path  # `train/<class>/*` and optionally `test/<class>/*`
+    folder: Path  # `train/<class>/*` (or `<class>/*`) and optionally `test/<class>/*`
     out_dir: Path
     arch: str = "resnet18"
     pretrained: bool = False
@@ -28,11 +41,15 @@ class VisionRecipe:
     size: int = 32
     seed: int = 42
     valid_pct: float = 0.05
-    augment: bool = True
+    test_folder: Path | None = None  # default: `folder/test`, else `test_pct` of the images held out
+    test_pct: float = 0.1
+    flip: bool = True  # a cheap per-item horizontal flip
+    augment: bool = False  # fastai's aug_transforms (batch warps, rotation, lighting)
     ps: float = 0.25
     small_input_stem: bool = False
     max_per_class: int | None = None
     description: str = ""
+    fit: FitOptions = field(default_factory=FitOptions)
 
 
 def pretrained_weights_available(arch: str) -> bool:
@@ -67,26 +84,56 @@ def adapt_stem_for_small_images(model: nn.Module) -> None:
         body[3] = nn.Identity()
 
 
+def _train_and_test(recipe: VisionRecipe) -> tuple[list[Path], list[Path], str | None]:
+    train_root = recipe.folder / "train" if (recipe.folder / "train").is_dir() else recipe.folder
+    files = [f for f in _files(train_root, recipe.max_per_class) if f.parent.parent == train_root]
+    test_root = recipe.test_folder or (recipe.folder / "test" if (recipe.folder / "test").is_dir() else None)
+    if test_root is not None:
+        return files, _files(test_root, recipe.max_per_class), str(test_root.name)
+    if recipe.test_pct <= 0:
+        return files, [], None
+    # Held out before fastai sees the data: never trained on, never used to pick an epoch.
+    order = np.random.default_rng(recipe.seed).permutation(len(files))
+    cut = int(round(len(files) * recipe.test_pct))
+    test = sorted(files[i] for i in order[:cut])
+    held = set(test)
+    source = f"{len(test)} images held out of {train_root.name} (seed {recipe.seed})"
+    return [f for f in files if f not in held], test, source
+
+
 def train_vision(recipe: VisionRecipe) -> TrainResult:
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import RandomSplitter, parent_label
     from fastai.metrics import Precision, Recall, accuracy
-    from fastai.vision.all import FlipItem, ImageBlock, Normalize, Resize, models, vision_learner
+    from fastai.vision.all import (
+        FlipItem,
+        ImageBlock,
+        Normalize,
+        Resize,
+        aug_transforms,
+        models,
+        vision_learner,
+    )
 
     pretrained = recipe.pretrained and pretrained_weights_available(recipe.arch)
     stats = IMAGENET_STATS if pretrained else CIFAR_STATS
+    train_files, test_files, test_source = _train_and_test(recipe)
     # A per-item flip is a cheap PIL op; fastai's batch `Flip` resamples a grid, costly on CPU at this size.
-    item_tfms: list[Any] = [Resize(recipe.size)] + ([FlipItem(0.5)] if recipe.augment else [])
+    item_tfms: list[Any] = [Resize(recipe.size)] + ([FlipItem(0.5)] if recipe.flip else [])
+    batch_tfms: list[Any] = aug_transforms(size=recipe.size) if recipe.augment else []
     block = DataBlock(
         blocks=(ImageBlock, CategoryBlock),
-        get_items=lambda folder: _files(Path(folder) / "train", recipe.max_per_class),
+        get_items=lambda _: train_files,
         splitter=RandomSplitter(valid_pct=recipe.valid_pct, seed=recipe.seed),
         get_y=parent_label,
         item_tfms=item_tfms,
-        batch_tfms=[Normalize.from_stats(*stats)],
+        batch_tfms=[*batch_tfms, Normalize.from_stats(*stats)],
     )
+    with captured_stdout() as summary:
+        block.summary(recipe.folder, bs=min(recipe.bs, 4))
     seed_everything(recipe.seed)
     dls = block.dataloaders(recipe.folder, bs=recipe.bs, num_workers=0)
+    reseed_loaders(dls, recipe.seed)
     learn = vision_learner(
         dls,
         getattr(models, recipe.arch),
@@ -97,31 +144,48 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
     )
     if recipe.small_input_stem and recipe.size <= 64:
         adapt_stem_for_small_images(learn.model)
-    started = time.perf_counter()
-    with learn.no_bar(), learn.no_logging():
-        if pretrained:
-            learn.fine_tune(recipe.epochs, recipe.lr)
-        else:
-            learn.unfreeze()
-            learn.fit_one_cycle(recipe.epochs, recipe.lr)
-    seconds = time.perf_counter() - started
-    metrics = evaluate_vision(learn, recipe.folder / "test", recipe.max_per_class)
-    path = export_model(
-        learn,
-        out_dir=recipe.out_dir,
+    if not pretrained:
+        learn.unfreeze()
+    seconds = fit(learn, epochs=recipe.epochs, lr=recipe.lr, options=recipe.fit, fine_tune=pretrained)
+    outcome = fit_outcome(
+        learn, epochs=recipe.epochs, monitor=recipe.fit.monitor, min_delta=recipe.fit.min_delta
+    )
+    path = export_learner(learn, recipe.out_dir)
+    scores = None
+    if test_files and test_source is not None:
+        scores = score_images(serving_predictor(path, "vision"), test_files, source=test_source)
+    metrics = summary_metrics(scores, outcome.history, outcome.best_epoch)
+    write_manifest(
+        recipe.out_dir,
         kind="vision",
         description=recipe.description or f"vision_learner({recipe.arch}) on {recipe.folder.name}",
         metrics=metrics,
         extra={"train_seconds": round(seconds, 2), "seed": recipe.seed, "pretrained": pretrained},
     )
+    report_dir = write_report(
+        recipe.out_dir,
+        learn=learn,
+        outcome=outcome,
+        scores=scores,
+        kind="vision",
+        seed=recipe.seed,
+        augmented=recipe.augment,
+        train_seconds=seconds,
+        datablock_summary="".join(summary),
+        recipe=_recipe_dict(recipe, pretrained=pretrained),
+    )
     return TrainResult(
-        name=recipe.out_dir.name, kind="vision", learner_path=path, metrics=metrics, train_seconds=seconds
+        name=recipe.out_dir.name,
+        kind="vision",
+        learner_path=path,
+        metrics=metrics,
+        train_seconds=seconds,
+        report_dir=report_dir,
+        learn=learn,
     )
 
 
-def evaluate_vision(learn: Any, test_folder: Path, max_per_class: int | None) -> dict[str, float]:
-    """Accuracy on the held-out `test/` folder when the data has one."""
-    files = _files(test_folder, max_per_class) if test_folder.is_dir() else []
-    if not files:
-        return {}
-    return {"test_accuracy": held_out_accuracy(learn, files), "test_images": float(len(files))}
+def _recipe_dict(recipe: VisionRecipe, *, pretrained: bool) -> dict[str, Any]:
+    out = {k: v for k, v in recipe.__dict__.items() if k not in {"fit", "out_dir", "description"}}
+    out |= {"fit": recipe.fit.as_dict(), "pretrained_used": pretrained}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}

@@ -1,0 +1,59 @@
+"""Response bodies of the report and evaluation endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ConfusionMatrix(BaseModel):
+    labels: list[str] = Field(description="Row = actual class, column = predicted class, in this order.")
+    matrix: list[list[int]]
+
+
+class Evaluation(BaseModel):
+    """Metrics of a model on labelled data, computed from the same predictions the predict endpoints give."""
+
+    n: int
+    accuracy: float
+    precision: dict[str, float] = Field(
+        description="Per class present in the data or predictions, and `macro`."
+    )
+    recall: dict[str, float]
+    f1: dict[str, float]
+    confusion_matrix: ConfusionMatrix
+    most_confused: list[tuple[str, str, int]] = Field(description="[actual, predicted, count], most first.")
+
+
+class ReportArtifacts(BaseModel):
+    loss_curve: str | None = None
+    confusion_matrix: str | None = None
+    top_losses: str | None = None
+
+
+class TrainingReport(BaseModel):
+    """What `fastai-serve train` recorded about a model: history, callbacks, data and test metrics."""
+
+    history: list[dict[str, float | int | None]]
+    best_epoch: int | None
+    monitor: str | None = None
+    stopped_early: bool
+    stopped_at_epoch: int | None = None
+    epochs_planned: int | None = None
+    seed: int | None
+    augmented: bool | None
+    train_seconds: float | None
+    test: Evaluation | None
+    test_source: str | None = None
+    datablock_summary: str | None
+    top_losses_rows: list[dict[str, Any]] | None = Field(
+        default=None, description="Tabular models: the test rows with the highest loss."
+    )
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    artifacts: ReportArtifacts
+
+
+class ModelComparison(BaseModel):
+    models: list[str]
+    test: list[Evaluation | None]
