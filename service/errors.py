@@ -91,3 +91,8 @@ class UnsupportedMedia(ServiceError):
 class PayloadTooLarge(ServiceError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail=detail, status=413, title="Payload too large")
+
+
+class NotFound(ServiceError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, status=404, title="Not found")

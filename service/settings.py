@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     max_rows: int = Field(default=10_000, ge=1)
     max_files: int = Field(default=64, ge=1)
     max_upload_mb: float = Field(default=20.0, gt=0)
+    max_eval_files: int = Field(default=5000, ge=1, description="images in one evaluation archive")
+    max_archive_mb: float = Field(default=200.0, gt=0, description="unpacked size of one evaluation archive")
     default_top_k: int = Field(default=3, ge=1)
 
     api_key: str | None = None
@@ -61,6 +63,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_archive_bytes(self) -> int:
+        return int(self.max_archive_mb * 1024 * 1024)
 
 
 @lru_cache

@@ -21,6 +21,7 @@ from PIL import Image
 from service.api.app import create_app
 from service.settings import Settings
 from service.training import data
+from service.training.common import FitOptions
 from service.training.tabular import TabularRecipe, train_tabular
 from service.training.vision import VisionRecipe, train_vision
 
@@ -50,8 +51,9 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.Data
             cont_names=data.ADULT_CONTINUOUS,
             out_dir=store / TABULAR,
             layers=[20, 10],
-            epochs=1,
+            epochs=2,
             bs=256,
+            fit=FitOptions(quiet=True),
         )
     )
     train_vision(
@@ -62,6 +64,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.Data
             bs=64,
             max_per_class=12,
             small_input_stem=False,
+            fit=FitOptions(quiet=True),
         )
     )
     return store

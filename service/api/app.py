@@ -16,7 +16,7 @@ from service import __version__
 from service.api.limits import BodySizeLimitMiddleware
 from service.api.metrics import RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
-from service.api.routes import health, models, ops, tabular, vision
+from service.api.routes import health, models, ops, reports, tabular, vision
 from service.inference.batcher import BatcherPool
 from service.metrics import Metrics
 from service.registry import ModelRegistry
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     install_problem_handlers(app)
-    for module in (health, models, tabular, vision, ops):
+    for module in (health, models, tabular, vision, reports, ops):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

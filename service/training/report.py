@@ -19,11 +19,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from service.reports import REPORT_DIR, REPORT_FILE
 from service.schemas.reports import Evaluation
 
-REPORT_DIR = "report"
-REPORT_FILE = "report.json"
-ARTIFACTS = ("loss_curve", "confusion_matrix", "top_losses")
 TOP_LOSSES = 9
 
 
@@ -233,10 +231,3 @@ def write_report(
     tmp.write_text(json.dumps(report, indent=1, default=str) + "\n")
     tmp.replace(folder / REPORT_FILE)
     return folder
-
-
-def read_report(model_folder: Path) -> dict[str, Any] | None:
-    path = model_folder / REPORT_DIR / REPORT_FILE
-    if not path.is_file():
-        return None
-    return dict(json.loads(path.read_text()))
