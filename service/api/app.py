@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 
 from service import __version__
+from service.api.frontend import install_frontend
 from service.api.limits import BodySizeLimitMiddleware
 from service.api.metrics import RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
@@ -68,11 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for module in (health, models, tabular, vision, ops):
         app.include_router(module.router)
-
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
-
+    # Last: the frontend's mount at / would otherwise shadow routes added after it.
+    install_frontend(app, settings.frontend_dir)
     return app
 
 
