@@ -31,10 +31,10 @@ export function clear(el, ...children) {
 
 export const pct = (p) => `${(100 * p).toFixed(1)}%`;
 
-/** A number for display: integers as is, others with 4 significant digits. */
-export function num(value) {
+/** A number for display: integers as is, others with `digits` significant digits. */
+export function num(value, digits = 4) {
   if (typeof value !== "number") return value === null || value === undefined ? "—" : String(value);
-  return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(4)));
+  return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(digits)));
 }
 
 /** "Loading…" placeholder, announced to screen readers. */

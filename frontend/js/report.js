@@ -73,12 +73,14 @@ function historyView(history) {
 }
 
 function artifactsView(report, name) {
-  const artifacts = report.artifacts || {};
+  // The report names its artifacts; an older report without the map gets the contract's default paths.
+  const artifacts = report.artifacts || Object.fromEntries(ARTIFACTS.map(([key]) => [key, `/api/v1/models/${enc(name)}/report/${key}.png`]));
   return h(
     "div",
     { class: "artifacts" },
     ARTIFACTS.map(([key, title]) => {
-      const url = artifacts[key] || `/api/v1/models/${enc(name)}/report/${key}.png`;
+      const url = artifacts[key];
+      if (!url) return h("figure", { class: "artifact missing" }, h("p", { class: "hint" }, `${title}: not in this report`));
       const img = h("img", { src: apiUrl(url), alt: `${title} of ${name}`, loading: "lazy", dataset: { artifact: key } });
       const figure = h("figure", { class: "artifact" }, img, h("figcaption", {}, title));
       img.addEventListener("error", () => img.replaceWith(h("p", { class: "hint" }, `${title}: not available`)), { once: true });

@@ -25,9 +25,9 @@ function control(column, index) {
       h("span", { class: "hint", id: `${id}-hint` }, `${column.categories.length} categories`),
     );
   }
-  const mean = typeof column.mean === "number" ? num(column.mean) : "";
+  const mean = typeof column.mean === "number" ? num(column.mean, 6) : "";
   const hint = [
-    mean !== "" && `training mean ${mean}`,
+    mean !== "" && `training mean ${num(column.mean)}`,
     typeof column.std === "number" && `std ${num(column.std)}`,
     column.nullable ? "may be left empty" : "required",
   ]
@@ -107,7 +107,7 @@ function rowForm(detail, signal) {
           class: "secondary",
           onclick: () => {
             for (const input of form.querySelectorAll('input[data-type="continuous"]'))
-              if (input.value === "" && input.dataset.mean !== "") input.value = num(Number(input.dataset.mean));
+              if (input.value === "" && input.dataset.mean !== "") input.value = num(Number(input.dataset.mean), 6);
           },
         },
         "Fill empty numbers with training means",

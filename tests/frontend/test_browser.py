@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -56,7 +57,9 @@ def test_model_list_shows_kind_status_version_device_and_failure_reason(
     broken = page.locator(f'.model-card[data-model="{BROKEN}"]')
     expect(broken.locator(".badge")).to_have_text("failed")
     reason = httpx.get(f"{live_server}/api/v1/models").json()["models"]
-    expect(broken.locator(".model-error")).to_have_text(next(m["error"] for m in reason if m["name"] == BROKEN))
+    expect(broken.locator(".model-error")).to_have_text(
+        next(m["error"] for m in reason if m["name"] == BROKEN)
+    )
     shot(page, tmp_path, "models")
     # Keyboard: the first model's Predict link is reachable with Tab and opens the model page.
     page.locator(f'.model-card[data-model="{TABULAR}"] a.button').first.focus()
@@ -84,7 +87,9 @@ def test_tabular_form_has_one_control_per_schema_column_and_predicts(
             assert options == [*column["categories"], "(missing)"]
         else:
             assert control.get_attribute("type") == "number"
-            assert float(control.get_attribute("placeholder") or "nan") == pytest.approx(column["mean"], rel=1e-3)
+            assert float(control.get_attribute("placeholder") or "nan") == pytest.approx(
+                column["mean"], rel=1e-3
+            )
             assert (control.get_attribute("required") is None) == column["nullable"]
     page.get_by_role("button", name="Fill empty numbers with training means").click()
     page.locator('[data-column="age"]').fill("")  # nullable: left empty, filled by the learner
@@ -103,7 +108,9 @@ def test_tabular_csv_mode_shows_a_results_table_and_a_download(
     csv = adult_frame[data.ADULT_CONTINUOUS + data.ADULT_CATEGORICAL].dropna().iloc[:5].to_csv(index=False)
     page.goto(f"/#/models/{TABULAR}")
     page.get_by_role("tab", name="CSV file").click()
-    page.locator("#csv-file").set_input_files({"name": "rows.csv", "mimeType": "text/csv", "buffer": csv.encode()})
+    page.locator("#csv-file").set_input_files(
+        {"name": "rows.csv", "mimeType": "text/csv", "buffer": csv.encode()}
+    )
     page.get_by_role("button", name="Score CSV").click()
     table = page.locator("#mode-csv table.results-table")
     expect(table.locator("tbody tr")).to_have_count(5)
@@ -128,7 +135,7 @@ def test_api_problem_detail_is_shown_verbatim(page: Any, live_server: str, page_
     )
     page.goto(f"/#/models/{TABULAR}")
     page.get_by_role("button", name="Fill empty numbers with training means").click()
-    page.get_by_role("button", name="Predict", exact=True).click()
+    page.locator('[data-column="fnlwgt"]').press("Enter")  # keyboard submission
     expect(page.get_by_role("alert").locator(".error-detail")).to_have_text(detail)
 
 
@@ -192,14 +199,16 @@ def test_a_corrupt_image_gets_the_apis_error_while_the_others_are_predicted(
 
 
 @pytest.mark.parametrize("page", [{"width": 360, "height": 780}], indirect=True)
-@pytest.mark.parametrize("route", ["/", f"/#/models/{TABULAR}", f"/#/models/{VISION}", f"/#/models/{BARE}/report"])
+@pytest.mark.parametrize(
+    "route", ["/", f"/#/models/{TABULAR}", f"/#/models/{VISION}", f"/#/models/{BARE}/report"]
+)
 def test_pages_fit_360_px_and_every_input_is_labelled(
     page: Any, live_server: str, page_log: PageLog, tmp_path: Path, route: str
 ) -> None:
     page.goto(route)
     page.wait_for_selector("main h1")
     page.wait_for_load_state("networkidle")
-    if "vision" in route or VISION in route:
+    if VISION in route:
         page.locator("#image-files").set_input_files([png("a-long-file-name-for-a-narrow-screen.png", 1)])
         expect(page.locator("#tiles .predicted-label")).to_have_count(1)
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
@@ -262,3 +271,120 @@ def test_report_page_shows_its_images_and_the_evaluate_form_reports_accuracy(
     expect(page.locator("#evaluation-result .accuracy")).to_have_text(re.compile(r"^\d+(\.\d)?%$"))
     shot(page, tmp_path, "report-evaluated")
     assert_clean(page_log, live_server)
+
+
+def test_images_dropped_on_the_drop_zone_are_predicted(
+    page: Any, live_server: str, page_log: PageLog
+) -> None:
+    page.goto(f"/#/models/{VISION}")
+    payload = [base64.b64encode(image_bytes(seed=seed)).decode() for seed in (7, 8)]
+    page.locator("#dropzone").evaluate(
+        """(zone, images) => {
+            const dt = new DataTransfer();
+            images.forEach((b64, i) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                dt.items.add(new File([bytes], `dropped-${i}.png`, { type: "image/png" }));
+            });
+            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+        }""",
+        payload,
+    )
+    tiles = page.locator("#tiles .tile")
+    expect(tiles.locator("img.thumb")).to_have_count(2)
+    expect(tiles.locator(".predicted-label")).to_have_count(2)
+    assert_clean(page_log, live_server)
+
+
+CONTRACT_TEST: dict[str, Any] = {
+    "n": 10,
+    "accuracy": 0.8,
+    "precision": {"<=50K": 0.85, ">50K": 0.66, "macro": 0.76},
+    "recall": {"<=50K": 0.9, ">50K": 0.5, "macro": 0.7},
+    "f1": {"<=50K": 0.87, ">50K": 0.57, "macro": 0.72},
+    "confusion_matrix": {"labels": ["<=50K", ">50K"], "matrix": [[7, 1], [1, 1]]},
+    "most_confused": [[">50K", "<=50K", 1]],
+}
+
+# A report exactly as API.md describes it, for the view while the report endpoints are still being built.
+CONTRACT_REPORT = {
+    "history": [
+        {"epoch": 0, "train_loss": 0.61, "valid_loss": 0.52, "accuracy": 0.74},
+        {"epoch": 1, "train_loss": 0.45, "valid_loss": 0.41, "accuracy": 0.81},
+    ],
+    "best_epoch": 1,
+    "stopped_early": False,
+    "seed": 42,
+    "augmented": False,
+    "train_seconds": 5.2,
+    "test": CONTRACT_TEST,
+    "datablock_summary": None,
+    "artifacts": {
+        "loss_curve": f"/api/v1/models/{TABULAR}/report/loss_curve.png",
+        "confusion_matrix": f"/api/v1/models/{TABULAR}/report/confusion_matrix.png",
+        "top_losses": f"/api/v1/models/{TABULAR}/report/top_losses.png",
+    },
+}
+
+
+def test_report_view_renders_a_contract_report_and_posts_evaluations(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    artifact = image_bytes(size=(64, 48), seed=3)
+    posted: list[bytes] = []
+
+    def evaluate(route: Any) -> None:
+        posted.append(route.request.post_data_buffer or b"")
+        body = json.dumps({**CONTRACT_TEST, "n": 3, "accuracy": 2 / 3})
+        route.fulfill(status=200, content_type="application/json", body=body)
+
+    page.route(
+        f"**/api/v1/models/{TABULAR}/report",
+        lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(CONTRACT_REPORT)
+        ),
+    )
+    page.route(
+        "**/report/*.png", lambda route: route.fulfill(status=200, content_type="image/png", body=artifact)
+    )
+    page.route(f"**/api/v1/tabular/{TABULAR}/evaluate", evaluate)
+    page.goto(f"/#/models/{TABULAR}/report")
+    report = page.locator("#report")
+    expect(report.locator("img[data-artifact]")).to_have_count(3)
+    expect(report.locator("table.history tbody tr")).to_have_count(2)
+    expect(report.locator("table.metrics-table")).to_contain_text("best epoch")
+    expect(report.locator("#report-test .accuracy")).to_have_text("80.0%")
+    expect(report.locator("table.confusion tbody tr")).to_have_count(2)
+    for img in report.locator("img[data-artifact]").all():
+        img.scroll_into_view_if_needed()
+        page.wait_for_function("i => i.complete && i.naturalWidth === 64", arg=img.element_handle())
+    page.locator("#eval-csv").set_input_files(
+        {"name": "labelled.csv", "mimeType": "text/csv", "buffer": b"age,Salary\n30,<=50K\n"}
+    )
+    page.get_by_role("button", name="Evaluate").click()
+    expect(page.locator("#evaluation-result .accuracy")).to_have_text("66.7%")
+    assert b'name="file"; filename="labelled.csv"' in posted[0]
+    shot(page, tmp_path, "report-contract")
+    assert_clean(page_log, live_server)
+
+
+def test_vision_evaluate_form_sends_each_image_with_its_label(page: Any, live_server: str) -> None:
+    posted: list[bytes] = []
+
+    def evaluate(route: Any) -> None:
+        posted.append(route.request.post_data_buffer or b"")
+        evaluation = {"n": 2, "accuracy": 0.5, "precision": {}, "recall": {}, "f1": {}, "most_confused": []}
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(evaluation))
+
+    page.route(f"**/api/v1/vision/{VISION}/evaluate", evaluate)
+    page.goto(f"/#/models/{VISION}/report")
+    page.locator("#eval-files").set_input_files([png("cat_1.png", 1), png("truck-2.png", 2)])
+    labels = page.locator("#eval-labels select")
+    expect(labels).to_have_count(2)
+    expect(labels.nth(0)).to_have_value("cat")  # guessed from the file name
+    labels.nth(1).select_option("ship")
+    page.get_by_role("button", name="Evaluate").click()
+    expect(page.locator("#evaluation-result .accuracy")).to_have_text("50.0%")
+    body = posted[0]
+    assert body.count(b'name="files"') == 2
+    assert body.index(b"cat_1.png") < body.index(b"truck-2.png")
+    assert re.findall(rb'name="labels"\r\n\r\n(\w+)', body) == [b"cat", b"ship"]
