@@ -45,3 +45,27 @@ async def test_without_a_frontend_root_redirects_to_the_docs(trained_store: Path
         response = await c.get("/")
         assert response.status_code == 307
         assert response.headers["location"] == "/docs"
+
+
+async def test_cors_lets_a_frontend_on_another_origin_call_the_api(trained_store: Path) -> None:
+    origin = "http://frontend.example:8080"
+    async for c in client_for(trained_store, cors_origins=[origin]):
+        preflight = await c.options(
+            "/api/v1/tabular/x/predict",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == origin
+        response = await c.get("/api/v1/models", headers={"Origin": origin})
+        assert response.headers["access-control-allow-origin"] == origin
+        other = await c.get("/api/v1/models", headers={"Origin": "http://elsewhere.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+async def test_no_cors_headers_unless_origins_are_configured(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/models", headers={"Origin": "http://frontend.example:8080"})
+    assert "access-control-allow-origin" not in response.headers

@@ -9,9 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +58,16 @@ def frontend_store(trained_store: Path, tmp_path_factory: pytest.TempPathFactory
     return store
 
 
-@pytest.fixture(scope="session")
-def live_server(frontend_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def static_port() -> int:
+    """The port of a plain static server for the frontend, known before the API starts (for CORS)."""
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def live_server(
+    frontend_store: Path, tmp_path_factory: pytest.TempPathFactory, static_port: int
+) -> Iterator[str]:
     """The real service under uvicorn on a free loopback port, frontend at `/`."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
@@ -66,6 +77,7 @@ def live_server(frontend_store: Path, tmp_path_factory: pytest.TempPathFactory) 
         "FASTAI_SERVE_DEVICE": "cpu",
         "FASTAI_SERVE_FRONTEND_DIR": str(ROOT / "frontend"),
         "FASTAI_SERVE_TORCH_THREADS": "1",
+        "FASTAI_SERVE_CORS_ORIGINS": f"http://127.0.0.1:{static_port}",
     }
     cmd = [sys.executable, "-m", "uvicorn", "service.api.app:app", "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
@@ -92,7 +104,30 @@ def live_server(frontend_store: Path, tmp_path_factory: pytest.TempPathFactory) 
             server.kill()
 
 
-@pytest.fixture(scope="session")
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def static_frontend(
+    live_server: str, static_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The frontend folder on a plain static server of its own, its config.js pointing at the API."""
+    root = tmp_path_factory.mktemp("static") / "frontend"
+    shutil.copytree(ROOT / "frontend", root)
+    (root / "config.js").write_text(f'window.FASTAI_SERVE_CONFIG = {{ apiBase: "{live_server}" }};\n')
+    server = ThreadingHTTPServer(("127.0.0.1", static_port), partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{static_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
         pytest.fail(

@@ -30,10 +30,10 @@ def shot(page: Any, tmp_path: Path, name: str) -> None:
     page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
 
 
-def assert_clean(page_log: PageLog, base: str) -> None:
-    """No console or page errors, and nothing fetched from anywhere but the server (no CDN)."""
+def assert_clean(page_log: PageLog, *origins: str) -> None:
+    """No console or page errors, and nothing fetched from anywhere but our servers (no CDN)."""
     assert page_log.unexpected_errors() == []
-    foreign = [u for u in page_log.requests if not u.startswith((base, "blob:", "data:"))]
+    foreign = [u for u in page_log.requests if not u.startswith((*origins, "blob:", "data:"))]
     assert foreign == []
 
 
@@ -388,3 +388,17 @@ def test_vision_evaluate_form_sends_each_image_with_its_label(page: Any, live_se
     assert body.count(b'name="files"') == 2
     assert body.index(b"cat_1.png") < body.index(b"truck-2.png")
     assert re.findall(rb'name="labels"\r\n\r\n(\w+)', body) == [b"cat", b"ship"]
+
+
+def test_the_frontend_on_a_static_server_of_its_own_talks_to_the_configured_api(
+    page: Any, live_server: str, static_frontend: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    page.goto(f"{static_frontend}/")
+    expect(page.locator(".model-card")).to_have_count(4)
+    page.goto(f"{static_frontend}/#/models/{TABULAR}")
+    page.get_by_role("button", name="Fill empty numbers with training means").click()
+    page.get_by_role("button", name="Predict", exact=True).click()  # a cross-origin POST (preflighted)
+    expect(page.locator("#tabular-prediction .prob")).to_have_count(2)
+    assert any(u.startswith(f"{live_server}/api/v1/tabular/") for u in page_log.requests)
+    shot(page, tmp_path, "static-server")
+    assert_clean(page_log, live_server, static_frontend)
