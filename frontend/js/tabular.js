@@ -168,9 +168,15 @@ function csvForm(detail, signal) {
     clear(result, h("p", { class: "loading", role: "status" }, h("span", { class: "spinner" }), `Scoring ${chosen.name}…`));
     try {
       const text = await busy(result, submit, api.predictCsv(detail.name, body, { accept: "text/csv", signal }));
-      const [header, ...rows] = parseCsv(text).filter((r) => r.length > 1 || r[0] !== "");
+      const [fileHeader, ...fileRows] = parseCsv(text).filter((r) => r.length > 1 || r[0] !== "");
       downloadUrl = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
       const scoredName = chosen.name.replace(/\.csv$/i, "") + "-scored.csv";
+      // On screen the answer comes first: the API appends prediction and p_<class> after the input columns.
+      const at = Math.max(0, fileHeader.lastIndexOf("prediction"));
+      const indices = fileHeader.map((c, i) => i);
+      const order = [...indices.slice(at), ...indices.slice(0, at)];
+      const header = order.map((i) => fileHeader[i]);
+      const rows = fileRows.map((r) => order.map((i) => r[i] ?? ""));
       const predictionAt = header.indexOf("prediction");
       clear(
         result,

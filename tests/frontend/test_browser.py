@@ -251,12 +251,13 @@ def test_a_public_url_is_shown_with_a_copy_button(page: Any, live_server: str) -
 def test_report_page_shows_its_images_and_the_evaluate_form_reports_accuracy(
     page: Any, live_server: str, page_log: PageLog, tmp_path: Path, adult_frame: pd.DataFrame
 ) -> None:
-    assert httpx.get(f"{live_server}/api/v1/models/{TABULAR}/report").status_code == 200, (
-        f"{TABULAR} has no report: the tiny learners must be trained with one"
-    )
+    response = httpx.get(f"{live_server}/api/v1/models/{TABULAR}/report")
+    assert response.status_code == 200, f"{TABULAR} has no report: the tiny learners must be trained with one"
+    artifacts = [key for key, url in (response.json().get("artifacts") or {}).items() if url]
+    assert artifacts
     page.goto(f"/#/models/{TABULAR}/report")
     images = page.locator("#report img[data-artifact]")
-    expect(images).to_have_count(3)
+    expect(images).to_have_count(len(artifacts))
     for img in images.all():
         img.scroll_into_view_if_needed()
         expect(img).to_be_visible()
