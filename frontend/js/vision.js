@@ -120,7 +120,8 @@ export function renderVision(root, detail) {
   async function predict(tiles, abort) {
     const form = new FormData();
     for (const t of tiles) form.append("files", t.file, t.file.name);
-    return api.predictImages(detail.name, form, topK.value || 3, { signal: abort });
+    const k = Math.min(Math.max(1, Math.round(Number(topK.value) || 3)), Math.max(1, detail.classes.length));
+    return api.predictImages(detail.name, form, k, { signal: abort });
   }
 
   async function predictAll(images, mine, abort) {
@@ -131,7 +132,8 @@ export function renderVision(root, detail) {
       summary.textContent = `${images.length} image(s) predicted in one request.`;
     } catch (err) {
       if (err.name === "AbortError" || mine !== generation) return;
-      if (err.status !== 415 && err.status !== 422) {
+      const namesAFile = images.some((t) => (err.detail || "").includes(t.file.name));
+      if ((err.status !== 415 && err.status !== 422) || !namesAFile) {
         for (const t of images) clear(t.status);
         clear(summary, errorBox(err));
         return;
