@@ -199,6 +199,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         try:
             pg.screenshot(path=str(path), full_page=True)
             report.sections.append(("screenshot", f"page at failure: {path} ({pg.url})"))
+            log = item.funcargs.get("page_log")
+            if isinstance(log, PageLog) and (log.console_errors or log.page_errors):
+                report.sections.append(("browser console", "\n".join(log.console_errors + log.page_errors)))
         except Exception as exc:  # a crashed page must not hide the test's own failure
             report.sections.append(("screenshot", f"no screenshot: {exc}"))
     return report
