@@ -107,7 +107,10 @@ def test_tabular_csv_mode_shows_a_results_table_and_a_download(
 ) -> None:
     csv = adult_frame[data.ADULT_CONTINUOUS + data.ADULT_CATEGORICAL].dropna().iloc[:5].to_csv(index=False)
     page.goto(f"/#/models/{TABULAR}")
-    page.get_by_role("tab", name="CSV file").click()
+    page.get_by_role("tab", name="One row").focus()
+    page.keyboard.press("ArrowRight")  # the mode tabs work from the keyboard
+    expect(page.get_by_role("tab", name="CSV file")).to_be_focused()
+    expect(page.locator("#mode-row")).to_be_hidden()
     page.locator("#csv-file").set_input_files(
         {"name": "rows.csv", "mimeType": "text/csv", "buffer": csv.encode()}
     )
