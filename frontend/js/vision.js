@@ -141,16 +141,21 @@ export function renderVision(root, detail) {
       // One bad file fails the whole batch (e.g. a corrupt image with a valid header): ask again one file
       // at a time so each tile shows the API's own verdict on its file.
       summary.textContent = "One file was refused; predicting each image on its own to say which.";
-      await Promise.all(
+      const outcomes = await Promise.all(
         images.map(async (t) => {
           try {
             const single = await predict([t], abort);
             if (mine === generation) showPrediction(t, single.predictions[0]);
+            return true;
           } catch (e) {
             if (e.name !== "AbortError" && mine === generation) showTileError(t, e);
+            return false;
           }
         }),
       );
+      if (mine !== generation) return;
+      const ok = outcomes.filter(Boolean).length;
+      summary.textContent = `${ok} of ${images.length} image(s) predicted; the API refused ${images.length - ok} (see each file).`;
     }
   }
 
