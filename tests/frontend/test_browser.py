@@ -198,6 +198,7 @@ def test_a_corrupt_image_gets_the_apis_error_while_the_others_are_predicted(
     expect(page.locator('#tiles .tile[data-filename="broken.png"] .error-detail')).to_contain_text(
         "file 'broken.png' looks like PNG but cannot be decoded"
     )
+    expect(page.locator("#vision-summary")).to_have_text(re.compile(r"^1 of 2 image\(s\) predicted"))
     assert page_log.page_errors == []
 
 
