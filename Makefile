@@ -4,14 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STORE ?= model_store
+# The browser the frontend tests drive: Debian's chromium, never a downloaded one.
+CHROMIUM ?= /usr/bin/chromium
+export FASTAI_SERVE_CHROMIUM := $(CHROMIUM)
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install models run test test-slow lint format typecheck bench clean
+.PHONY: help install browser models run test test-slow lint format typecheck bench clean
 
 help:
 	@echo "make run        set up .venv, build demo models if missing, serve on 0.0.0.0:8000"
-	@echo "make test       same set-up, then the whole test suite"
+	@echo "make test       same set-up (plus Debian's chromium for the browser tests), then the whole test suite"
 	@echo "make models     (re)build missing demo models into $(STORE)/"
 	@echo "make lint       ruff + mypy"
 
@@ -22,10 +25,18 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(BIN)/pip install --quiet -e '.[dev]' 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import fastai, fastapi, torch" 
+	$(BIN)/python -c "import fastai, fastapi, torch, playwright"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser).
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser tests"
+	apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| (echo "cannot install chromium: run 'apt-get install chromium' as root, or set CHROMIUM=/path/to/chromium" && false)
+
+browser: $(CHROMIUM)
 
 models: install
 	$(BIN)/fastai-serve train demo --store $(STORE)
@@ -33,7 +44,7 @@ models: install
 run: models
 	FASTAI_SERVE_MODEL_STORE=$(STORE) $(BIN)/fastai-serve serve
 
-test: models
+test: models browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: install

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=0, ge=0, description="0 = one per available core")
 
     ngrok_api_url: str = "http://ngrok:4040/api/tunnels"
+    frontend_dir: Path | None = Field(
+        default=Path("frontend"), description="static frontend served at /; unset or missing = /docs"
+    )
 
     @field_validator("device")
     @classmethod
@@ -47,7 +50,7 @@ class Settings(BaseSettings):
         parse_device_setting(value)
         return value
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "frontend_dir", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

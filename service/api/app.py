@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
+from service.api.frontend import install_frontend
 from service.api.limits import BodySizeLimitMiddleware
 from service.api.metrics import RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
@@ -65,14 +66,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    if settings.cors_origins:
+        # Outermost, so refusals (413, 503) carry the headers too: a frontend on another origin reads them.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["Retry-After", "Content-Disposition"],
+        )
     install_problem_handlers(app)
     for module in (health, models, tabular, vision, reports, ops):
         app.include_router(module.router)
-
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
-
+    # Last: the frontend's mount at / would otherwise shadow routes added after it.
+    install_frontend(app, settings.frontend_dir)
     return app
 
 

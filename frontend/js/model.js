@@ -1,0 +1,54 @@
+// One model's page: its facts, then the tabular form or the image uploader, by the model's kind.
+import { api } from "./api.js";
+import { clear, errorBox, h, loading } from "./dom.js";
+import { reportHref } from "./models.js";
+import { renderTabular } from "./tabular.js";
+import { renderVision } from "./vision.js";
+
+export function modelHeader(detail, { page }) {
+  const other =
+    page === "report"
+      ? h("a", { class: "button secondary", href: `#/models/${encodeURIComponent(detail.name)}` }, "Predict")
+      : h("a", { class: "button secondary", href: reportHref(detail.name) }, "Report");
+  return h(
+    "header",
+    { class: "model-header" },
+    h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Models"), " / "),
+    h("h1", {}, detail.name, " ", h("span", { class: `badge status-${detail.status}` }, detail.status)),
+    h(
+      "p",
+      { class: "meta" },
+      [detail.kind, detail.version && `version ${detail.version}`, detail.device].filter(Boolean).join(" · "),
+      " ",
+      detail.status === "ready" || page === "report" ? other : null,
+    ),
+    detail.description ? h("p", { class: "description" }, detail.description) : null,
+    detail.error ? h("div", { class: "error", role: "alert" }, detail.error) : null,
+  );
+}
+
+export async function fetchDetail(root, name, signal) {
+  clear(root, loading(`Loading ${name}…`));
+  try {
+    return await api.model(name, { signal });
+  } catch (err) {
+    if (err.name !== "AbortError") clear(root, h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Models")), errorBox(err));
+    return null;
+  }
+}
+
+export async function renderModelPage(root, { name, signal }) {
+  const detail = await fetchDetail(root, name, signal);
+  if (!detail) return null;
+  const body = h("div", { id: "model-body" });
+  clear(root, modelHeader(detail, { page: "predict" }), body);
+  if (detail.status === "loading") {
+    body.append(h("p", { class: "hint" }, "This model is still loading. Reload the page in a moment."));
+    return null;
+  }
+  if (detail.status !== "ready") return null;
+  if (detail.kind === "tabular") return renderTabular(body, detail, { signal });
+  if (detail.kind === "vision") return renderVision(body, detail, { signal });
+  body.append(errorBox(`unknown model kind ${detail.kind}`));
+  return null;
+}

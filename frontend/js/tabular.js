@@ -1,0 +1,240 @@
+// Tabular page: a form generated from the model's input_schema (one control per column), and a CSV mode.
+import { api, ApiError } from "./api.js";
+import { parseCsv } from "./csv.js";
+import { busy, clear, errorBox, h, num, probabilityBars, table } from "./dom.js";
+
+const MISSING = "";
+const SHOWN_ROWS = 200;
+
+/** One labelled control for one schema column: a select (categorical) or a number input (continuous). */
+function control(column, index) {
+  const id = `col-${index}`;
+  const common = { id, name: column.name, dataset: { column: column.name, type: column.type } };
+  if (column.type === "categorical") {
+    const select = h(
+      "select",
+      common,
+      column.categories.map((c) => h("option", { value: c }, c)),
+      h("option", { value: MISSING }, "(missing)"),
+    );
+    return h(
+      "div",
+      { class: "field" },
+      h("label", { for: id }, column.name),
+      select,
+      h("span", { class: "hint", id: `${id}-hint` }, `${column.categories.length} categories`),
+    );
+  }
+  const mean = typeof column.mean === "number" ? num(column.mean, 6) : "";
+  const hint = [
+    mean !== "" && `training mean ${num(column.mean)}`,
+    typeof column.std === "number" && `std ${num(column.std)}`,
+    column.nullable ? "may be left empty" : "required",
+  ]
+    .filter(Boolean)
+    .join(" · ");
+  const input = h("input", {
+    ...common,
+    type: "number",
+    step: "any",
+    inputmode: "decimal",
+    placeholder: mean,
+    required: !column.nullable,
+    "aria-describedby": `${id}-hint`,
+    dataset: { ...common.dataset, mean: column.mean ?? "" },
+  });
+  return h(
+    "div",
+    { class: "field" },
+    h("label", { for: id }, column.name, column.nullable ? null : h("span", { class: "req", "aria-hidden": "true" }, " *")),
+    input,
+    h("span", { class: "hint", id: `${id}-hint` }, hint),
+  );
+}
+
+function rowFrom(form, columns) {
+  const row = {};
+  for (const column of columns) {
+    const value = form.elements.namedItem(column.name).value;
+    if (column.type === "continuous") row[column.name] = value.trim() === "" ? null : Number(value);
+    else row[column.name] = value === MISSING ? null : value;
+  }
+  return row;
+}
+
+function markInvalid(form, err) {
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+  if (!(err instanceof ApiError)) return;
+  for (const e of err.errors) {
+    const column = (e.loc || []).find((part) => form.elements.namedItem(String(part)));
+    if (column !== undefined) form.elements.namedItem(String(column)).setAttribute("aria-invalid", "true");
+  }
+}
+
+function predictionView(prediction) {
+  return h(
+    "div",
+    { class: "prediction", id: "tabular-prediction" },
+    h("p", { class: "label-line" }, "Predicted ", h("strong", { class: "predicted-label" }, prediction.label)),
+    probabilityBars(prediction.probabilities, { caption: "probability per class" }),
+    prediction.warnings.length
+      ? h(
+          "div",
+          { class: "warnings" },
+          h("h3", {}, "Warnings"),
+          h("ul", {}, prediction.warnings.map((w) => h("li", { class: "warning" }, w))),
+        )
+      : h("p", { class: "hint" }, "No warnings for this row."),
+  );
+}
+
+function rowForm(detail, signal) {
+  const { columns } = detail.input_schema;
+  const result = h("div", { class: "result", "aria-live": "polite" });
+  const submit = h("button", { type: "submit" }, "Predict");
+  const form = h(
+    "form",
+    { id: "tabular-form", class: "schema-form", novalidate: false },
+    h("div", { class: "fields" }, columns.map(control)),
+    h(
+      "p",
+      { class: "actions" },
+      submit,
+      h(
+        "button",
+        {
+          type: "button",
+          class: "secondary",
+          onclick: () => {
+            for (const input of form.querySelectorAll('input[data-type="continuous"]'))
+              if (input.value === "" && input.dataset.mean !== "") input.value = num(Number(input.dataset.mean), 6);
+          },
+        },
+        "Fill empty numbers with training means",
+      ),
+      h("button", { type: "reset", class: "secondary", onclick: () => clear(result) }, "Reset"),
+    ),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clear(result, h("p", { class: "loading", role: "status" }, h("span", { class: "spinner" }), "Predicting…"));
+    try {
+      const response = await busy(result, submit, api.predictRows(detail.name, [rowFrom(form, columns)], { signal }));
+      markInvalid(form, null);
+      clear(result, predictionView(response.predictions[0]));
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      markInvalid(form, err);
+      clear(result, errorBox(err));
+    }
+  });
+  return h(
+    "section",
+    { id: "mode-row", "aria-labelledby": "mode-row-title" },
+    h("h2", { id: "mode-row-title" }, "One row"),
+    h(
+      "p",
+      { class: "hint" },
+      `${columns.length} inputs, built from the model's schema. Placeholders are training means; `,
+      "a categorical value may be \"(missing)\".",
+    ),
+    form,
+    result,
+  );
+}
+
+function csvForm(detail, signal) {
+  const result = h("div", { class: "result", "aria-live": "polite" });
+  const submit = h("button", { type: "submit" }, "Score CSV");
+  const file = h("input", { id: "csv-file", name: "file", type: "file", accept: ".csv,text/csv", required: true });
+  let downloadUrl = null;
+  const revoke = () => {
+    if (downloadUrl) URL.revokeObjectURL(downloadUrl);
+    downloadUrl = null;
+  };
+  const form = h(
+    "form",
+    { id: "csv-form" },
+    h("div", { class: "field" }, h("label", { for: "csv-file" }, "CSV file with a header row"), file),
+    h("p", { class: "actions" }, submit),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!file.files.length) return;
+    const chosen = file.files[0];
+    const body = new FormData();
+    body.append("file", chosen, chosen.name);
+    revoke();
+    clear(result, h("p", { class: "loading", role: "status" }, h("span", { class: "spinner" }), `Scoring ${chosen.name}…`));
+    try {
+      const text = await busy(result, submit, api.predictCsv(detail.name, body, { accept: "text/csv", signal }));
+      const [fileHeader, ...fileRows] = parseCsv(text).filter((r) => r.length > 1 || r[0] !== "");
+      downloadUrl = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+      const scoredName = chosen.name.replace(/\.csv$/i, "") + "-scored.csv";
+      // On screen the answer comes first: the API appends prediction and p_<class> after the input columns.
+      const at = Math.max(0, fileHeader.lastIndexOf("prediction"));
+      const indices = fileHeader.map((c, i) => i);
+      const order = [...indices.slice(at), ...indices.slice(0, at)];
+      const header = order.map((i) => fileHeader[i]);
+      const rows = fileRows.map((r) => order.map((i) => r[i] ?? ""));
+      const predictionAt = header.indexOf("prediction");
+      clear(
+        result,
+        h(
+          "p",
+          { class: "csv-summary" },
+          `${rows.length} row(s) scored. `,
+          h("a", { class: "button", id: "csv-download", href: downloadUrl, download: scoredName }, `Download ${scoredName}`),
+        ),
+        rows.length > SHOWN_ROWS ? h("p", { class: "hint" }, `Showing the first ${SHOWN_ROWS} rows; the download has all.`) : null,
+        table(
+          header.map((c, i) => (i === predictionAt ? h("strong", {}, c) : c)),
+          rows.slice(0, SHOWN_ROWS),
+          { caption: "Scored rows", className: "results-table" },
+        ),
+      );
+    } catch (err) {
+      if (err.name !== "AbortError") clear(result, errorBox(err));
+    }
+  });
+  const section = h(
+    "section",
+    { id: "mode-csv", "aria-labelledby": "mode-csv-title" },
+    h("h2", { id: "mode-csv-title" }, "CSV file"),
+    h("p", { class: "hint" }, "Each row is scored; the table and the download add ", h("code", {}, "prediction"), " and ", h("code", {}, "p_<class>"), " columns."),
+    form,
+    result,
+  );
+  return { section, revoke };
+}
+
+/** Two modes as tabs: one row (the generated form) and a CSV upload. */
+export function renderTabular(root, detail, { signal }) {
+  const row = rowForm(detail, signal);
+  const csv = csvForm(detail, signal);
+  const panels = { row, csv: csv.section };
+  const tabs = {};
+  const select = (key) => {
+    for (const [k, tab] of Object.entries(tabs)) {
+      tab.setAttribute("aria-selected", String(k === key));
+      tab.tabIndex = k === key ? 0 : -1;
+      panels[k].hidden = k !== key;
+    }
+  };
+  const tablist = h("div", { class: "tabs", role: "tablist", "aria-label": "Input mode" });
+  for (const [key, text] of [["row", "One row"], ["csv", "CSV file"]]) {
+    tabs[key] = h("button", { type: "button", role: "tab", id: `tab-${key}`, "aria-controls": panels[key].id, onclick: () => select(key) }, text);
+    panels[key].setAttribute("role", "tabpanel");
+    panels[key].setAttribute("aria-labelledby", `tab-${key}`);
+    tablist.append(tabs[key]);
+  }
+  tablist.addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowRight" && event.key !== "ArrowLeft") return;
+    const next = tabs.row.getAttribute("aria-selected") === "true" ? "csv" : "row";
+    select(next);
+    tabs[next].focus();
+  });
+  select("row");
+  root.append(tablist, row, csv.section);
+  return csv.revoke;
+}

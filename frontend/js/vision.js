@@ -1,0 +1,192 @@
+// Image page: pick or drop several images; a thumbnail for each appears at once, then each gets its
+// label and top-k probabilities from one batched request.
+import { api } from "./api.js";
+import { busy, clear, errorBox, h, pct } from "./dom.js";
+import { NOT_AN_IMAGE, sniffImage } from "./sniff.js";
+
+/** Object URLs of the current thumbnails; all revoked whenever the selection is replaced. */
+class Thumbnails {
+  constructor() {
+    this.urls = [];
+  }
+  make(file) {
+    const url = URL.createObjectURL(file);
+    this.urls.push(url);
+    return url;
+  }
+  revokeAll() {
+    for (const url of this.urls) URL.revokeObjectURL(url);
+    this.urls = [];
+  }
+}
+
+function tile(file, index) {
+  const status = h("div", { class: "tile-status", "aria-live": "polite" }, h("span", { class: "pending" }, "waiting…"));
+  const frame = h("div", { class: "thumb-frame" });
+  const tileEl = h(
+    "li",
+    { class: "tile", dataset: { index: String(index), filename: file.name } },
+    frame,
+    h("p", { class: "filename", title: file.name }, file.name),
+    status,
+  );
+  return { el: tileEl, frame, status, file };
+}
+
+function showPrediction(t, prediction) {
+  t.el.classList.add("done");
+  clear(
+    t.status,
+    h("p", { class: "tile-label" }, h("strong", { class: "predicted-label" }, prediction.label), ` ${pct(prediction.top_k[0]?.probability ?? 0)}`),
+    h(
+      "ol",
+      { class: "topk", "aria-label": `top ${prediction.top_k.length} for ${t.file.name}` },
+      prediction.top_k.map((k) =>
+        h(
+          "li",
+          { class: "prob" },
+          h("span", { class: "prob-label" }, k.label),
+          h("span", { class: "prob-bar" }, h("span", { class: "prob-fill", style: { width: `${k.probability * 100}%` } })),
+          h("span", { class: "prob-value" }, pct(k.probability)),
+        ),
+      ),
+    ),
+  );
+}
+
+function showTileError(t, err) {
+  t.el.classList.add("failed");
+  clear(t.status, errorBox(err));
+}
+
+export function renderVision(root, detail) {
+  const schema = detail.input_schema || {};
+  const accept = (schema.accepted_types || ["image/*"]).join(",");
+  const thumbs = new Thumbnails();
+  let generation = 0;
+  let inflight = null;
+  let selected = [];
+
+  const input = h("input", { id: "image-files", name: "files", type: "file", multiple: true, accept, class: "file-input" });
+  const topK = h("input", {
+    id: "top-k",
+    type: "number",
+    min: "1",
+    max: String(Math.max(1, detail.classes.length)),
+    value: String(Math.min(3, Math.max(1, detail.classes.length))),
+    inputmode: "numeric",
+  });
+  const grid = h("ul", { id: "tiles", class: "tiles", "aria-label": "Selected images" });
+  const summary = h("div", { id: "vision-summary", "aria-live": "polite" });
+  const drop = h(
+    "div",
+    { class: "dropzone", id: "dropzone" },
+    h("label", { for: "image-files" }, h("strong", {}, "Choose images"), " or drop them here"),
+    input,
+    h("p", { class: "hint" }, `JPEG, PNG, GIF, BMP, WEBP or TIFF; resized to ${(schema.image_size || []).join("×") || "the model's size"}.`),
+  );
+
+  async function select(files) {
+    selected = files;
+    const mine = ++generation;
+    if (inflight) inflight.abort();
+    thumbs.revokeAll();
+    clear(summary);
+    const tiles = files.map(tile);
+    clear(grid, tiles.map((t) => t.el));
+    if (!tiles.length) return;
+    // Sniff every file (12 bytes each) before any <img> exists, so a non-image never shows a broken icon.
+    const kinds = await Promise.all(tiles.map((t) => sniffImage(t.file).catch(() => null)));
+    if (mine !== generation) return;
+    const images = [];
+    tiles.forEach((t, i) => {
+      if (!kinds[i]) {
+        t.frame.append(h("span", { class: "no-thumb", "aria-hidden": "true" }, "?"));
+        showTileError(t, NOT_AN_IMAGE(t.file.name));
+        return;
+      }
+      const img = h("img", { class: "thumb", src: thumbs.make(t.file), alt: t.file.name, decoding: "async" });
+      img.addEventListener("error", () => img.replaceWith(h("span", { class: "no-thumb" }, "no preview")), { once: true });
+      t.frame.append(img);
+      images.push(t);
+    });
+    if (!images.length) return;
+    inflight = new AbortController();
+    const abort = inflight.signal;
+    for (const t of images) clear(t.status, h("span", { class: "pending", role: "status" }, h("span", { class: "spinner" }), "predicting…"));
+    await busy(grid, null, predictAll(images, mine, abort));
+  }
+
+  async function predict(tiles, abort) {
+    const form = new FormData();
+    for (const t of tiles) form.append("files", t.file, t.file.name);
+    const k = Math.min(Math.max(1, Math.round(Number(topK.value) || 3)), Math.max(1, detail.classes.length));
+    return api.predictImages(detail.name, form, k, { signal: abort });
+  }
+
+  async function predictAll(images, mine, abort) {
+    try {
+      const response = await predict(images, abort);
+      if (mine !== generation) return;
+      response.predictions.forEach((p, i) => showPrediction(images[i], p));
+      summary.textContent = `${images.length} image(s) predicted in one request.`;
+    } catch (err) {
+      if (err.name === "AbortError" || mine !== generation) return;
+      const namesAFile = images.some((t) => (err.detail || "").includes(t.file.name));
+      if ((err.status !== 415 && err.status !== 422) || !namesAFile) {
+        for (const t of images) clear(t.status);
+        clear(summary, errorBox(err));
+        return;
+      }
+      // One bad file fails the whole batch (e.g. a corrupt image with a valid header): ask again one file
+      // at a time so each tile shows the API's own verdict on its file.
+      summary.textContent = "One file was refused; predicting each image on its own to say which.";
+      const outcomes = await Promise.all(
+        images.map(async (t) => {
+          try {
+            const single = await predict([t], abort);
+            if (mine === generation) showPrediction(t, single.predictions[0]);
+            return true;
+          } catch (e) {
+            if (e.name !== "AbortError" && mine === generation) showTileError(t, e);
+            return false;
+          }
+        }),
+      );
+      if (mine !== generation) return;
+      const ok = outcomes.filter(Boolean).length;
+      summary.textContent = `${ok} of ${images.length} image(s) predicted; the API refused ${images.length - ok} (see each file).`;
+    }
+  }
+
+  input.addEventListener("change", () => select([...input.files]));
+  for (const type of ["dragenter", "dragover"])
+    drop.addEventListener(type, (event) => {
+      event.preventDefault();
+      drop.classList.add("dragging");
+    });
+  for (const type of ["dragleave", "drop"]) drop.addEventListener(type, () => drop.classList.remove("dragging"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const files = [...(event.dataTransfer?.files || [])];
+    if (files.length) select(files);
+  });
+  const rerun = h("button", { type: "button", class: "secondary", onclick: () => select(selected) }, "Predict again");
+
+  root.append(
+    h(
+      "section",
+      { "aria-labelledby": "vision-title" },
+      h("h2", { id: "vision-title" }, "Classify images"),
+      drop,
+      h("p", { class: "inline-field" }, h("label", { for: "top-k" }, "Top classes per image"), topK, rerun),
+      summary,
+      grid,
+    ),
+  );
+  return () => {
+    generation++;
+    if (inflight) inflight.abort();
+    thumbs.revokeAll();
+  };
+}
