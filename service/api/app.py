@@ -16,11 +16,12 @@ from service import __version__
 from service.api.limits import BodySizeLimitMiddleware
 from service.api.metrics import RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
-from service.api.routes import health, models, ops, tabular, vision
+from service.api.routes import health, models, ops, share, tabular, vision
 from service.inference.batcher import BatcherPool
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.settings import Settings, get_settings
+from service.share import ShareLookup
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +49,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_queue=settings.batch_max_queue,
             metrics=metrics,
         )
+        app.state.share = ShareLookup(
+            api_url=settings.ngrok_api_url,
+            timeout_s=settings.share_timeout_s,
+            cache_s=settings.share_cache_s,
+        )
         try:
             yield
         finally:
             await loading
             await app.state.batchers.close()
+            await app.state.share.aclose()
 
     app = FastAPI(
         title="fastai-serve",
@@ -66,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     install_problem_handlers(app)
-    for module in (health, models, tabular, vision, ops):
+    for module in (health, models, tabular, vision, ops, share):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
