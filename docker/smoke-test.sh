@@ -126,9 +126,11 @@ if [ "$ENGINE" = podman ]; then
 else
   "${COMPOSE[@]}" up -d --build
 fi
-api=$("${COMPOSE[@]}" ps -q api 2>/dev/null | head -1)
-[ -n "$api" ] || api=fastai-serve_api_1
-"${COMPOSE[@]}" ps
+project=(--filter label=com.docker.compose.project=fastai-serve)
+api=$($ENGINE ps -q "${project[@]}" --filter label=com.docker.compose.service=api | head -1)
+[ -n "$api" ] || die "no api container"
+echo "containers: $($ENGINE ps "${project[@]}" --format '{{.Names}} ({{.Status}}, {{.Ports}})' | tr '\n' ' ')"
 check_api "$api" || { "${COMPOSE[@]}" logs api | tail -30; die "compose checks"; }
 echo "models in the compose volume: $($ENGINE exec "$api" ls /app/model_store | tr '\n' ' ')"
+echo "volumes: $($ENGINE volume ls --format '{{.Name}}' | grep fastai-serve | tr '\n' ' ')"
 echo "SMOKE OK"
