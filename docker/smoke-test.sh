@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Smoke test on a real container engine: build the image, run it, check /health/ready, the healthcheck,
-# the non-root user and one prediction of each demo model from the host; then the same through the
-# compose file (default profile). Uses docker when a Docker daemon answers, else podman + podman-compose
-# (see /work/shared/tools/container-engine.sh for a machine without Docker). Not run in CI.
+# Smoke test on a real container engine, from the host:
+#   1. build the image, run it: /health/ready, the HEALTHCHECK, the non-root user, /api/v1/share and one
+#      prediction of each demo model;
+#   2. the same through docker-compose.yml (default profile: the api alone, the named model_store volume);
+#   3. `--profile public`: /api/v1/share returns the ngrok sidecar's public URL.
+# Uses docker when a Docker daemon answers, else podman + podman-compose (a machine without Docker can
+# install those from Debian/PyPI). Not run in CI.
 #
 #   bash docker/smoke-test.sh            (or: make docker-smoke)
 #
-# Environment: SMOKE_PORT (host port, default 18000), IMAGE (default fastai-serve:cpu, the compose file's
-# tag), SKIP_COMPOSE=1, KEEP=1 (leave the containers running). When the PyTorch index is unreachable and
-# this machine has a CPU torch wheel under /opt/wheels (see `pip config list`), the build takes torch from
-# that file and torchvision from PyPI (TORCHVISION_OPS_OPTIONAL=1, see docker/Dockerfile).
+# Environment: SMOKE_PORT (host port, default 18000); IMAGE (default fastai-serve:cpu, the compose file's
+# tag); NGROK_AUTHTOKEN (step 3 opens a real tunnel); SKIP_COMPOSE=1, SKIP_PUBLIC=1; KEEP=1 (leave the
+# containers running). When the PyTorch index is unreachable and this machine has a CPU torch wheel under
+# /opt/wheels (see `pip config list`), the build takes torch from that file and torchvision from PyPI
+# (TORCHVISION_OPS_OPTIONAL=1, see docker/Dockerfile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -92,7 +96,7 @@ check_api() {  # $1 = container name
 cleanup() {
   [ "${KEEP:-0}" = 1 ] && return
   $ENGINE rm -f "$NAME" >/dev/null 2>&1 || true
-  FASTAI_SERVE_HOST_PORT=$PORT "${COMPOSE[@]}" down -v >/dev/null 2>&1 || true
+  FASTAI_SERVE_HOST_PORT=$PORT "${COMPOSE[@]}" --profile public down -v >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -133,4 +137,39 @@ echo "containers: $($ENGINE ps "${project[@]}" --format '{{.Names}} ({{.Status}}
 check_api "$api" || { "${COMPOSE[@]}" logs api | tail -30; die "compose checks"; }
 echo "models in the compose volume: $($ENGINE exec "$api" ls /app/model_store | tr '\n' ' ')"
 echo "volumes: $($ENGINE volume ls --format '{{.Name}}' | grep fastai-serve | tr '\n' ' ')"
+
+# --- 3. compose --profile public ---------------------------------------------------------------------
+# With NGROK_AUTHTOKEN set: the real ngrok image and a real tunnel, checked end to end. Without one (or no
+# registry, as on machines with only a local base image): a stand-in agent built here that serves a
+# recorded /api/tunnels answer on :4040, which proves the wiring (profile, service name, port, api->agent).
+if [ "${SKIP_PUBLIC:-0}" != 1 ]; then
+  if [ -n "${NGROK_AUTHTOKEN:-}" ]; then
+    log "compose --profile public with the real ngrok agent"
+    expected=https://
+  else
+    log "compose --profile public with a stand-in ngrok agent (recorded /api/tunnels; no token here)"
+    fake=$(mktemp -d)
+    cp tests/fixtures/ngrok/api_tunnels_v3.json "$fake/tunnels"
+    printf '%s\n' 'FROM python:3.11-slim' 'COPY tunnels /srv/api/tunnels' \
+      'ENTRYPOINT ["python", "-c", "import functools, http.server as h; h.ThreadingHTTPServer((\"\", 4040), functools.partial(h.SimpleHTTPRequestHandler, directory=\"/srv\")).serve_forever()"]' \
+      > "$fake/Containerfile"
+    $ENGINE build -q -t localhost/fastai-serve-fake-ngrok:smoke -f "$fake/Containerfile" "$fake" >/dev/null
+    rm -rf "$fake"
+    export NGROK_IMAGE=localhost/fastai-serve-fake-ngrok:smoke
+    expected=$(python3 -c 'import json; print(json.load(open("tests/fixtures/ngrok/api_tunnels_v3.json"))["tunnels"][0]["public_url"])')
+  fi
+  "${COMPOSE[@]}" --profile public up -d
+  echo "containers: $($ENGINE ps "${project[@]}" --format '{{.Names}} ({{.Status}})' | tr '\n' ' ')"
+  deadline=$((SECONDS + 60))
+  until share=$(curl -fsS "$BASE/api/v1/share") && [[ "$share" == *"\"public_url\":\"$expected"* ]]; do
+    [ $SECONDS -lt $deadline ] || die "no public URL from /api/v1/share: $share"
+    sleep 2
+  done
+  echo "share (sidecar): $share"
+  echo "agent API on the host: $(curl -fsS "http://127.0.0.1:${NGROK_WEB_PORT:-4040}/api/tunnels" | cut -c1-120)..."
+  if [ -n "${NGROK_AUTHTOKEN:-}" ]; then
+    url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["public_url"])' "$share")
+    echo "through the tunnel: $(curl -fsS "$url/health/ready")"
+  fi
+fi
 echo "SMOKE OK"

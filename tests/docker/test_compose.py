@@ -81,7 +81,7 @@ def test_api_healthcheck_probes_readiness(api: dict[str, Any]) -> None:
 
 
 def test_ngrok_sidecar(ngrok: dict[str, Any], api: dict[str, Any]) -> None:
-    image, _, tag = ngrok["image"].partition(":")
+    image, _, tag = default(ngrok["image"]).partition(":")
     assert image == "ngrok/ngrok"
     assert tag and tag != "latest"
     assert ngrok["environment"]["NGROK_AUTHTOKEN"] == "${NGROK_AUTHTOKEN:-}"  # `:?` would break plain `up`
