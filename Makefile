@@ -70,3 +70,8 @@ bench: models
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 \
 		|| echo "wrk is not installable here: the benchmark uses its httpx load generator"
 	$(BIN)/python bench/run.py
+
+# Build the image and run it, then the compose file, on docker or podman; checks both demo models.
+.PHONY: docker-smoke
+docker-smoke:
+	bash docker/smoke-test.sh

@@ -47,6 +47,13 @@ MSG_ARCHIVE_TOO_MANY = "the archive holds {count} files; at most {limit} are acc
 MSG_NULL_NOT_FILLABLE = (
     "missing value, and the learner has no fill value for this column (it had none missing in training)"
 )
+MSG_SHARE_OFF = "sharing is off: FASTAI_SERVE_NGROK_API_URL is empty"
+MSG_SHARE_NO_SIDECAR = (
+    "no ngrok sidecar answered at {url} ({error}); start one with `docker compose --profile public up`"
+)
+MSG_SHARE_TIMEOUT = "the ngrok sidecar at {url} did not answer within {timeout:g} s"
+MSG_SHARE_BAD_ANSWER = "the ngrok sidecar at {url} answered {what}, not its list of tunnels"
+MSG_SHARE_NO_TUNNEL = "the ngrok sidecar at {url} has no https tunnel (yet); its log says why"
 
 
 @dataclass

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     batch_max_queue: int = Field(default=20_000, ge=1, description="items queued per model before 503")
     torch_threads: int = Field(default=0, ge=0, description="0 = one per available core")
 
+    share_timeout_s: float = Field(default=1.0, gt=0, description="deadline for asking the ngrok sidecar")
+    share_cache_s: float = Field(default=5.0, ge=0, description="how long /api/v1/share reuses an answer")
     ngrok_api_url: str = "http://ngrok:4040/api/tunnels"
     frontend_dir: Path | None = Field(
         default=Path("frontend"), description="static frontend served at /; unset or missing = /docs"

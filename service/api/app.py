@@ -17,11 +17,12 @@ from service.api.frontend import install_frontend
 from service.api.limits import BodySizeLimitMiddleware
 from service.api.metrics import RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
-from service.api.routes import health, models, ops, reports, tabular, vision
+from service.api.routes import health, models, ops, reports, share, tabular, vision
 from service.inference.batcher import BatcherPool
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.settings import Settings, get_settings
+from service.share import ShareLookup
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_queue=settings.batch_max_queue,
             metrics=metrics,
         )
+        app.state.share = ShareLookup(
+            api_url=settings.ngrok_api_url,
+            timeout_s=settings.share_timeout_s,
+            cache_s=settings.share_cache_s,
+        )
         try:
             yield
         finally:
             await loading
             await app.state.batchers.close()
+            await app.state.share.aclose()
 
     app = FastAPI(
         title="fastai-serve",
@@ -76,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After", "Content-Disposition"],
         )
     install_problem_handlers(app)
-    for module in (health, models, tabular, vision, reports, ops):
+    for module in (health, models, tabular, vision, reports, ops, share):
         app.include_router(module.router)
     # Last: the frontend's mount at / would otherwise shadow routes added after it.
     install_frontend(app, settings.frontend_dir)

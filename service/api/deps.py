@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from service.inference.batcher import BatcherPool
 from service.registry import ModelRegistry
 from service.settings import Settings
+from service.share import ShareLookup
 
 
 def get_registry(request: Request) -> ModelRegistry:
@@ -21,6 +22,11 @@ def get_batchers(request: Request) -> BatcherPool:
     return batchers
 
 
+def get_share_lookup(request: Request) -> ShareLookup:
+    lookup: ShareLookup = request.app.state.share
+    return lookup
+
+
 def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -29,3 +35,4 @@ def get_app_settings(request: Request) -> Settings:
 BatchersDep = Annotated[BatcherPool, Depends(get_batchers)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+ShareDep = Annotated[ShareLookup, Depends(get_share_lookup)]

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Smoke test on a real container engine, from the host:
+#   1. build the image, run it: /health/ready, the HEALTHCHECK, the non-root user, /api/v1/share and one
+#      prediction of each demo model;
+#   2. the same through docker-compose.yml (default profile: the api alone, the named model_store volume);
+#   3. `--profile public`: /api/v1/share returns the ngrok sidecar's public URL.
+# Uses docker when a Docker daemon answers, else podman + podman-compose (a machine without Docker can
+# install those from Debian/PyPI). Not run in CI.
+#
+#   bash docker/smoke-test.sh            (or: make docker-smoke)
+#
+# Environment: SMOKE_PORT (host port, default 18000); IMAGE (default fastai-serve:cpu, the compose file's
+# tag); NGROK_AUTHTOKEN (step 3 opens a real tunnel); SKIP_COMPOSE=1, SKIP_PUBLIC=1; KEEP=1 (leave the
+# containers running). When the PyTorch index is unreachable and this machine has a CPU torch wheel under
+# /opt/wheels (see `pip config list`), the build takes torch from that file and torchvision from PyPI
+# (TORCHVISION_OPS_OPTIONAL=1, see docker/Dockerfile).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT=${SMOKE_PORT:-18000}
+IMAGE=${IMAGE:-fastai-serve:cpu}
+NAME=fastai-serve-smoke
+BASE="http://127.0.0.1:${PORT}"
+CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+LOCAL_WHEELS=${LOCAL_WHEELS:-/opt/wheels}
+
+log() { printf '\n== %s\n' "$*"; }
+die() { printf 'SMOKE FAILED: %s\n' "$*" >&2; exit 1; }
+
+if docker info >/dev/null 2>&1; then
+  ENGINE=docker; COMPOSE=(docker compose)
+elif command -v podman >/dev/null; then
+  ENGINE=podman; COMPOSE=(podman-compose)
+else
+  die "neither a Docker daemon nor podman; run: bash /work/shared/tools/container-engine.sh"
+fi
+
+# --- build arguments -------------------------------------------------------------------------------
+build_args=()
+engine_build_flags=()
+if [ "$ENGINE" = podman ]; then
+  # docker format keeps HEALTHCHECK (OCI images drop it); host network as the engine is set up here.
+  engine_build_flags+=(--format docker --pull=missing --network host)
+  if [ -f "$CA_BUNDLE" ]; then
+    engine_build_flags+=(-v /etc/ssl/certs:/etc/ssl/certs:ro)
+    build_args+=(--build-arg "PIP_CERT=$CA_BUNDLE")
+  fi
+fi
+torch_wheel=$(ls "$LOCAL_WHEELS"/torch-*+cpu-cp311-*.whl 2>/dev/null | head -1 || true)
+if [ -n "$torch_wheel" ] && [ "$ENGINE" = podman ] \
+   && ! curl -s -o /dev/null -m 5 https://download.pytorch.org/whl/cpu/; then
+  torch_version=$(basename "$torch_wheel" | cut -d- -f2)          # e.g. 2.13.0+cpu
+  echo "PyTorch index unreachable: torch $torch_version from $torch_wheel, torchvision from PyPI"
+  engine_build_flags+=(-v "$LOCAL_WHEELS:/wheels:ro")
+  export TORCH_INDEX_URL=https://pypi.org/simple  # the compose file's build arg follows it too
+  build_args+=(--build-arg PIP_FIND_LINKS=/wheels --build-arg TORCH_INDEX_URL=https://pypi.org/simple
+               --build-arg "TORCH_VERSION=$torch_version" --build-arg TORCHVISION_OPS_OPTIONAL=1)
+fi
+
+# --- checks ----------------------------------------------------------------------------------------
+wait_ready() {  # $1 = seconds
+  local deadline=$((SECONDS + $1))
+  until curl -fsS -m 5 "$BASE/health/ready" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { curl -sS -m 5 "$BASE/health/ready" || true; return 1; }
+    sleep 2
+  done
+}
+
+check_api() {  # $1 = container name
+  local started=$SECONDS
+  wait_ready 240 || die "/health/ready not 200 after 240 s"
+  echo "ready after $((SECONDS - started)) s: $(curl -fsS "$BASE/health/ready")"
+  curl -fsS "$BASE/api/v1/tabular/adult-income/predict" -H 'Content-Type: application/json' -d '{"rows": [
+      {"age": 39, "workclass": "State-gov", "fnlwgt": 77516, "education": "Bachelors", "education-num": 13,
+       "marital-status": "Never-married", "occupation": "Adm-clerical", "relationship": "Not-in-family",
+       "race": "White", "sex": "Male", "capital-gain": 2174, "capital-loss": 0, "hours-per-week": 40,
+       "native-country": "United-States"}]}' \
+    | python3 -c 'import json,sys; b=json.load(sys.stdin); p=b["predictions"][0]; assert abs(sum(p["probabilities"].values())-1)<1e-4; print("adult-income:", p["label"], p["probabilities"])'
+  curl -fsS "$BASE/api/v1/vision/cifar10/predict?top_k=3" -F files=@examples/airplane.jpg -F files=@examples/cat.jpg \
+    | python3 -c 'import json,sys; b=json.load(sys.stdin); [print("cifar10:", p["filename"], "->", [(t["label"], round(t["probability"], 3)) for t in p["top_k"]]) for p in b["predictions"]]; assert len(b["predictions"]) == 2'
+  echo "share (no sidecar): $(curl -fsS "$BASE/api/v1/share")"
+  echo "GET / -> $(curl -s -o /dev/null -w '%{http_code} %{content_type}' "$BASE/")"
+  echo "user in container: $($ENGINE exec "$1" id)"
+  if [ "$ENGINE" = podman ]; then
+    # No systemd here to schedule healthchecks: run the image's HEALTHCHECK once by hand.
+    $ENGINE healthcheck run "$1" && echo "healthcheck: healthy" || die "healthcheck failed"
+  else
+    local deadline=$((SECONDS + 120)) status
+    until status=$($ENGINE inspect -f '{{.State.Health.Status}}' "$1"); [ "$status" = healthy ]; do
+      [ $SECONDS -lt $deadline ] || die "healthcheck: $status"; sleep 3
+    done
+    echo "healthcheck: $status"
+  fi
+}
+
+cleanup() {
+  [ "${KEEP:-0}" = 1 ] && return
+  $ENGINE rm -f "$NAME" >/dev/null 2>&1 || true
+  FASTAI_SERVE_HOST_PORT=$PORT "${COMPOSE[@]}" --profile public down -v >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# --- 1. image ----------------------------------------------------------------------------------------
+log "build $IMAGE with $ENGINE"
+started=$SECONDS
+$ENGINE build "${engine_build_flags[@]}" "${build_args[@]}" -f docker/Dockerfile -t "$IMAGE" .
+echo "build: $((SECONDS - started)) s"
+echo "image size: $($ENGINE image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
+echo "healthcheck in image: $($ENGINE image inspect -f '{{json .Config.Healthcheck}}' "$IMAGE" | cut -c1-80)..."
+
+log "run $IMAGE"
+$ENGINE rm -f "$NAME" >/dev/null 2>&1 || true
+if [ "$ENGINE" = podman ]; then
+  # podman here shares the host network (containers.conf netns=host): bind the chosen port directly.
+  $ENGINE run -d --name "$NAME" --network host -e "FASTAI_SERVE_PORT=$PORT" "$IMAGE" >/dev/null
+else
+  $ENGINE run -d --name "$NAME" -p "$PORT:8000" "$IMAGE" >/dev/null
+fi
+check_api "$NAME" || { $ENGINE logs "$NAME" | tail -30; die "image checks"; }
+$ENGINE rm -f "$NAME" >/dev/null
+
+# --- 2. compose --------------------------------------------------------------------------------------
+[ "${SKIP_COMPOSE:-0}" = 1 ] && { echo "SMOKE OK (compose skipped)"; exit 0; }
+log "compose up (default profile) with ${COMPOSE[*]}"
+export FASTAI_SERVE_HOST_PORT=$PORT
+if [ "$ENGINE" = podman ]; then
+  # Same build flags as above; the layers are cached, so this is quick.
+  "${COMPOSE[@]}" --podman-build-args "${engine_build_flags[*]} ${build_args[*]}" build api
+  "${COMPOSE[@]}" up -d
+else
+  "${COMPOSE[@]}" up -d --build
+fi
+project=(--filter label=com.docker.compose.project=fastai-serve)
+api=$($ENGINE ps -q "${project[@]}" --filter label=com.docker.compose.service=api | head -1)
+[ -n "$api" ] || die "no api container"
+echo "containers: $($ENGINE ps "${project[@]}" --format '{{.Names}} ({{.Status}}, {{.Ports}})' | tr '\n' ' ')"
+check_api "$api" || { "${COMPOSE[@]}" logs api | tail -30; die "compose checks"; }
+echo "models in the compose volume: $($ENGINE exec "$api" ls /app/model_store | tr '\n' ' ')"
+echo "volumes: $($ENGINE volume ls --format '{{.Name}}' | grep fastai-serve | tr '\n' ' ')"
+
+# --- 3. compose --profile public ---------------------------------------------------------------------
+# With NGROK_AUTHTOKEN set: the real ngrok image and a real tunnel, checked end to end. Without one (or no
+# registry, as on machines with only a local base image): a stand-in agent built here that serves a
+# recorded /api/tunnels answer on :4040, which proves the wiring (profile, service name, port, api->agent).
+if [ "${SKIP_PUBLIC:-0}" != 1 ]; then
+  if [ -n "${NGROK_AUTHTOKEN:-}" ]; then
+    log "compose --profile public with the real ngrok agent"
+    expected=https://
+  else
+    log "compose --profile public with a stand-in ngrok agent (recorded /api/tunnels; no token here)"
+    fake=$(mktemp -d)
+    cp tests/fixtures/ngrok/api_tunnels_v3.json "$fake/tunnels"
+    printf '%s\n' 'FROM python:3.11-slim' 'COPY tunnels /srv/api/tunnels' \
+      'ENTRYPOINT ["python", "-c", "import functools, http.server as h; h.ThreadingHTTPServer((\"\", 4040), functools.partial(h.SimpleHTTPRequestHandler, directory=\"/srv\")).serve_forever()"]' \
+      > "$fake/Containerfile"
+    $ENGINE build -q -t localhost/fastai-serve-fake-ngrok:smoke -f "$fake/Containerfile" "$fake" >/dev/null
+    rm -rf "$fake"
+    export NGROK_IMAGE=localhost/fastai-serve-fake-ngrok:smoke
+    expected=$(python3 -c 'import json; print(json.load(open("tests/fixtures/ngrok/api_tunnels_v3.json"))["tunnels"][0]["public_url"])')
+  fi
+  "${COMPOSE[@]}" --profile public up -d
+  echo "containers: $($ENGINE ps "${project[@]}" --format '{{.Names}} ({{.Status}})' | tr '\n' ' ')"
+  deadline=$((SECONDS + 60))
+  until share=$(curl -fsS "$BASE/api/v1/share") && [[ "$share" == *"\"public_url\":\"$expected"* ]]; do
+    [ $SECONDS -lt $deadline ] || die "no public URL from /api/v1/share: $share"
+    sleep 2
+  done
+  echo "share (sidecar): $share"
+  echo "agent API on the host: $(curl -fsS "http://127.0.0.1:${NGROK_WEB_PORT:-4040}/api/tunnels" | cut -c1-120)..."
+  if [ -n "${NGROK_AUTHTOKEN:-}" ]; then
+    url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["public_url"])' "$share")
+    echo "through the tunnel: $(curl -fsS "$url/health/ready")"
+  fi
+fi
+echo "SMOKE OK"
