@@ -29,6 +29,15 @@ MSG_UNSEEN_CATEGORY = "{column}: {value!r} is not a known category; treated as m
 MSG_TOLERANT_MATCH = "{column}: {value!r} matched category {category!r} (ignoring whitespace and case)"
 MSG_NULL_FILLED = "{column}: missing value filled with {fill:g} as the learner does"
 MSG_NULL_CATEGORY = "{column}: missing value treated as #na#"
+MSG_RELOAD_FAILED = "model {name!r} was not reloaded, the previous version keeps serving: {reason}"
+MSG_API_KEY_MISSING = "this endpoint needs the X-API-Key header"
+MSG_API_KEY_WRONG = "the X-API-Key header does not match"
+MSG_ADMIN_DISABLED = "admin endpoints are disabled: set FASTAI_SERVE_API_KEY to enable them"
+MSG_MODEL_FAULT = "model {name!r} failed while predicting ({reason}); it is marked failed until reloaded"
+MSG_MODEL_OOM = "model {name!r} ran out of memory on this request; retry with fewer items"
+MSG_MODEL_NAN = "the model produced non-finite probabilities"
+MSG_IMAGE_TOO_LARGE = "file {filename!r} is {width}x{height} pixels; at most {limit} pixels are accepted"
+MSG_REQUEST_TIMEOUT = "the request took longer than {seconds:g} s and was stopped"
 MSG_NO_REPORT = "model {name!r} has no training report (train it with `fastai-serve train` to get one)"
 MSG_NO_ARTIFACT = "model {name!r} has no report artifact {artifact!r}"
 MSG_EVAL_NO_TARGET = "the uploaded CSV {filename!r} lacks the target column {target!r} needed to evaluate"
@@ -103,3 +112,31 @@ class PayloadTooLarge(ServiceError):
 class NotFound(ServiceError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail=detail, status=404, title="Not found")
+
+
+class ReloadFailed(ServiceError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, status=422, title="Reload failed")
+
+
+class Unauthorized(ServiceError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            detail=detail, status=401, title="Unauthorized", headers={"WWW-Authenticate": "ApiKey"}
+        )
+
+
+class Forbidden(ServiceError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, status=403, title="Forbidden")
+
+
+class ModelFault(ServiceError):
+    def __init__(self, detail: str, *, status: int = 500) -> None:
+        headers = {"Retry-After": "1"} if status == 503 else {}
+        super().__init__(detail=detail, status=status, title="Model failed", headers=headers)
+
+
+class RequestTimeout(ServiceError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, status=504, title="Request timeout")

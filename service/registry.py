@@ -19,9 +19,11 @@ from service.errors import (
     MSG_MODEL_FAILED,
     MSG_MODEL_LOADING,
     MSG_MODEL_NOT_FOUND,
+    MSG_RELOAD_FAILED,
     MSG_WRONG_KIND,
     ModelNotFound,
     ModelNotReady,
+    ReloadFailed,
 )
 from service.loading import LoadError, ensure_inside, load_exported_learner, prepare_for_serving, sha256_of
 
@@ -104,14 +106,12 @@ class ModelRegistry:
         self.device_setting = device
         self._entries: dict[str, ModelEntry] = {}
         self._loaded = threading.Event()
+        self._reload_lock = threading.Lock()  # one reload at a time; requests never wait on it
 
     # discovery and loading -------------------------------------------------------------------------
     def discover(self) -> list[ModelEntry]:
         """List the store's model folders; every one starts as `loading`."""
-        folders = sorted(p for p in self.store.iterdir() if p.is_dir()) if self.store.is_dir() else []
-        self._entries = {
-            p.name: ModelEntry(name=p.name, folder=p) for p in folders if not p.name.startswith(".")
-        }
+        self._entries = {p.name: ModelEntry(name=p.name, folder=p) for p in self._folders()}
         self._loaded.clear()
         return list(self._entries.values())
 
@@ -188,6 +188,69 @@ class ModelRegistry:
             raise LoadError(MSG_BAD_MANIFEST.format(reason="top level is not an object"))
         entry.kind = data.get("kind")
         return data
+
+    # reloading ------------------------------------------------------------------------------------
+    def reload(self, name: str) -> ModelEntry:
+        """Load `name` again beside the serving version, warm it, then swap it in with one assignment.
+
+        Requests that already hold the old entry finish on it; new ones get the new one. When the new
+        file cannot be served, the old version keeps serving and ReloadFailed says why.
+        """
+        with self._reload_lock:
+            old = self.get(name)
+            fresh = self._load_fresh(name, old.folder)
+            if fresh.status is not ModelStatus.READY:
+                if old.status is ModelStatus.READY:
+                    raise ReloadFailed(MSG_RELOAD_FAILED.format(name=name, reason=fresh.error))
+                # Nothing good was serving: the failure itself is the new state (readiness shows it).
+            self._entries = {**self._entries, name: fresh}
+            return fresh
+
+    def rescan(self) -> list[ModelEntry]:
+        """Pick up the store's changes: load new folders, reload changed files (sha256) or failed models,
+        unload removed ones. Every swap is atomic as in `reload`."""
+        with self._reload_lock:
+            folders = {p.name: p for p in self._folders()}
+            entries = dict(self._entries)
+            for name in list(entries):
+                if name not in folders:
+                    logger.info("model %s removed from the store: unloaded", name)
+                    del entries[name]
+            for name, folder in folders.items():
+                old = entries.get(name)
+                if old is not None and old.status is ModelStatus.READY and not self._changed(old):
+                    continue
+                fresh = self._load_fresh(name, folder)
+                if (
+                    old is not None
+                    and old.status is ModelStatus.READY
+                    and fresh.status is not ModelStatus.READY
+                ):
+                    old.error = MSG_RELOAD_FAILED.format(name=name, reason=fresh.error)
+                    continue  # keep serving the version that works
+                entries[name] = fresh
+            self._entries = entries
+            return list(entries.values())
+
+    def _load_fresh(self, name: str, folder: Path) -> ModelEntry:
+        fresh = ModelEntry(name=name, folder=folder)
+        try:
+            device = resolve_device(self.device_setting)
+        except DeviceUnavailable as exc:
+            fresh.fail(str(exc))
+            return fresh
+        self.load_entry(fresh, device)
+        return fresh
+
+    @staticmethod
+    def _changed(entry: ModelEntry) -> bool:
+        learner_file = next((entry.folder / f for f in LEARNER_FILES if (entry.folder / f).is_file()), None)
+        return learner_file is None or sha256_of(learner_file) != entry.sha256
+
+    def _folders(self) -> list[Path]:
+        if not self.store.is_dir():
+            return []
+        return sorted(p for p in self.store.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     # lookups ------------------------------------------------------------------------------------
     @property

@@ -17,7 +17,7 @@ from service.api.frontend import install_frontend
 from service.api.limits import BodySizeLimitMiddleware
 from service.api.metrics import RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
-from service.api.routes import health, models, ops, reports, share, tabular, vision
+from service.api.routes import admin, health, models, ops, reports, share, tabular, vision
 from service.inference.batcher import BatcherPool
 from service.metrics import Metrics
 from service.registry import ModelRegistry
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After", "Content-Disposition"],
         )
     install_problem_handlers(app)
-    for module in (health, models, tabular, vision, reports, ops, share):
+    for module in (health, admin, models, tabular, vision, reports, ops, share):
         app.include_router(module.router)
     # Last: the frontend's mount at / would otherwise shadow routes added after it.
     install_frontend(app, settings.frontend_dir)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
+from service.errors import MSG_ADMIN_DISABLED, MSG_API_KEY_MISSING, MSG_API_KEY_WRONG, Forbidden, Unauthorized
 from service.inference.batcher import BatcherPool
 from service.registry import ModelRegistry
 from service.settings import Settings
@@ -36,3 +38,20 @@ BatchersDep = Annotated[BatcherPool, Depends(get_batchers)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ShareDep = Annotated[ShareLookup, Depends(get_share_lookup)]
+
+
+def require_api_key(
+    settings: SettingsDep,
+    x_api_key: Annotated[str | None, Header(description="the admin key (FASTAI_SERVE_API_KEY)")] = None,
+) -> None:
+    """Admin guard: 403 when no key is configured (admin disabled), 401 when the header is absent or wrong."""
+    if not settings.api_key:
+        raise Forbidden(MSG_ADMIN_DISABLED)
+    if not x_api_key:
+        raise Unauthorized(MSG_API_KEY_MISSING)
+    # Constant time: how much of a guess matches must not show in the response time.
+    if not hmac.compare_digest(x_api_key.encode(), settings.api_key.encode()):
+        raise Unauthorized(MSG_API_KEY_WRONG)
+
+
+AdminDep = Depends(require_api_key)

@@ -25,10 +25,14 @@ class Overloaded(ServiceError):
         super().__init__(detail=detail, status=503, title="Overloaded", headers={"Retry-After": "1"})
 
 
+Run = Callable[[list[Any]], list[Any]]
+
+
 @dataclass
 class _Job:
     payload: Any
     size: int
+    run: Run  # the predictor's forward_many: after a reload, old and new versions may share a queue
     future: asyncio.Future[Any]
     enqueued: float
 
@@ -38,14 +42,12 @@ class MicroBatcher:
         self,
         *,
         name: str,
-        run: Callable[[list[Any]], list[Any]],
         max_batch: int,
         max_wait_ms: float,
         max_queue: int,
         metrics: Metrics | None = None,
     ) -> None:
         self.name = name
-        self._run = run
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
@@ -55,7 +57,7 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
         self._worker: asyncio.Task[None] | None = None
 
-    async def submit(self, payload: Any, size: int) -> Any:
+    async def submit(self, payload: Any, size: int, run: Run) -> Any:
         """Queue one request's prepared input; returns its own result once its batch has run."""
         if self._pending and self._pending + size > self.max_queue:
             if self._metrics:
@@ -64,7 +66,7 @@ class MicroBatcher:
         if self._worker is None:
             self._worker = asyncio.create_task(self._loop(), name=f"batcher-{self.name}")
         loop = asyncio.get_running_loop()
-        job = _Job(payload, size, loop.create_future(), time.perf_counter())
+        job = _Job(payload, size, run, loop.create_future(), time.perf_counter())
         self._pending += size
         self._queue.put_nowait(job)
         return await job.future
@@ -97,18 +99,25 @@ class MicroBatcher:
             jobs = await self._collect()
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._executor, self._run, [j.payload for j in jobs])
-            except Exception as exc:  # noqa: BLE001 - the batch's failure belongs to its requests
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-            else:
-                for job, result in zip(jobs, results, strict=True):
-                    if not job.future.done():
-                        job.future.set_result(result)
+                for group in _by_model(jobs):
+                    await self._run_group(loop, group)
             finally:
                 self._pending -= sum(j.size for j in jobs)
                 self._observe(jobs, started)
+
+    async def _run_group(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
+        try:
+            results = await loop.run_in_executor(self._executor, jobs[0].run, [j.payload for j in jobs])
+        except BaseException as exc:  # noqa: BLE001 - the batch's failure belongs to its requests
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for job, result in zip(jobs, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(result)
 
     def _observe(self, jobs: list[_Job], started: float) -> None:
         if self._metrics is None:
@@ -130,30 +139,49 @@ class MicroBatcher:
         self._executor.shutdown(wait=True)
 
 
+def _by_model(jobs: list[_Job]) -> list[list[_Job]]:
+    """Jobs grouped by the model version they were prepared for (one group except during a reload)."""
+    groups: dict[Any, list[_Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.run, []).append(job)
+    return list(groups.values())
+
+
+@dataclass(frozen=True)
+class BoundBatcher:
+    """A model's batcher with one predictor version to run: what a request submits to."""
+
+    batcher: MicroBatcher
+    run: Run
+
+    async def submit(self, payload: Any, size: int) -> Any:
+        return await self.batcher.submit(payload, size, self.run)
+
+
 class BatcherPool:
-    """One batcher per loaded predictor; a reloaded model gets a fresh one."""
+    """One batcher (queue + model thread) per model name. A reloaded model keeps its queue: requests
+    prepared for the old version run on it, new ones on the new version, and the old predictor is freed
+    when its last request is done."""
 
     def __init__(self, *, max_batch: int, max_wait_ms: float, max_queue: int, metrics: Metrics) -> None:
         self.max_batch = max_batch
         self.max_wait_ms = max_wait_ms
         self.max_queue = max_queue
         self.metrics = metrics
-        self._batchers: dict[tuple[str, int], MicroBatcher] = {}
+        self._batchers: dict[str, MicroBatcher] = {}
 
-    def for_predictor(self, name: str, predictor: Any) -> MicroBatcher:
-        key = (name, id(predictor))
-        batcher = self._batchers.get(key)
+    def for_predictor(self, name: str, predictor: Any) -> BoundBatcher:
+        batcher = self._batchers.get(name)
         if batcher is None:
             batcher = MicroBatcher(
                 name=name,
-                run=predictor.forward_many,
                 max_batch=self.max_batch,
                 max_wait_ms=self.max_wait_ms,
                 max_queue=self.max_queue,
                 metrics=self.metrics,
             )
-            self._batchers[key] = batcher
-        return batcher
+            self._batchers[name] = batcher
+        return BoundBatcher(batcher, predictor.forward_many)
 
     async def close(self) -> None:
         for batcher in self._batchers.values():

@@ -13,13 +13,9 @@ import pandas as pd
 import pytest
 from playwright.sync_api import expect
 
-from service.api.app import app as module_app
 from service.training import data
 from tests.conftest import TABULAR, VISION, image_bytes
 from tests.frontend.conftest import BARE, BROKEN, PageLog
-
-REPORT_ROUTE = "/api/v1/models/{name}/report"
-REPORTS_LANDED = any(getattr(route, "path", None) == REPORT_ROUTE for route in module_app.routes)
 
 
 def png(name: str, seed: int) -> dict[str, Any]:
@@ -251,7 +247,6 @@ def test_a_public_url_is_shown_with_a_copy_button(page: Any, live_server: str) -
     assert page.evaluate("navigator.clipboard.readText()") == share["public_url"]
 
 
-@pytest.mark.skipif(not REPORTS_LANDED, reason="the report endpoints have not landed in this app yet")
 def test_report_page_shows_its_images_and_the_evaluate_form_reports_accuracy(
     page: Any, live_server: str, page_log: PageLog, tmp_path: Path, adult_frame: pd.DataFrame
 ) -> None:

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.running import run_model
 from service.errors import (
     MSG_EVAL_BOTH,
     MSG_EVAL_LABEL_COUNT,
@@ -108,7 +109,7 @@ async def evaluate_tabular(
     classes = list(predictor.classes)
     actual = target_labels(frame, target=predictor.spec.target, classes=classes, filename=filename)
     prepared = await run_in_threadpool(partial(predictor.prepare_frame, frame, filename=filename))
-    probs = await batchers.for_predictor(entry.name, predictor).submit(prepared, prepared.n)
+    probs = await run_model(entry, predictor, batchers, prepared, prepared.n)
     return evaluate_labels(actual, [classes[i] for i in probs.argmax(axis=1).tolist()], classes)
 
 
@@ -174,10 +175,9 @@ async def evaluate_vision(
     )
     classes = list(predictor.classes)
     actual = resolve_labels(raw_labels, classes, where="labels")
-    batcher = batchers.for_predictor(entry.name, predictor)
     parts = []
     for start in range(0, len(uploads), EVAL_CHUNK):
         images = await run_in_threadpool(predictor.prepare, uploads[start : start + EVAL_CHUNK])
-        parts.append(await batcher.submit(images, len(images)))
+        parts.append(await run_model(entry, predictor, batchers, images, len(images)))
     probs = np.concatenate(parts)
     return evaluate_labels(actual, [classes[i] for i in probs.argmax(axis=1).tolist()], classes)

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.running import run_model
 from service.errors import MSG_TOO_MANY_ROWS, PayloadTooLarge
 from service.inference.base import Prediction
 from service.inference.csvio import read_csv_upload, scored_csv
@@ -33,7 +34,7 @@ def _check_rows(count: int, limit: int) -> None:
 async def _forward(
     entry: ModelEntry, predictor: TabularPredictor, batchers: BatchersDep, prepared: PreparedRows
 ) -> np.ndarray:
-    return await batchers.for_predictor(entry.name, predictor).submit(prepared, prepared.n)
+    return await run_model(entry, predictor, batchers, prepared, prepared.n)
 
 
 def _response(entry: ModelEntry, predictions: list[Prediction]) -> TabularPredictResponse:

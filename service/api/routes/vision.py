@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.running import run_model
 from service.errors import MSG_TOO_MANY_FILES, PayloadTooLarge
 from service.inference.images import UploadedImage
 from service.schemas.predict import TopK, VisionPrediction, VisionPredictResponse
@@ -42,7 +43,7 @@ async def predict_images(
         UploadedImage(filename=f.filename or f"file{i}", data=await f.read()) for i, f in enumerate(files)
     ]
     images = await run_in_threadpool(predictor.prepare, uploads)
-    probs = await batchers.for_predictor(entry.name, predictor).submit(images, len(images))
+    probs = await run_model(entry, predictor, batchers, images, len(images))
     predictions = predictor.finish(images, probs)
     return VisionPredictResponse(
         model=name,
