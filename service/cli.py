@@ -20,6 +20,7 @@ DEMO_VISION = "cifar10"
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.logs import logging_config
     from service.settings import get_settings
 
     settings = get_settings()
@@ -29,6 +30,9 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
         log_level=settings.log_level,
+        log_config=logging_config(level=settings.log_level, fmt=settings.log_format),
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,  # in-flight requests finish
     )
     return 0
 

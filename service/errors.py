@@ -37,6 +37,7 @@ MSG_MODEL_FAULT = "model {name!r} failed while predicting ({reason}); it is mark
 MSG_MODEL_OOM = "model {name!r} ran out of memory on this request; retry with fewer items"
 MSG_MODEL_NAN = "the model produced non-finite probabilities"
 MSG_IMAGE_TOO_LARGE = "file {filename!r} is {width}x{height} pixels; at most {limit} pixels are accepted"
+MSG_IMAGE_BOMB = "file {filename!r} declares far more than {limit} pixels (a decompression bomb?); refused"
 MSG_REQUEST_TIMEOUT = "the request took longer than {seconds:g} s and was stopped"
 MSG_NO_REPORT = "model {name!r} has no training report (train it with `fastai-serve train` to get one)"
 MSG_NO_ARTIFACT = "model {name!r} has no report artifact {artifact!r}"

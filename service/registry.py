@@ -88,21 +88,26 @@ def detect_kind(learn: Any) -> str:
     raise LoadError(MSG_UNKNOWN_KIND.format(dls=type(dls).__name__))
 
 
-def build_predictor(kind: str, learn: Any) -> Any:
+def build_predictor(kind: str, learn: Any, *, max_image_pixels: int | None = None) -> Any:
     if kind == "tabular":
         from service.inference.tabular import TabularPredictor
 
         return TabularPredictor(learn)
     from service.inference.vision import VisionPredictor
 
-    return VisionPredictor(learn)
+    return (
+        VisionPredictor(learn)
+        if max_image_pixels is None
+        else VisionPredictor(learn, max_pixels=max_image_pixels)
+    )
 
 
 class ModelRegistry:
     """Owns every model; safe to read from the event loop while a worker thread loads."""
 
-    def __init__(self, *, store: Path, device: str) -> None:
+    def __init__(self, *, store: Path, device: str, max_image_pixels: int | None = None) -> None:
         self.store = store
+        self.max_image_pixels = max_image_pixels
         self.device_setting = device
         self._entries: dict[str, ModelEntry] = {}
         self._loaded = threading.Event()
@@ -162,7 +167,7 @@ class ModelRegistry:
         learn = prepare_for_serving(loaded.learn, device)
         kind = detect_kind(learn)
         entry.kind = kind
-        predictor = build_predictor(kind, learn)
+        predictor = build_predictor(kind, learn, max_image_pixels=self.max_image_pixels)
         try:
             predictor.self_check()
         except Exception as exc:  # noqa: BLE001 - a learner that cannot predict is not servable

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     max_rows: int = Field(default=10_000, ge=1)
     max_files: int = Field(default=64, ge=1)
     max_upload_mb: float = Field(default=20.0, gt=0)
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=1, description="width x height of one uploaded image, read before decoding"
+    )
+    request_timeout_s: float = Field(default=60.0, gt=0, description="longest a request may take")
+    log_format: str = Field(default="json", pattern="^(json|text)$")
     max_eval_files: int = Field(default=5000, ge=1, description="images in one evaluation archive")
     max_archive_mb: float = Field(default=200.0, gt=0, description="unpacked size of one evaluation archive")
     default_top_k: int = Field(default=3, ge=1)

@@ -17,6 +17,7 @@ from service.api.frontend import install_frontend
 from service.api.limits import BodySizeLimitMiddleware
 from service.api.metrics import RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
+from service.api.requests import RequestContextMiddleware
 from service.api.routes import admin, health, models, ops, reports, share, tabular, vision
 from service.inference.batcher import BatcherPool
 from service.metrics import Metrics
@@ -39,7 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_torch_threads(settings)
-        registry = ModelRegistry(store=settings.model_store, device=settings.device)
+        registry = ModelRegistry(
+            store=settings.model_store, device=settings.device, max_image_pixels=settings.max_image_pixels
+        )
         registry.discover()
         app.state.registry = registry
         # Loading runs in a worker thread so /health/live answers while learners unpickle.
@@ -73,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    # Around the others, so every answer (a 413 before parsing included) has an id, headers and a log line.
+    app.add_middleware(RequestContextMiddleware, timeout_s=settings.request_timeout_s)
     if settings.cors_origins:
         # Outermost, so refusals (413, 503) carry the headers too: a frontend on another origin reads them.
         app.add_middleware(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
+from service.api.requests import record_timing
 from service.errors import MSG_MODEL_FAULT, MSG_MODEL_NAN, MSG_MODEL_OOM, ModelFault, ServiceError
 from service.inference.batcher import BatcherPool
 from service.registry import ModelEntry
@@ -24,6 +26,7 @@ async def run_model(
     non-finite numbers is the model's: it is marked failed (the model list and readiness show why) until
     an admin reloads it, and every other model keeps serving.
     """
+    started = time.perf_counter()
     try:
         probs: np.ndarray = await batchers.for_predictor(entry.name, predictor).submit(payload, size)
     except ServiceError:
@@ -34,6 +37,8 @@ async def run_model(
     except Exception as exc:  # noqa: BLE001 - whatever the model raised, it stays with this model
         logger.exception("model %s failed while predicting", entry.name)
         _fail(entry, predictor, f"{type(exc).__name__}: {exc}")
+    finally:
+        record_timing("model", time.perf_counter() - started)  # queue wait + forward, for the log line
     if not np.isfinite(probs).all():
         _fail(entry, predictor, MSG_MODEL_NAN)
     return probs

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from service.inference.base import LearnerRunner, ModelRunner, Prediction, predictions_from_probs, split_rows
-from service.inference.images import ACCEPTED_TYPES, UploadedImage, decode_image
+from service.inference.images import ACCEPTED_TYPES, DEFAULT_MAX_PIXELS, UploadedImage, decode_image
 
 # Item transforms whose validation-time output is a fixed-size tensor, so a batch can be stacked directly,
 # and batch transforms that are deterministic at validation time (augmentations are train-only there).
@@ -81,7 +81,8 @@ class NativeResize:
 class VisionPredictor:
     kind = "vision"
 
-    def __init__(self, learn: Any) -> None:
+    def __init__(self, learn: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.max_pixels = max_pixels
         self.classes = [str(c) for c in learn.dls.vocab]
         self.image_size = image_size_of(learn)
         self._runner = LearnerRunner(learn)
@@ -107,7 +108,7 @@ class VisionPredictor:
         """Decode every upload first, so a bad file fails the request before any compute."""
         from fastai.vision.core import PILImage
 
-        return [PILImage(decode_image(upload)) for upload in uploads]
+        return [PILImage(decode_image(upload, max_pixels=self.max_pixels)) for upload in uploads]
 
     def self_check(self) -> None:
         """Predict one mid-grey image of the learner's own input size."""
