@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=40_000_000, ge=1, description="width x height of one uploaded image, read before decoding"
     )
+    keep_alive_s: float = Field(
+        default=75.0,
+        gt=0,
+        description="idle keep-alive; longer than clients' own (httpx: 5 s) so they close first",
+    )
     request_timeout_s: float = Field(default=60.0, gt=0, description="longest a request may take")
     log_format: str = Field(default="json", pattern="^(json|text)$")
     max_eval_files: int = Field(default=5000, ge=1, description="images in one evaluation archive")
