@@ -6,12 +6,12 @@ from functools import partial
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
-from service.errors import MSG_TOO_MANY_ROWS, PayloadTooLarge
+from service.errors import MSG_JSON_MEDIA, MSG_TOO_MANY_ROWS, PayloadTooLarge, UnsupportedMedia
 from service.inference.base import Prediction
 from service.inference.csvio import read_csv_upload, scored_csv
 from service.inference.tabular import PreparedRows, TabularPredictor
@@ -28,6 +28,13 @@ INLINE_ROWS = 32
 def _check_rows(count: int, limit: int) -> None:
     if count > limit:
         raise PayloadTooLarge(MSG_TOO_MANY_ROWS.format(count=count, limit=limit))
+
+
+def _require_json(request: Request) -> None:
+    # Without this a body declared as form or text reaches validation as bytes: a baffling 422.
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMedia(MSG_JSON_MEDIA.format(media=media))
 
 
 async def _forward(
@@ -47,7 +54,12 @@ def _response(entry: ModelEntry, predictions: list[Prediction]) -> TabularPredic
     )
 
 
-@router.post("/{name}/predict", response_model=TabularPredictResponse, responses=ERRORS)
+@router.post(
+    "/{name}/predict",
+    response_model=TabularPredictResponse,
+    responses=ERRORS,
+    dependencies=[Depends(_require_json)],
+)
 async def predict_rows(
     name: str,
     body: TabularPredictRequest,
