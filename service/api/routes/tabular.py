@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from service.api.content import require_json
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
-from service.errors import MSG_JSON_MEDIA, MSG_TOO_MANY_ROWS, PayloadTooLarge, UnsupportedMedia
+from service.errors import MSG_TOO_MANY_ROWS, PayloadTooLarge
 from service.inference.base import Prediction
 from service.inference.csvio import read_csv_upload, scored_csv
 from service.inference.tabular import PreparedRows, TabularPredictor
@@ -28,13 +29,6 @@ INLINE_ROWS = 32
 def _check_rows(count: int, limit: int) -> None:
     if count > limit:
         raise PayloadTooLarge(MSG_TOO_MANY_ROWS.format(count=count, limit=limit))
-
-
-def _require_json(request: Request) -> None:
-    # Without this a body declared as form or text reaches validation as bytes: a baffling 422.
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media and media != "application/json" and not media.endswith("+json"):
-        raise UnsupportedMedia(MSG_JSON_MEDIA.format(media=media))
 
 
 async def _forward(
@@ -58,7 +52,7 @@ def _response(entry: ModelEntry, predictions: list[Prediction]) -> TabularPredic
     "/{name}/predict",
     response_model=TabularPredictResponse,
     responses=ERRORS,
-    dependencies=[Depends(_require_json)],
+    dependencies=[Depends(require_json)],
 )
 async def predict_rows(
     name: str,
