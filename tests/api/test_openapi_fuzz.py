@@ -36,8 +36,8 @@ from schemathesis.checks import (  # noqa: E402
 from service.api.app import create_app  # noqa: E402
 from tests.conftest import clone_store, make_settings  # noqa: E402
 
-FAST_CASES = 25
-SLOW_CASES = 100
+FAST_CASES = 100
+SLOW_CASES = 1000
 API_KEY = "schemathesis-key"
 CHECKS = [
     not_a_server_error,
