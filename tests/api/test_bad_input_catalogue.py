@@ -26,6 +26,7 @@ import httpx
 import pandas as pd
 import pytest
 from fastapi import FastAPI
+from starlette.types import Message
 
 from service.api.app import create_app
 from service.api.problems import MSG_REQUEST_INVALID, PROBLEM_MEDIA_TYPE
@@ -105,14 +106,14 @@ class Ctx:
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> Message:
             nonlocal sent
             if sent:
                 return {"type": "http.disconnect"}
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 start.update(message)
             elif message["type"] == "http.response.body":
