@@ -23,6 +23,7 @@ MSG_CSV_UNREADABLE = "the uploaded file {filename!r} is not a readable CSV: {rea
 MSG_CSV_EMPTY = "the uploaded CSV {filename!r} has no data rows"
 MSG_CSV_MISSING_COLUMNS = "the uploaded CSV {filename!r} lacks column(s): {columns}"
 MSG_CSV_MEDIA = "the uploaded file {filename!r} is not CSV text"
+MSG_JSON_MEDIA = "send the rows as JSON with Content-Type: application/json (got {media!r})"
 MSG_NOT_AN_IMAGE = "file {filename!r} is not a supported image (JPEG, PNG, GIF, BMP, WEBP or TIFF)"
 MSG_CORRUPT_IMAGE = "file {filename!r} looks like {format} but cannot be decoded: {reason}"
 MSG_UNSEEN_CATEGORY = "{column}: {value!r} is not a known category; treated as missing (#na#)"

@@ -74,7 +74,7 @@ def get_report_artifact(name: str, artifact: str, registry: RegistryDep) -> File
     return FileResponse(path, media_type="image/png")
 
 
-@router.get("/api/v1/reports/compare", response_model=ModelComparison, responses=Problem.responses(404))
+@router.get("/api/v1/reports/compare", response_model=ModelComparison, responses=Problem.responses(404, 422))
 def compare_models(
     registry: RegistryDep,
     models: Annotated[list[str], Query(min_length=2, description="two or more model names")],

@@ -6,10 +6,11 @@ from functools import partial
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from service.api.content import require_json
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
 from service.api.running import run_model
 from service.errors import MSG_TOO_MANY_ROWS, PayloadTooLarge
@@ -48,7 +49,12 @@ def _response(entry: ModelEntry, predictions: list[Prediction]) -> TabularPredic
     )
 
 
-@router.post("/{name}/predict", response_model=TabularPredictResponse, responses=ERRORS)
+@router.post(
+    "/{name}/predict",
+    response_model=TabularPredictResponse,
+    responses=ERRORS,
+    dependencies=[Depends(require_json)],
+)
 async def predict_rows(
     name: str,
     body: TabularPredictRequest,

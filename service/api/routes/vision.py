@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1/vision", tags=["vision"])
 @router.post(
     "/{name}/predict",
     response_model=VisionPredictResponse,
-    responses=Problem.responses(404, 413, 415, 422, 503),
+    responses=Problem.responses(400, 404, 413, 415, 422, 503),
 )
 async def predict_images(
     name: str,
