@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+# From this many rows, pandas' hash index resolves a column faster than a dict lookup per value.
+HASH_INDEX_FROM = 512
 SUPPORTED_PROCS = {"FillMissing", "Categorify", "Normalize", "Categorize"}
 
 
@@ -84,8 +86,13 @@ class TabularEncoder:
                 cats[:, j] = np.where(missing, cat.codes.get(True, 0), cat.codes.get(False, 0))
             else:
                 # NaN (missing) and unknown values are not classes: #na#'s code 0, as Categorify gives.
-                codes = self._indexes[j].get_indexer(np.asarray(columns[cat.name], dtype=object))
-                cats[:, j] = np.where(codes < 0, 0, codes)
+                values = columns[cat.name]
+                if n < HASH_INDEX_FROM:  # a dict lookup per value: far cheaper than pandas' call overhead
+                    get = cat.codes.get
+                    cats[:, j] = [get(v, 0) for v in values]
+                else:
+                    codes = self._indexes[j].get_indexer(np.asarray(values, dtype=object))
+                    cats[:, j] = np.where(codes < 0, 0, codes)
         conts = np.empty((n, len(self.continuous)), dtype=np.float64)
         for j, cont in enumerate(self.continuous):
             values = raw[cont.name]

@@ -15,6 +15,7 @@ from service.inference import vision as vision_module
 from service.inference.csvio import rows_for
 from service.inference.images import UploadedImage
 from service.inference.tabular import TabularPredictor
+from service.inference.tabular_encoder import HASH_INDEX_FROM
 from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner
 from tests.conftest import FIXTURES, TABULAR, VISION, image_bytes
@@ -53,10 +54,11 @@ def _as_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")  # type: ignore[no-any-return]
 
 
-def test_tabular_fast_path_equals_get_preds(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
+@pytest.mark.parametrize("n", [300, HASH_INDEX_FROM + 988])  # dict lookups, then pandas' hash index
+def test_tabular_fast_path_equals_get_preds(tabular_learner: Any, adult_frame: pd.DataFrame, n: int) -> None:
     predictor = TabularPredictor(tabular_learner)
     assert predictor.fast_path
-    rows = _rows_with_gaps(adult_frame, 300)
+    rows = _rows_with_gaps(adult_frame, n)
     np.testing.assert_allclose(_ours(predictor, _as_rows(rows)), _get_preds(tabular_learner, rows), atol=1e-5)
 
 
