@@ -129,17 +129,9 @@ def score_table(predictor: Any, frame: pd.DataFrame, *, source: str) -> TestScor
     actual = target_labels(frame, target=predictor.spec.target, classes=classes, filename=source)
     prepared = predictor.prepare_frame(frame, filename=source)
     probs = predictor.forward_many([prepared])[0]
-    predicted = [classes[i] for i in probs.argmax(axis=1).tolist()]
     inputs = frame[predictor.spec.column_names]
     items = inputs.astype(object).where(inputs.notna(), None).to_dict(orient="records")
-    return TestScores(
-        source=source,
-        classes=classes,
-        actual=actual,
-        probs=probs,
-        evaluation=evaluate_labels(actual, predicted, classes),
-        items=items,
-    )
+    return _scores(source=source, classes=classes, actual=actual, probs=probs, items=items)
 
 
 def score_images(predictor: Any, files: list[Path], *, source: str, chunk: int = 256) -> TestScores:
@@ -151,14 +143,18 @@ def score_images(predictor: Any, files: list[Path], *, source: str, chunk: int =
         for i in range(0, len(uploads), chunk)
     ]
     probs = np.concatenate(parts) if parts else np.zeros((0, len(classes)), dtype=np.float32)
+    return _scores(
+        source=source, classes=classes, actual=actual, probs=probs, items=[u.data for u in uploads]
+    )
+
+
+def _scores(
+    *, source: str, classes: list[str], actual: list[str], probs: np.ndarray, items: list[Any]
+) -> TestScores:
     predicted = [classes[i] for i in probs.argmax(axis=1).tolist()]
+    evaluation = evaluate_labels(actual, predicted, classes)
     return TestScores(
-        source=source,
-        classes=classes,
-        actual=actual,
-        probs=probs,
-        evaluation=evaluate_labels(actual, predicted, classes),
-        items=[u.data for u in uploads],
+        source=source, classes=classes, actual=actual, probs=probs, evaluation=evaluation, items=items
     )
 
 

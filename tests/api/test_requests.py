@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from service.errors import MSG_REQUEST_TIMEOUT
-from tests.api.test_workers import ROOT, _free_port
+from tests.api.test_workers import ROOT, _free_port, wait_until_ready
 from tests.conftest import TABULAR, VISION, adult_rows, client_for, image_bytes
 
 
@@ -134,14 +134,7 @@ async def test_shutdown_finishes_in_flight_requests(
         server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if (await client.get("/health/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.3)
+            await wait_until_ready(client)
             in_flight = asyncio.create_task(
                 client.post(f"/api/v1/tabular/{TABULAR}/predict", json={"rows": adult_rows(adult_frame, 1)})
             )

@@ -19,6 +19,19 @@ from tests.conftest import TABULAR, adult_rows
 ROOT = Path(__file__).resolve().parents[2]
 
 
+async def wait_until_ready(client: httpx.AsyncClient, *, seconds: float = 120) -> None:
+    """Poll /health/ready until the server answers 200 (it loads its models first)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if (await client.get("/health/ready")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"not ready after {seconds:g} s")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -36,14 +49,7 @@ async def test_two_uvicorn_workers_serve_concurrent_requests(
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if (await client.get("/health/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.5)
+            await wait_until_ready(client)
             rows = adult_rows(adult_frame, 24)
             responses = await asyncio.gather(
                 *(client.post(f"/api/v1/tabular/{TABULAR}/predict", json={"rows": [row]}) for row in rows)
