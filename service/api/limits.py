@@ -6,7 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import problem_response
-from service.errors import MSG_BODY_TOO_LARGE
+from service.errors import MSG_BODY_TOO_LARGE, MSG_TOO_MANY_FILES, MSG_TOO_MANY_ROWS, PayloadTooLarge
 
 
 class BodyTooLarge(HTTPException):
@@ -42,3 +42,15 @@ class BodySizeLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def check_rows(count: int, limit: int) -> None:
+    """413 when a request carries more rows than MAX_ROWS."""
+    if count > limit:
+        raise PayloadTooLarge(MSG_TOO_MANY_ROWS.format(count=count, limit=limit))
+
+
+def check_files(count: int, limit: int) -> None:
+    """413 when a request carries more files than MAX_FILES."""
+    if count > limit:
+        raise PayloadTooLarge(MSG_TOO_MANY_FILES.format(count=count, limit=limit))

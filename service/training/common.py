@@ -7,7 +7,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ from service.evaluation import evaluate_labels
 from service.inference.evaluate import target_labels
 from service.inference.images import UploadedImage
 from service.loading import load_exported_learner, prepare_for_serving, sha256_of
-from service.training.report import TestScores
+from service.training.report import FitOutcome, TestScores, write_report
 
 logger = logging.getLogger(__name__)
 CHECKPOINTS = ".checkpoints"
@@ -209,3 +209,60 @@ def summary_metrics(
         }
     row = history[best] if best is not None and history else {}
     return {f"valid_{k}": round(float(v), 4) for k, v in row.items() if k != "epoch" and v is not None}
+
+
+def publish(
+    learn: Any,
+    *,
+    kind: str,
+    out_dir: Path,
+    outcome: FitOutcome,
+    seconds: float,
+    seed: int,
+    score: Callable[[Path], TestScores | None],
+    description: str,
+    augmented: bool,
+    datablock_summary: str | None,
+    recipe: dict[str, Any],
+    manifest_extra: dict[str, Any] | None = None,
+) -> TrainResult:
+    """What every recipe does once trained: export, score the test set with the serving predictor, write
+    the manifest and the report."""
+    path = export_learner(learn, out_dir)
+    scores = score(path)
+    metrics = summary_metrics(scores, outcome.history, outcome.best_epoch)
+    write_manifest(
+        out_dir,
+        kind=kind,
+        description=description,
+        metrics=metrics,
+        extra={"train_seconds": round(seconds, 2), "seed": seed, **(manifest_extra or {})},
+    )
+    report_dir = write_report(
+        out_dir,
+        learn=learn,
+        outcome=outcome,
+        scores=scores,
+        kind=kind,
+        seed=seed,
+        augmented=augmented,
+        train_seconds=seconds,
+        datablock_summary=datablock_summary,
+        recipe=recipe,
+    )
+    return TrainResult(
+        name=out_dir.name,
+        kind=kind,
+        learner_path=path,
+        metrics=metrics,
+        train_seconds=seconds,
+        report_dir=report_dir,
+        learn=learn,
+    )
+
+
+def recipe_dict(recipe: Any, **extra: Any) -> dict[str, Any]:
+    """A recipe's options for the report (paths as text, callbacks' options nested)."""
+    out = {k: v for k, v in recipe.__dict__.items() if k not in {"fit", "out_dir", "description"}}
+    out |= {"fit": recipe.fit.as_dict(), **extra}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}

@@ -12,16 +12,15 @@ import pandas as pd
 from service.training.common import (
     FitOptions,
     TrainResult,
-    export_learner,
     fit,
+    publish,
+    recipe_dict,
     reseed_loaders,
     score_table,
     seed_everything,
     serving_predictor,
-    summary_metrics,
-    write_manifest,
 )
-from service.training.report import fit_outcome, write_report
+from service.training.report import fit_outcome
 
 
 @dataclass
@@ -137,42 +136,20 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
     outcome = fit_outcome(
         learn, epochs=recipe.epochs, monitor=recipe.fit.monitor, min_delta=recipe.fit.min_delta
     )
-    path = export_learner(learn, recipe.out_dir)
-    scores = None
-    if test_df is not None and test_source is not None:
-        scores = score_table(serving_predictor(path, "tabular"), test_df, source=test_source)
-    metrics = summary_metrics(scores, outcome.history, outcome.best_epoch)
-    write_manifest(
-        recipe.out_dir,
+    return publish(
+        learn,
         kind="tabular",
-        description=recipe.description or f"tabular_learner on {recipe.csv.name} predicting {recipe.target}",
-        metrics=metrics,
-        extra={"train_seconds": round(seconds, 2), "seed": recipe.seed},
-    )
-    report_dir = write_report(
-        recipe.out_dir,
-        learn=learn,
+        out_dir=recipe.out_dir,
         outcome=outcome,
-        scores=scores,
-        kind="tabular",
+        seconds=seconds,
         seed=recipe.seed,
+        score=lambda path: (
+            score_table(serving_predictor(path, "tabular"), test_df, source=test_source)
+            if test_df is not None and test_source is not None
+            else None
+        ),
+        description=recipe.description or f"tabular_learner on {recipe.csv.name} predicting {recipe.target}",
         augmented=False,
-        train_seconds=seconds,
         datablock_summary=tabular_summary(dls),
-        recipe=_recipe_dict(recipe),
+        recipe=recipe_dict(recipe),
     )
-    return TrainResult(
-        name=recipe.out_dir.name,
-        kind="tabular",
-        learner_path=path,
-        metrics=metrics,
-        train_seconds=seconds,
-        report_dir=report_dir,
-        learn=learn,
-    )
-
-
-def _recipe_dict(recipe: TabularRecipe) -> dict[str, Any]:
-    out = {k: v for k, v in recipe.__dict__.items() if k not in {"fit", "out_dir", "description"}}
-    out["fit"] = recipe.fit.as_dict()
-    return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}

@@ -13,16 +13,15 @@ from service.training.common import (
     FitOptions,
     TrainResult,
     captured_stdout,
-    export_learner,
     fit,
+    publish,
+    recipe_dict,
     reseed_loaders,
     score_images,
     seed_everything,
     serving_predictor,
-    summary_metrics,
-    write_manifest,
 )
-from service.training.report import fit_outcome, write_report
+from service.training.report import fit_outcome
 
 # CIFAR-10 statistics: with pretrained=False fastai adds no Normalize, so we add the data's own.
 CIFAR_STATS = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
@@ -150,42 +149,21 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
     outcome = fit_outcome(
         learn, epochs=recipe.epochs, monitor=recipe.fit.monitor, min_delta=recipe.fit.min_delta
     )
-    path = export_learner(learn, recipe.out_dir)
-    scores = None
-    if test_files and test_source is not None:
-        scores = score_images(serving_predictor(path, "vision"), test_files, source=test_source)
-    metrics = summary_metrics(scores, outcome.history, outcome.best_epoch)
-    write_manifest(
-        recipe.out_dir,
+    return publish(
+        learn,
         kind="vision",
-        description=recipe.description or f"vision_learner({recipe.arch}) on {recipe.folder.name}",
-        metrics=metrics,
-        extra={"train_seconds": round(seconds, 2), "seed": recipe.seed, "pretrained": pretrained},
-    )
-    report_dir = write_report(
-        recipe.out_dir,
-        learn=learn,
+        out_dir=recipe.out_dir,
         outcome=outcome,
-        scores=scores,
-        kind="vision",
+        seconds=seconds,
         seed=recipe.seed,
+        score=lambda path: (
+            score_images(serving_predictor(path, "vision"), test_files, source=test_source)
+            if test_files and test_source is not None
+            else None
+        ),
+        description=recipe.description or f"vision_learner({recipe.arch}) on {recipe.folder.name}",
         augmented=recipe.augment,
-        train_seconds=seconds,
         datablock_summary="".join(summary),
-        recipe=_recipe_dict(recipe, pretrained=pretrained),
+        recipe=recipe_dict(recipe, pretrained_used=pretrained),
+        manifest_extra={"pretrained": pretrained},
     )
-    return TrainResult(
-        name=recipe.out_dir.name,
-        kind="vision",
-        learner_path=path,
-        metrics=metrics,
-        train_seconds=seconds,
-        report_dir=report_dir,
-        learn=learn,
-    )
-
-
-def _recipe_dict(recipe: VisionRecipe, *, pretrained: bool) -> dict[str, Any]:
-    out = {k: v for k, v in recipe.__dict__.items() if k not in {"fit", "out_dir", "description"}}
-    out |= {"fit": recipe.fit.as_dict(), "pretrained_used": pretrained}
-    return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.limits import check_files, check_rows
 from service.api.running import run_model
 from service.errors import (
     MSG_EVAL_BOTH,
@@ -18,11 +19,8 @@ from service.errors import (
     MSG_EVAL_NOTHING,
     MSG_NO_ARTIFACT,
     MSG_NO_REPORT,
-    MSG_TOO_MANY_FILES,
-    MSG_TOO_MANY_ROWS,
     InvalidInput,
     NotFound,
-    PayloadTooLarge,
 )
 from service.evaluation import evaluate_labels
 from service.inference.csvio import read_csv_upload
@@ -104,8 +102,7 @@ async def evaluate_tabular(
     entry, predictor = registry.predictor(name, "tabular")
     filename = file.filename or "upload.csv"
     frame = await run_in_threadpool(read_csv_upload, await file.read(), filename=filename)
-    if len(frame) > settings.max_rows:
-        raise PayloadTooLarge(MSG_TOO_MANY_ROWS.format(count=len(frame), limit=settings.max_rows))
+    check_rows(len(frame), settings.max_rows)
     classes = list(predictor.classes)
     actual = target_labels(frame, target=predictor.spec.target, classes=classes, filename=filename)
     prepared = await run_in_threadpool(partial(predictor.prepare_frame, frame, filename=filename))
@@ -136,8 +133,7 @@ async def _labelled_uploads(
         return await run_in_threadpool(read)
     if not files:
         raise InvalidInput(MSG_EVAL_NOTHING)
-    if len(files) > max_files:
-        raise PayloadTooLarge(MSG_TOO_MANY_FILES.format(count=len(files), limit=max_files))
+    check_files(len(files), max_files)
     if len(labels or []) != len(files):
         raise InvalidInput(MSG_EVAL_LABEL_COUNT.format(files=len(files), labels=len(labels or [])))
     uploads = [

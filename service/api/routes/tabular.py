@@ -12,8 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.content import require_json
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.limits import check_rows
 from service.api.running import run_model
-from service.errors import MSG_TOO_MANY_ROWS, PayloadTooLarge
 from service.inference.base import Prediction
 from service.inference.csvio import read_csv_upload, scored_csv
 from service.inference.tabular import PreparedRows, TabularPredictor
@@ -25,11 +25,6 @@ router = APIRouter(prefix="/api/v1/tabular", tags=["tabular"])
 ERRORS = Problem.responses(400, 404, 413, 415, 422, 503)
 # Validating a few rows costs less than a hop to a worker thread; more rows go off the event loop.
 INLINE_ROWS = 32
-
-
-def _check_rows(count: int, limit: int) -> None:
-    if count > limit:
-        raise PayloadTooLarge(MSG_TOO_MANY_ROWS.format(count=count, limit=limit))
 
 
 async def _forward(
@@ -64,7 +59,7 @@ async def predict_rows(
 ) -> TabularPredictResponse:
     """Predict JSON rows; one prediction per row, in order, with per-row warnings."""
     entry, predictor = registry.predictor(name, "tabular")
-    _check_rows(len(body.rows), settings.max_rows)
+    check_rows(len(body.rows), settings.max_rows)
     prepare = partial(predictor.prepare, body.rows)
     prepared = prepare() if len(body.rows) <= INLINE_ROWS else await run_in_threadpool(prepare)
     probs = await _forward(entry, predictor, batchers, prepared)
@@ -88,7 +83,7 @@ async def predict_csv(
     entry, predictor = registry.predictor(name, "tabular")
     filename = file.filename or "upload.csv"
     frame = await run_in_threadpool(read_csv_upload, await file.read(), filename=filename)
-    _check_rows(len(frame), settings.max_rows)
+    check_rows(len(frame), settings.max_rows)
     prepared = await run_in_threadpool(partial(predictor.prepare_frame, frame, filename=filename))
     probs = await _forward(entry, predictor, batchers, prepared)
     if "text/csv" in request.headers.get("accept", ""):

@@ -8,8 +8,8 @@ from fastapi import APIRouter, File, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.limits import check_files
 from service.api.running import run_model
-from service.errors import MSG_TOO_MANY_FILES, PayloadTooLarge
 from service.inference.images import UploadedImage
 from service.schemas.predict import TopK, VisionPrediction, VisionPredictResponse
 from service.schemas.problem import Problem
@@ -37,8 +37,7 @@ async def predict_images(
     """Classify each uploaded image; predictions come back in upload order."""
     entry, predictor = registry.predictor(name, "vision")
     k = top_k or settings.default_top_k
-    if len(files) > settings.max_files:
-        raise PayloadTooLarge(MSG_TOO_MANY_FILES.format(count=len(files), limit=settings.max_files))
+    check_files(len(files), settings.max_files)
     uploads = [
         UploadedImage(filename=f.filename or f"file{i}", data=await f.read()) for i, f in enumerate(files)
     ]
