@@ -10,7 +10,7 @@ export FASTAI_SERVE_CHROMIUM := $(CHROMIUM)
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install browser models run test test-slow lint format typecheck bench clean
+.PHONY: help install browser models run test test-slow lint format typecheck bench bench-record clean
 
 help:
 	@echo "make run        set up .venv, build demo models if missing, serve on 0.0.0.0:8000"
@@ -66,10 +66,17 @@ clean:
 	rm -rf .cache .pytest_cache .mypy_cache .ruff_cache
 
 # In-process and HTTP benchmark against fastai's own paths, the naive server and the compute floor.
+# Results go to .cache/bench/results.json (ignored); `make bench-record` keeps the last run in
+# bench/results.json, the tracked reference, on purpose only.
 bench: models
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 \
 		|| echo "wrk is not installable here: the benchmark uses its httpx load generator"
 	$(BIN)/python bench/run.py
+
+bench-record:
+	@test -f .cache/bench/results.json || (echo "no run to record: make bench first" && false)
+	cp .cache/bench/results.json bench/results.json
+	@echo "bench/results.json updated from the last run; commit it with the numbers in the message"
 
 # Build the image and run it, then the compose file, on docker or podman; checks both demo models.
 .PHONY: docker-smoke

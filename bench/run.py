@@ -1,7 +1,8 @@
 """`make bench`: our predictors vs fastai's own paths vs the compute floor, in-process and over HTTP.
 
 Everything runs in one go on this machine with the demo models, so the ratios compare like with like.
-Results are printed as a table and written to bench/results.json.
+Results are printed as a table and written to .cache/bench/results.json (ignored by git); `make bench-record`
+copies a run to the tracked bench/results.json on purpose.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.api.app import configure_torch_threads  # noqa: E402
 from service.device import device_label, resolve_device  # noqa: E402
 from service.inference.csvio import read_csv_upload  # noqa: E402
 from service.inference.images import UploadedImage  # noqa: E402
@@ -42,10 +42,11 @@ from service.inference.tabular import TabularPredictor  # noqa: E402
 from service.inference.vision import VisionPredictor  # noqa: E402
 from service.loading import load_exported_learner, prepare_for_serving  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.startup import configure_torch_threads  # noqa: E402
 from service.training import data  # noqa: E402
 
 STORE = ROOT / "model_store"
-RESULTS = ROOT / "bench" / "results.json"
+RESULTS = ROOT / ".cache" / "bench" / "results.json"
 
 
 def per_call(fn: Callable[[], Any], *, seconds: float = 2.0, min_calls: int = 3) -> float:
@@ -119,12 +120,12 @@ def in_process(device: torch.device) -> dict[str, Any]:
 
     jpegs = cifar_jpegs(256)
     uploads = [UploadedImage(f"{i}.jpg", b) for i, b in enumerate(jpegs)]
-    ours_vis = per_call(lambda: vpred.predict(vpred.decode(uploads)), seconds=3.0)
-    images = vpred.decode(uploads)
+    ours_vis = per_call(lambda: vpred.predict(uploads), seconds=3.0)
+    images = vpred.prepare(uploads).images
     fastai_vis = per_call(lambda: _get_preds(vis, images), seconds=3.0) + per_call(
-        lambda: vpred.decode(uploads)
+        lambda: vpred.prepare(uploads)
     )
-    decode = per_call(lambda: vpred.decode(uploads))
+    decode = per_call(lambda: vpred.prepare(uploads))
     batch = vpred._after_batch((torch.stack([vpred._after_item((im,))[0] for im in images]).to(device),))[0]
     floor_fwd, vbs = _best_floor(lambda s: vis.model(batch[s]), len(images), (32, 64, 128, 256))
     floor_vis = floor_fwd + decode
@@ -175,6 +176,7 @@ def start_server(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[b
         sys.executable,
         "-m",
         "uvicorn",
+        *(["--factory"] if app.endswith(":create_app") else []),
         app,
         "--host",
         "127.0.0.1",
@@ -309,7 +311,7 @@ def http(seconds: float, rss_requests: int) -> dict[str, Any]:
         "vision": {"files": [("files", ("plane.jpg", cifar_jpegs(1)[0], "image/jpeg"))]},
     }
     out: dict[str, Any] = {}
-    for label, app in (("ours", "service.api.app:app"), ("naive", "bench.naive_server:app")):
+    for label, app in (("ours", "service.api.app:create_app"), ("naive", "bench.naive_server:app")):
         port = free_port()
         proc = start_server(app, port, env)
         try:
@@ -419,6 +421,7 @@ def main() -> None:
         print(table(results))
     else:
         print(json.dumps(results["in_process"], indent=1))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
 

@@ -25,7 +25,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     uvicorn.run(
-        "service.api.app:app",
+        "service.api.app:create_app",
+        factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
@@ -121,7 +122,7 @@ def _fit_options(args: argparse.Namespace) -> FitOptions:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from service.training.compare import compare_reports
+    from service.reports.compare import compare_reports
 
     print(compare_reports(_store(args), args.models))
     return 0

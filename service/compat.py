@@ -36,17 +36,6 @@ NAME_MOVES: dict[tuple[str, str], tuple[str, str]] = {
 # Objects a notebook leaves inside a learner (progress bar display handles); never needed to predict.
 NOTEBOOK_MODULES = ("IPython", "ipykernel", "ipywidgets")
 
-MSG_OLD_FASTAI = (
-    "this learner was probably exported by {made_by} and could not be loaded with fastai 2.8 even after "
-    "compatibility fixes ({reason}). Load it in the fastai version that made it, check it predicts, and "
-    "re-export it with `learn.export()` from fastai 2.8 (or report the error with the file's origin)."
-)
-MSG_MISSING_MODULE = (
-    "the learner needs the Python module {module!r}, which the server cannot import (probably exported by "
-    "{made_by}). Functions and classes the learner was built with must be importable where it is served: "
-    "install the package that defines them, or define them in a module on the server's PYTHONPATH."
-)
-
 
 class NotebookLeftover:
     """Inert stand-in for an object pickled from a notebook (e.g. IPython's DisplayHandle)."""

@@ -6,18 +6,18 @@ import re
 
 import torch
 
+from service.errors import MSG_DEVICE_SETTING, MSG_NO_CUDA, MSG_NO_SUCH_CUDA, DeviceUnavailable
+
+__all__ = ["DeviceUnavailable", "device_label", "parse_device_setting", "resolve_device"]
+
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
-
-
-class DeviceUnavailable(RuntimeError):
-    """The configured device does not exist on this machine."""
 
 
 def parse_device_setting(value: str) -> tuple[str, int | None]:
     """Split a device setting into kind and index, rejecting anything else."""
     match = _DEVICE_RE.match(value.strip().lower())
     if match is None or (match.group(1) != "cuda" and match.group(2) is not None):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+        raise ValueError(MSG_DEVICE_SETTING.format(value=value))
     index = match.group(2)
     return match.group(1), None if index is None else int(index)
 
@@ -36,10 +36,10 @@ def resolve_device(
     if kind == "auto":
         return torch.device("cuda:0") if cuda_available and cuda_count > 0 else torch.device("cpu")
     if not cuda_available or cuda_count == 0:
-        raise DeviceUnavailable(f"device {value!r} was requested but CUDA is not available on this machine")
+        raise DeviceUnavailable(MSG_NO_CUDA.format(value=value))
     index = index or 0
     if index >= cuda_count:
-        raise DeviceUnavailable(f"device {value!r} was requested but only {cuda_count} CUDA device(s) exist")
+        raise DeviceUnavailable(MSG_NO_SUCH_CUDA.format(value=value, count=cuda_count))
     return torch.device(f"cuda:{index}")
 
 

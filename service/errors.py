@@ -1,6 +1,8 @@
-"""Domain errors raised by the registry and predictors; `service.api.problems` maps them to HTTP.
+"""Every domain error and every user-facing message of the service, in one place.
 
-The messages live here so tests can assert them.
+The registry, loaders and predictors raise these and know nothing about HTTP; each front door maps them to
+its own wire format (`service.api.problems` for /api/v1: problem+json). The messages live here so tests
+can assert them.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MSG_MODEL_NOT_FOUND = "model {name!r} does not exist"
-MSG_WRONG_KIND = "model {name!r} is a {kind} model; use {path}"
+MSG_WRONG_KIND = "model {name!r} is a {kind} model, not a {wanted} one"
+# What /api/v1 says for a WrongModelKind: the model exists, and this is the path that serves it.
+MSG_WRONG_KIND_PATH = "model {name!r} is a {kind} model; use {path}"
 MSG_NO_SCHEMA_FOR_VISION = (
     "model {name!r} is a vision model; it takes images, see input_schema in /api/v1/models/{name}"
 )
@@ -65,6 +69,36 @@ MSG_SHARE_NO_SIDECAR = (
 MSG_SHARE_TIMEOUT = "the ngrok sidecar at {url} did not answer within {timeout:g} s"
 MSG_SHARE_BAD_ANSWER = "the ngrok sidecar at {url} answered {what}, not its list of tunnels"
 MSG_SHARE_NO_TUNNEL = "the ngrok sidecar at {url} has no https tunnel (yet); its log says why"
+MSG_OVERLOADED = "model {name!r} is overloaded ({pending} items queued); retry shortly"
+MSG_REQUEST_INVALID = "{count} problem(s) in the request"
+MSG_INTERNAL = "internal error; the request was not processed (see the server log)"
+
+# Loading a model from the store.
+MSG_NO_LEARNER_FILE = "no model.pkl or export.pkl in {folder}"
+MSG_SHA_MISMATCH = "sha256 of {file} is {actual}, the manifest says {expected}; refusing to unpickle it"
+MSG_BAD_MANIFEST = "model.json is not valid JSON: {reason}"
+MSG_SELF_CHECK = (
+    "the learner loaded but cannot predict one input built from its own schema ({reason}); it was "
+    "probably exported by {made_by}: check it predicts there and re-export it with fastai 2.8"
+)
+MSG_UNKNOWN_KIND = (
+    "cannot tell what kind of learner this is ({dls}); tabular and vision classifiers are supported"
+)
+MSG_NOT_A_LEARNER = "{file} does not hold a fastai Learner (found {type})"
+MSG_OUTSIDE_STORE = "{file} is outside the model store; only files inside it are ever unpickled"
+MSG_OLD_FASTAI = (
+    "this learner was probably exported by {made_by} and could not be loaded with fastai 2.8 even after "
+    "compatibility fixes ({reason}). Load it in the fastai version that made it, check it predicts, and "
+    "re-export it with `learn.export()` from fastai 2.8 (or report the error with the file's origin)."
+)
+MSG_MISSING_MODULE = (
+    "the learner needs the Python module {module!r}, which the server cannot import (probably exported by "
+    "{made_by}). Functions and classes the learner was built with must be importable where it is served: "
+    "install the package that defines them, or define them in a module on the server's PYTHONPATH."
+)
+MSG_DEVICE_SETTING = "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}"
+MSG_NO_CUDA = "device {value!r} was requested but CUDA is not available on this machine"
+MSG_NO_SUCH_CUDA = "device {value!r} was requested but only {count} CUDA device(s) exist"
 
 
 @dataclass
@@ -84,6 +118,15 @@ class ServiceError(Exception):
 class ModelNotFound(ServiceError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail=detail, status=404, title="Model not found")
+
+
+class WrongModelKind(ServiceError):
+    """The model exists but is of another kind than the path or protocol asked for (still a 404)."""
+
+    def __init__(self, *, name: str, kind: str, wanted: str) -> None:
+        self.name, self.kind, self.wanted = name, kind, wanted
+        detail = MSG_WRONG_KIND.format(name=name, kind=kind, wanted=wanted)
+        super().__init__(detail=detail, status=404, title="Wrong model kind")
 
 
 class ModelNotReady(ServiceError):
@@ -142,3 +185,18 @@ class ModelFault(ServiceError):
 class RequestTimeout(ServiceError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail=detail, status=504, title="Request timeout")
+
+
+class Overloaded(ServiceError):
+    """A model's queue is full: this request is refused at once rather than left to time out."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, status=503, title="Overloaded", headers={"Retry-After": "1"})
+
+
+class LoadError(RuntimeError):
+    """A learner file could not be turned into a servable learner; the message says why."""
+
+
+class DeviceUnavailable(RuntimeError):
+    """The configured device does not exist on this machine."""

@@ -11,14 +11,18 @@ from typing import Any
 
 import torch
 
+from service.errors import (
+    MSG_MISSING_MODULE,
+    MSG_NOT_A_LEARNER,
+    MSG_OLD_FASTAI,
+    MSG_OUTSIDE_STORE,
+    LoadError,
+)
+
 logger = logging.getLogger(__name__)
 
-MSG_NOT_A_LEARNER = "{file} does not hold a fastai Learner (found {type})"
-MSG_OUTSIDE_STORE = "{file} is outside the model store; only files inside it are ever unpickled"
-
-
-class LoadError(RuntimeError):
-    """A learner file could not be turned into a servable learner; the message says why."""
+# The names `Learner.export()` files go by in a model's folder, in order of preference.
+LEARNER_FILES = ("model.pkl", "export.pkl")
 
 
 def sha256_of(path: Path) -> str:
@@ -27,6 +31,11 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def find_learner_file(folder: Path) -> Path | None:
+    """The exported learner in a model's folder, or None when there is none."""
+    return next((folder / name for name in LEARNER_FILES if (folder / name).is_file()), None)
 
 
 def ensure_inside(path: Path, root: Path) -> Path:
@@ -72,10 +81,10 @@ def load_exported_learner(path: Path) -> LoadedLearner:
         try:
             learn = compat.load_with_compat(path, report)
         except ModuleNotFoundError as exc:
-            raise LoadError(compat.MSG_MISSING_MODULE.format(module=exc.name, made_by=made_by)) from None
+            raise LoadError(MSG_MISSING_MODULE.format(module=exc.name, made_by=made_by)) from None
         except Exception as exc:  # noqa: BLE001 - whatever it is, the message must say what to do
             reason = f"{type(exc).__name__}: {exc}"
-            raise LoadError(compat.MSG_OLD_FASTAI.format(made_by=made_by, reason=reason)) from None
+            raise LoadError(MSG_OLD_FASTAI.format(made_by=made_by, reason=reason)) from None
         notes = report.notes or [
             f"plain loading failed with {type(first).__name__}; the compat unpickler succeeded"
         ]

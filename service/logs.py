@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 
@@ -9,7 +11,7 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
     """A `logging.config.dictConfig` for uvicorn's `log_config`; uvicorn's own access log is replaced by
     the service's request line (fastai_serve.access), which carries the request id and model."""
     formatter = (
-        {"()": "service.api.requests.JsonFormatter"}
+        {"()": "service.logs.JsonFormatter"}
         if fmt == "json"
         else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
     )
@@ -27,3 +29,23 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     }
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log shippers parse without a grok pattern."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        try:
+            payload = json.loads(message) if message.startswith("{") else {"message": message}
+        except json.JSONDecodeError:
+            payload = {"message": message}
+        out = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            **payload,
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)

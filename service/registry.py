@@ -1,8 +1,8 @@
-"""The model registry: discovers `model_store/<name>/`, loads learners off the event loop."""
+"""The model registry: discovers `model_store/<name>/`, loads learners off the event loop, and answers
+"which ready predictor serves this name?" for every front door (it knows nothing about HTTP)."""
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import threading
@@ -10,38 +10,41 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from service.device import DeviceUnavailable, device_label, resolve_device
+from service.device import device_label, resolve_device
 from service.errors import (
+    MSG_BAD_MANIFEST,
     MSG_MODEL_FAILED,
     MSG_MODEL_LOADING,
     MSG_MODEL_NOT_FOUND,
+    MSG_NO_LEARNER_FILE,
     MSG_RELOAD_FAILED,
-    MSG_WRONG_KIND,
+    MSG_SELF_CHECK,
+    MSG_SHA_MISMATCH,
+    DeviceUnavailable,
+    LoadError,
     ModelNotFound,
     ModelNotReady,
     ReloadFailed,
+    WrongModelKind,
 )
-from service.loading import LoadError, ensure_inside, load_exported_learner, prepare_for_serving, sha256_of
+from service.inference.kinds import build_predictor, detect_kind
+from service.inference.predictor import AnyPredictor, ModelKind
+from service.loading import (
+    ensure_inside,
+    find_learner_file,
+    load_exported_learner,
+    prepare_for_serving,
+    sha256_of,
+)
 
 logger = logging.getLogger(__name__)
 
-LEARNER_FILES = ("model.pkl", "export.pkl")
 MANIFEST_FILE = "model.json"
-KIND_PATHS = {"tabular": "/api/v1/tabular/{name}/predict", "vision": "/api/v1/vision/{name}/predict"}
-MSG_NO_LEARNER_FILE = "no model.pkl or export.pkl in {folder}"
-MSG_SHA_MISMATCH = "sha256 of {file} is {actual}, the manifest says {expected}; refusing to unpickle it"
-MSG_BAD_MANIFEST = "model.json is not valid JSON: {reason}"
-MSG_SELF_CHECK = (
-    "the learner loaded but cannot predict one input built from its own schema ({reason}); it was "
-    "probably exported by {made_by}: check it predicts there and re-export it with fastai 2.8"
-)
-MSG_UNKNOWN_KIND = (
-    "cannot tell what kind of learner this is ({dls}); tabular and vision classifiers are supported"
-)
+P = TypeVar("P", bound=AnyPredictor)
 
 
 class ModelStatus(StrEnum):
@@ -58,7 +61,7 @@ class ModelEntry:
     folder: Path
     status: ModelStatus = ModelStatus.LOADING
     error: str | None = None
-    kind: str | None = None
+    kind: ModelKind | None = None
     version: str | None = None
     description: str | None = None
     created_at: str | None = None
@@ -66,7 +69,7 @@ class ModelEntry:
     metrics: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
     compat: dict[str, Any] | None = None
-    predictor: Any = None
+    predictor: AnyPredictor | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -74,32 +77,6 @@ class ModelEntry:
 
     def fail(self, reason: str) -> None:
         self.status, self.error, self.predictor = ModelStatus.FAILED, reason, None
-
-
-def detect_kind(learn: Any) -> str:
-    """Tabular learners carry procs and column names; vision ones resize images per item."""
-    dls = learn.dls
-    if hasattr(dls, "cont_names") and hasattr(dls, "cat_names"):
-        return "tabular"
-    after_item = getattr(dls, "after_item", None)
-    names = {type(t).__name__ for t in getattr(after_item, "fs", [])}
-    if names & {"Resize", "RandomResizedCrop", "ToTensor"}:
-        return "vision"
-    raise LoadError(MSG_UNKNOWN_KIND.format(dls=type(dls).__name__))
-
-
-def build_predictor(kind: str, learn: Any, *, max_image_pixels: int | None = None) -> Any:
-    if kind == "tabular":
-        from service.inference.tabular import TabularPredictor
-
-        return TabularPredictor(learn)
-    from service.inference.vision import VisionPredictor
-
-    return (
-        VisionPredictor(learn)
-        if max_image_pixels is None
-        else VisionPredictor(learn, max_pixels=max_image_pixels)
-    )
 
 
 class ModelRegistry:
@@ -131,10 +108,6 @@ class ModelRegistry:
             return
         for entry in list(self._entries.values()):
             self.load_entry(entry, device)
-        # Learners and libraries are long-lived: keep them out of every later garbage collection, which
-        # otherwise rescans millions of objects and stalls big requests for hundreds of milliseconds.
-        gc.collect()
-        gc.freeze()
         self._loaded.set()
 
     def load_entry(self, entry: ModelEntry, device: torch.device) -> None:
@@ -147,7 +120,7 @@ class ModelRegistry:
 
     def _load(self, entry: ModelEntry, device: torch.device) -> None:
         manifest = self._read_manifest(entry)
-        learner_file = next((entry.folder / f for f in LEARNER_FILES if (entry.folder / f).is_file()), None)
+        learner_file = find_learner_file(entry.folder)
         if learner_file is None:
             raise LoadError(MSG_NO_LEARNER_FILE.format(folder=entry.folder))
         learner_file = ensure_inside(learner_file, self.store)
@@ -191,7 +164,8 @@ class ModelRegistry:
             raise LoadError(MSG_BAD_MANIFEST.format(reason=exc)) from None
         if not isinstance(data, dict):
             raise LoadError(MSG_BAD_MANIFEST.format(reason="top level is not an object"))
-        entry.kind = data.get("kind")
+        kind = data.get("kind")
+        entry.kind = ModelKind(kind) if isinstance(kind, str) and kind in set(ModelKind) else None
         return data
 
     # reloading ------------------------------------------------------------------------------------
@@ -249,7 +223,7 @@ class ModelRegistry:
 
     @staticmethod
     def _changed(entry: ModelEntry) -> bool:
-        learner_file = next((entry.folder / f for f in LEARNER_FILES if (entry.folder / f).is_file()), None)
+        learner_file = find_learner_file(entry.folder)
         return learner_file is None or sha256_of(learner_file) != entry.sha256
 
     def _folders(self) -> list[Path]:
@@ -274,14 +248,21 @@ class ModelRegistry:
             raise ModelNotFound(MSG_MODEL_NOT_FOUND.format(name=name))
         return entry
 
-    def predictor(self, name: str, kind: str) -> tuple[ModelEntry, Any]:
-        """The ready predictor of `name`, which must be of `kind`."""
+    def predictor(self, name: str, predictor_type: type[P]) -> tuple[ModelEntry, P]:
+        """The ready predictor of `name`, which must be a `predictor_type` (so of that type's kind).
+
+        404 when there is no such model, or when it is of another kind (`WrongModelKind` says which);
+        503 while it loads or once it failed.
+        """
         entry = self.get(name)
-        if entry.kind is not None and entry.kind != kind:
-            path = KIND_PATHS[entry.kind].format(name=name)
-            raise ModelNotFound(MSG_WRONG_KIND.format(name=name, kind=entry.kind, path=path))
+        wanted = predictor_type.kind
+        if entry.kind is not None and entry.kind != wanted:
+            raise WrongModelKind(name=name, kind=entry.kind, wanted=wanted)
         if entry.status is ModelStatus.LOADING:
             raise ModelNotReady(MSG_MODEL_LOADING.format(name=name))
-        if entry.status is ModelStatus.FAILED or entry.predictor is None:
+        predictor = entry.predictor
+        if entry.status is ModelStatus.FAILED or predictor is None:
             raise ModelNotReady(MSG_MODEL_FAILED.format(name=name, reason=entry.error))
-        return entry, entry.predictor
+        if not isinstance(predictor, predictor_type):
+            raise WrongModelKind(name=name, kind=predictor.kind, wanted=wanted)
+        return entry, predictor

@@ -69,7 +69,7 @@ class ShareLookup:
         try:
             # One deadline for the whole exchange (name lookup, connect, read), not one per phase.
             response = await asyncio.wait_for(self._client.get(self.api_url), self.timeout_s)
-        except (asyncio.TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpx.TimeoutException):
             return self._none(MSG_SHARE_TIMEOUT.format(url=self.api_url, timeout=self.timeout_s))
         except httpx.HTTPError as exc:
             error = str(exc) or type(exc).__name__

@@ -2,7 +2,7 @@
 // label and top-k probabilities from one batched request.
 import { api } from "./api.js";
 import { busy, clear, errorBox, h, pct } from "./dom.js";
-import { NOT_AN_IMAGE, sniffImage } from "./sniff.js";
+import { NOT_AN_IMAGE, compileSignatures, sniffImage } from "./sniff.js";
 
 /** Object URLs of the current thumbnails; all revoked whenever the selection is replaced. */
 class Thumbnails {
@@ -62,6 +62,7 @@ function showTileError(t, err) {
 export function renderVision(root, detail) {
   const schema = detail.input_schema || {};
   const accept = (schema.accepted_types || ["image/*"]).join(",");
+  const signatures = compileSignatures(schema.signatures);
   const thumbs = new Thumbnails();
   let generation = 0;
   let inflight = null;
@@ -96,7 +97,7 @@ export function renderVision(root, detail) {
     clear(grid, tiles.map((t) => t.el));
     if (!tiles.length) return;
     // Sniff every file (12 bytes each) before any <img> exists, so a non-image never shows a broken icon.
-    const kinds = await Promise.all(tiles.map((t) => sniffImage(t.file).catch(() => null)));
+    const kinds = await Promise.all(tiles.map((t) => sniffImage(t.file, signatures).catch(() => null)));
     if (mine !== generation) return;
     const images = [];
     tiles.forEach((t, i) => {

@@ -1,52 +1,47 @@
-"""Application factory: `create_app(settings)`; `app` at module level is what uvicorn serves."""
+"""The application factory, `create_app(settings)`: nothing is built at import.
+
+uvicorn calls it as a factory (`uvicorn --factory service.api.app:create_app`, which `fastai-serve serve`
+and the Docker image do); tests build a fresh app per settings.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
 from service.api.frontend import install_frontend
-from service.api.limits import BodySizeLimitMiddleware
-from service.api.metrics import RequestMetricsMiddleware
+from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
-from service.api.requests import RequestContextMiddleware
 from service.api.routes import admin, health, models, ops, reports, share, tabular, vision
-from service.inference.batcher import BatcherPool
-from service.metrics import Metrics
+from service.inference.batching import BatcherPool
 from service.registry import ModelRegistry
 from service.settings import Settings, get_settings
 from service.share import ShareLookup
+from service.startup import start_models
+from service.telemetry import Metrics
 
 logger = logging.getLogger(__name__)
 
 
-def configure_torch_threads(settings: Settings) -> None:
-    """One intra-op thread per core this process may use, unless configured otherwise."""
-    threads = settings.torch_threads or len(os.sched_getaffinity(0))
-    torch.set_num_threads(max(1, threads))
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The whole service over `settings` (default: the environment and `.env`)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_torch_threads(settings)
         registry = ModelRegistry(
             store=settings.model_store, device=settings.device, max_image_pixels=settings.max_image_pixels
         )
         registry.discover()
         app.state.registry = registry
-        # Loading runs in a worker thread so /health/live answers while learners unpickle.
-        loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
+        # The start-up step runs as a task so /health/live answers while learners unpickle.
+        loading = asyncio.create_task(start_models(registry, settings))
         app.state.batchers = BatcherPool(
             max_batch=settings.batch_max_size,
             max_wait_ms=settings.batch_max_wait_ms,
@@ -93,6 +88,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Last: the frontend's mount at / would otherwise shadow routes added after it.
     install_frontend(app, settings.frontend_dir)
     return app
-
-
-app = create_app()

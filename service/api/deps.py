@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from service.errors import MSG_ADMIN_DISABLED, MSG_API_KEY_MISSING, MSG_API_KEY_WRONG, Forbidden, Unauthorized
-from service.inference.batcher import BatcherPool
+from service.inference.batching import BatcherPool
 from service.registry import ModelRegistry
 from service.settings import Settings
 from service.share import ShareLookup

@@ -1,4 +1,4 @@
-"""The one place where errors become HTTP: problem+json bodies, never a stack trace."""
+"""The one place where errors become /api/v1 answers: problem+json bodies, never a stack trace."""
 
 from __future__ import annotations
 
@@ -11,13 +11,31 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import ServiceError
+from service.errors import (
+    MSG_INTERNAL,
+    MSG_REQUEST_INVALID,
+    MSG_WRONG_KIND_PATH,
+    ServiceError,
+    WrongModelKind,
+)
+from service.inference.predictor import ModelKind
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-MSG_REQUEST_INVALID = "{count} problem(s) in the request"
-MSG_INTERNAL = "internal error; the request was not processed (see the server log)"
+# Where each kind is served on /api/v1: what the answer to a WrongModelKind points to.
+PREDICT_PATHS = {
+    ModelKind.TABULAR: "/api/v1/tabular/{name}/predict",
+    ModelKind.VISION: "/api/v1/vision/{name}/predict",
+}
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """The body limit, raised from inside the body stream: an HTTPException, so that FastAPI's body
+    parsing re-raises it instead of calling it a malformed body (400)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(status_code=413, detail=detail)
 
 
 def problem_response(
@@ -47,11 +65,20 @@ def _clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def problem_for(error: ServiceError) -> JSONResponse:
+    """The problem+json answer to a domain error."""
+    detail = error.detail
+    if isinstance(error, WrongModelKind):  # the model exists: name the path that serves it
+        path = PREDICT_PATHS[ModelKind(error.kind)].format(name=error.name)
+        detail = MSG_WRONG_KIND_PATH.format(name=error.name, kind=error.kind, path=path)
+    return problem_response(
+        status=error.status, title=error.title, detail=detail, errors=error.errors, headers=error.headers
+    )
+
+
 async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return problem_response(
-        status=exc.status, title=exc.title, detail=exc.detail, errors=exc.errors, headers=exc.headers
-    )
+    return problem_for(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -19,6 +19,7 @@ from service.errors import (
     UnsupportedMedia,
 )
 from service.inference.images import sniff_format
+from service.inference.predictor import labels_of
 
 
 def read_csv_upload(data: bytes, *, filename: str) -> pd.DataFrame:
@@ -57,14 +58,20 @@ def rows_for(frame: pd.DataFrame, columns: list[str], *, filename: str) -> list[
         raise InvalidInput(
             detail, [{"loc": ["file", c], "msg": "column missing", "type": "missing"} for c in missing]
         )
+    return cells_as_rows(frame, columns)
+
+
+def cells_as_rows(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    """`columns` of each row as a dict, blank cells as None (what a JSON client sends for them)."""
     subset = frame[columns].astype(object).where(frame[columns].notna(), None)
-    return subset.to_dict(orient="records")
+    rows: list[dict[str, Any]] = subset.to_dict(orient="records")
+    return rows
 
 
 def scored_csv(frame: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> str:
     """The input CSV plus `prediction` and one `p_<class>` column per class."""
     out = frame.copy()
-    out["prediction"] = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
+    out["prediction"] = labels_of(probs, classes)
     for j, cls in enumerate(classes):
         out[f"p_{cls}"] = np.round(probs[:, j].astype(np.float64), 6)
-    return out.to_csv(index=False)
+    return str(out.to_csv(index=False))

@@ -19,17 +19,39 @@ from service.errors import (
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
-# Leading bytes of every format we accept, and the media type each one is.
-_MAGIC: list[tuple[bytes, str, str]] = [
-    (b"\xff\xd8\xff", "JPEG", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "PNG", "image/png"),
-    (b"GIF87a", "GIF", "image/gif"),
-    (b"GIF89a", "GIF", "image/gif"),
-    (b"BM", "BMP", "image/bmp"),
-    (b"II*\x00", "TIFF", "image/tiff"),
-    (b"MM\x00*", "TIFF", "image/tiff"),
-]
-ACCEPTED_TYPES = sorted({media for _, _, media in _MAGIC} | {"image/webp"})
+
+@dataclass(frozen=True)
+class ImageSignature:
+    """A format we accept, told from the file's bytes: each (offset, bytes) part must match."""
+
+    format: str
+    media_type: str
+    parts: tuple[tuple[int, bytes], ...]
+
+    def matches(self, data: bytes) -> bool:
+        return all(data[offset : offset + len(magic)] == magic for offset, magic in self.parts)
+
+    def schema(self) -> dict[str, object]:
+        """As the vision input schema lists it, so a client (the frontend) checks files the same way."""
+        return {
+            "format": self.format,
+            "media_type": self.media_type,
+            "parts": [{"offset": offset, "hex": magic.hex()} for offset, magic in self.parts],
+        }
+
+
+# The one table of accepted formats: the server sniffs with it, and clients read it from the schema.
+SIGNATURES = (
+    ImageSignature("JPEG", "image/jpeg", ((0, b"\xff\xd8\xff"),)),
+    ImageSignature("PNG", "image/png", ((0, b"\x89PNG\r\n\x1a\n"),)),
+    ImageSignature("GIF", "image/gif", ((0, b"GIF87a"),)),
+    ImageSignature("GIF", "image/gif", ((0, b"GIF89a"),)),
+    ImageSignature("BMP", "image/bmp", ((0, b"BM"),)),
+    ImageSignature("TIFF", "image/tiff", ((0, b"II*\x00"),)),
+    ImageSignature("TIFF", "image/tiff", ((0, b"MM\x00*"),)),
+    ImageSignature("WEBP", "image/webp", ((0, b"RIFF"), (8, b"WEBP"))),
+)
+ACCEPTED_TYPES = sorted({signature.media_type for signature in SIGNATURES})
 
 
 @dataclass(frozen=True)
@@ -40,12 +62,7 @@ class UploadedImage:
 
 def sniff_format(data: bytes) -> str | None:
     """The image format named by the file's leading bytes, or None when it is not one we accept."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    for magic, name, _ in _MAGIC:
-        if data.startswith(magic):
-            return name
-    return None
+    return next((signature.format for signature in SIGNATURES if signature.matches(data)), None)
 
 
 def decode_image(upload: UploadedImage, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -1,11 +1,11 @@
-"""Tabular learners: the input schema read from the learner's procs, and batch prediction."""
+"""Tabular learners: rows (JSON or CSV) validated against the learner's spec and predicted as one batch."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property, partial
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -21,107 +21,21 @@ from service.errors import (
     MSG_UNSEEN_CATEGORY,
     InvalidInput,
 )
-from service.inference.base import (
-    LearnerRunner,
-    ModelRunner,
-    Prediction,
-    predictions_from_probs,
-    split_rows,
-)
 from service.inference.csvio import rows_for
+from service.inference.predictor import ModelKind, Prediction, predictions_from_probs, split_rows
+from service.inference.runtime import FastaiPipeline, TorchModel
 from service.inference.tabular_encoder import TabularEncoder
+from service.inference.tabular_spec import (
+    CategoricalColumn,
+    TabularSpec,
+    normalise_category,
+    spec_from_learner,
+)
 
-NA_CATEGORY = "#na#"
 _UNMATCHED = object()
 _NUMBER_TYPES = {int, float, type(None)}
 _TEXT_TYPES = {str, type(None)}
 CategoryValue = str | int | float
-
-
-def normalise_category(value: Any) -> str:
-    """The key tolerant matching uses: surrounding whitespace and case do not count."""
-    return str(value).strip().casefold()
-
-
-@dataclass(frozen=True)
-class CategoricalColumn:
-    """One categorical input; both lookups are built once per model, so matching is a dict lookup."""
-
-    name: str
-    categories: list[Any]
-    lookup: dict[str, Any]  # str(value) -> canonical category
-    tolerant: dict[str, Any]  # normalise_category(value) -> canonical category
-
-    @classmethod
-    def from_classes(cls, name: str, classes: list[Any]) -> CategoricalColumn:
-        known = [c for c in classes if c != NA_CATEGORY]
-        tolerant: dict[str, Any] = {}
-        for category in known:
-            tolerant.setdefault(normalise_category(category), category)
-        return cls(name=name, categories=known, lookup={str(c): c for c in known}, tolerant=tolerant)
-
-    @cached_property
-    def index(self) -> pd.Index:
-        """Text of each category, for resolving a whole column of CSV cells in one call."""
-        return pd.Index(list(self.lookup), dtype=object)
-
-    @cached_property
-    def canonical(self) -> np.ndarray:
-        """Categories in `index` order, plus NaN last: position -1 (no match) picks it."""
-        return np.array([*self.lookup.values(), np.nan], dtype=object)
-
-    def schema(self) -> dict[str, Any]:
-        return {"name": self.name, "type": "categorical", "categories": [str(c) for c in self.categories]}
-
-
-@dataclass(frozen=True)
-class ContinuousColumn:
-    name: str
-    mean: float | None
-    std: float | None
-    fill: float | None  # what FillMissing puts in for a missing value; None when it cannot
-
-    @property
-    def nullable(self) -> bool:
-        return self.fill is not None
-
-    def schema(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": "continuous",
-            "mean": self.mean,
-            "std": self.std,
-            "nullable": self.nullable,
-        }
-
-
-@dataclass(frozen=True)
-class TabularSpec:
-    """Everything a client needs to send one row, derived from the learner itself."""
-
-    categorical: list[CategoricalColumn]
-    continuous: list[ContinuousColumn]
-    target: str
-    classes: list[str]
-
-    @property
-    def column_names(self) -> list[str]:
-        return [c.name for c in self.continuous] + [c.name for c in self.categorical]
-
-    def input_schema(self) -> dict[str, Any]:
-        columns = [c.schema() for c in self.continuous] + [c.schema() for c in self.categorical]
-        return {"columns": columns, "target": self.target}
-
-
-def _proc(dls: Any, name: str) -> Any:
-    return getattr(dls.procs, name, None)
-
-
-def _scalar(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return None if math.isnan(number) else number
 
 
 def _is_missing(value: Any) -> bool:
@@ -143,42 +57,6 @@ def _parse_numbers(cells: pd.Series) -> np.ndarray | None:
     return values if np.isfinite(values[~absent]).all() else None
 
 
-def spec_from_learner(learn: Any) -> TabularSpec:
-    """Read columns, categories, fill values, normalisation and classes from a tabular learner."""
-    dls = learn.dls
-    categorify, fill_missing, normalize = (
-        _proc(dls, "categorify"),
-        _proc(dls, "fill_missing"),
-        _proc(dls, "normalize"),
-    )
-    na_dict: dict[str, Any] = dict(getattr(fill_missing, "na_dict", {}) or {})
-    flags = {f"{col}_na" for col in na_dict}
-    categorical = []
-    for name in dls.cat_names:
-        if name in flags:
-            continue
-        classes = list(categorify.classes[name]) if categorify is not None else []
-        categorical.append(CategoricalColumn.from_classes(name, classes))
-    means = getattr(normalize, "means", {}) or {}
-    stds = getattr(normalize, "stds", {}) or {}
-    continuous = [
-        ContinuousColumn(
-            name=name,
-            mean=_scalar(means.get(name)),
-            std=_scalar(stds.get(name)),
-            fill=_scalar(na_dict.get(name)),
-        )
-        for name in dls.cont_names
-    ]
-    y_names = list(dls.y_names)
-    return TabularSpec(
-        categorical=categorical,
-        continuous=continuous,
-        target=y_names[0] if y_names else "",
-        classes=[str(c) for c in dls.vocab],
-    )
-
-
 def _row_type(spec: TabularSpec) -> Any:
     """A TypedDict of one row: validates to plain dicts, much cheaper than a model instance per row."""
     fields: dict[str, Any] = {c.name: float | None for c in spec.continuous}
@@ -197,16 +75,16 @@ class PreparedRows:
 
 
 class TabularPredictor:
-    """Validates rows against the learner's schema and predicts them as one batch."""
+    """Validates rows against the learner's schema and predicts them as one batch (a `Predictor`)."""
 
-    kind = "tabular"
+    kind: ClassVar[ModelKind] = ModelKind.TABULAR
 
     def __init__(self, learn: Any) -> None:
         self.spec = spec_from_learner(learn)
         self.classes = self.spec.classes
-        self._runner = LearnerRunner(learn)
-        self._encoder = TabularEncoder.from_learner(learn)
-        self._model = ModelRunner(learn)
+        self._pipeline = FastaiPipeline(learn)
+        self._encoder = TabularEncoder.from_spec(self.spec)
+        self._model = TorchModel(learn)
         rows_type: Any = list[_row_type(self.spec)]  # type: ignore[misc]
         self._rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(rows_type)
         self._column_keys = dict.fromkeys(self.spec.column_names).keys()
@@ -289,7 +167,7 @@ class TabularPredictor:
             frame = pd.DataFrame(columns)
             for cont in self.spec.continuous:
                 frame[cont.name] = frame[cont.name].astype("float64")
-            return self._runner.probabilities(frame)
+            return self._pipeline.probabilities(frame)
         return self._model.probabilities(*self._encoder.encode(columns, n))
 
     def self_check(self) -> None:

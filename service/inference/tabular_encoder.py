@@ -1,87 +1,45 @@
 """The tabular fast path: the learner's procs applied with numpy, then the model's forward.
 
 fastai's `test_dl` builds a `TabularPandas` and a `DataLoader` per request: most of a small request's time.
-For the procs fastai's tabular recipes use (FillMissing, Categorify, Normalize) we read the learner's own
-tables once at load and apply them to whole columns; anything else goes through fastai itself.
+For the procs fastai's tabular recipes use (FillMissing, Categorify, Normalize) the tables read once into
+the learner's `TabularSpec` are applied to whole columns; anything else goes through fastai itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
+
+from service.inference.tabular_spec import MissingFlag, TabularSpec
 
 # From this many rows, pandas' hash index resolves a column faster than a dict lookup per value.
 HASH_INDEX_FROM = 512
 SUPPORTED_PROCS = {"FillMissing", "Categorify", "Normalize", "Categorize"}
 
 
-@dataclass(frozen=True)
-class _Continuous:
-    name: str
-    fill: float | None
-    mean: float
-    std: float
-
-
-@dataclass(frozen=True)
-class _Categorical:
-    name: str
-    codes: dict[Any, int]  # canonical category -> code; anything else is #na# (0)
-    flag_of: str | None = None  # FillMissing's `<col>_na`: the continuous column it flags
-
-    @property
-    def index(self) -> pd.Index:
-        """A hash index over the classes in code order: a whole column's codes in one C call."""
-        return pd.Index(list(self.codes), dtype=object)
-
-
 class TabularEncoder:
     """Turns validated columns into the model's (x_cat, x_cont) tensors exactly as the procs would."""
 
-    def __init__(self, *, categorical: list[_Categorical], continuous: list[_Continuous]) -> None:
-        self.categorical = categorical
-        self.continuous = continuous
-        self._indexes = [cat.index for cat in categorical]
+    def __init__(self, spec: TabularSpec) -> None:
+        self.spec = spec
 
     @classmethod
-    def from_learner(cls, learn: Any) -> TabularEncoder | None:
+    def from_spec(cls, spec: TabularSpec) -> TabularEncoder | None:
         """None when the learner uses a proc this encoder does not reproduce."""
-        dls = learn.dls
-        if not {type(p).__name__ for p in dls.procs} <= SUPPORTED_PROCS:
+        if not spec.proc_names <= SUPPORTED_PROCS:
             return None
-        categorify = getattr(dls.procs, "categorify", None)
-        fill_missing = getattr(dls.procs, "fill_missing", None)
-        normalize = getattr(dls.procs, "normalize", None)
-        na_dict = dict(getattr(fill_missing, "na_dict", {}) or {})
-        categorical = []
-        for name in dls.cat_names:
-            if categorify is None:
-                return None
-            classes = list(categorify.classes[name])
-            flag_of = name[: -len("_na")] if name.endswith("_na") and name[: -len("_na")] in na_dict else None
-            categorical.append(_Categorical(name, {c: i for i, c in enumerate(classes)}, flag_of))
-        means = getattr(normalize, "means", {}) or {}
-        stds = getattr(normalize, "stds", {}) or {}
-        continuous = [
-            _Continuous(
-                name=name,
-                fill=float(na_dict[name]) if name in na_dict else None,
-                mean=float(means.get(name, 0.0)) if normalize is not None else 0.0,
-                std=float(stds.get(name, 1.0)) if normalize is not None else 1.0,
-            )
-            for name in dls.cont_names
-        ]
-        return cls(categorical=categorical, continuous=continuous)
+        if spec.model_categorical and "Categorify" not in spec.proc_names:
+            return None
+        return cls(spec)
 
     def encode(self, columns: dict[str, Any], n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = {c.name: np.asarray(columns[c.name], dtype=np.float64) for c in self.continuous}
-        cats = np.zeros((n, len(self.categorical)), dtype=np.int64)
-        for j, cat in enumerate(self.categorical):
-            if cat.flag_of is not None:
+        spec = self.spec
+        raw = {c.name: np.asarray(columns[c.name], dtype=np.float64) for c in spec.continuous}
+        cats = np.zeros((n, len(spec.model_categorical)), dtype=np.int64)
+        for j, cat in enumerate(spec.model_categorical):
+            if isinstance(cat, MissingFlag):
                 missing = np.isnan(raw[cat.flag_of])
                 cats[:, j] = np.where(missing, cat.codes.get(True, 0), cat.codes.get(False, 0))
             else:
@@ -91,12 +49,14 @@ class TabularEncoder:
                     get = cat.codes.get
                     cats[:, j] = [get(v, 0) for v in values]
                 else:
-                    codes = self._indexes[j].get_indexer(np.asarray(values, dtype=object))
+                    codes = cat.code_index.get_indexer(np.asarray(values, dtype=object))
                     cats[:, j] = np.where(codes < 0, 0, codes)
-        conts = np.empty((n, len(self.continuous)), dtype=np.float64)
-        for j, cont in enumerate(self.continuous):
+        conts = np.empty((n, len(spec.continuous)), dtype=np.float64)
+        for j, cont in enumerate(spec.continuous):
             values = raw[cont.name]
             if cont.fill is not None:
                 values = np.where(np.isnan(values), cont.fill, values)
-            conts[:, j] = (values - cont.mean) / cont.std
+            mean = cont.mean if cont.mean is not None else 0.0
+            std = cont.std if cont.std is not None else 1.0
+            conts[:, j] = (values - mean) / std
         return torch.from_numpy(cats), torch.from_numpy(conts.astype(np.float32))

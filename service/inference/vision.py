@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
-from service.inference.base import LearnerRunner, ModelRunner, Prediction, predictions_from_probs, split_rows
-from service.inference.images import ACCEPTED_TYPES, DEFAULT_MAX_PIXELS, UploadedImage, decode_image
+from service.inference.images import (
+    ACCEPTED_TYPES,
+    DEFAULT_MAX_PIXELS,
+    SIGNATURES,
+    UploadedImage,
+    decode_image,
+)
+from service.inference.predictor import ModelKind, Prediction, predictions_from_probs, split_rows
+from service.inference.runtime import FastaiPipeline, TorchModel
 
 # Item transforms whose validation-time output is a fixed-size tensor, so a batch can be stacked directly,
 # and batch transforms that are deterministic at validation time (augmentations are train-only there).
@@ -78,15 +86,28 @@ class NativeResize:
         return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
+@dataclass(frozen=True)
+class PreparedImages:
+    """One request's decoded images (fastai `PILImage`s), in upload order."""
+
+    images: list[Any]
+
+    @property
+    def n(self) -> int:
+        return len(self.images)
+
+
 class VisionPredictor:
-    kind = "vision"
+    """Decodes uploads and predicts them as one batch through the learner's transforms (a `Predictor`)."""
+
+    kind: ClassVar[ModelKind] = ModelKind.VISION
 
     def __init__(self, learn: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.max_pixels = max_pixels
         self.classes = [str(c) for c in learn.dls.vocab]
         self.image_size = image_size_of(learn)
-        self._runner = LearnerRunner(learn)
-        self._model = ModelRunner(learn)
+        self._pipeline = FastaiPipeline(learn)
+        self._model = TorchModel(learn)
         from fasttransform.transform import Pipeline
 
         # The validation pipelines with split_idx fixed to 1, as test_dl runs them: train-only augmentations
@@ -102,13 +123,18 @@ class VisionPredictor:
         self._native_resize = NativeResize.for_pipeline(list(valid.after_item.fs)) if self.fast_path else None
 
     def input_schema(self) -> dict[str, Any]:
-        return {"image_size": self.image_size, "channels": 3, "accepted_types": ACCEPTED_TYPES}
+        return {
+            "image_size": self.image_size,
+            "channels": 3,
+            "accepted_types": ACCEPTED_TYPES,
+            "signatures": [signature.schema() for signature in SIGNATURES],
+        }
 
-    def decode(self, uploads: list[UploadedImage]) -> list[Any]:
+    def prepare(self, uploads: list[UploadedImage]) -> PreparedImages:
         """Decode every upload first, so a bad file fails the request before any compute."""
         from fastai.vision.core import PILImage
 
-        return [PILImage(decode_image(upload, max_pixels=self.max_pixels)) for upload in uploads]
+        return PreparedImages([PILImage(decode_image(u, max_pixels=self.max_pixels)) for u in uploads])
 
     def self_check(self) -> None:
         """Predict one mid-grey image of the learner's own input size."""
@@ -116,23 +142,24 @@ class VisionPredictor:
         from PIL import Image
 
         height, width = self.image_size or [64, 64]
-        self.predict([PILImage(Image.new("RGB", (width, height), (128, 128, 128)))])
+        grey = PreparedImages([PILImage(Image.new("RGB", (width, height), (128, 128, 128)))])
+        self.finish(grey, self.forward_many([grey])[0])
 
-    def predict(self, images: list[Any]) -> list[Prediction]:
-        return self.finish(images, self.forward_many([images])[0])
+    def predict(self, uploads: list[UploadedImage]) -> list[Prediction]:
+        """prepare → forward → finish in the calling thread (in-process use; the server batches)."""
+        prepared = self.prepare(uploads)
+        return self.finish(prepared, self.forward_many([prepared])[0])
 
-    def prepare(self, uploads: list[UploadedImage]) -> list[Any]:
-        return self.decode(uploads)
-
-    def forward_many(self, batch: list[list[Any]]) -> list[np.ndarray]:
+    def forward_many(self, batch: list[PreparedImages]) -> list[np.ndarray]:
         """One forward pass for several requests' images; each gets its own slice back."""
         if len(batch) == 1:
-            return [self._forward(batch[0])]
+            return [self._forward(batch[0].images)]
         return split_rows(
-            self._forward([image for images in batch for image in images]), [len(b) for b in batch]
+            self._forward([image for prepared in batch for image in prepared.images]),
+            [prepared.n for prepared in batch],
         )
 
-    def finish(self, images: list[Any], probs: np.ndarray) -> list[Prediction]:
+    def finish(self, prepared: PreparedImages, probs: np.ndarray) -> list[Prediction]:
         return predictions_from_probs(probs, self.classes)
 
     def _item(self, image: Any) -> Any:
@@ -144,7 +171,7 @@ class VisionPredictor:
 
     def _forward(self, images: list[Any]) -> np.ndarray:
         if not self.fast_path:  # transforms we do not know: fastai's own DataLoader
-            return self._runner.probabilities(images)
+            return self._pipeline.probabilities(images)
         import torch
         from fastai.torch_core import TensorImage
 

@@ -6,10 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from service.inference.predictor import ModelKind
+
 
 class ModelSummary(BaseModel):
     name: str
-    kind: Literal["tabular", "vision"] | None
+    kind: ModelKind | None
     version: str | None
     status: Literal["ready", "loading", "failed"]
     device: str | None

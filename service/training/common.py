@@ -11,27 +11,33 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fastai
 import numpy as np
 import pandas as pd
 import torch
 
-from service.evaluation import evaluate_labels
-from service.inference.evaluate import target_labels
+from service.inference.csvio import cells_as_rows
 from service.inference.images import UploadedImage
+from service.inference.kinds import build_predictor
+from service.inference.labelled import EVAL_CHUNK, target_labels
+from service.inference.predictor import ModelKind, labels_of
+from service.inference.tabular import TabularPredictor
+from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner, prepare_for_serving, sha256_of
-from service.training.report import FitOutcome, TestScores, write_report
+from service.reports.scores import evaluate_labels
+from service.reports.writer import FitOutcome, TestScores, write_report
 
 logger = logging.getLogger(__name__)
+P = TypeVar("P", TabularPredictor, VisionPredictor)
 CHECKPOINTS = ".checkpoints"
 
 
 @dataclass
 class TrainResult:
     name: str
-    kind: str
+    kind: ModelKind
     learner_path: Path
     metrics: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
@@ -116,31 +122,30 @@ def fit(learn: Any, *, epochs: int, lr: float, options: FitOptions, fine_tune: b
     return seconds
 
 
-def serving_predictor(learner_path: Path, kind: str) -> Any:
+def serving_predictor(learner_path: Path, predictor_type: type[P]) -> P:
     """The exported file loaded and wrapped exactly as the server does: what the report describes."""
-    from service.registry import build_predictor
-
     learn = prepare_for_serving(load_exported_learner(learner_path).learn, torch.device("cpu"))
-    return build_predictor(kind, learn)
+    predictor = build_predictor(predictor_type.kind, learn)
+    assert isinstance(predictor, predictor_type)
+    return predictor
 
 
-def score_table(predictor: Any, frame: pd.DataFrame, *, source: str) -> TestScores:
+def score_table(predictor: TabularPredictor, frame: pd.DataFrame, *, source: str) -> TestScores:
     classes = list(predictor.classes)
     actual = target_labels(frame, target=predictor.spec.target, classes=classes, filename=source)
     prepared = predictor.prepare_frame(frame, filename=source)
     probs = predictor.forward_many([prepared])[0]
-    inputs = frame[predictor.spec.column_names]
-    items = inputs.astype(object).where(inputs.notna(), None).to_dict(orient="records")
+    items = cells_as_rows(frame, predictor.spec.column_names)
     return _scores(source=source, classes=classes, actual=actual, probs=probs, items=items)
 
 
-def score_images(predictor: Any, files: list[Path], *, source: str, chunk: int = 256) -> TestScores:
+def score_images(predictor: VisionPredictor, files: list[Path], *, source: str) -> TestScores:
     classes = list(predictor.classes)
     actual = [f.parent.name for f in files]
     uploads = [UploadedImage(filename=f.name, data=f.read_bytes()) for f in files]
     parts = [
-        predictor.forward_many([predictor.prepare(uploads[i : i + chunk])])[0]
-        for i in range(0, len(uploads), chunk)
+        predictor.forward_many([predictor.prepare(uploads[i : i + EVAL_CHUNK])])[0]
+        for i in range(0, len(uploads), EVAL_CHUNK)
     ]
     probs = np.concatenate(parts) if parts else np.zeros((0, len(classes)), dtype=np.float32)
     return _scores(
@@ -151,8 +156,7 @@ def score_images(predictor: Any, files: list[Path], *, source: str, chunk: int =
 def _scores(
     *, source: str, classes: list[str], actual: list[str], probs: np.ndarray, items: list[Any]
 ) -> TestScores:
-    predicted = [classes[i] for i in probs.argmax(axis=1).tolist()]
-    evaluation = evaluate_labels(actual, predicted, classes)
+    evaluation = evaluate_labels(actual, labels_of(probs, classes), classes)
     return TestScores(
         source=source, classes=classes, actual=actual, probs=probs, evaluation=evaluation, items=items
     )
@@ -180,7 +184,7 @@ def export_learner(learn: Any, out_dir: Path) -> Path:
 
 
 def write_manifest(
-    out_dir: Path, *, kind: str, description: str, metrics: dict[str, float], extra: dict[str, Any]
+    out_dir: Path, *, kind: ModelKind, description: str, metrics: dict[str, float], extra: dict[str, Any]
 ) -> None:
     """`model.json` next to the export: kind, version, sha256 (checked before unpickling), metrics."""
     manifest = {
@@ -214,7 +218,7 @@ def summary_metrics(
 def publish(
     learn: Any,
     *,
-    kind: str,
+    kind: ModelKind,
     out_dir: Path,
     outcome: FitOutcome,
     seconds: float,

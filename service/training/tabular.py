@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from service.inference.predictor import ModelKind
+from service.inference.tabular import TabularPredictor
+from service.reports.writer import fit_outcome
 from service.training.common import (
     FitOptions,
     TrainResult,
@@ -20,7 +23,6 @@ from service.training.common import (
     seed_everything,
     serving_predictor,
 )
-from service.training.report import fit_outcome
 
 
 @dataclass
@@ -138,13 +140,13 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
     )
     return publish(
         learn,
-        kind="tabular",
+        kind=ModelKind.TABULAR,
         out_dir=recipe.out_dir,
         outcome=outcome,
         seconds=seconds,
         seed=recipe.seed,
         score=lambda path: (
-            score_table(serving_predictor(path, "tabular"), test_df, source=test_source)
+            score_table(serving_predictor(path, TabularPredictor), test_df, source=test_source)
             if test_df is not None and test_source is not None
             else None
         ),

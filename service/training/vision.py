@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from service.inference.predictor import ModelKind
+from service.inference.vision import VisionPredictor
+from service.reports.writer import fit_outcome
 from service.training.common import (
     FitOptions,
     TrainResult,
@@ -21,7 +24,6 @@ from service.training.common import (
     seed_everything,
     serving_predictor,
 )
-from service.training.report import fit_outcome
 
 # CIFAR-10 statistics: with pretrained=False fastai adds no Normalize, so we add the data's own.
 CIFAR_STATS = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
@@ -151,13 +153,13 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
     )
     return publish(
         learn,
-        kind="vision",
+        kind=ModelKind.VISION,
         out_dir=recipe.out_dir,
         outcome=outcome,
         seconds=seconds,
         seed=recipe.seed,
         score=lambda path: (
-            score_images(serving_predictor(path, "vision"), test_files, source=test_source)
+            score_images(serving_predictor(path, VisionPredictor), test_files, source=test_source)
             if test_files and test_source is not None
             else None
         ),

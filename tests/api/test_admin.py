@@ -23,7 +23,7 @@ from service.errors import (
 from service.training import data
 from service.training.common import FitOptions
 from service.training.tabular import TabularRecipe, train_tabular
-from tests.conftest import TABULAR, VISION, adult_rows, client_for, clone_store, image_bytes
+from tests.helpers import TABULAR, VISION, adult_rows, client_for, clone_store, image_bytes, problem
 
 KEY = "s3cret-key"
 AUTH = {"X-API-Key": KEY}
@@ -69,13 +69,6 @@ def _replace(src: Path, dst: Path) -> None:
         shutil.copy(src / name, dst / name)
 
 
-def _problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def _predict(client: httpx.AsyncClient, rows: list[dict[str, object]]) -> httpx.Response:
     return await client.post(f"/api/v1/tabular/{TABULAR}/predict", json={"rows": rows})
 
@@ -85,7 +78,7 @@ async def _predict(client: httpx.AsyncClient, rows: list[dict[str, object]]) -> 
 
 @pytest.mark.parametrize("path", [f"/api/v1/models/{TABULAR}/reload", "/api/v1/models/reload"])
 async def test_admin_is_disabled_without_a_configured_key(client: httpx.AsyncClient, path: str) -> None:
-    body = _problem(await client.post(path, headers=AUTH), 403)
+    body = problem(await client.post(path, headers=AUTH), 403)
     assert body["detail"] == MSG_ADMIN_DISABLED
 
 
@@ -96,12 +89,12 @@ async def test_admin_needs_the_right_key(
     admin: httpx.AsyncClient, headers: dict[str, str], detail: str
 ) -> None:
     for path in (f"/api/v1/models/{TABULAR}/reload", "/api/v1/models/reload"):
-        body = _problem(await admin.post(path, headers=headers), 401)
+        body = problem(await admin.post(path, headers=headers), 401)
         assert body["detail"] == detail
 
 
 async def test_reload_of_unknown_model_is_404(admin: httpx.AsyncClient) -> None:
-    _problem(await admin.post("/api/v1/models/nope/reload", headers=AUTH), 404)
+    problem(await admin.post("/api/v1/models/nope/reload", headers=AUTH), 404)
 
 
 # --- reloading ---------------------------------------------------------------------------------------
@@ -128,7 +121,7 @@ async def test_a_bad_new_file_keeps_the_old_version_serving(
 ) -> None:
     (store / TABULAR / "model.pkl").unlink()
     (store / TABULAR / "model.pkl").write_bytes(b"truncated upload")
-    body = _problem(await admin.post(f"/api/v1/models/{TABULAR}/reload", headers=AUTH), 422)
+    body = problem(await admin.post(f"/api/v1/models/{TABULAR}/reload", headers=AUTH), 422)
     assert "the previous version keeps serving" in body["detail"]
     assert (await _predict(admin, adult_rows(adult_frame, 2))).status_code == 200
 
@@ -143,7 +136,7 @@ async def test_rescan_loads_new_reloads_changed_and_unloads_removed(
     states = {m["name"]: m["status"] for m in response.json()["models"]}
     assert states == {TABULAR: "ready", "adult-v2": "ready"}
     gone = await admin.post(f"/api/v1/vision/{VISION}/predict", files={"files": ("a.png", image_bytes())})
-    _problem(gone, 404)
+    problem(gone, 404)
 
 
 async def test_requests_never_fail_during_reloads(
@@ -193,13 +186,13 @@ async def test_a_broken_forward_fails_that_model_only_until_reloaded(
         return [np.full((p.n, 2), np.nan, dtype=np.float32) for p in batch]
 
     monkeypatch.setattr(predictor, "forward_many", broken)
-    body = _problem(await _predict(admin, adult_rows(adult_frame, 2)), 500)
+    body = problem(await _predict(admin, adult_rows(adult_frame, 2)), 500)
     assert ("weights on fire" if fault == "raises" else MSG_MODEL_NAN) in body["detail"]
     status, states = await _ready_states(admin)
     assert status == 200 and states == {TABULAR: "failed", VISION: "ready"}
     listed = {m["name"]: m for m in (await admin.get("/api/v1/models")).json()["models"]}
     assert "failed while predicting" in listed[TABULAR]["error"]
-    _problem(await _predict(admin, adult_rows(adult_frame, 2)), 503)  # failed until reloaded
+    problem(await _predict(admin, adult_rows(adult_frame, 2)), 503)  # failed until reloaded
     vision = await admin.post(f"/api/v1/vision/{VISION}/predict", files={"files": ("a.png", image_bytes())})
     assert vision.status_code == 200
     assert (await admin.post(f"/api/v1/models/{TABULAR}/reload", headers=AUTH)).status_code == 200
@@ -222,6 +215,6 @@ async def test_out_of_memory_is_a_503_for_that_request(
 
     monkeypatch.setattr(predictor, "forward_many", once_out_of_memory)
     response = await _predict(admin, adult_rows(adult_frame, 2))
-    assert _problem(response, 503)["detail"].startswith(f"model {TABULAR!r} ran out of memory")
+    assert problem(response, 503)["detail"].startswith(f"model {TABULAR!r} ran out of memory")
     assert response.headers["retry-after"] == "1"
     assert (await _predict(admin, adult_rows(adult_frame, 2))).status_code == 200  # the model is fine

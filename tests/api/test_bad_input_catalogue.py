@@ -29,7 +29,7 @@ from fastapi import FastAPI
 from starlette.types import Message
 
 from service.api.app import create_app
-from service.api.problems import MSG_REQUEST_INVALID, PROBLEM_MEDIA_TYPE
+from service.api.problems import PROBLEM_MEDIA_TYPE
 from service.errors import (
     MSG_ARCHIVE_NO_CLASS_FOLDERS,
     MSG_ARCHIVE_NOT_ZIP,
@@ -46,11 +46,12 @@ from service.errors import (
     MSG_MODEL_NOT_FOUND,
     MSG_NO_ARTIFACT,
     MSG_NOT_AN_IMAGE,
+    MSG_REQUEST_INVALID,
     MSG_TOO_MANY_FILES,
     MSG_TOO_MANY_ROWS,
-    MSG_WRONG_KIND,
+    MSG_WRONG_KIND_PATH,
 )
-from tests.conftest import TABULAR, VISION, adult_rows, image_bytes, make_settings, started_client
+from tests.helpers import TABULAR, VISION, adult_rows, image_bytes, make_settings, started_client
 
 PREDICT = f"/api/v1/tabular/{TABULAR}/predict"
 PREDICT_CSV = f"/api/v1/tabular/{TABULAR}/predict/csv"
@@ -463,7 +464,7 @@ CASES: list[Bad] = [
         "path-wrong-kind",
         _call("POST", f"/api/v1/tabular/{VISION}/predict", json={"rows": [{}]}),
         404,
-        MSG_WRONG_KIND.format(name=VISION, kind="vision", path=f"/api/v1/vision/{VISION}/predict"),
+        MSG_WRONG_KIND_PATH.format(name=VISION, kind="vision", path=f"/api/v1/vision/{VISION}/predict"),
     ),
     Bad(
         "path-dot-dot-name", _raw("GET", "/api/v1/models/..", []), 404, MSG_MODEL_NOT_FOUND.format(name="..")
@@ -494,7 +495,7 @@ async def ctx(trained_store: Path, adult_frame: pd.DataFrame) -> AsyncIterator[C
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
-async def test_bad_input_gives_its_problem(ctx: Ctx, case: Bad) -> None:
+async def test_bad_input_gives_itsproblem(ctx: Ctx, case: Bad) -> None:
     start = time.perf_counter()
     reply = await case.send(ctx)
     seconds = time.perf_counter() - start

@@ -11,7 +11,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import (
+from tests.helpers import (
     TABULAR,
     VISION,
     adult_rows,

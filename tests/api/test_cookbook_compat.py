@@ -19,7 +19,7 @@ import torch
 
 from service.api.app import create_app
 from service.compat import guess_fastai_version, referenced_modules
-from tests.conftest import FIXTURES, TABULAR, VISION, clone_store, make_settings, started_client
+from tests.helpers import FIXTURES, TABULAR, VISION, clone_store, make_settings, started_client
 
 COOKBOOK = FIXTURES / "cookbook"
 NAME = "adult-cookbook"
@@ -201,7 +201,7 @@ async def test_cuda_export_serves_on_the_configured_device(
 
 
 async def _same_predictions(client: httpx.AsyncClient, name: str, frame: pd.DataFrame) -> None:
-    from tests.conftest import adult_rows
+    from tests.helpers import adult_rows
 
     rows = adult_rows(frame, 8)
     theirs = (await client.post(f"/api/v1/tabular/{name}/predict", json={"rows": rows})).json()["predictions"]

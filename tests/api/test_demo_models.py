@@ -11,7 +11,7 @@ import pytest
 
 from service.api.app import create_app
 from service.cli import DEMO_TABULAR, DEMO_VISION
-from tests.conftest import make_settings, started_client
+from tests.helpers import make_settings, started_client
 
 STORE = Path(__file__).resolve().parents[2] / "model_store"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 
 async def test_root_serves_the_frontend(client: httpx.AsyncClient) -> None:

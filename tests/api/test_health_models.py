@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from service.training import data
-from tests.conftest import TABULAR, VISION
+from tests.helpers import TABULAR, VISION
 
 
 async def test_live(client: httpx.AsyncClient) -> None:
@@ -74,7 +74,7 @@ async def test_schema_is_json_schema_of_a_row(client: httpx.AsyncClient) -> None
     assert "Male" in schema["properties"]["sex"]["examples"]
 
 
-async def test_unknown_model_is_404_problem(client: httpx.AsyncClient) -> None:
+async def test_unknown_model_is_404problem(client: httpx.AsyncClient) -> None:
     for path in ("/api/v1/models/nope", "/api/v1/models/nope/schema"):
         response = await client.get(path)
         assert response.status_code == 404

@@ -11,7 +11,6 @@ at all (no parameters, no body): it is called once. The count sent is printed an
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from schemathesis.checks import (  # noqa: E402
 )
 
 from service.api.app import create_app  # noqa: E402
-from tests.conftest import clone_store, make_settings  # noqa: E402
+from tests.helpers import clone_store, free_port, make_settings  # noqa: E402
 
 FAST_CASES = 100
 SLOW_CASES = 1000
@@ -65,12 +64,6 @@ TAKES_INPUT = _operations(create_app(make_settings(Path("unused-store"))).openap
 OPERATIONS = sorted(TAKES_INPUT)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def fuzz_schema(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real uvicorn on loopback over a private copy of the store (admin reloads may rescan it)."""
@@ -78,7 +71,7 @@ def fuzz_schema(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -
     app = create_app(
         make_settings(store, api_key=API_KEY, ngrok_api_url="", max_rows=50, max_files=4, max_upload_mb=1.0)
     )
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

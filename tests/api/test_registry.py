@@ -15,7 +15,7 @@ import torch
 
 from service.api.app import create_app
 from service.registry import ModelRegistry
-from tests.conftest import (
+from tests.helpers import (
     TABULAR,
     VISION,
     client_for,

@@ -25,7 +25,7 @@ from service.errors import (
     MSG_NO_REPORT,
 )
 from service.training import data
-from tests.conftest import TABULAR, VISION, client_for, clone_store, image_bytes
+from tests.helpers import TABULAR, VISION, client_for, clone_store, image_bytes, problem
 
 CLASSES_DIR = data.demo_cifar_folder() / "test"
 
@@ -34,13 +34,6 @@ CLASSES_DIR = data.demo_cifar_folder() / "test"
 async def eval_client(trained_store: Path) -> AsyncIterator[httpx.AsyncClient]:
     async for c in client_for(trained_store, max_files=16, max_archive_mb=1.0, max_eval_files=40):
         yield c
-
-
-def _problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    return body
 
 
 # --- reports -----------------------------------------------------------------------------------------
@@ -77,9 +70,9 @@ async def test_model_without_report_gives_404(trained_store: Path, tmp_path: Pat
     store = clone_store(trained_store, tmp_path / "store", [TABULAR])
     shutil.rmtree(store / TABULAR / "report")
     async for c in client_for(store):
-        body = _problem(await c.get(f"/api/v1/models/{TABULAR}/report"), 404)
+        body = problem(await c.get(f"/api/v1/models/{TABULAR}/report"), 404)
         assert body["detail"] == MSG_NO_REPORT.format(name=TABULAR)
-        _problem(await c.get(f"/api/v1/models/{TABULAR}/report/loss_curve.png"), 404)
+        problem(await c.get(f"/api/v1/models/{TABULAR}/report/loss_curve.png"), 404)
 
 
 @pytest.mark.parametrize("path", ["secret.png", "..%2Fmodel.png", "report.png", "loss_curve.jpg"])
@@ -89,7 +82,7 @@ async def test_unknown_artifacts_give_404(client: httpx.AsyncClient, path: str) 
 
 
 async def test_report_of_unknown_model_gives_404(client: httpx.AsyncClient) -> None:
-    _problem(await client.get("/api/v1/models/nope/report"), 404)
+    problem(await client.get("/api/v1/models/nope/report"), 404)
 
 
 async def test_compare_lists_both_models_test_metrics(client: httpx.AsyncClient) -> None:
@@ -183,7 +176,7 @@ async def test_tabular_evaluate_without_target_column(
     eval_client: httpx.AsyncClient, adult_frame: pd.DataFrame
 ) -> None:
     csv = adult_frame.drop(columns=["Salary"]).iloc[:5].to_csv(index=False)
-    body = _problem(
+    body = problem(
         await eval_client.post(f"/api/v1/tabular/{TABULAR}/evaluate", files={"file": ("t.csv", csv)}), 422
     )
     assert body["detail"] == MSG_EVAL_NO_TARGET.format(filename="t.csv", target="Salary")
@@ -194,7 +187,7 @@ async def test_tabular_evaluate_unknown_and_missing_labels(
 ) -> None:
     frame = adult_frame.iloc[:5].copy()
     frame.loc[frame.index[1], "Salary"] = "rich"
-    body = _problem(
+    body = problem(
         await eval_client.post(
             f"/api/v1/tabular/{TABULAR}/evaluate", files={"file": ("t.csv", frame.to_csv(index=False))}
         ),
@@ -202,7 +195,7 @@ async def test_tabular_evaluate_unknown_and_missing_labels(
     )
     assert "'rich'" in body["detail"] and body["errors"][0]["loc"] == ["rows", 1]
     frame.loc[frame.index[1], "Salary"] = np.nan
-    body = _problem(
+    body = problem(
         await eval_client.post(
             f"/api/v1/tabular/{TABULAR}/evaluate", files={"file": ("t.csv", frame.to_csv(index=False))}
         ),
@@ -268,9 +261,9 @@ async def test_vision_evaluate_bad_input(
         assert response.status_code == 200, response.text
         assert response.json()["n"] == 1
         return
-    body = _problem(response, status)
+    body = problem(response, status)
     assert detail is not None and detail in body["detail"]
 
 
 async def test_evaluate_on_the_wrong_kind_gives_404(eval_client: httpx.AsyncClient) -> None:
-    _problem(await eval_client.post(f"/api/v1/vision/{TABULAR}/evaluate", data={"labels": ["x"]}), 404)
+    problem(await eval_client.post(f"/api/v1/vision/{TABULAR}/evaluate", data={"labels": ["x"]}), 404)

@@ -21,8 +21,16 @@ import pandas as pd
 import pytest
 
 from service.errors import MSG_REQUEST_TIMEOUT
-from tests.api.test_workers import ROOT, _free_port, wait_until_ready
-from tests.conftest import TABULAR, VISION, adult_rows, client_for, image_bytes
+from tests.helpers import (
+    ROOT,
+    TABULAR,
+    VISION,
+    adult_rows,
+    client_for,
+    free_port,
+    image_bytes,
+    wait_until_ready,
+)
 
 
 def _png_declaring(width: int, height: int) -> bytes:
@@ -120,7 +128,7 @@ async def test_a_request_over_the_time_limit_gets_504(
 async def test_shutdown_finishes_in_flight_requests(
     trained_store: Path, tmp_path: Path, adult_frame: pd.DataFrame
 ) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "server.log"
     env = {
         **os.environ,

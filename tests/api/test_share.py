@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +22,7 @@ from service.errors import (
     MSG_SHARE_OFF,
     MSG_SHARE_TIMEOUT,
 )
-from tests.conftest import FIXTURES, make_settings, started_client
+from tests.helpers import FIXTURES, free_port, make_settings, started_client
 
 TUNNELS_V3 = (FIXTURES / "ngrok" / "api_tunnels_v3.json").read_bytes()
 TUNNELS_HTTP_THEN_HTTPS = (FIXTURES / "ngrok" / "api_tunnels_http_then_https.json").read_bytes()
@@ -88,13 +87,6 @@ async def get_share(store: Path, **overrides: object) -> dict[str, object]:
         body: dict[str, object] = response.json()
         return body
     raise AssertionError("no client")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_public_url_from_the_agent(tmp_path: Path, agent: FakeAgent) -> None:

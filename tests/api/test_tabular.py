@@ -11,19 +11,10 @@ import pandas as pd
 import pytest
 
 from service.training import data
-from tests.conftest import TABULAR, VISION, adult_rows
+from tests.helpers import TABULAR, VISION, adult_rows, problem
 
 PREDICT = f"/api/v1/tabular/{TABULAR}/predict"
 PREDICT_CSV = f"/api/v1/tabular/{TABULAR}/predict/csv"
-
-
-def _problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert "Traceback" not in response.text
-    return body
 
 
 @pytest.fixture
@@ -88,7 +79,7 @@ async def test_null_continuous_the_learner_cannot_fill_is_422(
     client: httpx.AsyncClient, rows: list[dict[str, Any]]
 ) -> None:
     rows[2]["fnlwgt"] = None
-    body = _problem(await client.post(PREDICT, json={"rows": rows}), 422)
+    body = problem(await client.post(PREDICT, json={"rows": rows}), 422)
     assert body["errors"][0]["loc"] == ["rows", 2, "fnlwgt"]
     assert "no fill value" in body["errors"][0]["msg"]
 
@@ -108,7 +99,7 @@ async def test_missing_extra_and_ill_typed_columns_are_422_naming_each(
     rows[1]["shoe_size"] = 44
     rows[2]["hours-per-week"] = "forty"
     rows[3]["capital-gain"] = True
-    body = _problem(await client.post(PREDICT, json={"rows": rows}), 422)
+    body = problem(await client.post(PREDICT, json={"rows": rows}), 422)
     locs = {tuple(e["loc"]): e["type"] for e in body["errors"]}
     assert locs[("rows", 0, "age")] == "missing"
     assert locs[("rows", 1, "shoe_size")] == "extra_forbidden"
@@ -118,33 +109,33 @@ async def test_missing_extra_and_ill_typed_columns_are_422_naming_each(
 
 
 async def test_empty_rows_is_422(client: httpx.AsyncClient) -> None:
-    body = _problem(await client.post(PREDICT, json={"rows": []}), 422)
+    body = problem(await client.post(PREDICT, json={"rows": []}), 422)
     assert body["errors"][0]["loc"] == ["body", "rows"]
 
 
 async def test_body_without_rows_is_422(client: httpx.AsyncClient) -> None:
-    _problem(await client.post(PREDICT, json={"data": []}), 422)
-    _problem(
+    problem(await client.post(PREDICT, json={"data": []}), 422)
+    problem(
         await client.post(PREDICT, content=b"{not json", headers={"content-type": "application/json"}), 422
     )
 
 
 async def test_more_rows_than_max_rows_is_413(client: httpx.AsyncClient, rows: list[dict[str, Any]]) -> None:
-    body = _problem(await client.post(PREDICT, json={"rows": rows[:1] * 51}), 413)
+    body = problem(await client.post(PREDICT, json={"rows": rows[:1] * 51}), 413)
     assert body["detail"] == "51 rows sent; at most 50 are accepted per request"
 
 
 async def test_body_over_upload_limit_is_413(client: httpx.AsyncClient) -> None:
     huge = b"x" * (1024 * 1024 + 10)
-    body = _problem(await client.post(PREDICT_CSV, files={"file": ("big.csv", huge, "text/csv")}), 413)
+    body = problem(await client.post(PREDICT_CSV, files={"file": ("big.csv", huge, "text/csv")}), 413)
     assert "1 MB limit" in body["detail"]
 
 
 async def test_unknown_model_and_wrong_kind_are_404(
     client: httpx.AsyncClient, rows: list[dict[str, Any]]
 ) -> None:
-    _problem(await client.post("/api/v1/tabular/nope/predict", json={"rows": rows}), 404)
-    body = _problem(await client.post(f"/api/v1/tabular/{VISION}/predict", json={"rows": rows}), 404)
+    problem(await client.post("/api/v1/tabular/nope/predict", json={"rows": rows}), 404)
+    body = problem(await client.post(f"/api/v1/tabular/{VISION}/predict", json={"rows": rows}), 404)
     assert body["detail"] == f"model '{VISION}' is a vision model; use /api/v1/vision/{VISION}/predict"
 
 
@@ -204,7 +195,7 @@ async def test_csv_missing_columns_is_422_listing_them(
     client: httpx.AsyncClient, adult_frame: pd.DataFrame
 ) -> None:
     frame = adult_frame.iloc[:3].drop(columns=["age", "sex"])
-    body = _problem(await client.post(PREDICT_CSV, files={"file": ("r.csv", _csv(frame), "text/csv")}), 422)
+    body = problem(await client.post(PREDICT_CSV, files={"file": ("r.csv", _csv(frame), "text/csv")}), 422)
     assert body["detail"] == "the uploaded CSV 'r.csv' lacks column(s): age, sex"
 
 
@@ -212,26 +203,26 @@ async def test_csv_bad_numbers_are_422(client: httpx.AsyncClient, adult_frame: p
     frame = adult_frame.iloc[:3].copy()
     frame["age"] = frame["age"].astype(object)
     frame.loc[frame.index[1], "age"] = "old"
-    body = _problem(await client.post(PREDICT_CSV, files={"file": ("r.csv", _csv(frame), "text/csv")}), 422)
+    body = problem(await client.post(PREDICT_CSV, files={"file": ("r.csv", _csv(frame), "text/csv")}), 422)
     assert body["errors"][0]["loc"] == ["rows", 1, "age"]
 
 
 async def test_unreadable_csv_is_400(client: httpx.AsyncClient) -> None:
     broken = b'age,workclass\n39,"State-gov\n50,Private,extra,cells\n'
-    body = _problem(await client.post(PREDICT_CSV, files={"file": ("bad.csv", broken, "text/csv")}), 400)
+    body = problem(await client.post(PREDICT_CSV, files={"file": ("bad.csv", broken, "text/csv")}), 400)
     assert "'bad.csv' is not a readable CSV" in body["detail"]
 
 
 async def test_empty_csv_is_400_or_422(client: httpx.AsyncClient) -> None:
-    _problem(await client.post(PREDICT_CSV, files={"file": ("empty.csv", b"", "text/csv")}), 400)
-    _problem(await client.post(PREDICT_CSV, files={"file": ("header.csv", b"age,sex\n", "text/csv")}), 422)
+    problem(await client.post(PREDICT_CSV, files={"file": ("empty.csv", b"", "text/csv")}), 400)
+    problem(await client.post(PREDICT_CSV, files={"file": ("header.csv", b"age,sex\n", "text/csv")}), 422)
 
 
 async def test_non_csv_upload_is_415(client: httpx.AsyncClient) -> None:
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-    body = _problem(await client.post(PREDICT_CSV, files={"file": ("photo.png", png, "image/png")}), 415)
+    body = problem(await client.post(PREDICT_CSV, files={"file": ("photo.png", png, "image/png")}), 415)
     assert "photo.png" in body["detail"]
 
 
 async def test_csv_without_file_field_is_422(client: httpx.AsyncClient) -> None:
-    _problem(await client.post(PREDICT_CSV, files={"other": ("r.csv", b"a\n1\n", "text/csv")}), 422)
+    problem(await client.post(PREDICT_CSV, files={"other": ("r.csv", b"a\n1\n", "text/csv")}), 422)

@@ -11,17 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import FIXTURES, TABULAR, VISION, image_bytes
+from tests.helpers import FIXTURES, TABULAR, VISION, image_bytes, problem
 
 PREDICT = f"/api/v1/vision/{VISION}/predict"
-
-
-def _problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert "Traceback" not in response.text
-    return body
 
 
 def _files(*items: tuple[str, bytes, str]) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -54,7 +46,7 @@ async def test_top_k_defaults_to_3_and_is_capped_by_classes(client: httpx.AsyncC
         len((await client.post(PREDICT, files=one, params={"top_k": 50})).json()["predictions"][0]["top_k"])
         == 10
     )
-    _problem(await client.post(PREDICT, files=one, params={"top_k": 0}), 422)
+    problem(await client.post(PREDICT, files=one, params={"top_k": 0}), 422)
 
 
 async def test_predictions_equal_fastai_get_preds(
@@ -74,13 +66,13 @@ async def test_predictions_equal_fastai_get_preds(
 
 async def test_non_image_is_415_naming_the_file(client: httpx.AsyncClient) -> None:
     uploads = _files(("ok.png", image_bytes(), "image/png"), ("notes.txt", b"hello, I am text", "image/png"))
-    body = _problem(await client.post(PREDICT, files=uploads), 415)
+    body = problem(await client.post(PREDICT, files=uploads), 415)
     assert "'notes.txt'" in body["detail"]
 
 
 async def test_corrupt_image_is_422_naming_the_file(client: httpx.AsyncClient) -> None:
     truncated = image_bytes(fmt="JPEG", size=(64, 64))[:200]
-    body = _problem(await client.post(PREDICT, files=_files(("broken.jpg", truncated, "image/jpeg"))), 422)
+    body = problem(await client.post(PREDICT, files=_files(("broken.jpg", truncated, "image/jpeg"))), 422)
     assert "'broken.jpg'" in body["detail"]
 
 
@@ -91,24 +83,24 @@ async def test_type_comes_from_bytes_not_from_the_header(client: httpx.AsyncClie
 
 async def test_more_files_than_max_files_is_413(client: httpx.AsyncClient) -> None:
     uploads = _files(*[(f"{i}.png", image_bytes(seed=i), "image/png") for i in range(5)])
-    body = _problem(await client.post(PREDICT, files=uploads), 413)
+    body = problem(await client.post(PREDICT, files=uploads), 413)
     assert body["detail"] == "5 files sent; at most 4 are accepted per request"
 
 
 async def test_bytes_over_limit_is_413(client: httpx.AsyncClient) -> None:
     big = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)).save(big, "PNG")
-    _problem(await client.post(PREDICT, files=_files(("big.png", big.getvalue(), "image/png"))), 413)
+    problem(await client.post(PREDICT, files=_files(("big.png", big.getvalue(), "image/png"))), 413)
 
 
 async def test_no_files_is_422(client: httpx.AsyncClient) -> None:
-    _problem(await client.post(PREDICT, data={"x": "1"}), 422)
+    problem(await client.post(PREDICT, data={"x": "1"}), 422)
 
 
 async def test_unknown_model_and_wrong_kind_are_404(client: httpx.AsyncClient) -> None:
     one = _files(("a.png", image_bytes(), "image/png"))
-    _problem(await client.post("/api/v1/vision/nope/predict", files=one), 404)
-    body = _problem(await client.post(f"/api/v1/vision/{TABULAR}/predict", files=one), 404)
+    problem(await client.post("/api/v1/vision/nope/predict", files=one), 404)
+    body = problem(await client.post(f"/api/v1/vision/{TABULAR}/predict", files=one), 404)
     assert body["detail"] == f"model '{TABULAR}' is a tabular model; use /api/v1/tabular/{TABULAR}/predict"
 
 

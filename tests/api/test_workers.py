@@ -5,46 +5,22 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pandas as pd
 
-from tests.conftest import TABULAR, adult_rows
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def wait_until_ready(client: httpx.AsyncClient, *, seconds: float = 120) -> None:
-    """Poll /health/ready until the server answers 200 (it loads its models first)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if (await client.get("/health/ready")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"not ready after {seconds:g} s")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers import ROOT, TABULAR, UVICORN_APP, adult_rows, free_port, wait_until_ready
 
 
 async def test_two_uvicorn_workers_serve_concurrent_requests(
     trained_store: Path, tmp_path: Path, adult_frame: pd.DataFrame
 ) -> None:
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "server.log").open("wb")
     env = {**os.environ, "FASTAI_SERVE_MODEL_STORE": str(trained_store), "FASTAI_SERVE_DEVICE": "cpu"}
-    cmd = [sys.executable, "-m", "uvicorn", "service.api.app:app", "--port", str(port), "--workers", "2"]
+    cmd = [*UVICORN_APP, "--port", str(port), "--workers", "2"]
     server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

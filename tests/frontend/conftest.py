@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TABULAR, VISION, clone_store
+from tests.helpers import TABULAR, UVICORN_APP, VISION, clone_store, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("FASTAI_SERVE_CHROMIUM", "/usr/bin/chromium"))
@@ -42,12 +40,6 @@ SERVER_START_S = 180
 EXPECTED_HTTP_NOISE = ("status of 404", "status of 415", "status of 422")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def frontend_store(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = clone_store(trained_store, tmp_path_factory.mktemp("frontend") / "store", [TABULAR, VISION])
@@ -61,7 +53,7 @@ def frontend_store(trained_store: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def static_port() -> int:
     """The port of a plain static server for the frontend, known before the API starts (for CORS)."""
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +61,7 @@ def live_server(
     frontend_store: Path, tmp_path_factory: pytest.TempPathFactory, static_port: int
 ) -> Iterator[str]:
     """The real service under uvicorn on a free loopback port, frontend at `/`."""
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {
         **os.environ,
@@ -79,7 +71,7 @@ def live_server(
         "FASTAI_SERVE_TORCH_THREADS": "1",
         "FASTAI_SERVE_CORS_ORIGINS": f"http://127.0.0.1:{static_port}",
     }
-    cmd = [sys.executable, "-m", "uvicorn", "service.api.app:app", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [*UVICORN_APP, "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
         server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

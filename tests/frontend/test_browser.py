@@ -14,8 +14,8 @@ import pytest
 from playwright.sync_api import expect
 
 from service.training import data
-from tests.conftest import TABULAR, VISION, image_bytes
 from tests.frontend.conftest import BARE, BROKEN, PageLog
+from tests.helpers import TABULAR, VISION, image_bytes
 
 
 def png(name: str, seed: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from service.inference.tabular import TabularPredictor
 from service.inference.tabular_encoder import HASH_INDEX_FROM
 from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner
-from tests.conftest import FIXTURES, TABULAR, VISION, image_bytes
+from tests.helpers import FIXTURES, TABULAR, VISION, image_bytes
 
 
 def _get_preds(learn: Any, items: Any) -> np.ndarray:
@@ -107,8 +107,8 @@ def test_vision_fast_path_equals_get_preds(vision_learner: Any) -> None:
     predictor = VisionPredictor(vision_learner)
     assert predictor.fast_path
     assert predictor._native_resize is not None  # centre crop + resize done with two PIL calls
-    images = predictor.decode(_uploads())
-    np.testing.assert_allclose(_ours(predictor, images), _get_preds(vision_learner, images), atol=1e-4)
+    images = predictor.prepare(_uploads()).images
+    np.testing.assert_allclose(_ours(predictor, _uploads()), _get_preds(vision_learner, images), atol=1e-4)
 
 
 def test_vision_unknown_transform_falls_back_to_fastai(
@@ -117,8 +117,8 @@ def test_vision_unknown_transform_falls_back_to_fastai(
     monkeypatch.setattr(vision_module, "FAST_ITEM_TFMS", {"ToTensor"})  # as if Resize were a custom transform
     predictor = VisionPredictor(vision_learner)
     assert not predictor.fast_path
-    images = predictor.decode(_uploads())
-    np.testing.assert_allclose(_ours(predictor, images), _get_preds(vision_learner, images), atol=1e-5)
+    images = predictor.prepare(_uploads()).images
+    np.testing.assert_allclose(_ours(predictor, _uploads()), _get_preds(vision_learner, images), atol=1e-5)
 
 
 def test_vision_native_resize_matches_fastai_pixels(vision_learner: Any) -> None:

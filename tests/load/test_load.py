@@ -22,8 +22,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.api.test_workers import ROOT, _free_port
-from tests.conftest import TABULAR, VISION, adult_rows, clone_store, image_bytes
+from tests.helpers import ROOT, TABULAR, VISION, adult_rows, clone_store, free_port, image_bytes
 
 pytestmark = pytest.mark.slow
 KEY = "load-test-key"
@@ -43,7 +42,7 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(store: Path, log: Path, **env: str) -> Iterator[Server]:
-    port = _free_port()
+    port = free_port()
     environment = {
         **os.environ,
         "FASTAI_SERVE_MODEL_STORE": str(store),

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from service.cli import main
-from service.reports import read_report
+from service.reports.store import read_report
 from service.training import data
 from service.training.common import FitOptions, TrainResult
 from service.training.tabular import TabularRecipe, train_tabular

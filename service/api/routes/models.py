@@ -10,6 +10,8 @@ from fastapi import APIRouter
 
 from service.api.deps import RegistryDep
 from service.errors import MSG_NO_SCHEMA_FOR_VISION, ModelNotFound
+from service.inference.predictor import ModelKind
+from service.inference.tabular import TabularPredictor
 from service.registry import ModelEntry
 from service.schemas.models import CompatInfo, FrameworkVersions, ModelDetail, ModelList, ModelSummary
 from service.schemas.problem import Problem
@@ -20,7 +22,7 @@ router = APIRouter(prefix="/api/v1/models", tags=["models"])
 def summary_of(entry: ModelEntry) -> ModelSummary:
     return ModelSummary(
         name=entry.name,
-        kind=entry.kind,  # type: ignore[arg-type]
+        kind=entry.kind,
         version=entry.version,
         status=entry.status.value,
         device=entry.device,
@@ -56,8 +58,7 @@ async def model_detail(name: str, registry: RegistryDep) -> ModelDetail:
 async def model_schema(name: str, registry: RegistryDep) -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of one input row of a tabular model."""
     entry = registry.get(name)
-    if entry.kind == "vision":
+    if entry.kind is ModelKind.VISION:
         raise ModelNotFound(MSG_NO_SCHEMA_FOR_VISION.format(name=name))
-    _, predictor = registry.predictor(name, "tabular")
-    schema: dict[str, Any] = predictor.row_json_schema()
-    return schema
+    _, predictor = registry.predictor(name, TabularPredictor)
+    return predictor.row_json_schema()

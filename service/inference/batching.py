@@ -1,40 +1,51 @@
-"""Micro-batching: concurrent requests for one model share one forward pass.
+"""Micro-batching, and running a request through it: concurrent requests for one model share one forward.
 
 Each request is validated and preprocessed on its own (a bad request fails alone); only the forward pass
 is shared. A worker task per model collects requests until `max_batch` items or `max_wait_ms`, runs them in
 the model's own thread (never on the event loop), and hands each request its slice of the result.
+`BatcherPool.run` is what every front door calls: it also keeps a model's faults to that model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, NoReturn
 
-from service.errors import ServiceError
-from service.metrics import Metrics
+import numpy as np
+import torch
 
-MSG_OVERLOADED = "model {name!r} is overloaded ({pending} items queued); retry shortly"
+from service.errors import (
+    MSG_MODEL_FAULT,
+    MSG_MODEL_NAN,
+    MSG_MODEL_OOM,
+    MSG_OVERLOADED,
+    ModelFault,
+    Overloaded,
+    ServiceError,
+)
+from service.inference.predictor import AnyPredictor, ForwardMany, Prepared
+from service.telemetry import Metrics, record_timing
 
+if TYPE_CHECKING:
+    from service.registry import ModelEntry
 
-class Overloaded(ServiceError):
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail=detail, status=503, title="Overloaded", headers={"Retry-After": "1"})
-
-
-Run = Callable[[list[Any]], list[Any]]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class _Job:
-    payload: Any
-    size: int
-    run: Run  # the predictor's forward_many: after a reload, old and new versions may share a queue
-    future: asyncio.Future[Any]
+    payload: Prepared
+    forward: ForwardMany  # the predictor version's forward_many: after a reload, two may share a queue
+    future: asyncio.Future[np.ndarray]
     enqueued: float
+
+    @property
+    def size(self) -> int:
+        return self.payload.n
 
 
 class MicroBatcher:
@@ -57,8 +68,9 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
         self._worker: asyncio.Task[None] | None = None
 
-    async def submit(self, payload: Any, size: int, run: Run) -> Any:
+    async def submit(self, payload: Prepared, forward: ForwardMany) -> np.ndarray:
         """Queue one request's prepared input; returns its own result once its batch has run."""
+        size = payload.n
         if self._pending and self._pending + size > self.max_queue:
             if self._metrics:
                 self._metrics.rejected.labels(self.name).inc()
@@ -66,7 +78,7 @@ class MicroBatcher:
         if self._worker is None:
             self._worker = asyncio.create_task(self._loop(), name=f"batcher-{self.name}")
         loop = asyncio.get_running_loop()
-        job = _Job(payload, size, run, loop.create_future(), time.perf_counter())
+        job = _Job(payload, forward, loop.create_future(), time.perf_counter())
         self._pending += size
         self._queue.put_nowait(job)
         return await job.future
@@ -107,7 +119,7 @@ class MicroBatcher:
 
     async def _run_group(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
         try:
-            results = await loop.run_in_executor(self._executor, jobs[0].run, [j.payload for j in jobs])
+            results = await loop.run_in_executor(self._executor, jobs[0].forward, [j.payload for j in jobs])
         except BaseException as exc:  # noqa: BLE001 - the batch's failure belongs to its requests
             for job in jobs:
                 if not job.future.done():
@@ -141,21 +153,10 @@ class MicroBatcher:
 
 def _by_model(jobs: list[_Job]) -> list[list[_Job]]:
     """Jobs grouped by the model version they were prepared for (one group except during a reload)."""
-    groups: dict[Any, list[_Job]] = {}
+    groups: dict[ForwardMany, list[_Job]] = {}
     for job in jobs:
-        groups.setdefault(job.run, []).append(job)
+        groups.setdefault(job.forward, []).append(job)
     return list(groups.values())
-
-
-@dataclass(frozen=True)
-class BoundBatcher:
-    """A model's batcher with one predictor version to run: what a request submits to."""
-
-    batcher: MicroBatcher
-    run: Run
-
-    async def submit(self, payload: Any, size: int) -> Any:
-        return await self.batcher.submit(payload, size, self.run)
 
 
 class BatcherPool:
@@ -170,7 +171,8 @@ class BatcherPool:
         self.metrics = metrics
         self._batchers: dict[str, MicroBatcher] = {}
 
-    def for_predictor(self, name: str, predictor: Any) -> BoundBatcher:
+    def batcher(self, name: str) -> MicroBatcher:
+        """The model's batcher, created on its first request."""
         batcher = self._batchers.get(name)
         if batcher is None:
             batcher = MicroBatcher(
@@ -181,9 +183,40 @@ class BatcherPool:
                 metrics=self.metrics,
             )
             self._batchers[name] = batcher
-        return BoundBatcher(batcher, predictor.forward_many)
+        return batcher
+
+    async def run(self, entry: ModelEntry, predictor: AnyPredictor, prepared: Prepared) -> np.ndarray:
+        """The probabilities for one request's prepared input, computed in a shared batch.
+
+        Out of memory is this request's problem (503, retry smaller); a forward that raises or returns
+        non-finite numbers is the model's: it is marked failed (the model list and readiness show why)
+        until an admin reloads it, and every other model keeps serving.
+        """
+        started = time.perf_counter()
+        try:
+            probs = await self.batcher(entry.name).submit(prepared, predictor.forward_many)
+        except ServiceError:
+            raise
+        except (MemoryError, torch.OutOfMemoryError):
+            logger.warning("model %s ran out of memory on a batch", entry.name)
+            raise ModelFault(MSG_MODEL_OOM.format(name=entry.name), status=503) from None
+        except Exception as exc:  # noqa: BLE001 - whatever the model raised, it stays with this model
+            logger.exception("model %s failed while predicting", entry.name)
+            _fail(entry, predictor, f"{type(exc).__name__}: {exc}")
+        finally:
+            record_timing("model", time.perf_counter() - started)  # queue wait + forward, for the log line
+        if not np.isfinite(probs).all():
+            _fail(entry, predictor, MSG_MODEL_NAN)
+        return probs
 
     async def close(self) -> None:
         for batcher in self._batchers.values():
             await batcher.close()
         self._batchers.clear()
+
+
+def _fail(entry: ModelEntry, predictor: AnyPredictor, reason: str) -> NoReturn:
+    detail = MSG_MODEL_FAULT.format(name=entry.name, reason=reason)
+    if entry.predictor is predictor:  # not when a reload already replaced this version
+        entry.fail(detail)
+    raise ModelFault(detail)

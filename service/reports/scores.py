@@ -1,4 +1,5 @@
-"""Classification metrics from labels: accuracy, per-class and macro precision/recall/F1, confusion matrix.
+"""Classification scores (the metric maths) from labels: accuracy, per-class and macro precision, recall
+and F1, and the confusion matrix.
 
 Used for the training report's test set and by the evaluate endpoints, always on predictions made by the
 serving predictors themselves. Macro averages run over the classes present in the labels or the predictions,
@@ -25,7 +26,9 @@ def confusion(actual: Sequence[str], predicted: Sequence[str], classes: Sequence
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return np.divide(num, den, out=np.zeros(len(num), dtype=np.float64), where=den > 0)
+    out = np.zeros(len(num), dtype=np.float64)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
 
 
 def evaluate_labels(actual: Sequence[str], predicted: Sequence[str], classes: Sequence[str]) -> Evaluation:

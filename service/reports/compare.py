@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.reports import read_report
+from service.reports.store import read_report
 
 ROWS = [
     ("test items", lambda r, t: t["n"]),

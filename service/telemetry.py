@@ -1,6 +1,9 @@
-"""Prometheus metrics, one registry per app (tests build many apps in one process)."""
+"""What the service measures: Prometheus collectors (one registry per app, since tests build many apps in
+one process) and the timings one request collects on its way, for its log line."""
 
 from __future__ import annotations
+
+import contextvars
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -59,3 +62,16 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+
+
+# Timings a request collects on its way (e.g. the model's share), logged with its line. The request
+# middleware opens the dict; anything below it (the batcher) adds to it without knowing about HTTP.
+request_timings: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
+    "request_timings", default=None
+)
+
+
+def record_timing(name: str, seconds: float) -> None:
+    timings = request_timings.get()
+    if timings is not None:
+        timings[name] = timings.get(name, 0.0) + seconds * 1000

@@ -1,13 +1,15 @@
-"""Per-request plumbing: a request id, one JSON log line, security headers, and a time limit.
+"""The ASGI middleware around every request, outermost first:
 
-The log line holds what an operator needs (id, method, route, model, status, timings, client) and never a
-body, a query string or file contents.
+- `RequestContextMiddleware`: a request id, security headers, a time limit (504) and one JSON log line,
+  which holds what an operator needs (id, method, route, model, status, timings, client) and never a body,
+  a query string or file contents;
+- `BodySizeLimitMiddleware`: the body limit, enforced while the body streams in, before it is parsed;
+- `RequestMetricsMiddleware`: Prometheus counts and times by model and route template (never raw paths).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 import re
@@ -18,8 +20,9 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.problems import problem_response
-from service.errors import MSG_REQUEST_TIMEOUT
+from service.api.problems import BodyTooLarge, problem_for
+from service.errors import MSG_BODY_TOO_LARGE, MSG_REQUEST_TIMEOUT, PayloadTooLarge, RequestTimeout
+from service.telemetry import Metrics, request_timings
 
 access_log = logging.getLogger("fastai_serve.access")
 
@@ -38,17 +41,6 @@ PAGE_CSP = (
     "connect-src 'self' *; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 DOCS_PATHS = ("/docs", "/redoc")  # FastAPI's pages load their assets from a CDN: no CSP there
-
-# Timings a request collects on its way (e.g. the model's share), logged with its line.
-request_timings: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
-    "request_timings", default=None
-)
-
-
-def record_timing(name: str, seconds: float) -> None:
-    timings = request_timings.get()
-    if timings is not None:
-        timings[name] = timings.get(name, 0.0) + seconds * 1000
 
 
 class RequestContextMiddleware:
@@ -84,10 +76,8 @@ class RequestContextMiddleware:
             await asyncio.wait_for(self.app(scope, receive, send_with_headers), self.timeout_s)
         except TimeoutError:
             if not response_started:
-                detail = MSG_REQUEST_TIMEOUT.format(seconds=self.timeout_s)
-                await problem_response(status=504, title="Request timeout", detail=detail)(
-                    scope, receive, send_with_headers
-                )
+                timeout = RequestTimeout(MSG_REQUEST_TIMEOUT.format(seconds=self.timeout_s))
+                await problem_for(timeout)(scope, receive, send_with_headers)
         finally:
             request_timings.reset(token)
             self._log(scope, request_id, status, started, timings)
@@ -111,21 +101,62 @@ class RequestContextMiddleware:
         access_log.info(json.dumps(line))
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: what log shippers parse without a grok pattern."""
+class BodySizeLimitMiddleware:
+    """413 for a body over `max_bytes`: at once from Content-Length, else as soon as the stream passes it."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = MSG_BODY_TOO_LARGE.format(limit_mb=self.max_bytes / (1024 * 1024))
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await problem_for(PayloadTooLarge(detail))(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(detail)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class RequestMetricsMiddleware:
+    """Counts and times every /api request by model and route template."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            payload = json.loads(message) if message.startswith("{") else {"message": message}
-        except json.JSONDecodeError:
-            payload = {"message": message}
-        out = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            **payload,
-        }
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+            await self.app(scope, receive, record_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None)
+            if template is not None and template.startswith("/api/"):
+                model = scope.get("path_params", {}).get("name", "")
+                self.metrics.requests.labels(model, template, str(status)).inc()
+                self.metrics.request_seconds.labels(model, template).observe(time.perf_counter() - started)

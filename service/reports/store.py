@@ -1,4 +1,4 @@
-"""Where a model's training report lives in the store, and reading it (no plotting imports here)."""
+"""Where a model's training report lives in its store folder, and reading it (no plotting imports here)."""
 
 from __future__ import annotations
 

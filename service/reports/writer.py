@@ -19,7 +19,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from service.reports import REPORT_DIR, REPORT_FILE
+from service.inference.predictor import ModelKind, labels_of
+from service.inference.tabular_spec import finite_or_none
+from service.reports.store import REPORT_DIR, REPORT_FILE
 from service.schemas.reports import Evaluation
 
 TOP_LOSSES = 9
@@ -53,12 +55,7 @@ class TestScores:
         """Cross-entropy of each item: what fastai's top losses rank by."""
         index = {c: i for i, c in enumerate(self.classes)}
         picked = self.probs[np.arange(len(self.actual)), [index[a] for a in self.actual]]
-        return -np.log(np.clip(picked, 1e-12, None))
-
-
-def _number(value: Any) -> float | None:
-    number = float(value)
-    return None if math.isnan(number) else number
+        return np.asarray(-np.log(np.clip(picked, 1e-12, None)))
 
 
 def fit_outcome(learn: Any, *, epochs: int, monitor: str, min_delta: float) -> FitOutcome:
@@ -67,7 +64,7 @@ def fit_outcome(learn: Any, *, epochs: int, monitor: str, min_delta: float) -> F
     if names and names[-1] == "time":
         names = names[:-1]
     history = [
-        {"epoch": i, **{name: _number(v) for name, v in zip(names, values, strict=False)}}
+        {"epoch": i, **{name: finite_or_none(v) for name, v in zip(names, values, strict=False)}}
         for i, values in enumerate(recorder.values)
     ]
     # The rule of fastai's TrackerCallback (what SaveModelCallback restores): an epoch is the new best
@@ -129,8 +126,8 @@ def _top(scores: TestScores) -> list[int]:
 
 
 def _caption(scores: TestScores, i: int) -> tuple[str, float, float]:
-    probs = scores.probs[i]
-    predicted = scores.classes[int(probs.argmax())]
+    probs = scores.probs[i : i + 1]
+    [predicted] = labels_of(probs, scores.classes)
     return predicted, float(scores.losses[i]), float(probs.max())
 
 
@@ -187,7 +184,7 @@ def write_report(
     learn: Any,
     outcome: FitOutcome,
     scores: TestScores | None,
-    kind: str,
+    kind: ModelKind,
     seed: int,
     augmented: bool,
     train_seconds: float,
@@ -204,7 +201,7 @@ def write_report(
     if scores is not None:
         plot_confusion_matrix(scores.evaluation, folder / "confusion_matrix.png")
         artifacts["confusion_matrix"] = "confusion_matrix.png"
-        if kind == "vision":
+        if kind is ModelKind.VISION:
             plot_top_losses_images(scores, folder / "top_losses.png")
         else:
             rows = top_loss_rows(scores)

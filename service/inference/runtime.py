@@ -1,48 +1,20 @@
-"""What every predictor shares: the result type, the model runner and the fastai fallback runner."""
+"""Runtimes under the predictors: what turns encoded inputs into probabilities.
+
+`TorchModel` runs the learner's model on tensors the predictor already encoded (the fast paths);
+`FastaiPipeline` runs fastai's own `test_dl` + `get_preds` for learners whose transforms we do not
+reproduce. The learner's preprocessing always stays above this layer, in the predictor.
+"""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 
-@dataclass(slots=True)
-class Prediction:
-    """One input's outcome: the winning label and a probability per class."""
-
-    label: str
-    probabilities: dict[str, float]
-    warnings: list[str] = field(default_factory=list)
-
-    def top_k(self, k: int) -> list[tuple[str, float]]:
-        ranked = sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)
-        return ranked[:k]
-
-
-def predictions_from_probs(
-    probs: np.ndarray, classes: list[str], warnings: list[list[str]] | None = None
-) -> list[Prediction]:
-    """Turn an (n, classes) probability matrix into `Prediction`s, in input order."""
-    labels = [classes[i] for i in probs.argmax(axis=1).tolist()]
-    rows = probs.tolist()
-    notes = warnings if warnings else [[] for _ in rows]
-    return [
-        Prediction(label, dict(zip(classes, row, strict=True)), note)
-        for label, row, note in zip(labels, rows, notes, strict=True)
-    ]
-
-
-def split_rows(probs: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    """Cut one batch's probabilities back into each request's rows, in order."""
-    bounds = np.cumsum([0, *sizes])
-    return [probs[bounds[i] : bounds[i + 1]] for i in range(len(sizes))]
-
-
-class ModelRunner:
-    """The model's forward and the loss's activation, on tensors already encoded (the fast paths)."""
+class TorchModel:
+    """The model's forward and the loss's activation in torch eager, on tensors already encoded."""
 
     def __init__(self, learn: Any, *, max_batch: int = 4096) -> None:
         import torch
@@ -73,8 +45,8 @@ class ModelRunner:
         return np.asarray(torch.cat(chunks).numpy() if len(chunks) > 1 else chunks[0].numpy())
 
 
-class LearnerRunner:
-    """Runs `get_preds` on one learner; fastai learners are not safe to call from two threads."""
+class FastaiPipeline:
+    """fastai's own `test_dl` + `get_preds` on one learner; learners are not safe to call from two threads."""
 
     def __init__(self, learn: Any) -> None:
         self.learn = learn
@@ -84,4 +56,4 @@ class LearnerRunner:
         with self._lock:
             dl = self.learn.dls.test_dl(items, num_workers=0)
             probs, _ = self.learn.get_preds(dl=dl)
-        return probs.float().cpu().numpy()
+        return np.asarray(probs.float().cpu().numpy())

@@ -1,4 +1,5 @@
-"""Labelled data for evaluation: target columns, labels and zip archives checked, then scored by the same
+"""Labelled inputs for evaluation: a CSV's target column, per-file labels and zip archives with a folder per
+class, checked against the model's classes. No model runs here: the items are then scored by the same
 predictors (and the same batches) as the predict endpoints."""
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from service.errors import (
 )
 from service.inference.images import UploadedImage
 
+# Images are decoded and scored this many at a time, so a large archive never holds every decoded image.
+EVAL_CHUNK = 256
 # Folders and files that archivers add and that are never training data.
 _IGNORED = ("__MACOSX/", ".DS_Store", "Thumbs.db")
 

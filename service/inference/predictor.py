@@ -1,0 +1,104 @@
+"""The one model interface every front door serves through: a `Predictor` of some `ModelKind`.
+
+A request goes `prepare` (validate and encode, off the model thread; a bad request fails alone) →
+`forward_many` (one batched model call for several requests' prepared inputs, on the model thread) →
+`finish` (the request's own `Prediction`s). The /api/v1 routes, and any other protocol or deployment,
+are adapters over these three steps; none re-implements one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import numpy as np
+
+RequestT_contra = TypeVar("RequestT_contra", contravariant=True)
+PreparedT = TypeVar("PreparedT", bound="Prepared")
+
+
+class ModelKind(StrEnum):
+    """What a learner takes as input; decides its predictor and the paths that serve it."""
+
+    TABULAR = "tabular"
+    VISION = "vision"
+
+
+class Prepared(Protocol):
+    """One request's validated, encoded input, ready to join a batch."""
+
+    @property
+    def n(self) -> int:
+        """How many items (rows, images) it holds: what batch sizes and queue limits count."""
+        ...
+
+
+@dataclass(slots=True)
+class Prediction:
+    """One input's outcome: the winning label and a probability per class."""
+
+    label: str
+    probabilities: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+
+    def top_k(self, k: int) -> list[tuple[str, float]]:
+        ranked = sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)
+        return ranked[:k]
+
+
+class Predictor(Protocol[RequestT_contra, PreparedT]):
+    """What a model needs to be served, whatever its kind and whichever door a request came in by."""
+
+    kind: ClassVar[ModelKind]
+    classes: list[str]
+
+    def input_schema(self) -> dict[str, Any]:
+        """What a client sends, derived from the learner (columns and categories, or image size)."""
+        ...
+
+    def prepare(self, request: RequestT_contra, /) -> PreparedT:
+        """Validate and encode one request; raises the service's 4xx errors. Runs off the model thread."""
+        ...
+
+    def forward_many(self, batch: list[PreparedT], /) -> list[np.ndarray]:
+        """One model call for several requests: each gets its own (n, classes) probabilities, in order."""
+        ...
+
+    def finish(self, prepared: PreparedT, probs: np.ndarray, /) -> list[Prediction]:
+        """The request's predictions from its slice of the batch."""
+        ...
+
+    def self_check(self) -> None:
+        """Predict one input built from the learner's own schema; raises when it cannot."""
+        ...
+
+
+# What a served model is held as: any kind's predictor (a front door narrows it with `isinstance`).
+AnyPredictor = Predictor[Any, Any]
+# A predictor version's `forward_many`; the batcher groups a batch by it (see `batching.BatcherPool`).
+ForwardMany = Callable[[list[Any]], list[np.ndarray]]
+
+
+def labels_of(probs: np.ndarray, classes: Sequence[str]) -> list[str]:
+    """The most likely class of each row of an (n, classes) probability matrix."""
+    return [classes[i] for i in probs.argmax(axis=1).tolist()]
+
+
+def predictions_from_probs(
+    probs: np.ndarray, classes: list[str], warnings: list[list[str]] | None = None
+) -> list[Prediction]:
+    """Turn an (n, classes) probability matrix into `Prediction`s, in input order."""
+    rows = probs.tolist()
+    notes = warnings if warnings else [[] for _ in rows]
+    return [
+        Prediction(label, dict(zip(classes, row, strict=True)), note)
+        for label, row, note in zip(labels_of(probs, classes), rows, notes, strict=True)
+    ]
+
+
+def split_rows(probs: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Cut one batch's probabilities back into each request's rows, in order."""
+    bounds = np.cumsum([0, *sizes])
+    return [probs[bounds[i] : bounds[i + 1]] for i in range(len(sizes))]

@@ -1,0 +1,170 @@
+"""A tabular learner's inputs, read once from its procs: the columns a client sends (names, categories,
+fill values, normalisation), the model's categorical columns in order, and the classes.
+
+The predictor validates requests against it and the encoder applies it; nothing else reads the procs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+NA_CATEGORY = "#na#"
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A number as a float, with None for absent or NaN (what JSON and reports can carry)."""
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def normalise_category(value: Any) -> str:
+    """The key tolerant matching uses: surrounding whitespace and case do not count."""
+    return str(value).strip().casefold()
+
+
+@dataclass(frozen=True)
+class CategoricalColumn:
+    """One categorical input; every lookup is built once per model, so matching is a dict lookup."""
+
+    name: str
+    categories: list[Any]  # what a client may send (Categorify's classes without #na#)
+    lookup: dict[str, Any]  # str(value) -> canonical category
+    tolerant: dict[str, Any]  # normalise_category(value) -> canonical category
+    codes: dict[Any, int]  # canonical category -> Categorify's code; anything else is #na# (0)
+
+    @classmethod
+    def from_classes(cls, name: str, classes: list[Any]) -> CategoricalColumn:
+        known = [c for c in classes if c != NA_CATEGORY]
+        tolerant: dict[str, Any] = {}
+        for category in known:
+            tolerant.setdefault(normalise_category(category), category)
+        return cls(
+            name=name,
+            categories=known,
+            lookup={str(c): c for c in known},
+            tolerant=tolerant,
+            codes={c: i for i, c in enumerate(classes)},
+        )
+
+    @cached_property
+    def index(self) -> pd.Index:
+        """Text of each category, for resolving a whole column of CSV cells in one call."""
+        return pd.Index(list(self.lookup), dtype=object)
+
+    @cached_property
+    def canonical(self) -> np.ndarray:
+        """Categories in `index` order, plus NaN last: position -1 (no match) picks it."""
+        return np.array([*self.lookup.values(), np.nan], dtype=object)
+
+    @cached_property
+    def code_index(self) -> pd.Index:
+        """A hash index over the classes in code order: a whole column's codes in one C call."""
+        return pd.Index(list(self.codes), dtype=object)
+
+    def schema(self) -> dict[str, Any]:
+        return {"name": self.name, "type": "categorical", "categories": [str(c) for c in self.categories]}
+
+
+@dataclass(frozen=True)
+class MissingFlag:
+    """FillMissing's `<col>_na` column: not a client input, derived from whether `flag_of` was missing."""
+
+    name: str
+    flag_of: str
+    codes: dict[Any, int]
+
+
+@dataclass(frozen=True)
+class ContinuousColumn:
+    name: str
+    mean: float | None
+    std: float | None
+    fill: float | None  # what FillMissing puts in for a missing value; None when it cannot
+
+    @property
+    def nullable(self) -> bool:
+        return self.fill is not None
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": "continuous",
+            "mean": self.mean,
+            "std": self.std,
+            "nullable": self.nullable,
+        }
+
+
+@dataclass(frozen=True)
+class TabularSpec:
+    """Everything about a tabular learner's inputs, read once from its procs: what a client sends, and
+    how the procs encode it."""
+
+    categorical: list[CategoricalColumn]
+    continuous: list[ContinuousColumn]
+    target: str
+    classes: list[str]
+    model_categorical: list[CategoricalColumn | MissingFlag]  # the model's x_cat columns, in order
+    proc_names: frozenset[str]  # the procs' class names: which of them the fast path reproduces
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.continuous] + [c.name for c in self.categorical]
+
+    def input_schema(self) -> dict[str, Any]:
+        columns = [c.schema() for c in self.continuous] + [c.schema() for c in self.categorical]
+        return {"columns": columns, "target": self.target}
+
+
+def _proc(dls: Any, name: str) -> Any:
+    return getattr(dls.procs, name, None)
+
+
+def spec_from_learner(learn: Any) -> TabularSpec:
+    """Read columns, categories, codes, fill values, normalisation and classes from a tabular learner."""
+    dls = learn.dls
+    categorify, fill_missing, normalize = (
+        _proc(dls, "categorify"),
+        _proc(dls, "fill_missing"),
+        _proc(dls, "normalize"),
+    )
+    na_dict: dict[str, Any] = dict(getattr(fill_missing, "na_dict", {}) or {})
+    flags = {f"{col}_na": col for col in na_dict}
+    categorical: list[CategoricalColumn] = []
+    model_categorical: list[CategoricalColumn | MissingFlag] = []
+    for name in dls.cat_names:
+        classes = list(categorify.classes[name]) if categorify is not None else []
+        if name in flags:
+            model_categorical.append(MissingFlag(name, flags[name], {c: i for i, c in enumerate(classes)}))
+            continue
+        column = CategoricalColumn.from_classes(name, classes)
+        categorical.append(column)
+        model_categorical.append(column)
+    means = getattr(normalize, "means", {}) or {}
+    stds = getattr(normalize, "stds", {}) or {}
+    continuous = [
+        ContinuousColumn(
+            name=name,
+            mean=finite_or_none(means.get(name)),
+            std=finite_or_none(stds.get(name)),
+            fill=finite_or_none(na_dict.get(name)),
+        )
+        for name in dls.cont_names
+    ]
+    y_names = list(dls.y_names)
+    return TabularSpec(
+        categorical=categorical,
+        continuous=continuous,
+        target=y_names[0] if y_names else "",
+        classes=[str(c) for c in dls.vocab],
+        model_categorical=model_categorical,
+        proc_names=frozenset(type(p).__name__ for p in dls.procs),
+    )

@@ -1,0 +1,96 @@
+"""Reading CSV uploads and writing the scored copy, without a model: encodings, delimiters, blank cells,
+BOM, binary files and ragged rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.errors import (
+    MSG_CSV_EMPTY,
+    MSG_CSV_MEDIA,
+    MSG_CSV_MISSING_COLUMNS,
+    BadRequest,
+    InvalidInput,
+    UnsupportedMedia,
+)
+from service.inference.csvio import cells_as_rows, read_csv_upload, rows_for, scored_csv
+from tests.helpers import image_bytes
+
+
+def test_cells_are_text_and_blank_cells_are_missing() -> None:
+    frame = read_csv_upload(b"age,workclass,note\n39, Private,NA\n,   ,x\n", filename="a.csv")
+    assert list(frame.columns) == ["age", "workclass", "note"]
+    # Exact text is kept (a model trained on ", "-separated data knows " Private"); "NA" is a value.
+    assert frame.iloc[0].tolist() == ["39", " Private", "NA"]
+    assert frame.iloc[1].isna().tolist() == [True, True, False]
+
+
+def test_a_utf8_bom_does_not_reach_the_first_column_name() -> None:
+    frame = read_csv_upload("\ufeffage,city\n1,Zürich\n".encode(), filename="bom.csv")
+    assert list(frame.columns) == ["age", "city"]
+    assert frame.iloc[0].tolist() == ["1", "Zürich"]
+
+
+def test_header_names_are_stripped() -> None:
+    frame = read_csv_upload(b" age , city \n1,x\n", filename="h.csv")
+    assert list(frame.columns) == ["age", "city"]
+
+
+def test_quoted_fields_keep_their_delimiters_and_newlines() -> None:
+    frame = read_csv_upload(b'name,city\n"Smith, J","a\nb"\n', filename="q.csv")
+    assert frame.iloc[0].tolist() == ["Smith, J", "a\nb"]
+
+
+def test_the_delimiter_is_a_comma() -> None:
+    # A semicolon file is one column to a comma parser: the model's columns are then reported missing.
+    frame = read_csv_upload(b"age;city\n1;x\n", filename="semi.csv")
+    assert list(frame.columns) == ["age;city"]
+    with pytest.raises(InvalidInput) as missing:
+        rows_for(frame, ["age", "city"], filename="semi.csv")
+    assert missing.value.detail == MSG_CSV_MISSING_COLUMNS.format(filename="semi.csv", columns="age, city")
+    assert [e["loc"] for e in missing.value.errors] == [["file", "age"], ["file", "city"]]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "age,city\n1,Zürich\n".encode("latin-1"),  # not UTF-8
+        image_bytes(fmt="PNG"),  # an image sent as the CSV
+        b"age,city\n1,\x00\x00\n",  # NUL bytes: binary
+    ],
+    ids=["latin-1", "png", "nul"],
+)
+def test_binary_or_non_utf8_uploads_are_415(data: bytes) -> None:
+    with pytest.raises(UnsupportedMedia) as refused:
+        read_csv_upload(data, filename="x.csv")
+    assert refused.value.detail == MSG_CSV_MEDIA.format(filename="x.csv")
+
+
+@pytest.mark.parametrize("data", [b"", b"a,b\n1,2\n1,2,3\n"], ids=["empty", "ragged"])
+def test_unparsable_csv_is_400(data: bytes) -> None:
+    with pytest.raises(BadRequest) as refused:
+        read_csv_upload(data, filename="bad.csv")
+    assert refused.value.status == 400 and "bad.csv" in refused.value.detail
+
+
+def test_a_header_without_rows_is_422() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        read_csv_upload(b"age,city\n", filename="e.csv")
+    assert refused.value.detail == MSG_CSV_EMPTY.format(filename="e.csv")
+
+
+def test_rows_keep_only_the_models_columns_with_none_for_blanks() -> None:
+    frame = read_csv_upload(b"age,city,extra\n1,x,9\n,y,8\n", filename="r.csv")
+    assert rows_for(frame, ["city", "age"], filename="r.csv") == [
+        {"city": "x", "age": "1"},
+        {"city": "y", "age": None},
+    ]
+    assert cells_as_rows(frame, ["age"]) == [{"age": "1"}, {"age": None}]
+
+
+def test_scored_csv_adds_the_prediction_and_a_probability_per_class() -> None:
+    frame = read_csv_upload(b"age,city\n1,x\n2,y\n", filename="s.csv")
+    probs = np.array([[0.25, 0.75], [0.9, 0.1]], dtype=np.float32)
+    lines = scored_csv(frame, probs, ["no", "yes"]).splitlines()
+    assert lines == ["age,city,prediction,p_no,p_yes", "1,x,yes,0.25,0.75", "2,y,no,0.9,0.1"]
