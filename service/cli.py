@@ -158,7 +158,11 @@ def _common(sub: argparse.ArgumentParser, *, name: str) -> None:
     )
     sub.add_argument("--patience", type=int, default=3)
     sub.add_argument("--save-best", action="store_true", help="keep the weights of the best epoch")
-    sub.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars (they show only when stdout is a terminal); one log line per epoch either way",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ class FitOptions:
     early_stopping: bool = False
     patience: int = 3
     save_best: bool = False
-    quiet: bool = False  # no progress bars or per-epoch table (tests)
+    quiet: bool = False  # no progress bars even on a terminal; epochs are still logged
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -65,6 +66,12 @@ def reseed_loaders(dls: Any, seed: int) -> None:
     """Each DataLoader drew its own `rng` when created; re-seed them so shuffling repeats (the book's fix)."""
     for i, dl in enumerate(dls.loaders):
         dl.rng.seed(seed + i)
+
+
+def show_progress(options: FitOptions) -> bool:
+    """fastai's progress bars (and its per-epoch table) only on a terminal: piped into a file (CI, make,
+    docker build) every bar redraw would be a line of its own. Epochs are logged one line each either way."""
+    return not options.quiet and sys.stdout.isatty()
 
 
 def log_epochs_callback() -> Any:
@@ -100,7 +107,8 @@ def fit(learn: Any, *, epochs: int, lr: float, options: FitOptions, fine_tune: b
         # the best weights when the fit ends.
         learn.model_dir = (Path(learn.path) / CHECKPOINTS).resolve()
         cbs.append(SaveModelCallback(monitor=options.monitor, min_delta=options.min_delta, fname="best"))
-    quiet = (learn.no_bar(), learn.no_logging()) if options.quiet else ()
+    # Without bars fastai would print its per-epoch table instead: LogEpochs already logs each epoch.
+    quiet = () if show_progress(options) else (learn.no_bar(), learn.no_logging())
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         for ctx in quiet:
