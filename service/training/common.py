@@ -23,6 +23,7 @@ from service.evaluation import evaluate_labels
 from service.inference.evaluate import target_labels
 from service.inference.images import UploadedImage
 from service.loading import load_exported_learner, prepare_for_serving, sha256_of
+from service.training.data import MSG_UNKNOWN_MONITOR, TrainingInputError
 from service.training.report import FitOutcome, TestScores, write_report
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,20 @@ def show_progress(options: FitOptions) -> bool:
     """fastai's progress bars (and its per-epoch table) only on a terminal: piped into a file (CI, make,
     docker build) every bar redraw would be a line of its own. Epochs are logged one line each either way."""
     return not options.quiet and sys.stdout.isatty()
+
+
+def metric_names(metrics: list[Any]) -> list[str]:
+    """The names fastai's Recorder gives these metrics, without building a learner (what --monitor takes)."""
+    from fastai.learner import mk_metric
+
+    return ["train_loss", "valid_loss", *(mk_metric(m).name for m in metrics)]
+
+
+def check_monitor(monitor: str, metrics: list[Any]) -> None:
+    """Refuse an unknown --monitor before any data is read (fastai would fail only once training ran)."""
+    names = metric_names(metrics)
+    if monitor not in names:
+        raise TrainingInputError(MSG_UNKNOWN_MONITOR.format(monitor=monitor, choices=", ".join(names)))
 
 
 def log_epochs_callback() -> Any:

@@ -1,4 +1,5 @@
-"""Where training data comes from: the repo's shipped demo data, a local path, or fastai's downloads."""
+"""Where training data comes from: the repo's shipped demo data, a local path, or fastai's downloads; and
+the checks that turn bad training input into one line for the user (no fastai imported here)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import gzip
 import shutil
 import tarfile
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT / "data"
@@ -23,6 +25,79 @@ ADULT_CATEGORICAL = [
 ]
 ADULT_CONTINUOUS = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
 ADULT_TARGET = "Salary"
+
+# What a user gets, one line each, for training input refused before any training starts.
+MSG_NO_SUCH_PATH = "{what} {path}: no such file or directory"
+MSG_NOT_A_FILE = "{what} {path}: not a file (expected a CSV)"
+MSG_NOT_A_FOLDER = "{what} {path}: not a folder (expected one folder of images per class)"
+MSG_UNREADABLE_CSV = "{what} {path}: not a readable CSV ({reason})"
+MSG_MISSING_COLUMNS = "{what} {path} has no column {missing}; its columns: {columns}"
+MSG_NO_CLASS_FOLDERS = "{what} {path} has no class folders with images (expected {path}/<class>/<image>)"
+MSG_EMPTY_CLASS = "{what} {path}: class folder(s) without images: {empty}"
+MSG_ONE_CLASS = "{what} {path} has one class folder ({name}); a classifier needs two or more"
+MSG_UNKNOWN_TEST_CLASSES = "{what} {path} has class folder(s) the training data has not: {unknown}"
+MSG_UNKNOWN_ARCH = "unknown --arch {arch!r}; choose one of: {choices}"
+MSG_ARCH_UNUSABLE = (
+    "--arch {arch} does not work on {size}x{size} images ({reason}); try another --arch or --size"
+)
+MSG_UNKNOWN_MONITOR = "unknown --monitor {monitor!r}; choose one of: {choices}"
+MSG_NO_BATCH = (
+    "only {n} training {items} once test and validation data are held out: not one batch of --bs {bs}; "
+    "use a smaller --bs or more data"
+)
+MSG_DOWNLOAD_FAILED = (
+    "could not download fastai's {name} data set ({reason}); without the internet use --data"
+)
+LISTED_COLUMNS = 30
+
+
+class TrainingInputError(ValueError):
+    """Training input refused (a path, a column, an architecture, a metric): one line, no traceback."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The gist of a library's exception, for a message that must stay one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_one_batch(dls: Any, *, items: str, bs: int) -> None:
+    """fastai drops the last partial training batch: with fewer items than --bs nothing would train."""
+    if len(dls.train) == 0:
+        raise TrainingInputError(MSG_NO_BATCH.format(n=len(dls.train_ds), items=items, bs=bs))
+
+
+def existing_file(path: Path, *, what: str) -> Path:
+    if not path.exists():
+        raise TrainingInputError(MSG_NO_SUCH_PATH.format(what=what, path=path))
+    if not path.is_file():
+        raise TrainingInputError(MSG_NOT_A_FILE.format(what=what, path=path))
+    return path
+
+
+def existing_folder(path: Path, *, what: str) -> Path:
+    if not path.exists():
+        raise TrainingInputError(MSG_NO_SUCH_PATH.format(what=what, path=path))
+    if not path.is_dir():
+        raise TrainingInputError(MSG_NOT_A_FOLDER.format(what=what, path=path))
+    return path
+
+
+def check_columns(path: Path, columns: list[str], *, what: str, needed: dict[str, list[str]]) -> None:
+    """`needed` maps an option (`--target`) to the columns it names; every one must be in the file."""
+    have = set(columns)
+    missing = [
+        f"{', '.join(repr(c) for c in absent)} ({option})"
+        for option, wanted in needed.items()
+        if (absent := [c for c in wanted if c not in have])
+    ]
+    if missing:
+        shown = ", ".join(columns[:LISTED_COLUMNS])
+        if len(columns) > LISTED_COLUMNS:
+            shown += f", ... ({len(columns)} in all)"
+        raise TrainingInputError(
+            MSG_MISSING_COLUMNS.format(what=what, path=path, missing="; ".join(missing), columns=shown)
+        )
 
 
 def demo_adult_csv(cache: Path = CACHE_DIR) -> Path:
@@ -51,4 +126,7 @@ def downloaded(name: str) -> Path:
     """fastai's own data sets (`ADULT_SAMPLE`, `CIFAR`): needs the internet the first time."""
     from fastai.data.external import URLs, untar_data
 
-    return Path(untar_data(getattr(URLs, name)))
+    try:
+        return Path(untar_data(getattr(URLs, name)))
+    except OSError as exc:  # no network, DNS, a refused connection, a full disk
+        raise TrainingInputError(MSG_DOWNLOAD_FAILED.format(name=name, reason=first_line(exc))) from exc

@@ -12,6 +12,7 @@ import pandas as pd
 from service.training.common import (
     FitOptions,
     TrainResult,
+    check_monitor,
     fit,
     publish,
     recipe_dict,
@@ -19,6 +20,14 @@ from service.training.common import (
     score_table,
     seed_everything,
     serving_predictor,
+)
+from service.training.data import (
+    MSG_UNREADABLE_CSV,
+    TrainingInputError,
+    check_columns,
+    check_one_batch,
+    existing_file,
+    first_line,
 )
 from service.training.report import fit_outcome
 
@@ -48,6 +57,20 @@ class TabularRecipe:
 def read_table(path: Path) -> pd.DataFrame:
     # UCI Adult style files separate values with ", " and mark unknowns with "?".
     return pd.read_csv(path, skipinitialspace=True, na_values=["?"])
+
+
+def check_inputs(recipe: TabularRecipe) -> None:
+    """The CSV(s) exist, parse, and have the target and every named column: before any training."""
+    needed = {"--target": [recipe.target], "--cat": recipe.cat_names, "--cont": recipe.cont_names}
+    files = [("--data", recipe.csv)] + ([("--test", recipe.test_csv)] if recipe.test_csv else [])
+    for what, path in files:
+        existing_file(path, what=what)
+        try:
+            columns = list(pd.read_csv(path, nrows=0, skipinitialspace=True).columns)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            reason = first_line(exc)
+            raise TrainingInputError(MSG_UNREADABLE_CSV.format(what=what, path=path, reason=reason)) from exc
+        check_columns(path, columns, what=what, needed=needed)
 
 
 def split_indices(n: int, *, pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +118,13 @@ def tabular_summary(dls: Any) -> str:
     return "\n".join(lines)
 
 
-def train_tabular(recipe: TabularRecipe) -> TrainResult:
+def _metrics(average: str) -> list[Any]:
     from fastai.metrics import Precision, Recall, accuracy
+
+    return [accuracy, Precision(average=average), Recall(average=average)]
+
+
+def train_tabular(recipe: TabularRecipe) -> TrainResult:
     from fastai.tabular.all import (
         Categorify,
         FillMissing,
@@ -106,6 +134,8 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
         tabular_learner,
     )
 
+    check_monitor(recipe.fit.monitor, _metrics("binary"))  # the names do not depend on `average`
+    check_inputs(recipe)
     train_df, test_df, test_source = _train_and_test(recipe)
     _, valid_idx = split_indices(len(train_df), pct=recipe.valid_pct, seed=recipe.seed + 1)
 
@@ -123,6 +153,7 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
         num_workers=0,
     )
     reseed_loaders(dls, recipe.seed)
+    check_one_batch(dls, items="rows", bs=recipe.bs)
     multiclass = len(dls.vocab) > 2
     average = "macro" if multiclass else "binary"
     learn = tabular_learner(
@@ -130,7 +161,7 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
         layers=recipe.layers,
         config=tabular_config(ps=recipe.ps) if recipe.ps else None,
         wd=recipe.wd,
-        metrics=[accuracy, Precision(average=average), Recall(average=average)],
+        metrics=_metrics(average),
     )
     seconds = fit(learn, epochs=recipe.epochs, lr=recipe.lr, options=recipe.fit)
     outcome = fit_outcome(
