@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 
 DEMO_TABULAR = "adult-income"
 DEMO_VISION = "cifar10"
+# fastai's own layers use torch.jit.script at import; torch warns on every run, about nothing a user can do.
+JIT_DEPRECATION = r"`torch\.jit\.script` is deprecated"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -152,14 +155,22 @@ def _common(sub: argparse.ArgumentParser, *, name: str) -> None:
     sub.add_argument(
         "--test", default=None, help="labelled test data (CSV / folder per class) for the report"
     )
-    sub.add_argument("--monitor", default="accuracy", help="metric the callbacks watch (e.g. valid_loss)")
+    sub.add_argument(
+        "--monitor",
+        default="accuracy",
+        help="what the callbacks watch: train_loss, valid_loss, accuracy, precision_score or recall_score",
+    )
     sub.add_argument("--min-delta", type=float, default=0.01, help="smallest change that counts as better")
     sub.add_argument(
         "--early-stopping", action="store_true", help="stop after --patience epochs without gain"
     )
     sub.add_argument("--patience", type=int, default=3)
     sub.add_argument("--save-best", action="store_true", help="keep the weights of the best epoch")
-    sub.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars (they show only when stdout is a terminal); one log line per epoch either way",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,7 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         "vision", help="vision_learner on an image folder (default: the shipped CIFAR-10 sample)"
     )
     _common(vis, name=DEMO_VISION)
-    vis.add_argument("--arch", default="resnet18")
+    vis.add_argument(
+        "--arch",
+        default="resnet18",
+        help="a torchvision classifier or a fastai xresnet: resnet18..152, xresnet18..152, convnext_tiny...",
+    )
     vis.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False)
     vis.add_argument("--epochs", type=int, default=4)
     vis.add_argument("--lr", type=float, default=1e-2)
@@ -226,10 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from service.errors import TrainingInputError
+
     os.environ.setdefault("MPLBACKEND", "Agg")
+    warnings.filterwarnings("ignore", message=JIT_DEPRECATION, category=FutureWarning)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except TrainingInputError as exc:
+        # Bad input is the user's to fix: one line that says what, like argparse's own errors (exit 2).
+        print(f"fastai-serve: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

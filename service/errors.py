@@ -100,6 +100,29 @@ MSG_DEVICE_SETTING = "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {val
 MSG_NO_CUDA = "device {value!r} was requested but CUDA is not available on this machine"
 MSG_NO_SUCH_CUDA = "device {value!r} was requested but only {count} CUDA device(s) exist"
 
+# What a user gets, one line each, for training input refused before any training starts.
+MSG_NO_SUCH_PATH = "{what} {path}: no such file or directory"
+MSG_NOT_A_FILE = "{what} {path}: not a file (expected a CSV)"
+MSG_NOT_A_FOLDER = "{what} {path}: not a folder (expected one folder of images per class)"
+MSG_UNREADABLE_CSV = "{what} {path}: not a readable CSV ({reason})"
+MSG_MISSING_COLUMNS = "{what} {path} has no column {missing}; its columns: {columns}"
+MSG_NO_CLASS_FOLDERS = "{what} {path} has no class folders with images (expected {path}/<class>/<image>)"
+MSG_EMPTY_CLASS = "{what} {path}: class folder(s) without images: {empty}"
+MSG_ONE_CLASS = "{what} {path} has one class folder ({name}); a classifier needs two or more"
+MSG_UNKNOWN_TEST_CLASSES = "{what} {path} has class folder(s) the training data has not: {unknown}"
+MSG_UNKNOWN_ARCH = "unknown --arch {arch!r}; choose one of: {choices}"
+MSG_ARCH_UNUSABLE = (
+    "--arch {arch} does not work on {size}x{size} images ({reason}); try another --arch or --size"
+)
+MSG_UNKNOWN_MONITOR = "unknown --monitor {monitor!r}; choose one of: {choices}"
+MSG_NO_BATCH = (
+    "only {n} training {items} once test and validation data are held out: not one batch of --bs {bs}; "
+    "use a smaller --bs or more data"
+)
+MSG_DOWNLOAD_FAILED = (
+    "could not download fastai's {name} data set ({reason}); without the internet use --data"
+)
+
 
 @dataclass
 class ServiceError(Exception):
@@ -200,3 +223,7 @@ class LoadError(RuntimeError):
 
 class DeviceUnavailable(RuntimeError):
     """The configured device does not exist on this machine."""
+
+
+class TrainingInputError(ValueError):
+    """Training input refused (a path, a column, an architecture, a metric): one line, no traceback."""

@@ -1,5 +1,6 @@
-// Report page: the training report (metrics, history, loss curve, confusion matrix, top losses) when the
-// model has one, and an evaluate form (labelled CSV for tabular; images + labels or a zip for vision).
+// Report page: the training report when the model has one (what a user looks at first, first: the loss
+// curve, confusion matrix and top losses, then metrics, the test set and the history), and an evaluate form
+// (labelled CSV for tabular; images + labels or a zip for vision).
 import { api, apiUrl, enc } from "./api.js";
 import { busy, clear, errorBox, h, loading, num, pct, table } from "./dom.js";
 import { fetchDetail, modelHeader } from "./model.js";
@@ -9,6 +10,29 @@ const ARTIFACTS = [
   ["confusion_matrix", "Confusion matrix"],
   ["top_losses", "Top losses"],
 ];
+const TOP_CONFUSED = 10; // the 10-class demo has ~80 confused pairs: the rest wait behind "Show all"
+
+/** [actual, predicted, count] pairs, most first: the top ones listed, every pair one click away. */
+function mostConfusedView(pairs) {
+  if (!pairs || !pairs.length) return null;
+  const ranked = [...pairs].sort((a, b) => b[2] - a[2]); // stable: ties keep the API's order
+  const item = ([actual, predicted, count]) => h("li", {}, `${actual} predicted as ${predicted}: ${count}`);
+  const rest = ranked.slice(TOP_CONFUSED);
+  return h(
+    "div",
+    { class: "most-confused" },
+    h("h4", {}, rest.length ? `Most confused (top ${TOP_CONFUSED} of ${ranked.length} pairs)` : "Most confused"),
+    h("ol", { class: "top-pairs" }, ranked.slice(0, TOP_CONFUSED).map(item)),
+    rest.length
+      ? h(
+          "details",
+          { class: "all-pairs" },
+          h("summary", {}, `Show all ${ranked.length} pairs`),
+          h("ol", { start: TOP_CONFUSED + 1 }, rest.map(item)),
+        )
+      : null,
+  );
+}
 
 /** An Evaluation (test set of the report, or the result of the evaluate form). */
 export function evaluationView(evaluation, { id, title }) {
@@ -39,14 +63,7 @@ export function evaluationView(evaluation, { id, title }) {
           { caption: "Confusion matrix (counts)", className: "confusion" },
         )
       : null,
-    evaluation.most_confused && evaluation.most_confused.length
-      ? h(
-          "div",
-          {},
-          h("h4", {}, "Most confused"),
-          h("ul", {}, evaluation.most_confused.map(([a, p, c]) => h("li", {}, `${a} predicted as ${p}: ${c}`))),
-        )
-      : null,
+    mostConfusedView(evaluation.most_confused),
   );
 }
 
@@ -93,10 +110,10 @@ function reportView(report, detail) {
   return h(
     "div",
     { id: "report" },
+    artifactsView(report, detail.name),
     summaryView(report, detail),
     report.test ? evaluationView(report.test, { id: "report-test", title: "Held-out test set" }) : null,
     historyView(report.history),
-    artifactsView(report, detail.name),
     report.datablock_summary
       ? h("details", {}, h("summary", {}, "DataBlock summary"), h("pre", {}, report.datablock_summary))
       : null,

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from service.errors import MSG_UNKNOWN_MONITOR, TrainingInputError
 from service.inference.csvio import cells_as_rows
 from service.inference.images import UploadedImage
 from service.inference.kinds import build_predictor
@@ -27,7 +29,7 @@ from service.inference.tabular import TabularPredictor
 from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner, prepare_for_serving, sha256_of
 from service.reports.scores import evaluate_labels
-from service.reports.writer import FitOutcome, TestScores, write_report
+from service.reports.writer import FitOutcome, TestScores, fit_outcome, write_report
 
 logger = logging.getLogger(__name__)
 P = TypeVar("P", TabularPredictor, VisionPredictor)
@@ -54,7 +56,7 @@ class FitOptions:
     early_stopping: bool = False
     patience: int = 3
     save_best: bool = False
-    quiet: bool = False  # no progress bars or per-epoch table (tests)
+    quiet: bool = False  # no progress bars even on a terminal; epochs are still logged
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -71,6 +73,26 @@ def reseed_loaders(dls: Any, seed: int) -> None:
     """Each DataLoader drew its own `rng` when created; re-seed them so shuffling repeats (the book's fix)."""
     for i, dl in enumerate(dls.loaders):
         dl.rng.seed(seed + i)
+
+
+def show_progress(options: FitOptions) -> bool:
+    """fastai's progress bars (and its per-epoch table) only on a terminal: piped into a file (CI, make,
+    docker build) every bar redraw would be a line of its own. Epochs are logged one line each either way."""
+    return not options.quiet and sys.stdout.isatty()
+
+
+def metric_names(metrics: list[Any]) -> list[str]:
+    """The names fastai's Recorder gives these metrics, without building a learner (what --monitor takes)."""
+    from fastai.learner import mk_metric
+
+    return ["train_loss", "valid_loss", *(mk_metric(m).name for m in metrics)]
+
+
+def check_monitor(monitor: str, metrics: list[Any]) -> None:
+    """Refuse an unknown --monitor before any data is read (fastai would fail only once training ran)."""
+    names = metric_names(metrics)
+    if monitor not in names:
+        raise TrainingInputError(MSG_UNKNOWN_MONITOR.format(monitor=monitor, choices=", ".join(names)))
 
 
 def log_epochs_callback() -> Any:
@@ -90,8 +112,11 @@ def log_epochs_callback() -> Any:
     return LogEpochs()
 
 
-def fit(learn: Any, *, epochs: int, lr: float, options: FitOptions, fine_tune: bool = False) -> float:
-    """Train with the requested callbacks; returns seconds. They are fit-only: not in the exported file."""
+def fit(
+    learn: Any, *, epochs: int, lr: float, options: FitOptions, fine_tune: bool = False
+) -> tuple[float, FitOutcome]:
+    """Train with the requested callbacks (fit-only: not in the exported file); returns the seconds it took
+    and what the fit loop did, for the report."""
     from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 
     cbs: list[Any] = [log_epochs_callback()]
@@ -106,7 +131,8 @@ def fit(learn: Any, *, epochs: int, lr: float, options: FitOptions, fine_tune: b
         # the best weights when the fit ends.
         learn.model_dir = (Path(learn.path) / CHECKPOINTS).resolve()
         cbs.append(SaveModelCallback(monitor=options.monitor, min_delta=options.min_delta, fname="best"))
-    quiet = (learn.no_bar(), learn.no_logging()) if options.quiet else ()
+    # Without bars fastai would print its per-epoch table instead: LogEpochs already logs each epoch.
+    quiet = () if show_progress(options) else (learn.no_bar(), learn.no_logging())
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         for ctx in quiet:
@@ -119,7 +145,7 @@ def fit(learn: Any, *, epochs: int, lr: float, options: FitOptions, fine_tune: b
     if options.save_best:
         shutil.rmtree(learn.model_dir, ignore_errors=True)
         learn.model_dir = "models"
-    return seconds
+    return seconds, fit_outcome(learn, epochs=epochs, monitor=options.monitor, min_delta=options.min_delta)
 
 
 def serving_predictor(learner_path: Path, predictor_type: type[P]) -> P:

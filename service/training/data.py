@@ -1,4 +1,5 @@
-"""Where training data comes from: the repo's shipped demo data, a local path, or fastai's downloads."""
+"""Where training data comes from: the repo's shipped demo data, a local path, or fastai's downloads; and
+the checks that turn bad training input into one line for the user (no fastai imported here)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,17 @@ import gzip
 import shutil
 import tarfile
 from pathlib import Path
+from typing import Any
+
+from service.errors import (
+    MSG_DOWNLOAD_FAILED,
+    MSG_MISSING_COLUMNS,
+    MSG_NO_BATCH,
+    MSG_NO_SUCH_PATH,
+    MSG_NOT_A_FILE,
+    MSG_NOT_A_FOLDER,
+    TrainingInputError,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT / "data"
@@ -23,6 +35,53 @@ ADULT_CATEGORICAL = [
 ]
 ADULT_CONTINUOUS = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
 ADULT_TARGET = "Salary"
+
+LISTED_COLUMNS = 30
+
+
+def first_line(exc: BaseException) -> str:
+    """The gist of a library's exception, for a message that must stay one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_one_batch(dls: Any, *, items: str, bs: int) -> None:
+    """fastai drops the last partial training batch: with fewer items than --bs nothing would train."""
+    if len(dls.train) == 0:
+        raise TrainingInputError(MSG_NO_BATCH.format(n=len(dls.train_ds), items=items, bs=bs))
+
+
+def existing_file(path: Path, *, what: str) -> Path:
+    if not path.exists():
+        raise TrainingInputError(MSG_NO_SUCH_PATH.format(what=what, path=path))
+    if not path.is_file():
+        raise TrainingInputError(MSG_NOT_A_FILE.format(what=what, path=path))
+    return path
+
+
+def existing_folder(path: Path, *, what: str) -> Path:
+    if not path.exists():
+        raise TrainingInputError(MSG_NO_SUCH_PATH.format(what=what, path=path))
+    if not path.is_dir():
+        raise TrainingInputError(MSG_NOT_A_FOLDER.format(what=what, path=path))
+    return path
+
+
+def check_columns(path: Path, columns: list[str], *, what: str, needed: dict[str, list[str]]) -> None:
+    """`needed` maps an option (`--target`) to the columns it names; every one must be in the file."""
+    have = set(columns)
+    missing = [
+        f"{', '.join(repr(c) for c in absent)} ({option})"
+        for option, wanted in needed.items()
+        if (absent := [c for c in wanted if c not in have])
+    ]
+    if missing:
+        shown = ", ".join(columns[:LISTED_COLUMNS])
+        if len(columns) > LISTED_COLUMNS:
+            shown += f", ... ({len(columns)} in all)"
+        raise TrainingInputError(
+            MSG_MISSING_COLUMNS.format(what=what, path=path, missing="; ".join(missing), columns=shown)
+        )
 
 
 def demo_adult_csv(cache: Path = CACHE_DIR) -> Path:
@@ -51,4 +110,7 @@ def downloaded(name: str) -> Path:
     """fastai's own data sets (`ADULT_SAMPLE`, `CIFAR`): needs the internet the first time."""
     from fastai.data.external import URLs, untar_data
 
-    return Path(untar_data(getattr(URLs, name)))
+    try:
+        return Path(untar_data(getattr(URLs, name)))
+    except OSError as exc:  # no network, DNS, a refused connection, a full disk
+        raise TrainingInputError(MSG_DOWNLOAD_FAILED.format(name=name, reason=first_line(exc))) from exc

@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from service.errors import MSG_UNREADABLE_CSV, TrainingInputError
 from service.inference.predictor import ModelKind
 from service.inference.tabular import TabularPredictor
-from service.reports.writer import fit_outcome
 from service.training.common import (
     FitOptions,
     TrainResult,
+    check_monitor,
     fit,
     publish,
     recipe_dict,
@@ -23,6 +24,7 @@ from service.training.common import (
     seed_everything,
     serving_predictor,
 )
+from service.training.data import check_columns, check_one_batch, existing_file, first_line
 
 
 @dataclass
@@ -50,6 +52,20 @@ class TabularRecipe:
 def read_table(path: Path) -> pd.DataFrame:
     # UCI Adult style files separate values with ", " and mark unknowns with "?".
     return pd.read_csv(path, skipinitialspace=True, na_values=["?"])
+
+
+def check_inputs(recipe: TabularRecipe) -> None:
+    """The CSV(s) exist, parse, and have the target and every named column: before any training."""
+    needed = {"--target": [recipe.target], "--cat": recipe.cat_names, "--cont": recipe.cont_names}
+    files = [("--data", recipe.csv)] + ([("--test", recipe.test_csv)] if recipe.test_csv else [])
+    for what, path in files:
+        existing_file(path, what=what)
+        try:
+            columns = list(pd.read_csv(path, nrows=0, skipinitialspace=True).columns)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            reason = first_line(exc)
+            raise TrainingInputError(MSG_UNREADABLE_CSV.format(what=what, path=path, reason=reason)) from exc
+        check_columns(path, columns, what=what, needed=needed)
 
 
 def split_indices(n: int, *, pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +113,13 @@ def tabular_summary(dls: Any) -> str:
     return "\n".join(lines)
 
 
-def train_tabular(recipe: TabularRecipe) -> TrainResult:
+def _metrics(average: str) -> list[Any]:
     from fastai.metrics import Precision, Recall, accuracy
+
+    return [accuracy, Precision(average=average), Recall(average=average)]
+
+
+def train_tabular(recipe: TabularRecipe) -> TrainResult:
     from fastai.tabular.all import (
         Categorify,
         FillMissing,
@@ -108,6 +129,8 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
         tabular_learner,
     )
 
+    check_monitor(recipe.fit.monitor, _metrics("binary"))  # the names do not depend on `average`
+    check_inputs(recipe)
     train_df, test_df, test_source = _train_and_test(recipe)
     _, valid_idx = split_indices(len(train_df), pct=recipe.valid_pct, seed=recipe.seed + 1)
 
@@ -125,6 +148,7 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
         num_workers=0,
     )
     reseed_loaders(dls, recipe.seed)
+    check_one_batch(dls, items="rows", bs=recipe.bs)
     multiclass = len(dls.vocab) > 2
     average = "macro" if multiclass else "binary"
     learn = tabular_learner(
@@ -132,12 +156,9 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
         layers=recipe.layers,
         config=tabular_config(ps=recipe.ps) if recipe.ps else None,
         wd=recipe.wd,
-        metrics=[accuracy, Precision(average=average), Recall(average=average)],
+        metrics=_metrics(average),
     )
-    seconds = fit(learn, epochs=recipe.epochs, lr=recipe.lr, options=recipe.fit)
-    outcome = fit_outcome(
-        learn, epochs=recipe.epochs, monitor=recipe.fit.monitor, min_delta=recipe.fit.min_delta
-    )
+    seconds, outcome = fit(learn, epochs=recipe.epochs, lr=recipe.lr, options=recipe.fit)
     return publish(
         learn,
         kind=ModelKind.TABULAR,

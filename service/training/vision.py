@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
+from service.errors import (
+    MSG_ARCH_UNUSABLE,
+    MSG_EMPTY_CLASS,
+    MSG_NO_CLASS_FOLDERS,
+    MSG_ONE_CLASS,
+    MSG_UNKNOWN_ARCH,
+    MSG_UNKNOWN_TEST_CLASSES,
+    TrainingInputError,
+)
 from service.inference.predictor import ModelKind
 from service.inference.vision import VisionPredictor
-from service.reports.writer import fit_outcome
 from service.training.common import (
     FitOptions,
     TrainResult,
     captured_stdout,
+    check_monitor,
     fit,
     publish,
     recipe_dict,
@@ -24,10 +36,15 @@ from service.training.common import (
     seed_everything,
     serving_predictor,
 )
+from service.training.data import check_one_batch, existing_folder, first_line
 
 # CIFAR-10 statistics: with pretrained=False fastai adds no Normalize, so we add the data's own.
 CIFAR_STATS = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
 IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+# Shipped by fastai or torchvision, but vision_learner cannot cut a body out of them (no pooling layer it
+# finds, auxiliary outputs) or, for xsenet154, fastai's constructor is broken: checked with fastai 2.8.12
+# and torchvision 0.29 by building each one.
+UNUSABLE_ARCHS = ("xsenet154", "googlenet", "inception_v3", "maxvit_t", "mnasnet", "mobilenet_v2", "vit_")
 
 
 @dataclass
@@ -53,12 +70,53 @@ class VisionRecipe:
     fit: FitOptions = field(default_factory=FitOptions)
 
 
+def architectures() -> dict[str, Callable[..., nn.Module]]:
+    """Every architecture `--arch` takes: fastai's xresnets (`fastai.vision.models.xresnet`) and
+    torchvision's image classifiers (resnets included), by name."""
+    import torchvision
+    from fastai.vision.models import xresnet
+
+    found = {n: getattr(xresnet, n) for n in xresnet.__all__ if n.startswith("x")}
+    found |= {
+        n: getattr(torchvision.models, n) for n in torchvision.models.list_models(module=torchvision.models)
+    }
+    natural = sorted(found, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+    return {n: found[n] for n in natural if not n.startswith(UNUSABLE_ARCHS)}
+
+
+def resolve_arch(name: str) -> Callable[..., nn.Module]:
+    choices = architectures()
+    if name not in choices:
+        raise TrainingInputError(MSG_UNKNOWN_ARCH.format(arch=name, choices=", ".join(choices)))
+    return choices[name]
+
+
+def check_arch_fits(model: nn.Module, *, arch: str, size: int) -> None:
+    """One forward pass of a blank batch: an architecture too deep for tiny images (alexnet at 32x32)
+    fails here, in a line, instead of in the first training batch. No RNG is drawn: numbers stay the same."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, 3, size, size, device=device))
+    except (RuntimeError, ValueError) as exc:
+        reason = first_line(exc)
+        raise TrainingInputError(MSG_ARCH_UNUSABLE.format(arch=arch, size=size, reason=reason)) from exc
+    finally:
+        model.train(was_training)
+
+
 def pretrained_weights_available(arch: str) -> bool:
-    """torchvision weights work offline only when the checkpoint is already in $TORCH_HOME."""
+    """torchvision weights work offline only when the checkpoint is already in $TORCH_HOME (fastai's
+    xresnets have none)."""
     import torch.hub
     from torchvision import models
 
-    weights = models.get_model_weights(arch).DEFAULT
+    try:
+        weights = models.get_model_weights(arch).DEFAULT
+    except (ValueError, KeyError):
+        return False
     filename = Path(weights.url).name
     return (Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file()
 
@@ -81,16 +139,50 @@ def _files(folder: Path, max_per_class: int | None) -> list[Path]:
 def adapt_stem_for_small_images(model: nn.Module) -> None:
     """Drop the stem's max-pool: on 32x32 inputs resnet18 otherwise ends on a 1x1 feature map."""
     body: Any = model[0]  # type: ignore[index]
-    if isinstance(body[3], nn.MaxPool2d):
+    if len(body) > 3 and isinstance(body[3], nn.MaxPool2d):
         body[3] = nn.Identity()
 
 
+def _class_files(
+    root: Path, *, what: str, max_per_class: int | None, skip: Path | None = None
+) -> dict[str, list[Path]]:
+    """The images of each class folder of `root` (`root/<class>/<image>`); a class folder without images
+    is refused: training without it would silently drop a class."""
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d != skip)
+    by_class: dict[str, list[Path]] = {d.name: [] for d in folders}
+    for f in _files(root, max_per_class):
+        if f.parent.parent == root and f.parent.name in by_class:
+            by_class[f.parent.name].append(f)
+    if empty := [name for name, files in by_class.items() if not files]:
+        raise TrainingInputError(MSG_EMPTY_CLASS.format(what=what, path=root, empty=", ".join(empty)))
+    return by_class
+
+
 def _train_and_test(recipe: VisionRecipe) -> tuple[list[Path], list[Path], str | None]:
+    existing_folder(recipe.folder, what="--data")
     train_root = recipe.folder / "train" if (recipe.folder / "train").is_dir() else recipe.folder
-    files = [f for f in _files(train_root, recipe.max_per_class) if f.parent.parent == train_root]
     test_root = recipe.test_folder or (recipe.folder / "test" if (recipe.folder / "test").is_dir() else None)
+    if recipe.test_folder is not None:
+        existing_folder(recipe.test_folder, what="--test")
+    by_class = _class_files(train_root, what="--data", max_per_class=recipe.max_per_class, skip=test_root)
+    if not by_class:
+        raise TrainingInputError(MSG_NO_CLASS_FOLDERS.format(what="--data", path=train_root))
+    if len(by_class) == 1:
+        raise TrainingInputError(
+            MSG_ONE_CLASS.format(what="--data", path=train_root, name=next(iter(by_class)))
+        )
+    files = sorted(f for class_files in by_class.values() for f in class_files)
     if test_root is not None:
-        return files, _files(test_root, recipe.max_per_class), str(test_root.name)
+        what = "--test" if recipe.test_folder is not None else "--data"
+        test_classes = _class_files(test_root, what=what, max_per_class=recipe.max_per_class)
+        if unknown := sorted(set(test_classes) - set(by_class)):
+            raise TrainingInputError(
+                MSG_UNKNOWN_TEST_CLASSES.format(what=what, path=test_root, unknown=", ".join(unknown))
+            )
+        if not test_classes:
+            raise TrainingInputError(MSG_NO_CLASS_FOLDERS.format(what=what, path=test_root))
+        test_files = sorted(f for class_files in test_classes.values() for f in class_files)
+        return files, test_files, str(test_root.name)
     if recipe.test_pct <= 0:
         return files, [], None
     # Held out before fastai sees the data: never trained on, never used to pick an epoch.
@@ -112,10 +204,12 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
         Normalize,
         Resize,
         aug_transforms,
-        models,
         vision_learner,
     )
 
+    arch = resolve_arch(recipe.arch)
+    metrics = [accuracy, Precision(average="macro"), Recall(average="macro")]
+    check_monitor(recipe.fit.monitor, metrics)
     pretrained = recipe.pretrained and pretrained_weights_available(recipe.arch)
     stats = IMAGENET_STATS if pretrained else CIFAR_STATS
     train_files, test_files, test_source = _train_and_test(recipe)
@@ -135,21 +229,22 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
     seed_everything(recipe.seed)
     dls = block.dataloaders(recipe.folder, bs=recipe.bs, num_workers=0)
     reseed_loaders(dls, recipe.seed)
+    check_one_batch(dls, items="images", bs=recipe.bs)
     learn = vision_learner(
         dls,
-        getattr(models, recipe.arch),
+        arch,
         pretrained=pretrained,
         normalize=False,
         ps=recipe.ps,
-        metrics=[accuracy, Precision(average="macro"), Recall(average="macro")],
+        metrics=metrics,
     )
     if recipe.small_input_stem and recipe.size <= 64:
         adapt_stem_for_small_images(learn.model)
+    check_arch_fits(learn.model, arch=recipe.arch, size=recipe.size)
     if not pretrained:
         learn.unfreeze()
-    seconds = fit(learn, epochs=recipe.epochs, lr=recipe.lr, options=recipe.fit, fine_tune=pretrained)
-    outcome = fit_outcome(
-        learn, epochs=recipe.epochs, monitor=recipe.fit.monitor, min_delta=recipe.fit.min_delta
+    seconds, outcome = fit(
+        learn, epochs=recipe.epochs, lr=recipe.lr, options=recipe.fit, fine_tune=pretrained
     )
     return publish(
         learn,

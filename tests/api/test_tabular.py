@@ -134,8 +134,12 @@ async def test_body_over_upload_limit_is_413(client: httpx.AsyncClient) -> None:
 async def test_unknown_model_and_wrong_kind_are_404(
     client: httpx.AsyncClient, rows: list[dict[str, Any]]
 ) -> None:
-    problem(await client.post("/api/v1/tabular/nope/predict", json={"rows": rows}), 404)
+    assert problem(await client.post("/api/v1/tabular/nope/predict", json={"rows": rows}), 404)["title"] == (
+        "Model not found"
+    )
     body = problem(await client.post(f"/api/v1/tabular/{VISION}/predict", json={"rows": rows}), 404)
+    # The model exists: the answer says so (its own title) and names the path that serves it.
+    assert body["title"] == "Wrong model kind"
     assert body["detail"] == f"model '{VISION}' is a vision model; use /api/v1/vision/{VISION}/predict"
 
 

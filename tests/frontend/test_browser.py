@@ -354,6 +354,10 @@ def test_report_view_renders_a_contract_report_and_posts_evaluations(
     expect(report.locator("table.metrics-table")).to_contain_text("best epoch")
     expect(report.locator("#report-test .accuracy")).to_have_text("80.0%")
     expect(report.locator("table.confusion tbody tr")).to_have_count(2)
+    expect(report.locator("#report-test .most-confused .top-pairs li")).to_have_text(
+        [">50K predicted as <=50K: 1"]
+    )
+    expect(report.locator("details.all-pairs")).to_have_count(0)  # one pair: nothing to hide
     for img in report.locator("img[data-artifact]").all():
         img.scroll_into_view_if_needed()
         page.wait_for_function("i => i.complete && i.naturalWidth === 64", arg=img.element_handle())
@@ -364,6 +368,55 @@ def test_report_view_renders_a_contract_report_and_posts_evaluations(
     expect(page.locator("#evaluation-result .accuracy")).to_have_text("66.7%")
     assert b'name="file"; filename="labelled.csv"' in posted[0]
     shot(page, tmp_path, "report-contract")
+    assert_clean(page_log, live_server)
+
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+# 25 confused pairs, as the API sends them (most first): 25 - i confusions for the i-th pair.
+MANY_PAIRS = [[CIFAR_CLASSES[i % 10], CIFAR_CLASSES[(i * 3 + 1) % 10], 25 - i] for i in range(25)]
+# The elements of a report page, in the order a user should meet them: plots first, tables after.
+REPORT_ORDER = """() => [...document.querySelectorAll(
+    '#report .artifacts, #report table.metrics-table, #report #report-test, #report table.history'
+)].map((el) => el.id || el.className)"""
+
+
+def test_report_page_shows_the_plots_first_and_the_top_10_confused_pairs_with_the_rest_on_demand(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    artifact = image_bytes(size=(64, 48), seed=4)
+    test = {
+        **CONTRACT_TEST,
+        "confusion_matrix": {"labels": CIFAR_CLASSES, "matrix": [[5] * 10 for _ in range(10)]},
+        "most_confused": MANY_PAIRS,
+    }
+    page.route(
+        f"**/api/v1/models/{TABULAR}/report",
+        lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps({**CONTRACT_REPORT, "test": test})
+        ),
+    )
+    page.route(
+        "**/report/*.png", lambda route: route.fulfill(status=200, content_type="image/png", body=artifact)
+    )
+    page.goto(f"/#/models/{TABULAR}/report")
+    report = page.locator("#report")
+    expect(report.locator("table.history tbody tr")).to_have_count(2)
+    assert page.evaluate(REPORT_ORDER) == ["artifacts", "metrics-table", "report-test", "history"]
+    plots, metrics = report.locator(".artifacts").bounding_box(), report.locator("table.metrics-table")
+    assert plots is not None and plots["y"] + plots["height"] <= metrics.bounding_box()["y"]
+
+    confused = report.locator("#report-test .most-confused")
+    expect(confused.locator("h4")).to_have_text("Most confused (top 10 of 25 pairs)")
+    top = confused.locator("ol.top-pairs > li")
+    expect(top).to_have_text([f"{a} predicted as {p}: {c}" for a, p, c in MANY_PAIRS[:10]])
+    rest = confused.locator("details.all-pairs li")
+    expect(rest).to_have_count(15)
+    expect(rest.first).to_be_hidden()
+    confused.get_by_text("Show all 25 pairs").click()
+    expect(rest.first).to_be_visible()
+    expect(rest).to_have_text([f"{a} predicted as {p}: {c}" for a, p, c in MANY_PAIRS[10:]])
+    assert confused.locator("details.all-pairs ol").get_attribute("start") == "11"  # numbering continues
+    shot(page, tmp_path, "report-order")
     assert_clean(page_log, live_server)
 
 
