@@ -61,8 +61,8 @@ def _train_tabular(args: argparse.Namespace) -> int:
     recipe = TabularRecipe(
         csv=csv,
         target=target,
-        cat_names=args.cat or data.ADULT_CATEGORICAL,
-        cont_names=args.cont or data.ADULT_CONTINUOUS,
+        cat_names=args.cat or data.DEMO_ADULT_CATEGORICAL,
+        cont_names=args.cont or data.DEMO_ADULT_CONTINUOUS,
         out_dir=_store(args) / args.name,
         epochs=args.epochs,
         lr=args.lr,
@@ -71,6 +71,8 @@ def _train_tabular(args: argparse.Namespace) -> int:
         ps=args.ps,
         seed=args.seed,
         max_rows=args.max_rows,
+        layers=args.layers,
+        valid_pct=args.valid_pct,
         test_csv=Path(args.test) if args.test else None,
         fit=_fit_options(args),
     )
@@ -100,6 +102,7 @@ def _train_vision(args: argparse.Namespace) -> int:
         flip=args.flip,
         augment=args.augment,
         ps=args.ps,
+        label_smoothing=args.label_smoothing,
         test_folder=Path(args.test) if args.test else None,
         fit=_fit_options(args),
         valid_pct=args.valid_pct,
@@ -197,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--wd", type=float, default=0.1)
     tab.add_argument("--ps", type=float, default=0.2, help="dropout of the hidden layers")
     tab.add_argument("--max-rows", type=int, default=None)
+    tab.add_argument("--layers", type=int, nargs="+", default=[200, 100], help="sizes of the hidden layers")
+    tab.add_argument(
+        "--valid-pct", type=float, default=0.2, help="share of the training rows kept for validation"
+    )
     tab.set_defaults(func=_train_tabular)
 
     vis = train.add_parser(
@@ -209,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a torchvision classifier or a fastai xresnet: resnet18..152, xresnet18..152, convnext_tiny...",
     )
     vis.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False)
-    vis.add_argument("--epochs", type=int, default=4)
+    vis.add_argument("--epochs", type=int, default=16)
     vis.add_argument("--lr", type=float, default=1e-2)
     vis.add_argument("--bs", type=int, default=128)
     vis.add_argument("--size", type=int, default=32)
@@ -218,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--augment", action=argparse.BooleanOptionalAction, default=False, help="fastai's aug_transforms"
     )
     vis.add_argument("--ps", type=float, default=0.25, help="dropout of the head")
+    vis.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        help="eps of LabelSmoothingCrossEntropyFlat (0 = plain CE)",
+    )
     vis.add_argument("--valid-pct", type=float, default=0.05)
     vis.add_argument(
         "--small-input-stem",

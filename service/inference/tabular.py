@@ -34,7 +34,8 @@ from service.inference.tabular_spec import (
 
 _UNMATCHED = object()
 _NUMBER_TYPES = {int, float, type(None)}
-_TEXT_TYPES = {str, type(None)}
+# Categories are text, or numbers for a learner that categorised a numeric column (e.g. amounts).
+_CATEGORY_TYPES = {str, int, float, type(None)}
 CategoryValue = str | int | float
 
 
@@ -249,7 +250,10 @@ class TabularPredictor:
             columns[cont.name] = values
         for cat in self.spec.categorical:
             values = [row[cat.name] for row in rows]
-            if not set(map(type, values)) <= _TEXT_TYPES:
+            kinds = set(map(type, values))
+            if not kinds <= _CATEGORY_TYPES:
+                return None
+            if float in kinds and not all(math.isfinite(v) for v in values if type(v) is float):
                 return None
             columns[cat.name] = values
         return columns
@@ -259,8 +263,8 @@ class TabularPredictor:
         if raw is None:
             warnings.append(MSG_NULL_CATEGORY.format(column=column.name))
             return np.nan
-        key = str(raw)
-        if key in column.lookup:
+        key = str(int(raw)) if isinstance(raw, float) and raw.is_integer() else str(raw)
+        if key in column.lookup:  # "2174", 2174 and 2174.0 all name category 2174
             return column.lookup[key]
         canonical = column.tolerant.get(normalise_category(key))
         if canonical is not None:

@@ -34,6 +34,12 @@ ADULT_CATEGORICAL = [
     "native-country",
 ]
 ADULT_CONTINUOUS = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
+# The demo model's columns. Capital gain and loss are mostly 0 with a long tail of a few hundred distinct
+# amounts: as categories (Categorify, an embedding per amount) instead of normalised numbers, held-out
+# accuracy goes from 0.860 to 0.877 with the same network and budget (issue 16's tuning table).
+ADULT_AMOUNTS = ["capital-gain", "capital-loss"]
+DEMO_ADULT_CATEGORICAL = ADULT_CATEGORICAL + ADULT_AMOUNTS
+DEMO_ADULT_CONTINUOUS = [c for c in ADULT_CONTINUOUS if c not in ADULT_AMOUNTS]
 ADULT_TARGET = "Salary"
 
 LISTED_COLUMNS = 30

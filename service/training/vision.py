@@ -64,6 +64,7 @@ class VisionRecipe:
     flip: bool = True  # a cheap per-item horizontal flip
     augment: bool = False  # fastai's aug_transforms (batch warps, rotation, lighting)
     ps: float = 0.25
+    label_smoothing: float = 0.0  # fastai's LabelSmoothingCrossEntropyFlat(eps) when > 0
     small_input_stem: bool = False
     max_per_class: int | None = None
     description: str = ""
@@ -201,6 +202,7 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
     from fastai.vision.all import (
         FlipItem,
         ImageBlock,
+        LabelSmoothingCrossEntropyFlat,
         Normalize,
         Resize,
         aug_transforms,
@@ -237,6 +239,9 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
         normalize=False,
         ps=recipe.ps,
         metrics=metrics,
+        loss_func=LabelSmoothingCrossEntropyFlat(eps=recipe.label_smoothing)
+        if recipe.label_smoothing
+        else None,
     )
     if recipe.small_input_stem and recipe.size <= 64:
         adapt_stem_for_small_images(learn.model)

@@ -15,9 +15,9 @@ from tests.helpers import make_settings, started_client
 
 STORE = Path(__file__).resolve().parents[2] / "model_store"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-# Regression floors. The vision target asked for is 0.60; resnet18 from scratch on the 5,000-image sample
-# reaches 0.485 in the 4 epochs that fit the 3-minute training budget on 2 CPU cores (see the README).
-TARGETS = {DEMO_TABULAR: 0.86, DEMO_VISION: 0.45}
+# Regression floors: the recipes' measured accuracies (README, "Measured here") less a margin for float
+# noise across CPUs (a few test items), not a different target.
+TARGETS = {DEMO_TABULAR: 0.87, DEMO_VISION: 0.60}
 
 pytestmark = pytest.mark.skipif(
     not all((STORE / name / "model.pkl").is_file() for name in TARGETS),
@@ -52,3 +52,37 @@ async def test_both_demo_models_serve(demo_client: httpx.AsyncClient) -> None:
     assert vis.status_code == 200
     top3 = {p["filename"]: [t["label"] for t in p["top_k"]] for p in vis.json()["predictions"]}
     assert "airplane" in top3["airplane.jpg"]
+
+
+async def test_amounts_the_demo_learner_categorised_match_as_numbers_or_text(
+    demo_client: httpx.AsyncClient,
+) -> None:
+    """The demo adult learner treats capital gain/loss as categories: 2174, 2174.0 and "2174" are the same
+    category (no warning), and an amount it never saw is #na# with a warning."""
+    detail = (await demo_client.get(f"/api/v1/models/{DEMO_TABULAR}")).json()
+    kinds = {c["name"]: c["type"] for c in detail["input_schema"]["columns"]}
+    assert kinds["capital-gain"] == kinds["capital-loss"] == "categorical"
+    row = {
+        "age": 39.0,
+        "workclass": "State-gov",
+        "fnlwgt": 77516.0,
+        "education": "Bachelors",
+        "education-num": 13.0,
+        "marital-status": "Never-married",
+        "occupation": "Adm-clerical",
+        "relationship": "Not-in-family",
+        "race": "White",
+        "sex": "Male",
+        "capital-loss": 0,
+        "hours-per-week": 40.0,
+        "native-country": "United-States",
+    }
+    rows = [{**row, "capital-gain": gain} for gain in (2174, 2174.0, "2174", 2175)]
+    response = await demo_client.post(f"/api/v1/tabular/{DEMO_TABULAR}/predict", json={"rows": rows})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert predictions[0]["warnings"] == predictions[1]["warnings"] == predictions[2]["warnings"] == []
+    assert (
+        predictions[0]["probabilities"] == predictions[1]["probabilities"] == predictions[2]["probabilities"]
+    )
+    assert "capital-gain: 2175 is not a known category" in predictions[3]["warnings"][0]
