@@ -24,6 +24,7 @@ from PIL import Image
 from service.api.app import create_app
 from service.errors import MSG_REQUEST_TIMEOUT
 from tests.helpers import (
+    ROOT,
     TABULAR,
     VISION,
     adult_rows,
