@@ -10,7 +10,7 @@ import json
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -458,15 +458,20 @@ def test_413s(http: httpx.Client, adult_frame: pd.DataFrame) -> None:
     images = [base64.b64encode(image_bytes(seed=i)).decode() for i in range(MAX_FILES + 1)]
     body = {"inputs": [{"name": "image", "shape": [len(images)], "datatype": "BYTES", "data": images}]}
     _error(http.post(f"/v2/models/{VISION}/infer", json=body), 413, f"{MAX_FILES + 1} files")
-    big = b"\0" * int(MAX_MB * 1024 * 1024 + 1)
-    _error(http.post(f"/v2/models/{VISION}/infer", content=big), 413, "MB limit")  # declared length
-
-    def chunks() -> Iterator[bytes]:  # no Content-Length: refused while it streams
-        for _ in range(8):
-            yield b"\0" * (256 * 1024)
-
-    _error(http.post(f"/v2/models/{VISION}/infer", content=chunks()), 413, "MB limit")
     assert http.get("/v2/health/ready").status_code == 200
+
+
+async def test_bodies_over_the_byte_limit_are_413(trained_store: Path) -> None:
+    async for client in client_for(trained_store, max_upload_mb=MAX_MB):
+        path = f"/v2/models/{VISION}/infer"
+        big = b"\0" * int(MAX_MB * 1024 * 1024 + 1)
+        _error(await client.post(path, content=big), 413, "MB limit")  # refused from Content-Length
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: refused while it streams
+            for _ in range(8):
+                yield b"\0" * (256 * 1024)
+
+        _error(await client.post(path, content=chunks()), 413, "MB limit")
 
 
 async def test_pixels_over_the_limit_are_413(trained_store: Path) -> None:
