@@ -221,7 +221,10 @@ async def load(
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 try:
-                    if kind == "tabular":
+                    if kind in V2_KINDS:
+                        path, body, headers = v2_payload(kind, payload)
+                        r = await client.post(path, content=body, headers=headers)
+                    elif kind == "tabular":
                         r = await client.post("/api/v1/tabular/adult-income/predict", json=payload["json"])
                     else:
                         r = await client.post("/api/v1/vision/cifar10/predict", files=payload["files"])
@@ -245,12 +248,55 @@ async def load(
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+V2_KINDS = ("v2_tabular", "v2_vision")  # the same one-item requests over the Open Inference Protocol
+
+
+def v2_binary_body(inputs: list[tuple[str, str, bytes]]) -> tuple[bytes, dict[str, str]]:
+    """A binary-extension infer request (as tritonclient sends it): JSON header, then each input's bytes."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": n, "datatype": t, "shape": [1], "parameters": {"binary_data_size": len(raw)}}
+                for n, t, raw in inputs
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    body = header + b"".join(raw for _, _, raw in inputs)
+    return body, {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(header)),
+    }
+
+
+def v2_payload(kind: str, payload: dict[str, Any]) -> tuple[str, bytes, dict[str, str]]:
+    def text(value: Any) -> bytes:
+        raw = str(value).encode()
+        return len(raw).to_bytes(4, "little") + raw
+
+    if kind == "v2_tabular":
+        [row] = payload["json"]["rows"]
+        inputs = [
+            (k, "FP64", np.array([v], "<f8").tobytes())
+            if k in data.ADULT_CONTINUOUS
+            else (k, "BYTES", text(v))
+            for k, v in row.items()
+        ]
+        body, headers = v2_binary_body(inputs)
+        return "/v2/models/adult-income/infer", body, headers
+    _, content, _ = payload["files"][0][1]
+    body, headers = v2_binary_body([("image", "BYTES", len(content).to_bytes(4, "little") + content)])
+    return "/v2/models/cifar10/infer", body, headers
 
 
 def load_wrk(base: str, kind: str, clients: int, seconds: float, payload: dict[str, Any]) -> dict[str, float]:
     """The same load with wrk (C, event-driven): the generator takes far less of the 2 cores than Python."""
     cache = ROOT / ".cache"
-    if kind == "tabular":
+    extra: dict[str, str] = {}
+    if kind in V2_KINDS:
+        path, body, extra = v2_payload(kind, payload)
+        ctype = extra.pop("Content-Type")
+    elif kind == "tabular":
         body, ctype, path = (
             json.dumps(payload["json"]).encode(),
             "application/json",
@@ -272,6 +318,7 @@ def load_wrk(base: str, kind: str, clients: int, seconds: float, payload: dict[s
     script.write_text(
         f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
         f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{ctype}"\n'
+        + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in extra.items())
     )
     cmd = [
         "wrk",
@@ -323,6 +370,14 @@ def http(seconds: float, rss_requests: int) -> dict[str, Any]:
                     else:
                         result = asyncio.run(load(base, kind, clients, seconds, payloads[kind]))
                     out[f"{label}_{kind}_c{clients}"] = result
+            for kind in V2_KINDS if label == "ours" else ():
+                payload = payloads[kind.removeprefix("v2_")]
+                for clients in (1, 32):
+                    if shutil.which("wrk"):
+                        result = load_wrk(base, kind, clients, seconds, payload)
+                    else:
+                        result = asyncio.run(load(base, kind, clients, seconds, payload))
+                    out[f"ours_{kind}_c{clients}"] = result
             if label == "ours":
                 out["ours_memory"] = memory_growth(base, proc.pid, payloads["tabular"], rss_requests)
         finally:
@@ -382,6 +437,16 @@ def table(results: dict[str, Any]) -> str:
                 f"{kind:<8} 1 item     {c:>7}   {o['requests_per_s']:10.1f} {o['p50_ms']:7.1f} {o['p99_ms']:7.1f} {o['errors']:4d} |"
                 f" {n['requests_per_s']:11.1f} {n['p50_ms']:7.1f} {n['p99_ms']:7.1f} {n['errors']:4d}"
             )
+    lines += ["", "Open Inference Protocol (/v2, binary tensors) beside /api/v1, same one-item requests:"]
+    for kind in ("tabular", "vision"):
+        for c in (1, 32):
+            o, v2 = h[f"ours_{kind}_c{c}"], h.get(f"ours_v2_{kind}_c{c}")
+            if v2 is not None:
+                lines.append(
+                    f"{kind:<8} clients {c:>3}   v1 {o['requests_per_s']:8.1f} req/s p50 {o['p50_ms']:6.1f} ms |"
+                    f" v2 {v2['requests_per_s']:8.1f} req/s p50 {v2['p50_ms']:6.1f} ms p99 {v2['p99_ms']:6.1f} ms"
+                    f" err {v2['errors']} ({v2['requests_per_s'] / o['requests_per_s']:.0%} of v1)"
+                )
     r = results["ratios"]
     mem = h["ours_memory"]
     lines += [

@@ -227,3 +227,31 @@ class DeviceUnavailable(RuntimeError):
 
 class TrainingInputError(ValueError):
     """Training input refused (a path, a column, an architecture, a metric): one line, no traceback."""
+
+
+# The Open Inference Protocol (/v2): what its tensors and requests can get wrong.
+MSG_V2_NO_VERSION = "model {name!r} has no version {version!r}; it serves version {serving!r}"
+MSG_V2_BAD_JSON = "the inference request is not valid JSON: {reason}"
+MSG_V2_BAD_REQUEST = "the inference request is malformed: {reason}"
+MSG_V2_HEADER_LENGTH = (
+    "Inference-Header-Content-Length is {value!r}; it must be a whole number no larger than the body "
+    "({size} bytes)"
+)
+MSG_V2_DATATYPE = "input {name!r} has datatype {datatype!r}; this model takes {accepted} for it"
+MSG_V2_UNKNOWN_DATATYPE = "input {name!r} has datatype {datatype!r}, which is not a protocol datatype"
+MSG_V2_SHAPE = "input {name!r} has shape {shape}; this model takes {expected}"
+MSG_V2_DATA_COUNT = "input {name!r} has shape {shape}, which needs {expected}, but {actual} were sent"
+MSG_V2_DATA_TYPE = "input {name!r}: its data are not all {datatype} values ({reason})"
+MSG_V2_NO_DATA = "input {name!r} has neither `data` nor `binary_data_size`"
+MSG_V2_BINARY_PAST_END = "the binary data of input {name!r} runs past the end of the body"
+MSG_V2_BINARY_LEFTOVER = "{count} byte(s) after the last input's binary data belong to no input"
+MSG_V2_BYTES_ELEMENT = "input {name!r}: a BYTES element's 4-byte length runs past its binary data"
+MSG_V2_NOT_UTF8 = "input {name!r}: element {index} is not UTF-8 text"
+MSG_V2_NOT_BASE64 = "input {name!r}: element {index} is not base64 (images sent as JSON are base64 text)"
+MSG_V2_UNEQUAL_N = "inputs have different numbers of rows: {counts}"
+MSG_V2_MISSING_INPUTS = "missing input(s) {names}; this model takes {expected}"
+MSG_V2_UNKNOWN_INPUTS = "unknown input(s) {names}; this model takes {expected}"
+MSG_V2_DUPLICATE = "{what} {name!r} is given more than once"
+MSG_V2_UNKNOWN_OUTPUTS = "unknown output(s) {names}; this model has {expected}"
+MSG_V2_TOP_K = "parameters.top_k must be a whole number from 1 to {limit}, got {value!r}"
+MSG_V2_NOT_READY = "the server is not ready: models are loading or none loaded"

@@ -17,14 +17,14 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "fastai_serve_requests",
-            "HTTP requests by model, route and status",
-            ["model", "route", "status"],
+            "HTTP requests by model, route, status and protocol (v1: /api/v1, v2: Open Inference Protocol)",
+            ["model", "route", "status", "protocol"],
             registry=self.registry,
         )
         self.request_seconds = Histogram(
             "fastai_serve_request_seconds",
             "Whole request time",
-            ["model", "route"],
+            ["model", "route", "protocol"],
             buckets=_FAST,
             registry=self.registry,
         )

@@ -19,6 +19,7 @@ from service.api.frontend import install_frontend
 from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
 from service.api.routes import admin, health, models, ops, reports, share, tabular, vision
+from service.api.v2 import routes as v2
 from service.inference.batching import BatcherPool
 from service.registry import ModelRegistry
 from service.settings import Settings, get_settings
@@ -83,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After", "Content-Disposition"],
         )
     install_problem_handlers(app)
-    for module in (health, admin, models, tabular, vision, reports, ops, share):
+    for module in (health, admin, models, tabular, vision, reports, ops, share, v2):
         app.include_router(module.router)
     # Last: the frontend's mount at / would otherwise shadow routes added after it.
     install_frontend(app, settings.frontend_dir)

@@ -4,7 +4,8 @@
   which holds what an operator needs (id, method, route, model, status, timings, client) and never a body,
   a query string or file contents;
 - `BodySizeLimitMiddleware`: the body limit, enforced while the body streams in, before it is parsed;
-- `RequestMetricsMiddleware`: Prometheus counts and times by model and route template (never raw paths).
+- `RequestMetricsMiddleware`: Prometheus counts and times by model, route template (never raw paths) and
+  protocol (v1, v2).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.problems import BodyTooLarge, problem_for
+from service.api.problems import BodyTooLarge, answer_for
 from service.errors import MSG_BODY_TOO_LARGE, MSG_REQUEST_TIMEOUT, PayloadTooLarge, RequestTimeout
 from service.telemetry import Metrics, request_timings
 
@@ -77,7 +78,7 @@ class RequestContextMiddleware:
         except TimeoutError:
             if not response_started:
                 timeout = RequestTimeout(MSG_REQUEST_TIMEOUT.format(seconds=self.timeout_s))
-                await problem_for(timeout)(scope, receive, send_with_headers)
+                await answer_for(path, timeout)(scope, receive, send_with_headers)
         finally:
             request_timings.reset(token)
             self._log(scope, request_id, status, started, timings)
@@ -115,7 +116,7 @@ class BodySizeLimitMiddleware:
         detail = MSG_BODY_TOO_LARGE.format(limit_mb=self.max_bytes / (1024 * 1024))
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await problem_for(PayloadTooLarge(detail))(scope, receive, send)
+            await answer_for(scope.get("path", ""), PayloadTooLarge(detail))(scope, receive, send)
             return
         received = 0
 
@@ -132,7 +133,7 @@ class BodySizeLimitMiddleware:
 
 
 class RequestMetricsMiddleware:
-    """Counts and times every /api request by model and route template."""
+    """Counts and times every /api and /v2 request by model, route template and protocol."""
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
@@ -156,7 +157,10 @@ class RequestMetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None)
-            if template is not None and template.startswith("/api/"):
+            if template is not None and template.startswith(("/api/", "/v2")):
                 model = scope.get("path_params", {}).get("name", "")
-                self.metrics.requests.labels(model, template, str(status)).inc()
-                self.metrics.request_seconds.labels(model, template).observe(time.perf_counter() - started)
+                protocol = "v2" if template.startswith("/v2") else "v1"
+                self.metrics.requests.labels(model, template, str(status), protocol).inc()
+                self.metrics.request_seconds.labels(model, template, protocol).observe(
+                    time.perf_counter() - started
+                )

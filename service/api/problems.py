@@ -1,4 +1,5 @@
-"""The one place where errors become /api/v1 answers: problem+json bodies, never a stack trace."""
+"""The one place where errors become answers: problem+json bodies on /api/v1 (and everything else), the
+Open Inference Protocol's `{"error"}` on /v2; never a stack trace."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.v2.errors import is_v2, v2_answer, v2_error_response
 from service.errors import (
     MSG_INTERNAL,
     MSG_REQUEST_INVALID,
@@ -76,28 +78,37 @@ def problem_for(error: ServiceError) -> JSONResponse:
     )
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+def answer_for(path: str, error: ServiceError) -> JSONResponse:
+    """The answer to a domain error in the format of the door `path` belongs to (the middleware's too)."""
+    return v2_answer(error) if is_v2(path) else problem_for(error)
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return problem_for(exc)
+    return answer_for(request.url.path, exc)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = _clean_validation_errors(list(exc.errors()))
-    return problem_response(
-        status=422, title="Invalid input", detail=MSG_REQUEST_INVALID.format(count=len(errors)), errors=errors
-    )
+    detail = MSG_REQUEST_INVALID.format(count=len(errors))
+    if is_v2(request.url.path):
+        return v2_answer(ServiceError(detail=detail, status=400, errors=errors))
+    return problem_response(status=422, title="Invalid input", detail=detail, errors=errors)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return problem_response(
-        status=exc.status_code, detail=str(exc.detail), headers=getattr(exc, "headers", None)
-    )
+    headers = getattr(exc, "headers", None)
+    if is_v2(request.url.path):
+        return v2_error_response(exc.status_code, str(exc.detail), headers)
+    return problem_response(status=exc.status_code, detail=str(exc.detail), headers=headers)
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    if is_v2(request.url.path):
+        return v2_error_response(500, MSG_INTERNAL)
     return problem_response(status=500, detail=MSG_INTERNAL)
 
 

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from service.errors import MSG_IMAGE_TOO_LARGE, PayloadTooLarge
 from service.inference.images import (
     ACCEPTED_TYPES,
     DEFAULT_MAX_PIXELS,
@@ -135,6 +136,21 @@ class VisionPredictor:
         from fastai.vision.core import PILImage
 
         return PreparedImages([PILImage(decode_image(u, max_pixels=self.max_pixels)) for u in uploads])
+
+    def prepare_pixels(self, pixels: np.ndarray) -> PreparedImages:
+        """Decoded RGB pixels, uint8 (n, height, width, 3), as the same images `prepare` makes of files;
+        the learner's own transforms then resize them exactly as they would a decoded upload."""
+        from fastai.vision.core import PILImage
+        from PIL import Image
+
+        _, height, width, _ = pixels.shape
+        if height * width > self.max_pixels:
+            raise PayloadTooLarge(
+                MSG_IMAGE_TOO_LARGE.format(
+                    filename="pixels", width=width, height=height, limit=self.max_pixels
+                )
+            )
+        return PreparedImages([PILImage(Image.fromarray(np.ascontiguousarray(image))) for image in pixels])
 
     def self_check(self) -> None:
         """Predict one mid-grey image of the learner's own input size."""

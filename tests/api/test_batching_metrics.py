@@ -116,8 +116,14 @@ async def test_metrics_expose_requests_and_timings(
     text = response.text
     route = "/api/v1/tabular/{name}/predict"
     assert (
-        _metric(text, "fastai_serve_requests_total", f'model="{TABULAR}",route="{route}",status="200"') >= 1
+        _metric(
+            text,
+            "fastai_serve_requests_total",
+            f'model="{TABULAR}",protocol="v1",route="{route}",status="200"',
+        )
+        >= 1
     )
-    assert _metric(text, "fastai_serve_requests_total", f'model="nope",route="{route}",status="404"') >= 1
+    labels = f'model="nope",protocol="v1",route="{route}",status="404"'
+    assert _metric(text, "fastai_serve_requests_total", labels) >= 1
     for name in ("fastai_serve_queue_wait_seconds", "fastai_serve_model_seconds", "fastai_serve_batch_size"):
         assert _metric(text, f"{name}_count", f'model="{TABULAR}"') >= 1

@@ -1,0 +1,246 @@
+"""What each model kind's tensors are on /v2: its inputs and outputs in model metadata, the request's
+tensors turned into what the kind's `Predictor.prepare` takes, and predictions turned into outputs.
+
+Tabular: one input per column of the learner's schema, shape [N] or [N, 1]; continuous columns FP64
+(or FP32, INT64, INT32), categorical ones BYTES. A missing value is JSON `null` (or NaN in a float
+tensor); the learner's fill then applies with the same warning as /api/v1. Vision: `image`, BYTES [N]
+of encoded files (base64 text when sent as JSON), or UINT8 [N, H, W, 3] pixels.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+
+from service.api.limits import check_files, check_rows
+from service.api.v2.codec import OutputTensor, Tensor
+from service.errors import (
+    MSG_V2_DATATYPE,
+    MSG_V2_MISSING_INPUTS,
+    MSG_V2_NOT_BASE64,
+    MSG_V2_NOT_UTF8,
+    MSG_V2_SHAPE,
+    MSG_V2_UNEQUAL_N,
+    MSG_V2_UNKNOWN_INPUTS,
+    BadRequest,
+)
+from service.inference.images import ACCEPTED_TYPES, UploadedImage
+from service.inference.predictor import AnyPredictor, Prediction
+from service.inference.tabular import PreparedRows, TabularPredictor
+from service.inference.vision import PreparedImages, VisionPredictor
+from service.schemas.v2 import MetadataTensor
+
+CONTINUOUS_TYPES = ("FP64", "FP32", "INT64", "INT32")
+IMAGE_INPUT = "image"
+LABEL, PROBABILITIES, TOP_K = "label", "probabilities", "top_k"
+TOP_K_FORMAT = "probability:index:label"
+
+
+def _names(names: Any) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+def _check_names(tensors: list[Tensor], expected: list[str]) -> dict[str, Tensor]:
+    by_name = {t.name: t for t in tensors}
+    missing = [n for n in expected if n not in by_name]
+    if missing:
+        raise BadRequest(MSG_V2_MISSING_INPUTS.format(names=_names(missing), expected=_names(expected)))
+    unknown = [n for n in by_name if n not in expected]
+    if unknown:
+        raise BadRequest(MSG_V2_UNKNOWN_INPUTS.format(names=_names(unknown), expected=_names(expected)))
+    return by_name
+
+
+# -- tabular ---------------------------------------------------------------------------------------------
+def tabular_inputs(predictor: TabularPredictor) -> list[MetadataTensor]:
+    spec = predictor.spec
+    inputs = [
+        MetadataTensor(
+            name=c.name,
+            datatype="FP64",
+            shape=[-1],
+            parameters={"accepted_datatypes": list(CONTINUOUS_TYPES), "nullable": c.nullable},
+        )
+        for c in spec.continuous
+    ]
+    inputs += [
+        MetadataTensor(
+            name=c.name,
+            datatype="BYTES",
+            shape=[-1],
+            parameters={"categories": [str(v) for v in c.categories], "nullable": True},
+        )
+        for c in spec.categorical
+    ]
+    return inputs
+
+
+def _rows_of(tensor: Tensor) -> int:
+    shape = tensor.shape
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
+        raise BadRequest(
+            MSG_V2_SHAPE.format(name=tensor.name, shape=list(shape), expected="[N] or [N, 1], N ≥ 1")
+        )
+    return shape[0]
+
+
+def _text(tensor: Tensor) -> list[Any]:
+    values = tensor.data.reshape(-1).tolist()
+    for i, value in enumerate(values):
+        if isinstance(value, bytes):
+            try:
+                values[i] = value.decode()
+            except UnicodeDecodeError:
+                raise BadRequest(MSG_V2_NOT_UTF8.format(name=tensor.name, index=i)) from None
+    return values
+
+
+def _numbers(tensor: Tensor) -> list[Any]:
+    values = tensor.data.reshape(-1)
+    if tensor.datatype.startswith("FP"):
+        numbers: list[Any] = values.astype(np.float64).tolist()
+        return [None if v != v else v for v in numbers]  # NaN is a missing value
+    return list(values.tolist())
+
+
+def tabular_rows(
+    predictor: TabularPredictor, tensors: list[Tensor], *, max_rows: int
+) -> list[dict[str, Any]]:
+    """The tensors as /api/v1's JSON rows (the same `prepare` then validates and resolves them)."""
+    spec = predictor.spec
+    by_name = _check_names(tensors, spec.column_names)
+    counts = {name: _rows_of(tensor) for name, tensor in by_name.items()}
+    if len(set(counts.values())) > 1:
+        raise BadRequest(MSG_V2_UNEQUAL_N.format(counts=counts))
+    check_rows(next(iter(counts.values())), max_rows)
+    columns: dict[str, list[Any]] = {}
+    for cont in spec.continuous:
+        tensor = by_name[cont.name]
+        if tensor.datatype not in CONTINUOUS_TYPES:
+            accepted = ", ".join(CONTINUOUS_TYPES)
+            raise BadRequest(
+                MSG_V2_DATATYPE.format(name=cont.name, datatype=tensor.datatype, accepted=accepted)
+            )
+        columns[cont.name] = _numbers(tensor)
+    for cat in spec.categorical:
+        tensor = by_name[cat.name]
+        if tensor.datatype != "BYTES":
+            raise BadRequest(
+                MSG_V2_DATATYPE.format(name=cat.name, datatype=tensor.datatype, accepted="BYTES")
+            )
+        columns[cat.name] = _text(tensor)
+    names = spec.column_names
+    return [
+        dict(zip(names, values, strict=True)) for values in zip(*(columns[n] for n in names), strict=True)
+    ]
+
+
+def prepare_tabular(predictor: TabularPredictor, tensors: list[Tensor], *, max_rows: int) -> PreparedRows:
+    return predictor.prepare(tabular_rows(predictor, tensors, max_rows=max_rows))
+
+
+# -- vision ----------------------------------------------------------------------------------------------
+def vision_inputs(predictor: VisionPredictor) -> list[MetadataTensor]:
+    size = predictor.image_size
+    return [
+        MetadataTensor(
+            name=IMAGE_INPUT,
+            datatype="BYTES",
+            shape=[-1],
+            parameters={
+                "content": "an encoded image file per element: " + ", ".join(ACCEPTED_TYPES),
+                "also_accepts": "UINT8 [N, H, W, 3]: RGB pixels",
+                "image_size": list(size) if size else None,
+                "max_pixels": predictor.max_pixels,
+            },
+        )
+    ]
+
+
+def _image_bytes(tensor: Tensor) -> list[UploadedImage]:
+    uploads = []
+    for i, value in enumerate(tensor.data.reshape(-1).tolist()):
+        if isinstance(value, str):
+            try:
+                value = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest(MSG_V2_NOT_BASE64.format(name=tensor.name, index=i)) from None
+        if value is None:
+            raise BadRequest(MSG_V2_NOT_BASE64.format(name=tensor.name, index=i))
+        uploads.append(UploadedImage(filename=f"{tensor.name}[{i}]", data=value))
+    return uploads
+
+
+def prepare_vision(predictor: VisionPredictor, tensors: list[Tensor], *, max_files: int) -> PreparedImages:
+    tensor = _check_names(tensors, [IMAGE_INPUT])[IMAGE_INPUT]
+    shape = tensor.shape
+    if tensor.datatype == "BYTES":
+        n = _rows_of(tensor)
+        check_files(n, max_files)
+        return predictor.prepare(_image_bytes(tensor))
+    if tensor.datatype == "UINT8":
+        if len(shape) != 4 or shape[3] != 3 or min(shape) < 1:
+            raise BadRequest(
+                MSG_V2_SHAPE.format(name=tensor.name, shape=list(shape), expected="[N, H, W, 3]")
+            )
+        check_files(shape[0], max_files)
+        return predictor.prepare_pixels(tensor.data)
+    raise BadRequest(
+        MSG_V2_DATATYPE.format(name=IMAGE_INPUT, datatype=tensor.datatype, accepted="BYTES or UINT8")
+    )
+
+
+# -- both ------------------------------------------------------------------------------------------------
+def model_inputs(predictor: AnyPredictor) -> list[MetadataTensor]:
+    if isinstance(predictor, VisionPredictor):
+        return vision_inputs(predictor)
+    assert isinstance(predictor, TabularPredictor)
+    return tabular_inputs(predictor)
+
+
+def model_outputs(predictor: AnyPredictor) -> list[MetadataTensor]:
+    classes = list(predictor.classes)
+    outputs = [
+        MetadataTensor(name=LABEL, datatype="BYTES", shape=[-1]),
+        MetadataTensor(
+            name=PROBABILITIES, datatype="FP32", shape=[-1, len(classes)], parameters={"classes": classes}
+        ),
+    ]
+    if isinstance(predictor, VisionPredictor):
+        outputs.append(
+            MetadataTensor(
+                name=TOP_K,
+                datatype="BYTES",
+                shape=[-1, -1],
+                parameters={"format": TOP_K_FORMAT, "k": "parameters.top_k of the request"},
+            )
+        )
+    return outputs
+
+
+def _text_array(values: list[str], shape: tuple[int, ...]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array.reshape(shape)
+
+
+def outputs_for(
+    classes: list[str], predictions: list[Prediction], probs: np.ndarray, *, top_k: int | None
+) -> dict[str, OutputTensor]:
+    """Every output this request can have, by name (the route keeps those asked for)."""
+    n = len(predictions)
+    outputs = {
+        LABEL: OutputTensor(LABEL, "BYTES", _text_array([p.label for p in predictions], (n,))),
+        PROBABILITIES: OutputTensor(
+            PROBABILITIES, "FP32", np.asarray(probs, dtype=np.float32), {"classes": list(classes)}
+        ),
+    }
+    if top_k is not None:
+        index = {c: i for i, c in enumerate(classes)}
+        k = min(top_k, len(classes))
+        ranked = [f"{prob:.6f}:{index[label]}:{label}" for p in predictions for label, prob in p.top_k(k)]
+        outputs[TOP_K] = OutputTensor(TOP_K, "BYTES", _text_array(ranked, (n, k)), {"format": TOP_K_FORMAT})
+    return outputs

@@ -1,0 +1,278 @@
+"""The Open Inference Protocol's REST endpoints (KServe V2, as Triton speaks it), beside /api/v1.
+
+A thin adapter over the same registry, batcher and `Predictor`s: parse tensors (`codec`), turn them into
+what the kind's `prepare` takes (`kinds`), `batchers.run`, `finish`, and write the outputs back as
+tensors. Refusals are `{"error": "..."}` (`service.api.problems` hands every /v2 error to `errors`).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from service import __version__
+from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.v2.codec import BINARY_MEDIA_TYPE, HEADER_LENGTH, OutputTensor, encode_response, read_request
+from service.api.v2.kinds import (
+    TOP_K,
+    model_inputs,
+    model_outputs,
+    outputs_for,
+    prepare_tabular,
+    prepare_vision,
+)
+from service.errors import (
+    MSG_V2_DUPLICATE,
+    MSG_V2_NO_VERSION,
+    MSG_V2_NOT_READY,
+    MSG_V2_TOP_K,
+    MSG_V2_UNKNOWN_OUTPUTS,
+    BadRequest,
+    ModelNotFound,
+    ModelNotReady,
+)
+from service.inference.batching import BatcherPool
+from service.inference.predictor import AnyPredictor, ModelKind
+from service.inference.tabular import TabularPredictor
+from service.inference.vision import VisionPredictor
+from service.registry import ModelEntry, ModelRegistry, ModelStatus
+from service.schemas.v2 import (
+    InferenceError,
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    ModelReady,
+    ServerLive,
+    ServerMetadata,
+    ServerReady,
+)
+from service.settings import Settings
+
+router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
+EXTENSIONS = ["binary_tensor_data"]
+MAX_TOP_K = 1000
+# Parsing a small header costs less than a hop to a worker thread; larger bodies go off the event loop.
+INLINE_BYTES = 64 * 1024
+INLINE_ROWS = 32
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": InferenceError, "description": "the protocol's error body"} for s in statuses}
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` written in place (an OpenAPI request body cannot hold them)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return dict(resolve(schema))
+
+
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": (
+            "The inference request as JSON; with Triton's binary tensor data extension, the JSON header "
+            f"({HEADER_LENGTH} bytes long) followed by each binary input in order."
+        ),
+        "content": {"application/json": {"schema": _inline(InferenceRequest.model_json_schema())}},
+    }
+}
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": InferenceResponse,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "the outputs (JSON, or JSON header then binary outputs when asked for)",
+    },
+    **_errors(400, 404, 413, 503),
+}
+Version = Annotated[str, Path(description="the loaded model's version (any other is 404)")]
+
+
+def _served(registry: ModelRegistry, name: str, version: str | None) -> tuple[ModelEntry, AnyPredictor]:
+    """The ready model, as whichever kind it is: 404 unknown (or another version), 503 not ready."""
+    wanted = VisionPredictor if registry.get(name).kind is ModelKind.VISION else TabularPredictor
+    entry, predictor = registry.predictor(name, wanted)
+    if version is not None and version != entry.version:
+        raise ModelNotFound(MSG_V2_NO_VERSION.format(name=name, version=version, serving=entry.version))
+    return entry, predictor
+
+
+# -- server --------------------------------------------------------------------------------------------
+@router.get("", response_model=ServerMetadata)
+async def server_metadata() -> ServerMetadata:
+    """Server metadata: name, version and the protocol extensions it speaks."""
+    return ServerMetadata(name="fastai-serve", version=__version__, extensions=EXTENSIONS)
+
+
+@router.get("/health/live", response_model=ServerLive)
+async def server_live() -> ServerLive:
+    """200 while the process runs."""
+    return ServerLive(live=True)
+
+
+@router.get("/health/ready", response_model=ServerReady, responses=_errors(503))
+async def server_ready(registry: RegistryDep) -> ServerReady:
+    """200 once loading has finished and at least one model is ready; 503 otherwise."""
+    states = [entry.status for entry in registry.entries()]
+    if not (registry.loading_done and ModelStatus.READY in states):
+        raise ModelNotReady(MSG_V2_NOT_READY)
+    return ServerReady(ready=True)
+
+
+# -- model metadata and readiness -----------------------------------------------------------------------
+def _metadata(registry: ModelRegistry, name: str, version: str | None) -> ModelMetadata:
+    entry, predictor = _served(registry, name, version)
+    return ModelMetadata(
+        name=entry.name,
+        versions=[entry.version or ""],
+        platform=f"fastai_{predictor.kind.value}",
+        inputs=model_inputs(predictor),
+        outputs=model_outputs(predictor),
+    )
+
+
+@router.get("/models/{name}", response_model=ModelMetadata, responses=_errors(404, 503))
+async def model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
+    """Model metadata: every input (datatype, shape, categories) and output (class names)."""
+    return _metadata(registry, name, None)
+
+
+@router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=_errors(404, 503))
+async def model_version_metadata(name: str, version: Version, registry: RegistryDep) -> ModelMetadata:
+    """Model metadata of one version (the loaded one)."""
+    return _metadata(registry, name, version)
+
+
+@router.get("/models/{name}/ready", response_model=ModelReady, responses=_errors(404, 503))
+async def model_ready(name: str, registry: RegistryDep) -> ModelReady:
+    """200 when the model is ready; 503 while it loads or once it failed; 404 when there is none."""
+    _served(registry, name, None)
+    return ModelReady(name=name, ready=True)
+
+
+@router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=_errors(404, 503))
+async def model_version_ready(name: str, version: Version, registry: RegistryDep) -> ModelReady:
+    """200 when this version of the model is ready."""
+    _served(registry, name, version)
+    return ModelReady(name=name, ready=True)
+
+
+# -- inference -------------------------------------------------------------------------------------------
+def _top_k(request: InferenceRequest, predictor: AnyPredictor, settings: Settings) -> int | None:
+    """The vision `top_k` output's k: `parameters.top_k`, else the default when `top_k` is asked for."""
+    if not isinstance(predictor, VisionPredictor):
+        return None
+    value = (request.parameters or {}).get("top_k")
+    if value is None:
+        asked = request.outputs is not None and any(o.name == TOP_K for o in request.outputs)
+        return settings.default_top_k if asked else None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOP_K:
+        raise BadRequest(MSG_V2_TOP_K.format(limit=MAX_TOP_K, value=value))
+    return value
+
+
+def _check_outputs(request: InferenceRequest, predictor: AnyPredictor) -> None:
+    if request.outputs is None:
+        return
+    names = [o.name for o in request.outputs]
+    known = [o.name for o in model_outputs(predictor)]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BadRequest(
+            MSG_V2_UNKNOWN_OUTPUTS.format(names=", ".join(map(repr, unknown)), expected=", ".join(known))
+        )
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise BadRequest(MSG_V2_DUPLICATE.format(what="output", name=n))
+
+
+def _selected(
+    request: InferenceRequest, available: dict[str, OutputTensor]
+) -> list[tuple[OutputTensor, bool]]:
+    """The outputs to send (those asked for, else all) and whether each goes as binary data."""
+    binary = bool((request.parameters or {}).get("binary_data_output", False))
+    if request.outputs is None:
+        return [(output, binary) for output in available.values()]
+    return [
+        (available[o.name], bool((o.parameters or {}).get("binary_data", binary))) for o in request.outputs
+    ]
+
+
+async def _prepare(predictor: AnyPredictor, tensors: list[Any], settings: Settings) -> Any:
+    if isinstance(predictor, VisionPredictor):
+        return await run_in_threadpool(
+            partial(prepare_vision, predictor, tensors, max_files=settings.max_files)
+        )
+    assert isinstance(predictor, TabularPredictor)
+    prepare = partial(prepare_tabular, predictor, tensors, max_rows=settings.max_rows)
+    rows = max((t.data.shape[0] if t.data.ndim else 1 for t in tensors), default=0)
+    return prepare() if rows <= INLINE_ROWS else await run_in_threadpool(prepare)
+
+
+async def _infer(
+    request: Request,
+    *,
+    name: str,
+    version: str | None,
+    registry: ModelRegistry,
+    settings: Settings,
+    batchers: BatcherPool,
+) -> Response:
+    entry, predictor = _served(registry, name, version)
+    body = await request.body()
+    read = partial(read_request, body, request.headers.get(HEADER_LENGTH))
+    parsed, tensors = read() if len(body) <= INLINE_BYTES else await run_in_threadpool(read)
+    _check_outputs(parsed, predictor)
+    top_k = _top_k(parsed, predictor, settings)
+    prepared = await _prepare(predictor, tensors, settings)
+    probs = await batchers.run(entry, predictor, prepared)
+    predictions = predictor.finish(prepared, probs)
+    header: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version}
+    if parsed.id is not None:
+        header["id"] = parsed.id
+    if any(p.warnings for p in predictions):
+        header["parameters"] = {"warnings": [p.warnings for p in predictions]}
+    outputs = outputs_for(list(predictor.classes), predictions, probs, top_k=top_k)
+    content, header_length = encode_response(header, _selected(parsed, outputs))
+    if header_length is None:
+        return Response(content, media_type="application/json")
+    return Response(content, media_type=BINARY_MEDIA_TYPE, headers={HEADER_LENGTH: str(header_length)})
+
+
+@router.post("/models/{name}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
+async def infer(
+    name: str, request: Request, registry: RegistryDep, settings: SettingsDep, batchers: BatchersDep
+) -> Response:
+    """Inference: tensors in, `label` / `probabilities` (/ `top_k`) out; JSON or binary tensor data."""
+    return await _infer(
+        request, name=name, version=None, registry=registry, settings=settings, batchers=batchers
+    )
+
+
+@router.post("/models/{name}/versions/{version}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
+async def infer_version(
+    name: str,
+    version: Version,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    batchers: BatchersDep,
+) -> Response:
+    """Inference on one version of the model (the loaded one)."""
+    return await _infer(
+        request, name=name, version=version, registry=registry, settings=settings, batchers=batchers
+    )
