@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -27,18 +29,28 @@ def _serve(args: argparse.Namespace) -> int:
     from service.settings import get_settings
 
     settings = get_settings()
+    workers = args.workers or settings.workers
+    shared = None
+    if workers > 1:
+        # The workers inherit these: how many they are, and the folder where their metrics and
+        # readiness meet (prometheus-client's multiprocess mode wants it new and empty).
+        os.environ["FASTAI_SERVE_WORKERS"] = str(workers)
+        shared = tempfile.mkdtemp(prefix="fastai-serve-workers-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
     uvicorn.run(
         "service.api.app:create_app",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
-        workers=args.workers or settings.workers,
+        workers=workers,
         log_level=settings.log_level,
         log_config=logging_config(level=settings.log_level, fmt=settings.log_format),
         access_log=False,
         timeout_keep_alive=int(settings.keep_alive_s),
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,  # in-flight requests finish
     )
+    if shared is not None:
+        shutil.rmtree(shared, ignore_errors=True)
     return 0
 
 

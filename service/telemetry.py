@@ -4,14 +4,18 @@ one process) and the timings one request collects on its way, for its log line."
 from __future__ import annotations
 
 import contextvars
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
-    """Where a request's time goes: queue wait, model time, and how full each batch was."""
+    """Where a request's time goes: queue wait, model time, and how full each batch was.
+
+    With several worker processes (`shared_dir` set), every worker's values are summed on read.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -75,3 +79,12 @@ def record_timing(name: str, seconds: float) -> None:
     timings = request_timings.get()
     if timings is not None:
         timings[name] = timings.get(name, 0.0) + seconds * 1000
+
+
+def exposition(metrics: Metrics, shared: Path | None) -> bytes:
+    """The Prometheus text of this process, or of every worker process when they share a folder."""
+    if shared is None:
+        return bytes(generate_latest(metrics.registry))
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(shared))
+    return bytes(generate_latest(registry))

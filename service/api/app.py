@@ -7,6 +7,7 @@ and the Docker image do); tests build a fresh app per settings.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from service.settings import Settings, get_settings
 from service.share import ShareLookup
 from service.startup import start_models
 from service.telemetry import Metrics
+from service.workers import publish_forever, shared_dir
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = registry
         # The start-up step runs as a task so /health/live answers while learners unpickle.
         loading = asyncio.create_task(start_models(registry, settings))
+        # Several workers: publish this one's readiness where the others' /health/ready reads it.
+        shared = shared_dir() if settings.workers > 1 else None
+        publishing = asyncio.create_task(publish_forever(shared, registry)) if shared else None
         app.state.batchers = BatcherPool(
             max_batch=settings.batch_max_size,
             max_wait_ms=settings.batch_max_wait_ms,
@@ -57,6 +62,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if publishing is not None:
+                publishing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publishing
             await loading
             await app.state.batchers.close()
             await app.state.share.aclose()

@@ -49,6 +49,15 @@ class LiveResponse(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class WorkersReady(BaseModel):
+    """With several worker processes: how many are running with their models loaded."""
+
+    ready: int
+    running: int
+    expected: int
+
+
 class ReadyResponse(BaseModel):
     status: Literal["ready", "not_ready"]
     models: dict[str, Literal["ready", "loading", "failed"]]
+    workers: WorkersReady | None = None
