@@ -99,6 +99,17 @@ MSG_MISSING_MODULE = (
 MSG_DEVICE_SETTING = "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}"
 MSG_NO_CUDA = "device {value!r} was requested but CUDA is not available on this machine"
 MSG_NO_SUCH_CUDA = "device {value!r} was requested but only {count} CUDA device(s) exist"
+# Which runtime runs a model's forward (FASTAI_SERVE_RUNTIME), and why when it is not ONNX Runtime.
+MSG_RUNTIME_TORCH_SETTING = "FASTAI_SERVE_RUNTIME=torch"
+MSG_RUNTIME_NO_FAST_PATH = (
+    "fastai's own pipeline (test_dl + get_preds): this learner's transforms have no fast path"
+)
+MSG_RUNTIME_NO_CUDA_PROVIDER = "ONNX Runtime has no CUDA execution provider here; torch serves on {device}"
+MSG_RUNTIME_EXPORT_FAILED = "ONNX export failed: {reason}"
+MSG_RUNTIME_MISMATCH = "ONNX Runtime differs from torch: {reason}"
+MSG_RUNTIME_FALLBACK = "torch ({reason})"
+MSG_RUNTIME_ONNX = "ONNX Runtime {version}, {threads} thread(s), {source}; parity with torch {diff:.1e}"
+MSG_RUNTIME_REQUIRED = "FASTAI_SERVE_RUNTIME=onnx but this model cannot run in ONNX Runtime: {reason}"
 
 # What a user gets, one line each, for training input refused before any training starts.
 MSG_NO_SUCH_PATH = "{what} {path}: no such file or directory"

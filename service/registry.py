@@ -33,6 +33,7 @@ from service.errors import (
 )
 from service.inference.kinds import build_predictor, detect_kind
 from service.inference.predictor import AnyPredictor, ModelKind
+from service.inference.runtime import RuntimeName, RuntimeOptions, select_runtime
 from service.loading import (
     ensure_inside,
     find_learner_file,
@@ -69,6 +70,8 @@ class ModelEntry:
     metrics: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
     compat: dict[str, Any] | None = None
+    runtime: RuntimeName | None = None  # what runs the forward
+    runtime_note: str | None = None  # why that runtime, or why not ONNX Runtime
     predictor: AnyPredictor | None = None
 
     @property
@@ -82,8 +85,16 @@ class ModelEntry:
 class ModelRegistry:
     """Owns every model; safe to read from the event loop while a worker thread loads."""
 
-    def __init__(self, *, store: Path, device: str, max_image_pixels: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: Path,
+        device: str,
+        max_image_pixels: int | None = None,
+        runtime: RuntimeOptions | None = None,
+    ) -> None:
         self.store = store
+        self.runtime = runtime or RuntimeOptions()
         self.max_image_pixels = max_image_pixels
         self.device_setting = device
         self._entries: dict[str, ModelEntry] = {}
@@ -148,10 +159,15 @@ class ModelRegistry:
             raise LoadError(
                 MSG_SELF_CHECK.format(reason=f"{type(exc).__name__}: {exc}", made_by=made_by)
             ) from None
+        # Only the forward moves: checked against torch on the self-check input before it serves.
+        choice = select_runtime(predictor, self.runtime, sha256=entry.sha256)
+        entry.runtime, entry.runtime_note = choice.name, choice.note
         entry.predictor = predictor
         entry.device = device_label(device)
         entry.status, entry.error = ModelStatus.READY, None
-        logger.info("model %s ready (%s on %s)", entry.name, kind, entry.device)
+        logger.info(
+            "model %s ready (%s on %s, %s: %s)", entry.name, kind, entry.device, choice.name, choice.note
+        )
 
     @staticmethod
     def _read_manifest(entry: ModelEntry) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.inference.runtime import RuntimeSetting
+
 
 class Settings(BaseSettings):
     """Every knob the service reads; each one is listed in `.env.example`."""
@@ -46,6 +48,12 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(default=0.0, ge=0, description="extra wait for co-travellers")
     batch_max_queue: int = Field(default=20_000, ge=1, description="items queued per model before 503")
     torch_threads: int = Field(default=0, ge=0, description="0 = one per available core")
+    runtime: RuntimeSetting = Field(
+        default=RuntimeSetting.AUTO, description="auto = ONNX Runtime when it matches torch, else torch"
+    )
+    onnx_cache_dir: Path | None = Field(
+        default=Path(".cache/onnx"), description="ONNX exports by model sha256; unset = export at every load"
+    )
 
     share_timeout_s: float = Field(default=1.0, gt=0, description="deadline for asking the ngrok sidecar")
     share_cache_s: float = Field(default=5.0, ge=0, description="how long /api/v1/share reuses an answer")
@@ -62,7 +70,7 @@ class Settings(BaseSettings):
         parse_device_setting(value)
         return value
 
-    @field_validator("api_key", "frontend_dir", mode="before")
+    @field_validator("api_key", "frontend_dir", "onnx_cache_dir", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -55,8 +55,8 @@ class Metrics:
         )
         self.model_seconds = Histogram(
             "fastai_serve_model_seconds",
-            "Time of one batched forward pass (encode + model + activation)",
-            ["model"],
+            "Time of one batched forward pass (encode + model + activation), by runtime (onnx, torch)",
+            ["model", "runtime"],
             buckets=_FAST,
             registry=self.registry,
         )

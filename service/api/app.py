@@ -22,6 +22,7 @@ from service.api.problems import install_problem_handlers
 from service.api.routes import admin, health, models, ops, reports, share, tabular, vision
 from service.api.v2 import routes as v2
 from service.inference.batching import BatcherPool
+from service.inference.runtime import RuntimeOptions
 from service.registry import ModelRegistry
 from service.settings import Settings, get_settings
 from service.share import ShareLookup
@@ -39,7 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = ModelRegistry(
-            store=settings.model_store, device=settings.device, max_image_pixels=settings.max_image_pixels
+            store=settings.model_store,
+            device=settings.device,
+            max_image_pixels=settings.max_image_pixels,
+            runtime=RuntimeOptions(setting=settings.runtime, cache_dir=settings.onnx_cache_dir),
         )
         registry.discover()
         app.state.registry = registry

@@ -14,22 +14,24 @@ from service.settings import Settings
 from service.share import ShareLookup
 
 
-def get_registry(request: Request) -> ModelRegistry:
+# `async def`, though nothing here awaits: FastAPI runs a plain `def` dependency in the thread pool, a
+# thread hop per dependency per request (most of a one-row request's overhead besides the model).
+async def get_registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.app.state.registry
     return registry
 
 
-def get_batchers(request: Request) -> BatcherPool:
+async def get_batchers(request: Request) -> BatcherPool:
     batchers: BatcherPool = request.app.state.batchers
     return batchers
 
 
-def get_share_lookup(request: Request) -> ShareLookup:
+async def get_share_lookup(request: Request) -> ShareLookup:
     lookup: ShareLookup = request.app.state.share
     return lookup
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

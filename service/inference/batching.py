@@ -42,6 +42,7 @@ class _Job:
     forward: ForwardMany  # the predictor version's forward_many: after a reload, two may share a queue
     future: asyncio.Future[np.ndarray]
     enqueued: float
+    runtime: str = "torch"  # the metrics' runtime label
 
     @property
     def size(self) -> int:
@@ -68,7 +69,7 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
         self._worker: asyncio.Task[None] | None = None
 
-    async def submit(self, payload: Prepared, forward: ForwardMany) -> np.ndarray:
+    async def submit(self, payload: Prepared, forward: ForwardMany, *, runtime: str = "torch") -> np.ndarray:
         """Queue one request's prepared input; returns its own result once its batch has run."""
         size = payload.n
         if self._pending and self._pending + size > self.max_queue:
@@ -78,7 +79,7 @@ class MicroBatcher:
         if self._worker is None:
             self._worker = asyncio.create_task(self._loop(), name=f"batcher-{self.name}")
         loop = asyncio.get_running_loop()
-        job = _Job(payload, forward, loop.create_future(), time.perf_counter())
+        job = _Job(payload, forward, loop.create_future(), time.perf_counter(), runtime)
         self._pending += size
         self._queue.put_nowait(job)
         return await job.future
@@ -137,7 +138,7 @@ class MicroBatcher:
         m, name = self._metrics, self.name
         m.batch_size.labels(name).observe(sum(j.size for j in jobs))
         m.requests_per_batch.labels(name).observe(len(jobs))
-        m.model_seconds.labels(name).observe(time.perf_counter() - started)
+        m.model_seconds.labels(name, jobs[0].runtime).observe(time.perf_counter() - started)
         for job in jobs:
             m.queue_wait_seconds.labels(name).observe(started - job.enqueued)
 
@@ -194,7 +195,9 @@ class BatcherPool:
         """
         started = time.perf_counter()
         try:
-            probs = await self.batcher(entry.name).submit(prepared, predictor.forward_many)
+            probs = await self.batcher(entry.name).submit(
+                prepared, predictor.forward_many, runtime=entry.runtime or "torch"
+            )
         except ServiceError:
             raise
         except (MemoryError, torch.OutOfMemoryError):

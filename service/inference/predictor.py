@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
+from service.inference.runtime import ModelRuntime
+
 RequestT_contra = TypeVar("RequestT_contra", contravariant=True)
 PreparedT = TypeVar("PreparedT", bound="Prepared")
 
@@ -53,6 +55,17 @@ class Predictor(Protocol[RequestT_contra, PreparedT]):
 
     kind: ClassVar[ModelKind]
     classes: list[str]
+    # The forward under the fast path (torch, or ONNX Runtime once `runtime.select_runtime` checked it).
+    runtime: ModelRuntime
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether the learner's preprocessing is reproduced here; if not, fastai's own pipeline runs."""
+        ...
+
+    def parity_inputs(self) -> list[tuple[Any, ...]]:
+        """Encoded inputs a new runtime must match torch on: the self-check input, then a random batch."""
+        ...
 
     def input_schema(self) -> dict[str, Any]:
         """What a client sends, derived from the learner (columns and categories, or image size)."""

@@ -1,48 +1,232 @@
 """Runtimes under the predictors: what turns encoded inputs into probabilities.
 
 `TorchModel` runs the learner's model on tensors the predictor already encoded (the fast paths);
-`FastaiPipeline` runs fastai's own `test_dl` + `get_preds` for learners whose transforms we do not
-reproduce. The learner's preprocessing always stays above this layer, in the predictor.
+`OnnxModel` runs the same model exported to ONNX in ONNX Runtime; `FastaiPipeline` runs fastai's own
+`test_dl` + `get_preds` for learners whose transforms we do not reproduce. The learner's preprocessing
+always stays above this layer, in the predictor: only the forward (model + loss activation) moves.
+
+`select_runtime` picks one at load (`FASTAI_SERVE_RUNTIME=auto|onnx|torch`): it exports the model, builds
+an ONNX Runtime session and keeps it only when it matches torch on the predictor's own self-check input and
+a random batch; otherwise torch serves and the reason is recorded.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import os
 import threading
-from typing import Any
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import numpy as np
+
+from service.errors import (
+    MSG_RUNTIME_EXPORT_FAILED,
+    MSG_RUNTIME_FALLBACK,
+    MSG_RUNTIME_MISMATCH,
+    MSG_RUNTIME_NO_CUDA_PROVIDER,
+    MSG_RUNTIME_NO_FAST_PATH,
+    MSG_RUNTIME_ONNX,
+    MSG_RUNTIME_REQUIRED,
+    MSG_RUNTIME_TORCH_SETTING,
+    LoadError,
+)
+
+logger = logging.getLogger(__name__)
+
+# How far ONNX Runtime's probabilities may be from torch's (float noise is ~1e-6).
+PARITY_TOLERANCE = 1e-4
+# Past a few thousand rows a bigger matrix only costs cache misses (and memory): run in slices.
+MAX_BATCH = 4096
+
+
+RuntimeName = Literal["onnx", "torch"]
+
+
+class RuntimeSetting(StrEnum):
+    """`FASTAI_SERVE_RUNTIME`: `auto` = ONNX Runtime when it passes the parity check, else torch."""
+
+    AUTO = "auto"
+    ONNX = "onnx"
+    TORCH = "torch"
+
+
+class ModelRuntime(Protocol):
+    """The forward under a fast path: encoded tensors in, (n, classes) float32 probabilities out."""
+
+    name: str
+
+    def probabilities(self, *inputs: Any) -> np.ndarray: ...
+
+
+class Accelerable(Protocol):
+    """What `select_runtime` needs of a predictor: its fast path's runtime and inputs to check one with."""
+
+    runtime: ModelRuntime
+
+    @property
+    def fast_path(self) -> bool: ...
+
+    def parity_inputs(self) -> list[tuple[Any, ...]]:
+        """Encoded inputs a new runtime must match torch on: the self-check input, then a random batch."""
+        ...
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    setting: RuntimeSetting = RuntimeSetting.TORCH
+    cache_dir: Path | None = None  # exports by sha256; never the model store, which may be read-only
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """What a model runs on, as the model detail and the metrics report it, and why."""
+
+    name: RuntimeName
+    note: str
+
+
+class RuntimeUnavailable(Exception):
+    """ONNX Runtime cannot serve this model; the message says why (torch serves it instead)."""
+
+
+def _plain(x: Any) -> Any:
+    import torch
+
+    # Plain tensors: fastai's TensorBase subclasses add a __torch_function__ hop to every layer.
+    return x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) else x
+
+
+class _Forward:
+    """The model followed by the loss's activation: what both runtimes compute."""
+
+    def __init__(self, learn: Any) -> None:
+        import torch
+
+        self.model = learn.model
+        activation = getattr(learn.loss_func, "activation", None)
+        self.activation: Callable[[Any], Any] = (
+            activation if callable(activation) else (lambda out: torch.softmax(out, dim=-1))
+        )
+
+    def __call__(self, *inputs: Any) -> Any:
+        return self.activation(self.model(*inputs)).float()
 
 
 class TorchModel:
     """The model's forward and the loss's activation in torch eager, on tensors already encoded."""
 
-    def __init__(self, learn: Any, *, max_batch: int = 4096) -> None:
+    name = "torch"
+
+    def __init__(self, learn: Any, *, input_names: tuple[str, ...], max_batch: int = MAX_BATCH) -> None:
         import torch
 
         self._torch = torch
         self.max_batch = max_batch
-        self.model = learn.model
+        self.input_names = input_names
+        self.forward = _Forward(learn)
         self.device = next(iter(learn.model.parameters())).device
-        activation = getattr(learn.loss_func, "activation", None)
-        self.activation = activation if callable(activation) else (lambda out: torch.softmax(out, dim=-1))
         self._lock = threading.Lock()
 
     def probabilities(self, *inputs: Any) -> np.ndarray:
         torch = self._torch
         n = len(inputs[0])
         chunks = []
-        # Very large requests run in slices: past a few thousand rows a bigger matrix only costs cache misses.
         with self._lock, torch.inference_mode():
             for start in range(0, n, self.max_batch):
-                # Plain tensors: fastai's TensorBase subclasses add a __torch_function__ hop to every layer.
                 part = [
-                    x[start : start + self.max_batch]
-                    .as_subclass(torch.Tensor)
-                    .to(self.device, non_blocking=True)
+                    _plain(x[start : start + self.max_batch]).to(self.device, non_blocking=True)
                     for x in inputs
                 ]
-                chunks.append(self.activation(self.model(*part)).float().cpu())
+                chunks.append(self.forward(*part).cpu())
         return np.asarray(torch.cat(chunks).numpy() if len(chunks) > 1 else chunks[0].numpy())
+
+    def export_onnx(self, example: tuple[Any, ...]) -> bytes:
+        """The model and activation as ONNX (TorchScript exporter), batch axis dynamic."""
+        torch = self._torch
+
+        module: Any = torch.nn.Module
+
+        class Wrapped(module):
+            def __init__(self, forward: _Forward) -> None:
+                super().__init__()
+                self.model = forward.model
+                self.activation = forward.activation
+
+            def forward(self, *inputs: Any) -> Any:
+                return self.activation(self.model(*inputs)).float()
+
+        names = list(self.input_names)
+        buffer = io.BytesIO()
+        # In eval mode like the model: the exporter puts a module back in the mode it found it in, and a
+        # fresh wrapper is in training mode, which would leave the serving model training (BatchNorm!).
+        wrapped = Wrapped(self.forward).train(self.forward.model.training)
+        args = tuple(_plain(x).to(self.device) for x in example)
+        with self._lock, torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapped,
+                args,
+                buffer,
+                input_names=names,
+                output_names=["probabilities"],
+                dynamic_axes={name: {0: "n"} for name in [*names, "probabilities"]},
+                dynamo=False,
+            )
+        return buffer.getvalue()
+
+
+class OnnxModel:
+    """The exported model in an ONNX Runtime session (CPU, or CUDA when the device is CUDA)."""
+
+    name = "onnx"
+
+    def __init__(
+        self,
+        model: bytes,
+        *,
+        input_names: tuple[str, ...],
+        device: Any,
+        threads: int,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+        self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
+        self.threads = threads
+        self.max_batch = max_batch
+        # The exporter drops inputs the graph never reads (a tabular model without continuous columns).
+        used = {i.name for i in self.session.get_inputs()}
+        self._feeds = [(i, name) for i, name in enumerate(input_names) if name in used]
+
+    def probabilities(self, *inputs: Any) -> np.ndarray:
+        arrays = [_numpy(x) for x in inputs]
+        n = len(arrays[0])
+        chunks = []
+        for start in range(0, n, self.max_batch):
+            feeds = {name: arrays[i][start : start + self.max_batch] for i, name in self._feeds}
+            chunks.append(self.session.run(None, feeds)[0])
+        return np.asarray(np.concatenate(chunks) if len(chunks) > 1 else chunks[0], dtype=np.float32)
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    return np.ascontiguousarray(_plain(x).detach().cpu().numpy())
 
 
 class FastaiPipeline:
@@ -57,3 +241,107 @@ class FastaiPipeline:
             dl = self.learn.dls.test_dl(items, num_workers=0)
             probs, _ = self.learn.get_preds(dl=dl)
         return np.asarray(probs.float().cpu().numpy())
+
+
+# choosing a runtime at load ----------------------------------------------------------------------------
+def select_runtime(predictor: Accelerable, options: RuntimeOptions, *, sha256: str | None) -> RuntimeChoice:
+    """Put ONNX Runtime under `predictor` when the setting allows and it matches torch; say what runs.
+
+    `auto` falls back to torch with the reason; `onnx` raises `LoadError` instead (the model fails).
+    """
+    if options.setting is RuntimeSetting.TORCH:
+        return RuntimeChoice("torch", MSG_RUNTIME_TORCH_SETTING)
+    try:
+        note = _use_onnx(predictor, options, sha256=sha256)
+    except RuntimeUnavailable as exc:
+        if options.setting is RuntimeSetting.ONNX:
+            raise LoadError(MSG_RUNTIME_REQUIRED.format(reason=exc)) from None
+        logger.info("ONNX Runtime not used: %s", exc)
+        return RuntimeChoice("torch", MSG_RUNTIME_FALLBACK.format(reason=exc))
+    return RuntimeChoice("onnx", note)
+
+
+def _use_onnx(predictor: Accelerable, options: RuntimeOptions, *, sha256: str | None) -> str:
+    if not predictor.fast_path:
+        raise RuntimeUnavailable(MSG_RUNTIME_NO_FAST_PATH)
+    torch_model = predictor.runtime
+    if not isinstance(torch_model, TorchModel):
+        raise RuntimeUnavailable(f"the predictor runs {torch_model.name}, not torch")
+    import onnxruntime as ort
+    import torch
+
+    device = torch_model.device
+    if device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeUnavailable(MSG_RUNTIME_NO_CUDA_PROVIDER.format(device=device))
+    inputs = predictor.parity_inputs()
+    expected = [torch_model.probabilities(*x) for x in inputs]
+    cache = options.cache_dir / f"{sha256}.onnx" if options.cache_dir is not None and sha256 else None
+
+    def session(model: bytes) -> tuple[OnnxModel, float]:
+        try:
+            onnx = OnnxModel(
+                model, input_names=torch_model.input_names, device=device, threads=torch.get_num_threads()
+            )
+            got = [onnx.probabilities(*x) for x in inputs]
+        except Exception as exc:  # noqa: BLE001 - whatever ORT says, this model falls back
+            reason = f"ONNX Runtime cannot run the export: {type(exc).__name__}: {exc}"
+            raise RuntimeUnavailable(reason) from None
+        return onnx, max(parity_gap(ref, out) for ref, out in zip(expected, got, strict=True))
+
+    if cache is not None and cache.is_file():
+        try:
+            onnx, gap = session(cache.read_bytes())
+        except (RuntimeUnavailable, OSError) as exc:
+            logger.info("cached ONNX export %s not used (%s): exporting again", cache, exc)
+        else:
+            predictor.runtime = onnx
+            return MSG_RUNTIME_ONNX.format(
+                version=ort.__version__, threads=onnx.threads, source=f"cached {cache}", diff=gap
+            )
+    try:
+        model = torch_model.export_onnx(inputs[-1])
+    except Exception as exc:  # noqa: BLE001 - an exporter failure belongs to this model only
+        raise RuntimeUnavailable(
+            MSG_RUNTIME_EXPORT_FAILED.format(reason=f"{type(exc).__name__}: {exc}")
+        ) from None
+    onnx, gap = session(model)
+    source = "exported at load"
+    if cache is not None and _write_atomically(cache, model):
+        source = f"exported to {cache}"
+    predictor.runtime = onnx
+    return MSG_RUNTIME_ONNX.format(version=ort.__version__, threads=onnx.threads, source=source, diff=gap)
+
+
+def parity_gap(expected: np.ndarray, got: np.ndarray, *, tolerance: float = PARITY_TOLERANCE) -> float:
+    """The largest probability difference; raises when it is over `tolerance` or a label differs.
+
+    A label may differ only where torch's two best classes are themselves within float noise of a tie.
+    """
+    if expected.shape != got.shape:
+        raise RuntimeUnavailable(
+            MSG_RUNTIME_MISMATCH.format(reason=f"output shape {got.shape}, torch {expected.shape}")
+        )
+    gap = float(np.max(np.abs(expected - got))) if expected.size else 0.0
+    if not np.isfinite(gap) or gap > tolerance:
+        raise RuntimeUnavailable(
+            MSG_RUNTIME_MISMATCH.format(reason=f"probabilities {gap:.1e} apart (limit {tolerance:g})")
+        )
+    if expected.shape[1] > 1:
+        top = np.sort(expected, axis=1)
+        clear = top[:, -1] - top[:, -2] > 2 * tolerance
+        if (expected.argmax(axis=1) != got.argmax(axis=1))[clear].any():
+            raise RuntimeUnavailable(MSG_RUNTIME_MISMATCH.format(reason="different labels"))
+    return gap
+
+
+def _write_atomically(path: Path, data: bytes) -> bool:
+    """Best effort: a cache that cannot be written only costs the next load an export."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("could not cache the ONNX export in %s: %s", path.parent, exc)
+        return False
+    return True

@@ -23,7 +23,7 @@ from service.errors import (
 )
 from service.inference.csvio import rows_for
 from service.inference.predictor import ModelKind, Prediction, predictions_from_probs, split_rows
-from service.inference.runtime import FastaiPipeline, TorchModel
+from service.inference.runtime import FastaiPipeline, ModelRuntime, TorchModel
 from service.inference.tabular_encoder import TabularEncoder
 from service.inference.tabular_spec import (
     CategoricalColumn,
@@ -85,7 +85,8 @@ class TabularPredictor:
         self.classes = self.spec.classes
         self._pipeline = FastaiPipeline(learn)
         self._encoder = TabularEncoder.from_spec(self.spec)
-        self._model = TorchModel(learn)
+        # The forward under the fast path: torch, until `runtime.select_runtime` puts ONNX Runtime here.
+        self.runtime: ModelRuntime = TorchModel(learn, input_names=("x_cat", "x_cont"))
         rows_type: Any = list[_row_type(self.spec)]  # type: ignore[misc]
         self._rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(rows_type)
         self._column_keys = dict.fromkeys(self.spec.column_names).keys()
@@ -169,13 +170,36 @@ class TabularPredictor:
             for cont in self.spec.continuous:
                 frame[cont.name] = frame[cont.name].astype("float64")
             return self._pipeline.probabilities(frame)
-        return self._model.probabilities(*self._encoder.encode(columns, n))
+        return self.runtime.probabilities(*self._encoder.encode(columns, n))
+
+    def _check_row(self) -> dict[str, Any]:
+        """One row built from the schema itself (training means, first categories)."""
+        row: dict[str, Any] = {c.name: c.mean if c.mean is not None else 0.0 for c in self.spec.continuous}
+        row.update({c.name: c.categories[0] if c.categories else None for c in self.spec.categorical})
+        return row
+
+    def parity_inputs(self) -> list[tuple[Any, ...]]:
+        """The self-check row encoded, then 64 random rows (any code of each column, normal values)."""
+        import torch
+
+        if self._encoder is None:
+            return []
+        prepared = self.prepare([self._check_row()], strict=False)
+        check = self._encoder.encode(prepared.columns, prepared.n)
+        generator = torch.Generator().manual_seed(0)
+        n = 64
+        highs = [max(c.codes.values(), default=0) + 1 for c in self.spec.model_categorical]
+        cats = (
+            torch.stack([torch.randint(0, h, (n,), generator=generator) for h in highs], dim=1)
+            if highs
+            else torch.zeros((n, 0), dtype=torch.int64)
+        )
+        conts = torch.randn((n, len(self.spec.continuous)), generator=generator)
+        return [check, (cats, conts)]
 
     def self_check(self) -> None:
         """Predict one row built from the schema itself (training means, first categories)."""
-        row: dict[str, Any] = {c.name: c.mean if c.mean is not None else 0.0 for c in self.spec.continuous}
-        row.update({c.name: c.categories[0] if c.categories else None for c in self.spec.categorical})
-        [prediction] = self.predict([row], strict=False)
+        [prediction] = self.predict([self._check_row()], strict=False)
         if not math.isclose(sum(prediction.probabilities.values()), 1.0, abs_tol=1e-3):
             raise ValueError("the learner's outputs are not probabilities that sum to 1")
 

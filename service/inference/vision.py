@@ -16,7 +16,7 @@ from service.inference.images import (
     decode_image,
 )
 from service.inference.predictor import ModelKind, Prediction, predictions_from_probs, split_rows
-from service.inference.runtime import FastaiPipeline, TorchModel
+from service.inference.runtime import FastaiPipeline, ModelRuntime, TorchModel
 
 # Item transforms whose validation-time output is a fixed-size tensor, so a batch can be stacked directly,
 # and batch transforms that are deterministic at validation time (augmentations are train-only there).
@@ -108,7 +108,9 @@ class VisionPredictor:
         self.classes = [str(c) for c in learn.dls.vocab]
         self.image_size = image_size_of(learn)
         self._pipeline = FastaiPipeline(learn)
-        self._model = TorchModel(learn)
+        self._torch = TorchModel(learn, input_names=("x",))
+        # The forward under the fast path: torch, until `runtime.select_runtime` puts ONNX Runtime here.
+        self.runtime: ModelRuntime = self._torch
         from fasttransform.transform import Pipeline
 
         # The validation pipelines with split_idx fixed to 1, as test_dl runs them: train-only augmentations
@@ -154,12 +156,26 @@ class VisionPredictor:
 
     def self_check(self) -> None:
         """Predict one mid-grey image of the learner's own input size."""
+        grey = self._grey()
+        self.finish(grey, self.forward_many([grey])[0])
+
+    def _grey(self) -> PreparedImages:
+        """One mid-grey image of the learner's own input size."""
         from fastai.vision.core import PILImage
         from PIL import Image
 
         height, width = self.image_size or [64, 64]
-        grey = PreparedImages([PILImage(Image.new("RGB", (width, height), (128, 128, 128)))])
-        self.finish(grey, self.forward_many([grey])[0])
+        return PreparedImages([PILImage(Image.new("RGB", (width, height), (128, 128, 128)))])
+
+    def parity_inputs(self) -> list[tuple[Any, ...]]:
+        """The self-check image encoded, then 8 random images in the model's input space."""
+        import torch
+
+        if not self.fast_path:
+            return []
+        check = self._encode(self._grey().images)
+        noise = torch.randn((8, *check.shape[1:]), generator=torch.Generator().manual_seed(0))
+        return [(check,), (noise,)]
 
     def predict(self, uploads: list[UploadedImage]) -> list[Prediction]:
         """prepare → forward → finish in the calling thread (in-process use; the server batches)."""
@@ -188,11 +204,14 @@ class VisionPredictor:
     def _forward(self, images: list[Any]) -> np.ndarray:
         if not self.fast_path:  # transforms we do not know: fastai's own DataLoader
             return self._pipeline.probabilities(images)
+        return self.runtime.probabilities(self._encode(images))
+
+    def _encode(self, images: list[Any]) -> Any:
+        """fastai's own item and batch transforms, without building a DataLoader per request."""
         import torch
         from fastai.torch_core import TensorImage
 
-        # fastai's own item and batch transforms, without building a DataLoader per request.
         items = [self._item(image) for image in images]
-        batch = TensorImage(torch.stack(items)).to(self._model.device)
+        batch = TensorImage(torch.stack(items)).to(self._torch.device)
         (batch,) = self._after_batch((batch,))
-        return self._model.probabilities(batch)
+        return batch

@@ -39,6 +39,10 @@ class ModelDetail(ModelSummary):
     compat: CompatInfo | None = Field(
         default=None, description="set when the learner needed the compat loader"
     )
+    runtime: Literal["onnx", "torch"] | None = Field(
+        default=None, description="what runs the model's forward (FASTAI_SERVE_RUNTIME); null until ready"
+    )
+    runtime_note: str | None = Field(default=None, description="why that runtime, or why not ONNX Runtime")
 
 
 class ModelList(BaseModel):

@@ -125,5 +125,6 @@ async def test_metrics_expose_requests_and_timings(
     )
     labels = f'model="nope",protocol="v1",route="{route}",status="404"'
     assert _metric(text, "fastai_serve_requests_total", labels) >= 1
-    for name in ("fastai_serve_queue_wait_seconds", "fastai_serve_model_seconds", "fastai_serve_batch_size"):
+    for name in ("fastai_serve_queue_wait_seconds", "fastai_serve_batch_size"):
         assert _metric(text, f"{name}_count", f'model="{TABULAR}"') >= 1
+    assert _metric(text, "fastai_serve_model_seconds_count", f'model="{TABULAR}",runtime="onnx"') >= 1

@@ -4,6 +4,7 @@ BOM, binary files and ragged rows."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from service.errors import (
@@ -14,7 +15,14 @@ from service.errors import (
     InvalidInput,
     UnsupportedMedia,
 )
-from service.inference.csvio import cells_as_rows, read_csv_upload, rows_for, scored_csv
+from service.inference.csvio import (
+    CSV_CHUNK_ROWS,
+    cells_as_rows,
+    read_csv_table,
+    read_csv_upload,
+    rows_for,
+    scored_csv,
+)
 from tests.helpers import image_bytes
 
 
@@ -94,3 +102,57 @@ def test_scored_csv_adds_the_prediction_and_a_probability_per_class() -> None:
     probs = np.array([[0.25, 0.75], [0.9, 0.1]], dtype=np.float32)
     lines = scored_csv(frame, probs, ["no", "yes"]).splitlines()
     assert lines == ["age,city,prediction,p_no,p_yes", "1,x,yes,0.25,0.75", "2,y,no,0.9,0.1"]
+
+
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        ("=SUM(A1:A9)", "'=SUM(A1:A9)"),
+        ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(1)", "'@SUM(1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("-", "'-"),
+        ("-1.5", "-1.5"),
+        ("+3e5", "+3e5"),
+        ("a=b", "a=b"),
+    ],
+)
+def test_scored_csv_neutralises_formula_cells(cell: str, written: str) -> None:
+    frame = pd.DataFrame({"note": [cell], "n": ["-7"]})
+    out = scored_csv(frame, np.array([[0.5, 0.5]], dtype=np.float32), ["=no", "yes"])
+    # numbers stay numbers; the label is echoed text too
+    assert out.split("\n")[1] == f"{written},-7,'=no,0.5,0.5"
+
+
+def test_scored_csv_neutralises_header_cells() -> None:
+    frame = pd.DataFrame({"=cmd()": ["x"]})
+    out = scored_csv(frame, np.array([[1.0]], dtype=np.float32), ["a"])
+    assert out.splitlines()[0] == "'=cmd(),prediction,p_a"
+
+
+def test_a_large_csv_is_read_column_wise_and_served_in_chunks() -> None:
+    lines = ["age,city"] + [
+        f"{i},{'' if i % 7 == 0 else ' c' + str(i % 5)}" for i in range(3 * CSV_CHUNK_ROWS + 5)
+    ]
+    data = ("\n".join(lines) + "\n").encode()
+    table = read_csv_table(data, filename="big.csv")
+    assert len(table) == 3 * CSV_CHUNK_ROWS + 5 and table.columns == ["age", "city"]
+    whole = read_csv_upload(data, filename="big.csv")
+    starts = []
+    for start, frame in table.frames():
+        starts.append(start)
+        expected = whole.iloc[start : start + len(frame)].reset_index(drop=True)
+        assert (
+            frame.astype(object)
+            .where(frame.notna(), None)
+            .equals(expected.astype(object).where(expected.notna(), None))
+        )
+    assert starts == [0, CSV_CHUNK_ROWS, 2 * CSV_CHUNK_ROWS, 3 * CSV_CHUNK_ROWS]
+    assert whole.iloc[7].isna().tolist() == [False, True] and whole.iloc[8].tolist() == ["8", " c3"]
+
+
+def test_duplicate_headers_are_named_as_pandas_names_them() -> None:
+    frame = read_csv_upload(b"a,a,b\n1,2,3\n", filename="d.csv")
+    assert list(frame.columns) == ["a", "a.1", "b"]

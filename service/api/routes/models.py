@@ -51,6 +51,8 @@ async def model_detail(name: str, registry: RegistryDep) -> ModelDetail:
         metrics=entry.metrics,
         input_schema=predictor.input_schema() if predictor is not None else None,
         compat=CompatInfo(**entry.compat) if entry.compat else None,
+        runtime=entry.runtime if entry.predictor is not None else None,
+        runtime_note=entry.runtime_note if entry.predictor is not None else None,
     )
 
 

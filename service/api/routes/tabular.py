@@ -6,19 +6,23 @@ Concurrent requests for one model share forward passes (the batcher); each reque
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
+import numpy as np
+import pandas as pd
 from fastapi import APIRouter, Depends, File, Request, UploadFile
-from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from service.api.content import require_json
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
 from service.api.limits import check_rows
-from service.inference.csvio import read_csv_upload, scored_csv
+from service.errors import MSG_INVALID_ROWS, InvalidInput
+from service.inference.batching import BatcherPool
+from service.inference.csvio import CsvTable, read_csv_table, scored_csv_parts
 from service.inference.labelled import target_labels
 from service.inference.predictor import Prediction, labels_of
-from service.inference.tabular import TabularPredictor
+from service.inference.tabular import PreparedRows, TabularPredictor
 from service.registry import ModelEntry
 from service.reports.scores import evaluate_labels
 from service.schemas.predict import TabularPrediction, TabularPredictRequest, TabularPredictResponse
@@ -80,12 +84,13 @@ async def predict_csv(
     """Predict every row of a CSV upload; `Accept: text/csv` returns the CSV with prediction columns."""
     entry, predictor = registry.predictor(name, TabularPredictor)
     filename = file.filename or "upload.csv"
-    frame = await run_in_threadpool(read_csv_upload, await file.read(), filename=filename)
-    check_rows(len(frame), settings.max_rows)
-    prepared = await run_in_threadpool(partial(predictor.prepare_frame, frame, filename=filename))
-    probs = await batchers.run(entry, predictor, prepared)
-    if "text/csv" in request.headers.get("accept", ""):
-        return Response(scored_csv(frame, probs, predictor.classes), media_type="text/csv")
+    table = await run_in_threadpool(read_csv_table, await file.read(), filename=filename)
+    as_csv = "text/csv" in request.headers.get("accept", "")
+    probs, warnings = await _score_table(entry, predictor, batchers, table, filename, warnings=not as_csv)
+    if as_csv:
+        parts = iterate_in_threadpool(scored_csv_parts(table, probs, predictor.classes))
+        return StreamingResponse(parts, media_type="text/csv")
+    prepared = PreparedRows(columns={}, n=len(table), warnings=warnings)
     return _response(entry, predictor.finish(prepared, probs))
 
 
@@ -100,10 +105,43 @@ async def evaluate_tabular(
     """Accuracy, per-class and macro precision/recall/F1 and the confusion matrix on a labelled CSV."""
     entry, predictor = registry.predictor(name, TabularPredictor)
     filename = file.filename or "upload.csv"
-    frame = await run_in_threadpool(read_csv_upload, await file.read(), filename=filename)
-    check_rows(len(frame), settings.max_rows)
-    classes = predictor.classes
-    actual = target_labels(frame, target=predictor.spec.target, classes=classes, filename=filename)
-    prepared = await run_in_threadpool(partial(predictor.prepare_frame, frame, filename=filename))
-    probs = await batchers.run(entry, predictor, prepared)
+    table = await run_in_threadpool(read_csv_table, await file.read(), filename=filename)
+    classes, target = predictor.classes, predictor.spec.target
+    targets = table.frame([target]) if target in table.columns else pd.DataFrame()
+    actual = target_labels(targets, target=target, classes=classes, filename=filename)
+    probs, _ = await _score_table(entry, predictor, batchers, table, filename, warnings=False)
     return evaluate_labels(actual, labels_of(probs, classes), classes)
+
+
+async def _score_table(
+    entry: ModelEntry,
+    predictor: TabularPredictor,
+    batchers: BatcherPool,
+    table: CsvTable,
+    filename: str,
+    *,
+    warnings: bool,
+) -> tuple[np.ndarray, list[list[str]]]:
+    """Every row of a CSV, a bounded chunk at a time: the same errors (row numbers of the whole file) and
+    warnings as one batch, without ever holding a Python object per row of a large file."""
+    parts: list[np.ndarray] = []
+    notes: list[list[str]] = []
+    errors: list[dict[str, Any]] = []
+    for start, frame in table.frames():
+        try:
+            prepared = await run_in_threadpool(partial(predictor.prepare_frame, frame, filename=filename))
+        except InvalidInput as exc:
+            if not exc.errors or exc.errors[0]["loc"][0] != "rows":
+                raise  # about the file (a missing column): the same for every chunk
+            errors += [{**e, "loc": ["rows", e["loc"][1] + start, *e["loc"][2:]]} for e in exc.errors]
+            continue
+        if not errors:  # once a row is bad, the rest are only checked, so the error lists every bad row
+            parts.append(await batchers.run(entry, predictor, prepared))
+            if warnings:
+                notes += prepared.warnings
+    if errors:
+        # One batch reports missing numbers only once every row's types are right; so do the chunks.
+        typed = [e for e in errors if e["type"] != "null"]
+        errors = typed or errors
+        raise InvalidInput(MSG_INVALID_ROWS.format(count=len(errors)), errors)
+    return (np.concatenate(parts) if len(parts) > 1 else parts[0]), notes

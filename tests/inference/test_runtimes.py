@@ -1,0 +1,221 @@
+"""The runtime layer: ONNX Runtime under the fast paths equals torch and fastai's `get_preds`, falls back to
+torch (saying why) when it cannot, reuses its cached export, and stays out of the way when told to."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from service.errors import LoadError
+from service.inference import runtime as runtime_module
+from service.inference.images import UploadedImage
+from service.inference.runtime import (
+    OnnxModel,
+    RuntimeOptions,
+    RuntimeSetting,
+    TorchModel,
+    select_runtime,
+)
+from service.inference.tabular import TabularPredictor
+from service.inference.vision import VisionPredictor
+from service.loading import load_exported_learner, prepare_for_serving
+from tests.helpers import FIXTURES, TABULAR, VISION, image_bytes
+
+TOLERANCE = 1e-4
+AUTO = RuntimeSetting.AUTO
+
+
+def _get_preds(learn: Any, items: Any) -> np.ndarray:
+    dl = learn.dls.test_dl(items, num_workers=0)
+    with learn.no_bar():
+        probs, _ = learn.get_preds(dl=dl)
+    return np.asarray(probs.numpy())
+
+
+def _probs(predictor: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+    predictions = predictor.predict(*args, **kwargs)
+    return np.array([[p.probabilities[c] for c in predictor.classes] for p in predictions])
+
+
+def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")  # type: ignore[no-any-return]
+
+
+def _three_ways(predictor: Any, options: RuntimeOptions, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    """(torch probabilities, the runtime choice, onnx probabilities) for the same input."""
+    torch_probs = _probs(predictor, *args, **kwargs)
+    choice = select_runtime(predictor, options, sha256="a" * 64)
+    return torch_probs, choice, _probs(predictor, *args, **kwargs)
+
+
+def _served(path: Path) -> Any:
+    import torch
+
+    return prepare_for_serving(load_exported_learner(path).learn, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def tabular_learner(trained_store: Path) -> Any:
+    return _served(trained_store / TABULAR / "model.pkl")
+
+
+@pytest.fixture(scope="module")
+def vision_learner(trained_store: Path) -> Any:
+    return _served(trained_store / VISION / "model.pkl")
+
+
+@pytest.fixture
+def options(tmp_path: Path) -> RuntimeOptions:
+    return RuntimeOptions(setting=AUTO, cache_dir=tmp_path / "onnx")
+
+
+def test_tabular_onnx_equals_torch_and_get_preds(
+    tabular_learner: Any, adult_frame: pd.DataFrame, options: RuntimeOptions
+) -> None:
+    frame = adult_frame.drop(columns=["Salary"]).iloc[:700].copy()
+    frame.loc[frame.index[::3], "age"] = np.nan
+    frame.loc[frame.index[1::4], "occupation"] = np.nan
+    predictor = TabularPredictor(tabular_learner)
+    torch_probs, choice, onnx_probs = _three_ways(predictor, options, _rows(frame))
+    assert (choice.name, predictor.runtime.name) == ("onnx", "onnx"), choice.note
+    assert "parity with torch" in choice.note
+    reference = _get_preds(tabular_learner, frame)
+    np.testing.assert_allclose(onnx_probs, torch_probs, atol=TOLERANCE)
+    np.testing.assert_allclose(onnx_probs, reference, atol=TOLERANCE)
+    assert (onnx_probs.argmax(1) == reference.argmax(1)).all()
+    [one] = predictor.predict(_rows(frame.iloc[:1]))  # a batch of one through the dynamic axis
+    assert one.probabilities == pytest.approx(
+        dict(zip(predictor.classes, onnx_probs[0], strict=True)), abs=1e-6
+    )
+
+
+def test_vision_onnx_equals_torch_and_get_preds(vision_learner: Any, options: RuntimeOptions) -> None:
+    uploads = [
+        UploadedImage(f"{i}.png", image_bytes(size=(20 + 7 * i, 40 - 3 * i), seed=i)) for i in range(6)
+    ]
+    predictor = VisionPredictor(vision_learner)
+    torch_probs, choice, onnx_probs = _three_ways(predictor, options, uploads)
+    assert choice.name == "onnx", choice.note
+    reference = _get_preds(vision_learner, predictor.prepare(uploads).images)
+    np.testing.assert_allclose(onnx_probs, torch_probs, atol=TOLERANCE)
+    np.testing.assert_allclose(onnx_probs, reference, atol=TOLERANCE)
+
+
+def test_cookbook_model_onnx_equals_torch_and_get_preds(tmp_path: Path, options: RuntimeOptions) -> None:
+    shutil.copy(FIXTURES / "cookbook" / "adult_sample_model.pkl", tmp_path / "model.pkl")
+    learn = _served(tmp_path / "model.pkl")
+    frame = pd.read_csv(FIXTURES / "cookbook" / "adult_sample_test.csv")
+    predictor = TabularPredictor(learn)
+    torch_probs, choice, onnx_probs = _three_ways(predictor, options, _rows(frame), strict=False)
+    assert choice.name == "onnx", choice.note
+    np.testing.assert_allclose(onnx_probs, torch_probs, atol=TOLERANCE)
+    np.testing.assert_allclose(onnx_probs, _get_preds(learn, frame), atol=TOLERANCE)
+
+
+def test_export_failure_falls_back_to_torch_and_says_why(
+    tabular_learner: Any, options: RuntimeOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: TorchModel, example: Any) -> bytes:
+        raise RuntimeError("unsupported operator aten::weird")
+
+    monkeypatch.setattr(TorchModel, "export_onnx", broken)
+    predictor = TabularPredictor(tabular_learner)
+    choice = select_runtime(predictor, options, sha256="b" * 64)
+    assert choice.name == "torch"
+    assert "ONNX export failed: RuntimeError: unsupported operator aten::weird" in choice.note
+    assert isinstance(predictor.runtime, TorchModel)
+    predictor.self_check()
+    with pytest.raises(LoadError, match="FASTAI_SERVE_RUNTIME=onnx but this model cannot run"):
+        select_runtime(predictor, RuntimeOptions(setting=RuntimeSetting.ONNX), sha256=None)
+
+
+def test_mismatch_falls_back_to_torch(
+    vision_learner: Any, options: RuntimeOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    honest = OnnxModel.probabilities
+
+    def off(self: OnnxModel, *inputs: Any) -> np.ndarray:
+        return honest(self, *inputs) + 1e-3
+
+    monkeypatch.setattr(OnnxModel, "probabilities", off)
+    predictor = VisionPredictor(vision_learner)
+    choice = select_runtime(predictor, options, sha256="c" * 64)
+    assert choice.name == "torch"
+    assert "ONNX Runtime differs from torch: probabilities 1.0e-03 apart" in choice.note
+    assert isinstance(predictor.runtime, TorchModel)
+
+
+def test_parity_gap() -> None:
+    expected = np.array([[0.2, 0.8], [0.5, 0.5]], dtype=np.float32)
+    assert runtime_module.parity_gap(expected, expected.copy()) == 0.0
+    # A tie in torch may resolve either way within float noise; a clear winner may not change.
+    assert (
+        runtime_module.parity_gap(expected, np.array([[0.2, 0.8], [0.50001, 0.49999]], dtype=np.float32))
+        < 2e-5
+    )
+    with pytest.raises(runtime_module.RuntimeUnavailable, match="apart"):
+        runtime_module.parity_gap(expected, np.array([[0.8, 0.2], [0.5, 0.5]], dtype=np.float32))
+
+
+def test_cached_export_is_reused_and_still_checked(
+    tabular_learner: Any, options: RuntimeOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = select_runtime(TabularPredictor(tabular_learner), options, sha256="d" * 64)
+    cached = options.cache_dir / f"{'d' * 64}.onnx"  # type: ignore[operator]
+    assert first.name == "onnx" and cached.is_file() and str(cached) in first.note
+    exports = 0
+    real_export = TorchModel.export_onnx
+
+    def counting(self: TorchModel, example: Any) -> bytes:
+        nonlocal exports
+        exports += 1
+        return real_export(self, example)
+
+    monkeypatch.setattr(TorchModel, "export_onnx", counting)
+    again = select_runtime(TabularPredictor(tabular_learner), options, sha256="d" * 64)
+    assert again.name == "onnx" and "cached" in again.note and exports == 0
+    cached.write_bytes(b"not an onnx model")  # a damaged cache is exported again, then repaired
+    repaired = select_runtime(TabularPredictor(tabular_learner), options, sha256="d" * 64)
+    assert repaired.name == "onnx" and exports == 1
+    assert cached.read_bytes() != b"not an onnx model"
+
+
+def test_unwritable_cache_still_serves_onnx(tabular_learner: Any, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    choice = select_runtime(
+        TabularPredictor(tabular_learner),
+        RuntimeOptions(setting=AUTO, cache_dir=blocker / "onnx"),
+        sha256="e" * 64,
+    )
+    assert choice.name == "onnx" and "exported at load" in choice.note
+
+
+def test_runtime_torch_setting_keeps_torch(tabular_learner: Any, tmp_path: Path) -> None:
+    predictor = TabularPredictor(tabular_learner)
+    options = RuntimeOptions(setting=RuntimeSetting.TORCH, cache_dir=tmp_path)
+    choice = select_runtime(predictor, options, sha256="f" * 64)
+    assert (choice.name, choice.note) == ("torch", "FASTAI_SERVE_RUNTIME=torch")
+    assert isinstance(predictor.runtime, TorchModel)
+    assert not list(tmp_path.iterdir())
+
+
+def test_no_fast_path_keeps_fastai_pipeline(vision_learner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.inference import vision as vision_module
+
+    monkeypatch.setattr(vision_module, "FAST_ITEM_TFMS", {"ToTensor"})
+    predictor = VisionPredictor(vision_learner)
+    choice = select_runtime(predictor, RuntimeOptions(setting=AUTO), sha256=None)
+    assert choice.name == "torch" and "fastai's own pipeline" in choice.note
+    with pytest.raises(LoadError, match="no fast path"):
+        select_runtime(predictor, RuntimeOptions(setting=RuntimeSetting.ONNX), sha256=None)
+
+
+def test_export_leaves_the_model_in_eval_mode(tabular_learner: Any, options: RuntimeOptions) -> None:
+    select_runtime(TabularPredictor(tabular_learner), options, sha256=None)
+    assert not any(m.training for m in tabular_learner.model.modules())
