@@ -297,14 +297,15 @@ def v2_binary_body(inputs: list[tuple[str, str, bytes]]) -> tuple[bytes, dict[st
 
 def v2_payload(kind: str, payload: dict[str, Any]) -> tuple[str, bytes, dict[str, str]]:
     def text(value: Any) -> bytes:
-        raw = str(value).encode()
+        # A category that is an amount (the demo's capital gain/loss) is sent as its text: "2174".
+        raw = str(int(value) if isinstance(value, float) and value.is_integer() else value).encode()
         return len(raw).to_bytes(4, "little") + raw
 
     if kind == "v2_tabular":
         [row] = payload["json"]["rows"]
         inputs = [
             (k, "FP64", np.array([v], "<f8").tobytes())
-            if k in data.ADULT_CONTINUOUS
+            if k in data.DEMO_ADULT_CONTINUOUS
             else (k, "BYTES", text(v))
             for k, v in row.items()
         ]
