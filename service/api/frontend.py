@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 # A source checkout keeps the frontend next to the package; used when the configured relative path is
 # not found under the working directory (e.g. `fastai-serve serve` started from another folder).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-API_PREFIX = "/api"
+API_PREFIXES = ("/api", "/v2")  # the API's own paths: its 404s and 405s, never the frontend's
 
 
 class _NoCacheStatic(StaticFiles):
@@ -30,11 +30,11 @@ class _NoCacheStatic(StaticFiles):
 
 
 class FrontendMount(Mount):
-    """Every path but `/api/...`: unknown API paths keep the router's problem+json 404/405."""
+    """Every path but `/api/...` and `/v2/...`: unknown API paths keep the router's own 404/405 answers."""
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         path: str = scope.get("path", "")
-        if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+        if any(path == prefix or path.startswith(prefix + "/") for prefix in API_PREFIXES):
             return Match.NONE, {}
         return super().matches(scope)
 

@@ -449,7 +449,7 @@ def test_404s(http: httpx.Client, adult_frame: pd.DataFrame) -> None:
     _error(http.get(f"/v2/models/{TABULAR}/versions/zzz"), 404, "no version 'zzz'")
     _error(http.post(f"/v2/models/{TABULAR}/versions/zzz/infer", json=body), 404, "no version 'zzz'")
     _error(http.get("/v2/no/such/path"), 404)
-    _error(http.get(f"/v2/models/{TABULAR}/infer"), 404)  # the frontend mount at / answers other methods
+    _error(http.get(f"/v2/models/{TABULAR}/infer"), 405)  # a known path with another method
 
 
 def test_413s(http: httpx.Client, adult_frame: pd.DataFrame) -> None:
