@@ -266,3 +266,7 @@ MSG_V2_DUPLICATE = "{what} {name!r} is given more than once"
 MSG_V2_UNKNOWN_OUTPUTS = "unknown output(s) {names}; this model has {expected}"
 MSG_V2_TOP_K = "parameters.top_k must be a whole number from 1 to {limit}, got {value!r}"
 MSG_V2_NOT_READY = "the server is not ready: models are loading or none loaded"
+
+
+class RuntimeUnavailable(Exception):
+    """ONNX Runtime cannot serve this model; the message says why (torch serves it instead)."""

@@ -35,6 +35,7 @@ from service.errors import (
     MSG_RUNTIME_REQUIRED,
     MSG_RUNTIME_TORCH_SETTING,
     LoadError,
+    RuntimeUnavailable,
 )
 
 logger = logging.getLogger(__name__)
@@ -89,10 +90,6 @@ class RuntimeChoice:
 
     name: RuntimeName
     note: str
-
-
-class RuntimeUnavailable(Exception):
-    """ONNX Runtime cannot serve this model; the message says why (torch serves it instead)."""
 
 
 def _plain(x: Any) -> Any:
