@@ -6,19 +6,22 @@ Fixtures live in conftest.py files; everything a test imports comes from here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import shutil
 import socket
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
+import uvicorn
 from fastapi import FastAPI
 from PIL import Image
 
@@ -111,3 +114,36 @@ def adult_rows(frame: pd.DataFrame, n: int) -> list[dict[str, object]]:
         {c: (float(v) if c in data.ADULT_CONTINUOUS else str(v)) for c, v in row.items()}
         for row in subset.to_dict(orient="records")
     ]
+
+
+@contextlib.contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """`app` under a real uvicorn on a loopback port, in a thread, once its models are loaded; yields
+    host:port and stops the server on exit."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not (server.started and app.state.registry.wait_loaded(0.1)):
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def fastai_probabilities(learn: Any, items: Any) -> np.ndarray:
+    """fastai's own answer for `items` (`test_dl` + `get_preds`): the reference for parity tests."""
+    dl = learn.dls.test_dl(items, num_workers=0)
+    with learn.no_bar():
+        probs, _ = learn.get_preds(dl=dl)
+    return np.asarray(probs.numpy())
+
+
+def predicted_probabilities(predictor: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+    """A predictor's `predict` as an (n, classes) matrix in its class order."""
+    predictions = predictor.predict(*args, **kwargs)
+    return np.array([[p.probabilities[c] for c in predictor.classes] for p in predictions])

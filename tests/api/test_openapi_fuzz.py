@@ -11,14 +11,11 @@ at all (no parameters, no body): it is called once. The count sent is printed an
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -34,7 +31,7 @@ from schemathesis.checks import (  # noqa: E402
 )
 
 from service.api.app import create_app  # noqa: E402
-from tests.helpers import clone_store, free_port, make_settings  # noqa: E402
+from tests.helpers import clone_store, make_settings, served  # noqa: E402
 
 FAST_CASES = 100
 SLOW_CASES = 1000
@@ -71,17 +68,8 @@ def fuzz_schema(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -
     app = create_app(
         make_settings(store, api_key=API_KEY, ngrok_api_url="", max_rows=50, max_files=4, max_upload_mb=1.0)
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not (server.started and app.state.registry.wait_loaded(0.1)):
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield schemathesis.openapi.from_url(f"http://127.0.0.1:{port}/openapi.json")
-    server.should_exit = True
-    thread.join(30)
+    with served(app) as address:
+        yield schemathesis.openapi.from_url(f"http://{address}/openapi.json")
 
 
 def _strategy(operation: Any) -> st.SearchStrategy[Any]:

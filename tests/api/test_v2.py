@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import struct
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +17,6 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
 from PIL import Image
 
 from service.api.app import create_app
@@ -30,9 +28,9 @@ from tests.helpers import (
     adult_rows,
     client_for,
     clone_store,
-    free_port,
     image_bytes,
     make_settings,
+    served,
 )
 
 httpclient = pytest.importorskip("tritonclient.http")
@@ -47,17 +45,8 @@ def server(trained_store: Path) -> Iterator[str]:
     app = create_app(
         make_settings(trained_store, max_rows=MAX_ROWS, max_files=MAX_FILES, max_upload_mb=MAX_MB)
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not (server.started and app.state.registry.wait_loaded(0.1)):
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with served(app) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

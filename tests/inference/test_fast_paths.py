@@ -18,19 +18,14 @@ from service.inference.tabular import TabularPredictor
 from service.inference.tabular_encoder import HASH_INDEX_FROM
 from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner
-from tests.helpers import FIXTURES, TABULAR, VISION, image_bytes
-
-
-def _get_preds(learn: Any, items: Any) -> np.ndarray:
-    dl = learn.dls.test_dl(items, num_workers=0)
-    with learn.no_bar():
-        probs, _ = learn.get_preds(dl=dl)
-    return np.asarray(probs.numpy())
-
-
-def _ours(predictor: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-    predictions = predictor.predict(*args, **kwargs)
-    return np.array([[p.probabilities[c] for c in predictor.classes] for p in predictions])
+from tests.helpers import (
+    FIXTURES,
+    TABULAR,
+    VISION,
+    fastai_probabilities,
+    image_bytes,
+    predicted_probabilities,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +54,21 @@ def test_tabular_fast_path_equals_get_preds(tabular_learner: Any, adult_frame: p
     predictor = TabularPredictor(tabular_learner)
     assert predictor.fast_path
     rows = _rows_with_gaps(adult_frame, n)
-    np.testing.assert_allclose(_ours(predictor, _as_rows(rows)), _get_preds(tabular_learner, rows), atol=1e-5)
+    np.testing.assert_allclose(
+        predicted_probabilities(predictor, _as_rows(rows)),
+        fastai_probabilities(tabular_learner, rows),
+        atol=1e-5,
+    )
 
 
 def test_tabular_single_row_equals_get_preds(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
     predictor = TabularPredictor(tabular_learner)
     rows = _rows_with_gaps(adult_frame, 1)
-    np.testing.assert_allclose(_ours(predictor, _as_rows(rows)), _get_preds(tabular_learner, rows), atol=1e-5)
+    np.testing.assert_allclose(
+        predicted_probabilities(predictor, _as_rows(rows)),
+        fastai_probabilities(tabular_learner, rows),
+        atol=1e-5,
+    )
 
 
 def test_tabular_fast_path_on_the_cookbook_model(tmp_path: Path) -> None:
@@ -76,7 +79,9 @@ def test_tabular_fast_path_on_the_cookbook_model(tmp_path: Path) -> None:
     assert predictor.fast_path
     frame = pd.read_csv(FIXTURES / "cookbook" / "adult_sample_test.csv")
     np.testing.assert_allclose(
-        _ours(predictor, _as_rows(frame), strict=False), _get_preds(learn, frame), atol=1e-5
+        predicted_probabilities(predictor, _as_rows(frame), strict=False),
+        fastai_probabilities(learn, frame),
+        atol=1e-5,
     )
 
 
@@ -89,7 +94,11 @@ def test_tabular_unknown_proc_falls_back_to_fastai(
     predictor = TabularPredictor(tabular_learner)
     assert not predictor.fast_path
     rows = _rows_with_gaps(adult_frame, 50)
-    np.testing.assert_allclose(_ours(predictor, _as_rows(rows)), _get_preds(tabular_learner, rows), atol=1e-5)
+    np.testing.assert_allclose(
+        predicted_probabilities(predictor, _as_rows(rows)),
+        fastai_probabilities(tabular_learner, rows),
+        atol=1e-5,
+    )
 
 
 def _uploads() -> list[UploadedImage]:
@@ -108,7 +117,11 @@ def test_vision_fast_path_equals_get_preds(vision_learner: Any) -> None:
     assert predictor.fast_path
     assert predictor._native_resize is not None  # centre crop + resize done with two PIL calls
     images = predictor.prepare(_uploads()).images
-    np.testing.assert_allclose(_ours(predictor, _uploads()), _get_preds(vision_learner, images), atol=1e-4)
+    np.testing.assert_allclose(
+        predicted_probabilities(predictor, _uploads()),
+        fastai_probabilities(vision_learner, images),
+        atol=1e-4,
+    )
 
 
 def test_vision_unknown_transform_falls_back_to_fastai(
@@ -118,7 +131,11 @@ def test_vision_unknown_transform_falls_back_to_fastai(
     predictor = VisionPredictor(vision_learner)
     assert not predictor.fast_path
     images = predictor.prepare(_uploads()).images
-    np.testing.assert_allclose(_ours(predictor, _uploads()), _get_preds(vision_learner, images), atol=1e-5)
+    np.testing.assert_allclose(
+        predicted_probabilities(predictor, _uploads()),
+        fastai_probabilities(vision_learner, images),
+        atol=1e-5,
+    )
 
 
 def test_vision_native_resize_matches_fastai_pixels(vision_learner: Any) -> None:

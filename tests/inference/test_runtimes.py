@@ -24,22 +24,17 @@ from service.inference.runtime import (
 from service.inference.tabular import TabularPredictor
 from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner, prepare_for_serving
-from tests.helpers import FIXTURES, TABULAR, VISION, image_bytes
+from tests.helpers import (
+    FIXTURES,
+    TABULAR,
+    VISION,
+    fastai_probabilities,
+    image_bytes,
+    predicted_probabilities,
+)
 
 TOLERANCE = 1e-4
 AUTO = RuntimeSetting.AUTO
-
-
-def _get_preds(learn: Any, items: Any) -> np.ndarray:
-    dl = learn.dls.test_dl(items, num_workers=0)
-    with learn.no_bar():
-        probs, _ = learn.get_preds(dl=dl)
-    return np.asarray(probs.numpy())
-
-
-def _probs(predictor: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-    predictions = predictor.predict(*args, **kwargs)
-    return np.array([[p.probabilities[c] for c in predictor.classes] for p in predictions])
 
 
 def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -48,9 +43,9 @@ def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _three_ways(predictor: Any, options: RuntimeOptions, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
     """(torch probabilities, the runtime choice, onnx probabilities) for the same input."""
-    torch_probs = _probs(predictor, *args, **kwargs)
+    torch_probs = predicted_probabilities(predictor, *args, **kwargs)
     choice = select_runtime(predictor, options, sha256="a" * 64)
-    return torch_probs, choice, _probs(predictor, *args, **kwargs)
+    return torch_probs, choice, predicted_probabilities(predictor, *args, **kwargs)
 
 
 def _served(path: Path) -> Any:
@@ -84,7 +79,7 @@ def test_tabular_onnx_equals_torch_and_get_preds(
     torch_probs, choice, onnx_probs = _three_ways(predictor, options, _rows(frame))
     assert (choice.name, predictor.runtime.name) == ("onnx", "onnx"), choice.note
     assert "parity with torch" in choice.note
-    reference = _get_preds(tabular_learner, frame)
+    reference = fastai_probabilities(tabular_learner, frame)
     np.testing.assert_allclose(onnx_probs, torch_probs, atol=TOLERANCE)
     np.testing.assert_allclose(onnx_probs, reference, atol=TOLERANCE)
     assert (onnx_probs.argmax(1) == reference.argmax(1)).all()
@@ -101,7 +96,7 @@ def test_vision_onnx_equals_torch_and_get_preds(vision_learner: Any, options: Ru
     predictor = VisionPredictor(vision_learner)
     torch_probs, choice, onnx_probs = _three_ways(predictor, options, uploads)
     assert choice.name == "onnx", choice.note
-    reference = _get_preds(vision_learner, predictor.prepare(uploads).images)
+    reference = fastai_probabilities(vision_learner, predictor.prepare(uploads).images)
     np.testing.assert_allclose(onnx_probs, torch_probs, atol=TOLERANCE)
     np.testing.assert_allclose(onnx_probs, reference, atol=TOLERANCE)
 
@@ -114,7 +109,7 @@ def test_cookbook_model_onnx_equals_torch_and_get_preds(tmp_path: Path, options:
     torch_probs, choice, onnx_probs = _three_ways(predictor, options, _rows(frame), strict=False)
     assert choice.name == "onnx", choice.note
     np.testing.assert_allclose(onnx_probs, torch_probs, atol=TOLERANCE)
-    np.testing.assert_allclose(onnx_probs, _get_preds(learn, frame), atol=TOLERANCE)
+    np.testing.assert_allclose(onnx_probs, fastai_probabilities(learn, frame), atol=TOLERANCE)
 
 
 def test_export_failure_falls_back_to_torch_and_says_why(
