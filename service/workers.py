@@ -71,6 +71,17 @@ async def publish_forever(folder: Path, registry: ModelRegistry) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` still runs. A killed worker stays a zombie until the supervisor reaps it (uvicorn
+    checks its workers every half second), and a zombie still answers signal 0: its state in /proc says so."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        stat = ""  # no procfs (macOS): fall back to signal 0
+    if stat:
+        # The state letter follows the command name, which is in parentheses and may contain spaces.
+        return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -108,8 +108,12 @@ async def test_several_workers_answer_as_one_server(
             workers = _workers(server.pid)
             assert len(workers) == 2, workers
             os.kill(workers[0], signal.SIGKILL)
-            await asyncio.sleep(0.5)
+            # Not ready from the moment the worker dies until its replacement has loaded every model.
+            deadline = time.monotonic() + 5
             down = await client.get("/health/ready", headers=fresh)
+            while down.status_code == 200 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                down = await client.get("/health/ready", headers=fresh)
             assert down.status_code == 503
             assert down.json()["workers"]["ready"] < 2
             await wait_until_ready(client)  # the supervisor started a replacement, which loaded every model
