@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from service.settings import Settings
     from service.training.common import FitOptions
 
 DEMO_TABULAR = "adult-income"
@@ -29,6 +30,9 @@ def _serve(args: argparse.Namespace) -> int:
     from service.settings import get_settings
 
     settings = get_settings()
+    address = args.ray or settings.ray_address
+    if address:
+        return _serve_on_ray(args, settings, address)
     workers = args.workers or settings.workers
     shared = None
     if workers > 1:
@@ -188,6 +192,21 @@ def _common(sub: argparse.ArgumentParser, *, name: str) -> None:
     )
 
 
+def _serve_on_ray(args: argparse.Namespace, settings: Settings, address: str) -> int:
+    from service.errors import MSG_CLI_NO_RAY, MSG_CLI_RAY_WORKERS, CliInputError
+
+    try:
+        from service.rayserve.app import serve_on_ray
+    except ImportError as exc:
+        raise CliInputError(MSG_CLI_NO_RAY.format(reason=exc)) from None
+    if args.workers and args.workers > 1:
+        raise CliInputError(MSG_CLI_RAY_WORKERS)
+    if args.replicas:
+        settings = settings.model_copy(update={"ray_replicas": args.replicas})
+    serve_on_ray(settings, address=address, host=args.host or settings.host, port=args.port or settings.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastai-serve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -196,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--workers", type=int, default=None)
+    serve.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="serve on this Ray cluster (host:port, or auto for the one `ray start` made here)",
+    )
+    serve.add_argument("--replicas", type=int, default=None, help="with --ray: replicas per model")
     serve.set_defaults(func=_serve)
 
     train = commands.add_parser("train", help="train a model into the store").add_subparsers(
@@ -266,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.errors import TrainingInputError
+    from service.errors import CliInputError
 
     os.environ.setdefault("MPLBACKEND", "Agg")
     warnings.filterwarnings("ignore", message=JIT_DEPRECATION, category=FutureWarning)
@@ -274,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except TrainingInputError as exc:
+    except CliInputError as exc:
         # Bad input is the user's to fix: one line that says what, like argparse's own errors (exit 2).
         print(f"fastai-serve: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

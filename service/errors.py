@@ -71,6 +71,13 @@ MSG_SHARE_BAD_ANSWER = "the ngrok sidecar at {url} answered {what}, not its list
 MSG_SHARE_NO_TUNNEL = "the ngrok sidecar at {url} has no https tunnel (yet); its log says why"
 MSG_OVERLOADED = "model {name!r} is overloaded ({pending} items queued); retry shortly"
 MSG_REQUEST_INVALID = "{count} problem(s) in the request"
+# Ray Serve (service.rayserve).
+MSG_VERSION_GONE = "model {name!r} was reloaded while this request was prepared; retry it"
+MSG_REPLICA_LOST = "the replica running this request for model {name!r} was lost ({reason}); retry it"
+MSG_NO_DEPLOYMENT = "model {name!r} has no deployment in this Ray application; redeploy to serve it"
+MSG_ROLLOUT_TIMEOUT = "model {name!r}: {held} of {running} replica(s) loaded the new version in {seconds:g} s"
+MSG_CLI_NO_RAY = "--ray needs the ray extra: pip install -e '.[ray]' ({reason})"
+MSG_CLI_RAY_WORKERS = "--ray and --workers do not mix: on Ray, use --replicas (each model's own replicas)"
 MSG_INTERNAL = "internal error; the request was not processed (see the server log)"
 
 # Loading a model from the store.
@@ -236,8 +243,12 @@ class DeviceUnavailable(RuntimeError):
     """The configured device does not exist on this machine."""
 
 
-class TrainingInputError(ValueError):
-    """Training input refused (a path, a column, an architecture, a metric): one line, no traceback."""
+class CliInputError(ValueError):
+    """Command-line input refused: one line, no traceback (exit 2, like argparse's own errors)."""
+
+
+class TrainingInputError(CliInputError):
+    """Training input refused (a path, a column, an architecture, a metric)."""
 
 
 # The Open Inference Protocol (/v2): what its tensors and requests can get wrong.

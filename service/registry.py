@@ -102,9 +102,11 @@ class ModelRegistry:
         self._reload_lock = threading.Lock()  # one reload at a time; requests never wait on it
 
     # discovery and loading -------------------------------------------------------------------------
-    def discover(self) -> list[ModelEntry]:
-        """List the store's model folders; every one starts as `loading`."""
-        self._entries = {p.name: ModelEntry(name=p.name, folder=p) for p in self._folders()}
+    def discover(self, only: str | None = None) -> list[ModelEntry]:
+        """List the store's model folders (or just `only`, for a process that serves one model); every one
+        starts as `loading`."""
+        folders = [p for p in self._folders() if only is None or p.name == only]
+        self._entries = {p.name: ModelEntry(name=p.name, folder=p) for p in folders}
         self._loaded.clear()
         return list(self._entries.values())
 

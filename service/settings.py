@@ -55,6 +55,17 @@ class Settings(BaseSettings):
         default=Path(".cache/onnx"), description="ONNX exports by model sha256; unset = export at every load"
     )
 
+    # Ray Serve (`fastai-serve serve --ray`, deploy/ray/serve_config.yaml): see service/rayserve.
+    ray_address: str | None = Field(default=None, description="Ray cluster to serve on (auto = local)")
+    ray_replicas: int = Field(default=1, ge=1, description="replicas per model unless model.json says")
+    ray_ingress_replicas: int = Field(default=1, ge=1, description="replicas of the HTTP ingress")
+    ray_num_cpus: float = Field(default=1.0, gt=0, description="CPUs per model replica")
+    ray_num_gpus: float | None = Field(default=None, ge=0, description="unset: 1 when device is cuda")
+    ray_app_name: str = "fastai-serve"
+    ray_proxy_location: str = Field(
+        default="EveryNode", pattern="^(EveryNode|HeadOnly)$", description="where Serve runs HTTP proxies"
+    )
+
     share_timeout_s: float = Field(default=1.0, gt=0, description="deadline for asking the ngrok sidecar")
     share_cache_s: float = Field(default=5.0, ge=0, description="how long /api/v1/share reuses an answer")
     ngrok_api_url: str = "http://ngrok:4040/api/tunnels"
@@ -70,7 +81,7 @@ class Settings(BaseSettings):
         parse_device_setting(value)
         return value
 
-    @field_validator("api_key", "frontend_dir", "onnx_cache_dir", mode="before")
+    @field_validator("api_key", "frontend_dir", "onnx_cache_dir", "ray_address", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -81,6 +81,19 @@ def record_timing(name: str, seconds: float) -> None:
         timings[name] = timings.get(name, 0.0) + seconds * 1000
 
 
+# Who ran a request's forward passes (host and process, or Ray node and replica): the request middleware
+# opens the list and answers it as the X-Served-By header; the model pool adds to it.
+request_served_by: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "request_served_by", default=None
+)
+
+
+def record_served_by(who: str) -> None:
+    served = request_served_by.get()
+    if served is not None and who not in served:
+        served.append(who)
+
+
 def exposition(metrics: Metrics, shared: Path | None) -> bytes:
     """The Prometheus text of this process, or of every worker process when they share a folder."""
     if shared is None:

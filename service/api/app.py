@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -21,7 +21,7 @@ from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddle
 from service.api.problems import install_problem_handlers
 from service.api.routes import admin, health, models, ops, reports, share, tabular, vision
 from service.api.v2 import routes as v2
-from service.inference.batching import BatcherPool
+from service.inference.batching import BatcherPool, ModelPool
 from service.inference.runtime import RuntimeOptions
 from service.registry import ModelRegistry
 from service.settings import Settings, get_settings
@@ -33,7 +33,22 @@ from service.workers import publish_forever, shared_dir
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+# Builds the pool the routes send prepared requests to, inside the app's lifespan (default: `BatcherPool`,
+# batching in this process; Ray's ingress passes one that calls the model deployments).
+PoolFactory = Callable[[Settings, Metrics], ModelPool]
+
+
+def local_pool(settings: Settings, metrics: Metrics) -> ModelPool:
+    """Each model batched and run in this process."""
+    return BatcherPool(
+        max_batch=settings.batch_max_size,
+        max_wait_ms=settings.batch_max_wait_ms,
+        max_queue=settings.batch_max_queue,
+        metrics=metrics,
+    )
+
+
+def create_app(settings: Settings | None = None, *, pool: PoolFactory = local_pool) -> FastAPI:
     """The whole service over `settings` (default: the environment and `.env`)."""
     settings = settings or get_settings()
 
@@ -52,12 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Several workers: publish this one's readiness where the others' /health/ready reads it.
         shared = shared_dir() if settings.workers > 1 else None
         publishing = asyncio.create_task(publish_forever(shared, registry)) if shared else None
-        app.state.batchers = BatcherPool(
-            max_batch=settings.batch_max_size,
-            max_wait_ms=settings.batch_max_wait_ms,
-            max_queue=settings.batch_max_queue,
-            metrics=metrics,
-        )
+        app.state.batchers = pool(settings, metrics)
         app.state.share = ShareLookup(
             api_url=settings.ngrok_api_url,
             timeout_s=settings.share_timeout_s,

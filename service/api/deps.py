@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from service.errors import MSG_ADMIN_DISABLED, MSG_API_KEY_MISSING, MSG_API_KEY_WRONG, Forbidden, Unauthorized
-from service.inference.batching import BatcherPool
+from service.inference.batching import ModelPool
 from service.registry import ModelRegistry
 from service.settings import Settings
 from service.share import ShareLookup
@@ -21,8 +21,8 @@ async def get_registry(request: Request) -> ModelRegistry:
     return registry
 
 
-async def get_batchers(request: Request) -> BatcherPool:
-    batchers: BatcherPool = request.app.state.batchers
+async def get_batchers(request: Request) -> ModelPool:
+    batchers: ModelPool = request.app.state.batchers
     return batchers
 
 
@@ -36,7 +36,7 @@ async def get_app_settings(request: Request) -> Settings:
     return settings
 
 
-BatchersDep = Annotated[BatcherPool, Depends(get_batchers)]
+BatchersDep = Annotated[ModelPool, Depends(get_batchers)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ShareDep = Annotated[ShareLookup, Depends(get_share_lookup)]

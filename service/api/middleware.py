@@ -1,6 +1,7 @@
 """The ASGI middleware around every request, outermost first:
 
-- `RequestContextMiddleware`: a request id, security headers, a time limit (504) and one JSON log line,
+- `RequestContextMiddleware`: a request id, security headers, `X-Served-By` on answers a model computed,
+  a time limit (504) and one JSON log line,
   which holds what an operator needs (id, method, route, model, status, timings, client) and never a body,
   a query string or file contents;
 - `BodySizeLimitMiddleware`: the body limit, enforced while the body streams in, before it is parsed;
@@ -23,11 +24,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import BodyTooLarge, answer_for
 from service.errors import MSG_BODY_TOO_LARGE, MSG_REQUEST_TIMEOUT, PayloadTooLarge, RequestTimeout
-from service.telemetry import Metrics, request_timings
+from service.telemetry import Metrics, request_served_by, request_timings
 
 access_log = logging.getLogger("fastai_serve.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+SERVED_BY_HEADER = "X-Served-By"  # which process (or Ray node and replica) ran the model
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Frontend pages and API answers alike: no sniffing, no framing by other sites, no referrer leaks, and
 # only this origin's scripts, styles and images (the frontend ships everything itself).
@@ -57,6 +59,8 @@ class RequestContextMiddleware:
         request_id = incoming if _CLIENT_ID.match(incoming) else uuid.uuid4().hex
         timings: dict[str, float] = {}
         token = request_timings.set(timings)
+        served_by: list[str] = []
+        served_token = request_served_by.set(served_by)
         started = time.perf_counter()
         status, response_started = 500, False
         path: str = scope.get("path", "")
@@ -67,6 +71,8 @@ class RequestContextMiddleware:
                 status, response_started = message["status"], True
                 headers = MutableHeaders(scope=message)
                 headers[REQUEST_ID_HEADER] = request_id
+                if served_by:
+                    headers[SERVED_BY_HEADER] = ", ".join(served_by)
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
                 if not path.startswith(("/api/", *DOCS_PATHS)):
@@ -81,6 +87,7 @@ class RequestContextMiddleware:
                 await answer_for(path, timeout)(scope, receive, send_with_headers)
         finally:
             request_timings.reset(token)
+            request_served_by.reset(served_token)
             self._log(scope, request_id, status, started, timings)
 
     @staticmethod

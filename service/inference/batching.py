@@ -4,16 +4,20 @@ Each request is validated and preprocessed on its own (a bad request fails alone
 is shared. A worker task per model collects requests until `max_batch` items or `max_wait_ms`, runs them in
 the model's own thread (never on the event loop), and hands each request its slice of the result.
 `BatcherPool.run` is what every front door calls: it also keeps a model's faults to that model.
+Front doors see it as a `ModelPool`; on Ray the pool is `service.rayserve.pool.RayModelPool`, which sends the
+prepared input to the model's own deployment, where a `BatcherPool` batches it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import numpy as np
 import torch
@@ -28,7 +32,7 @@ from service.errors import (
     ServiceError,
 )
 from service.inference.predictor import AnyPredictor, ForwardMany, Prepared
-from service.telemetry import Metrics, record_timing
+from service.telemetry import Metrics, record_served_by, record_timing
 
 if TYPE_CHECKING:
     from service.registry import ModelEntry
@@ -160,6 +164,37 @@ def _by_model(jobs: list[_Job]) -> list[list[_Job]]:
     return list(groups.values())
 
 
+class ModelPool(Protocol):
+    """Where the front doors send a prepared request to be computed, and what they ask before a reload."""
+
+    async def run(self, entry: ModelEntry, predictor: AnyPredictor, prepared: Prepared) -> np.ndarray:
+        """The probabilities for one request's prepared input (raises the service's errors)."""
+        ...
+
+    async def before_reload(self, names: list[str]) -> None:
+        """Get the models' new versions running wherever the forward runs, before this process swaps its
+        own (a no-op in-process: the registry's swap is the whole reload)."""
+        ...
+
+    async def replicas(self, name: str) -> Replicas | None:
+        """Where the model runs when that is not this process (None: here, as the registry says)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """A model served by replicas elsewhere (Ray): how many run, and what they run it on."""
+
+    running: int
+    target: int
+    runtime: str | None = None
+    runtime_note: str | None = None
+    device: str | None = None
+    errors: tuple[str, ...] = ()
+
+
 class BatcherPool:
     """One batcher (queue + model thread) per model name. A reloaded model keeps its queue: requests
     prepared for the old version run on it, new ones on the new version, and the old predictor is freed
@@ -171,6 +206,7 @@ class BatcherPool:
         self.max_queue = max_queue
         self.metrics = metrics
         self._batchers: dict[str, MicroBatcher] = {}
+        self.served_by = f"{socket.gethostname()}/{os.getpid()}"
 
     def batcher(self, name: str) -> MicroBatcher:
         """The model's batcher, created on its first request."""
@@ -208,9 +244,16 @@ class BatcherPool:
             _fail(entry, predictor, f"{type(exc).__name__}: {exc}")
         finally:
             record_timing("model", time.perf_counter() - started)  # queue wait + forward, for the log line
+        record_served_by(self.served_by)
         if not np.isfinite(probs).all():
             _fail(entry, predictor, MSG_MODEL_NAN)
         return probs
+
+    async def before_reload(self, names: list[str]) -> None:
+        return None
+
+    async def replicas(self, name: str) -> Replicas | None:
+        return None
 
     async def close(self) -> None:
         for batcher in self._batchers.values():

@@ -43,6 +43,15 @@ class ModelDetail(ModelSummary):
         default=None, description="what runs the model's forward (FASTAI_SERVE_RUNTIME); null until ready"
     )
     runtime_note: str | None = Field(default=None, description="why that runtime, or why not ONNX Runtime")
+    replicas: ReplicaStatus | None = Field(default=None, description="on Ray only: the model's replicas")
+
+
+class ReplicaStatus(BaseModel):
+    """On Ray: the model's own deployment."""
+
+    running: int = Field(description="replicas serving now")
+    target: int = Field(description="replicas Ray Serve is keeping (or scaling to)")
+    errors: list[str] = Field(default_factory=list, description="why a replica could not load the model")
 
 
 class ModelList(BaseModel):

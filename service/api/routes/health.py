@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from service.api.deps import RegistryDep, SettingsDep
+from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.inference.batching import ModelPool
+from service.registry import ModelStatus
 from service.schemas.models import LiveResponse, ReadyResponse, WorkersReady
 from service.workers import combined_models, live_states, shared_dir, state_of
 
@@ -19,13 +21,15 @@ async def live() -> LiveResponse:
 
 
 @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
-async def ready(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
-    """200 once loading has finished and at least one model is ready (in every worker process); 503
-    otherwise."""
+async def ready(registry: RegistryDep, settings: SettingsDep, batchers: BatchersDep) -> JSONResponse:
+    """200 once loading has finished and at least one model is ready (in every worker process; on Ray, with
+    a replica running); 503 otherwise."""
     folder = shared_dir()
     if folder is None or settings.workers <= 1:
         state = state_of(registry)
-        body = ReadyResponse(status="ready" if state.ready else "not_ready", models=state.models)  # type: ignore[arg-type]
+        models = {name: await _on_replicas(name, status, batchers) for name, status in state.models.items()}
+        is_ready = state.loading_done and ModelStatus.READY.value in models.values()
+        body = ReadyResponse(status="ready" if is_ready else "not_ready", models=models)  # type: ignore[arg-type]
     else:
         states = live_states(folder)
         ready_count = sum(state.ready for state in states)
@@ -38,3 +42,14 @@ async def ready(registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
     return JSONResponse(
         body.model_dump(exclude_none=True), status_code=200 if body.status == "ready" else 503
     )
+
+
+async def _on_replicas(name: str, status: str, batchers: ModelPool) -> str:
+    """A model ready here is ready only once a replica runs it where its forward runs (Ray); with none
+    running it is loading, or failed when its replicas could not load it."""
+    if status != ModelStatus.READY.value:
+        return status
+    replicas = await batchers.replicas(name)
+    if replicas is None or replicas.running > 0:
+        return status
+    return ModelStatus.FAILED.value if replicas.errors else ModelStatus.LOADING.value

@@ -8,12 +8,19 @@ import fastai
 import torch
 from fastapi import APIRouter
 
-from service.api.deps import RegistryDep
+from service.api.deps import BatchersDep, RegistryDep
 from service.errors import MSG_NO_SCHEMA_FOR_VISION, ModelNotFound
 from service.inference.predictor import ModelKind
 from service.inference.tabular import TabularPredictor
 from service.registry import ModelEntry
-from service.schemas.models import CompatInfo, FrameworkVersions, ModelDetail, ModelList, ModelSummary
+from service.schemas.models import (
+    CompatInfo,
+    FrameworkVersions,
+    ModelDetail,
+    ModelList,
+    ModelSummary,
+    ReplicaStatus,
+)
 from service.schemas.problem import Problem
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
@@ -38,11 +45,12 @@ async def list_models(registry: RegistryDep) -> ModelList:
 
 
 @router.get("/{name}", response_model=ModelDetail, responses=Problem.responses(404))
-async def model_detail(name: str, registry: RegistryDep) -> ModelDetail:
-    """One model: summary plus description, versions, sha256, metrics and input schema."""
+async def model_detail(name: str, registry: RegistryDep, batchers: BatchersDep) -> ModelDetail:
+    """One model: summary plus description, versions, sha256, metrics and input schema (and, on Ray, its
+    replicas and what they run it on)."""
     entry = registry.get(name)
     predictor = entry.predictor
-    return ModelDetail(
+    detail = ModelDetail(
         **summary_of(entry).model_dump(),
         description=entry.description,
         created_at=entry.created_at,
@@ -54,6 +62,22 @@ async def model_detail(name: str, registry: RegistryDep) -> ModelDetail:
         runtime=entry.runtime if entry.predictor is not None else None,
         runtime_note=entry.runtime_note if entry.predictor is not None else None,
     )
+    elsewhere = await batchers.replicas(name)
+    if elsewhere is not None:
+        served = {
+            "runtime": elsewhere.runtime,
+            "runtime_note": elsewhere.runtime_note,
+            "device": elsewhere.device,
+        }
+        detail = detail.model_copy(
+            update={
+                **{k: v for k, v in served.items() if v is not None},
+                "replicas": ReplicaStatus(
+                    running=elsewhere.running, target=elsewhere.target, errors=list(elsewhere.errors)
+                ),
+            }
+        )
+    return detail
 
 
 @router.get("/{name}/schema", responses=Problem.responses(404, 503))

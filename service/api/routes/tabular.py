@@ -18,7 +18,7 @@ from service.api.content import require_json
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
 from service.api.limits import check_rows
 from service.errors import MSG_INVALID_ROWS, InvalidInput
-from service.inference.batching import BatcherPool
+from service.inference.batching import ModelPool
 from service.inference.csvio import CsvTable, read_csv_table, scored_csv_parts
 from service.inference.labelled import target_labels
 from service.inference.predictor import Prediction, labels_of
@@ -116,7 +116,7 @@ async def evaluate_tabular(
 async def _score_table(
     entry: ModelEntry,
     predictor: TabularPredictor,
-    batchers: BatcherPool,
+    batchers: ModelPool,
     table: CsvTable,
     filename: str,
     *,

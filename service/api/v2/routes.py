@@ -35,7 +35,7 @@ from service.errors import (
     ModelNotFound,
     ModelNotReady,
 )
-from service.inference.batching import BatcherPool
+from service.inference.batching import ModelPool
 from service.inference.predictor import AnyPredictor, ModelKind
 from service.inference.tabular import TabularPredictor
 from service.inference.vision import VisionPredictor
@@ -230,7 +230,7 @@ async def _infer(
     version: str | None,
     registry: ModelRegistry,
     settings: Settings,
-    batchers: BatcherPool,
+    batchers: ModelPool,
 ) -> Response:
     entry, predictor = _served(registry, name, version)
     body = await request.body()
