@@ -292,19 +292,24 @@ async def test_replicas_on_both_nodes_answer_32_clients(deployed: Deployed) -> N
     deployed.results["spread_32_clients"] = {**report.as_dict(), "served_by": dict(report.served_by)}
 
 
-def _replica_actor(model: str) -> Any:
+def _replica_actor(model: str) -> tuple[str, Any]:
+    """One of the model's replica actors (Serve names them SERVE_REPLICA::<app>#<deployment>#<id>)."""
     names = [
         a for a in ray.util.list_named_actors(all_namespaces=True) if deployment_name(model) in a["name"]
     ]
     names = [a for a in names if a["name"].startswith("SERVE_REPLICA")]
     assert len(names) == 2, names
-    return ray.get_actor(names[0]["name"], namespace=names[0]["namespace"])
+    return names[0]["name"], ray.get_actor(names[0]["name"], namespace=names[0]["namespace"])
 
 
 async def test_a_killed_replica_fails_only_its_own_requests(deployed: Deployed) -> None:
+    killed: list[str] = []
+
     async def kill() -> None:
         await asyncio.sleep(LOAD_S / 3)
-        ray.kill(_replica_actor(DEMO_VISION), no_restart=True)
+        name, actor = _replica_actor(DEMO_VISION)
+        killed.append(name.rsplit("#", 1)[1])
+        ray.kill(actor, no_restart=True)
 
     report = await _load(deployed.url, LOAD_S, during=kill)
     deployed.results["replica_killed"] = report.as_dict()
@@ -314,6 +319,8 @@ async def test_a_killed_replica_fails_only_its_own_requests(deployed: Deployed) 
     after = await _load(deployed.url, 5.0)
     deployed.results["after_replica_recovery"] = after.as_dict()
     assert after.ok and not after.failed, after.failures[:3]
+    replicas = {who.split(" replica ")[1] for who in after.served_by}
+    assert killed and killed[0] not in replicas and len(replicas) == 4, (killed, after.served_by)
 
 
 async def test_a_rolling_reload_under_load_drops_nothing(deployed: Deployed, http: httpx.AsyncClient) -> None:
@@ -363,4 +370,5 @@ async def test_a_lost_node_fails_only_requests_in_flight_there(deployed: Deploye
     after = await _load(deployed.url, 5.0)
     deployed.results["after_node_recovery"] = after.as_dict()
     assert after.ok and not after.failed, after.failures[:3]
+    assert _nodes(after.served_by) == {f"node {deployed.cluster.head_node.node_id[:12]}"}, after.served_by
     deployed.cluster.add_node(num_cpus=1)  # as it was, for any test after this one
