@@ -40,8 +40,16 @@ class Ingress:
     thread: it never runs a batch), and its model pool calls the model deployments."""
 
     def __init__(self, settings: Settings, models: dict[str, DeploymentHandle]) -> None:
+        # The application's name as deployed (`serve run` of a config may name it otherwise).
+        app_name = serve.get_replica_context().app_name
         self.settings = settings.model_copy(
-            update={"runtime": RuntimeSetting.TORCH, "onnx_cache_dir": None, "torch_threads": 1, "workers": 1}
+            update={
+                "runtime": RuntimeSetting.TORCH,
+                "onnx_cache_dir": None,
+                "torch_threads": 1,
+                "workers": 1,
+                "ray_app_name": app_name,
+            }
         )
         self.models = models
 
@@ -125,12 +133,12 @@ def build(args: dict[str, Any]) -> Application:
 def serve_on_ray(settings: Settings, *, address: str, host: str, port: int) -> None:
     """Connect to the cluster, deploy, serve HTTP on host:port through Serve's proxy until SIGINT/SIGTERM,
     then delete the application (the cluster and other applications stay)."""
+    stop = threading.Event()  # set from the start: a stop while deploying still removes the application
     ray.init(address=address, namespace="fastai-serve", log_to_driver=False)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own SIGTERM handler
+        signal.signal(sig, lambda *_: stop.set())
     serve.start(proxy_location=settings.ray_proxy_location, http_options={"host": host, "port": port})
     serve.run(application(settings), name=settings.ray_app_name, route_prefix="/")
     logger.info("serving %s on Ray at http://%s:%d", settings.model_store, host, port)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     serve.delete(settings.ray_app_name)

@@ -79,7 +79,7 @@ class ModelReplica:
             max_queue=settings.batch_max_queue,
             metrics=Metrics(),
         )
-        self.board = board_for(settings.ray_app_name)
+        self.board = board_for(context.app_name)
         self._polling = asyncio.create_task(self._follow_board())
 
     def _keep(self, entry: ModelEntry) -> None:

@@ -338,6 +338,7 @@ async def test_a_rolling_reload_under_load_drops_nothing(deployed: Deployed, htt
     assert sha != manifest["sha256"]
     (folder / "model.pkl").unlink()  # a hard link to the demo store's file: replace, never write through
     shutil.move(fresh, folder / "model.pkl")
+    (folder / "model.json").unlink()
     (folder / "model.json").write_text(json.dumps({**manifest, "sha256": sha}))
     reloaded: dict[str, Any] = {}
 
