@@ -48,8 +48,14 @@ def local_pool(settings: Settings, metrics: Metrics) -> ModelPool:
     )
 
 
-def create_app(settings: Settings | None = None, *, pool: PoolFactory = local_pool) -> FastAPI:
-    """The whole service over `settings` (default: the environment and `.env`)."""
+def create_app(
+    settings: Settings | None = None, *, pool: PoolFactory = local_pool, load_first: bool = False
+) -> FastAPI:
+    """The whole service over `settings` (default: the environment and `.env`).
+
+    `load_first`: start serving only once every model is loaded (Ray's ingress: Serve sends a replica
+    requests as soon as its app has started, and probes its health its own way); by default /health/live
+    answers while the learners unpickle."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -64,6 +70,8 @@ def create_app(settings: Settings | None = None, *, pool: PoolFactory = local_po
         app.state.registry = registry
         # The start-up step runs as a task so /health/live answers while learners unpickle.
         loading = asyncio.create_task(start_models(registry, settings))
+        if load_first:
+            await asyncio.shield(loading)
         # Several workers: publish this one's readiness where the others' /health/ready reads it.
         shared = shared_dir() if settings.workers > 1 else None
         publishing = asyncio.create_task(publish_forever(shared, registry)) if shared else None
@@ -93,6 +101,7 @@ def create_app(settings: Settings | None = None, *, pool: PoolFactory = local_po
     app.state.settings = settings
     metrics = Metrics()
     app.state.metrics = metrics
+    app.state.metrics_note = ""  # comment lines /metrics starts with (on Ray: where the rest is)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     # Around the others, so every answer (a 413 before parsing included) has an id, headers and a log line.

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 
 from service.api.app import create_app
 from service.inference.runtime import RuntimeSetting
+from service.rayserve.metrics import METRICS_NOTE
 from service.rayserve.pool import RayModelPool, deployment_name
 from service.rayserve.replica import ModelReplica
 from service.registry import MANIFEST_FILE
@@ -54,7 +55,13 @@ class Ingress:
         self.models = models
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
-        return create_app(self.settings, pool=lambda settings, _metrics: RayModelPool(self.models, settings))
+        app = create_app(
+            self.settings,
+            pool=lambda settings, _metrics: RayModelPool(self.models, settings),
+            load_first=True,
+        )
+        app.state.metrics_note = METRICS_NOTE
+        return app
 
 
 def _replica_options(settings: Settings, manifest: dict[str, Any]) -> dict[str, Any]:

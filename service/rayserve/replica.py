@@ -25,9 +25,9 @@ from service.inference.batching import BatcherPool
 from service.inference.predictor import Prepared
 from service.inference.runtime import RuntimeOptions
 from service.rayserve.board import board_for
+from service.rayserve.metrics import ray_metrics
 from service.registry import ModelEntry, ModelRegistry, ModelStatus
 from service.settings import Settings
-from service.telemetry import Metrics
 
 logger = logging.getLogger(__name__)
 POLL_S = 0.5  # how often a replica looks for a reload on the board
@@ -77,7 +77,7 @@ class ModelReplica:
             max_batch=settings.batch_max_size,
             max_wait_ms=settings.batch_max_wait_ms,
             max_queue=settings.batch_max_queue,
-            metrics=Metrics(),
+            metrics=ray_metrics(),
         )
         self.board = board_for(context.app_name)
         self._polling = asyncio.create_task(self._follow_board())

@@ -50,7 +50,9 @@ pytestmark = [
 
 
 def _raylets() -> set[int]:
-    found = subprocess.run(["pgrep", "-f", "raylet/raylet"], capture_output=True, text=True, check=False)
+    """Raylets started from this environment's ray (not another install's, e.g. in a container)."""
+    binary = str(Path(ray.__file__).parent / "core" / "src" / "ray" / "raylet" / "raylet")
+    found = subprocess.run(["pgrep", "-f", binary], capture_output=True, text=True, check=False)
     return {int(p) for p in found.stdout.split()}
 
 
@@ -109,7 +111,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         serve.shutdown()
         ray.shutdown()
         cluster.shutdown()
-    leaked = _raylets() - before
+    deadline = time.monotonic() + 30
+    while (leaked := _raylets() - before) and time.monotonic() < deadline:
+        time.sleep(1)
     assert not leaked, f"raylets left running: {leaked}"
 
 
@@ -290,6 +294,28 @@ async def test_replicas_on_both_nodes_answer_32_clients(deployed: Deployed) -> N
     assert len(_nodes(report.served_by)) == 2, report.served_by
     assert len(report.served_by) == 4, report.served_by  # 2 replicas of each model
     deployed.results["spread_32_clients"] = {**report.as_dict(), "served_by": dict(report.served_by)}
+
+
+async def test_metrics_say_where_the_clusters_numbers_are(
+    deployed: Deployed, http: httpx.AsyncClient
+) -> None:
+    """/metrics is the answering ingress replica's; the replicas' batch metrics are on Ray's exporters."""
+    ours = (await http.get("/metrics")).text
+    assert ours.startswith("# fastai-serve on Ray") and "fastai_serve_requests_total{" in ours
+    await http.post(f"/api/v1/vision/{DEMO_VISION}/predict", files=_images())
+    ports = [node["MetricsExportPort"] for node in ray.nodes() if node["Alive"]]
+    deadline = time.monotonic() + 90  # Ray's agents export every few seconds
+    found = ""
+    while time.monotonic() < deadline and not found:
+        for port in ports:
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            found = next(
+                (line for line in text.splitlines() if line.startswith("ray_fastai_serve_batch_size")), ""
+            )
+            if found:
+                break
+        await asyncio.sleep(2)
+    assert f'model="{DEMO_VISION}"' in found or 'model="' in found, found
 
 
 def _replica_actor(model: str) -> tuple[str, Any]:

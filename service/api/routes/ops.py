@@ -18,4 +18,5 @@ async def metrics(request: Request) -> Response:
     every worker process when there are several)."""
     settings = request.app.state.settings
     shared = shared_dir() if settings.workers > 1 else None
-    return Response(exposition(request.app.state.metrics, shared), media_type=CONTENT_TYPE_LATEST)
+    text = request.app.state.metrics_note.encode() + exposition(request.app.state.metrics, shared)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
