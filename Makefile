@@ -10,7 +10,7 @@ export FASTAI_SERVE_CHROMIUM := $(CHROMIUM)
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install browser models run test test-slow lint format typecheck bench bench-record clean
+.PHONY: help install browser models run test test-slow lint format typecheck bench bench-ray bench-record clean
 
 help:
 	@echo "make run        set up .venv, build demo models if missing, serve on 0.0.0.0:8000"
@@ -72,6 +72,11 @@ bench: models
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 \
 		|| echo "wrk is not installable here: the benchmark uses its httpx load generator"
 	$(BIN)/python bench/run.py
+
+# The same one-item requests through Ray Serve (1 and 2 replicas per model) and the plain server, in one run.
+bench-ray: models
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 || true
+	$(BIN)/python bench/ray_bench.py
 
 bench-record:
 	@test -f .cache/bench/results.json || (echo "no run to record: make bench first" && false)

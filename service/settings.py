@@ -81,7 +81,9 @@ class Settings(BaseSettings):
         parse_device_setting(value)
         return value
 
-    @field_validator("api_key", "frontend_dir", "onnx_cache_dir", "ray_address", "ray_num_gpus", mode="before")
+    @field_validator(
+        "api_key", "frontend_dir", "onnx_cache_dir", "ray_address", "ray_num_gpus", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -145,7 +145,9 @@ def serve_on_ray(settings: Settings, *, address: str, host: str, port: int) -> N
     for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own SIGTERM handler
         signal.signal(sig, lambda *_: stop.set())
     serve.start(proxy_location=settings.ray_proxy_location, http_options={"host": host, "port": port})
-    serve.run(application(settings), name=settings.ray_app_name, route_prefix="/")
+    # Our request middleware logs every request once, with its id: Serve's access log would repeat it.
+    quiet = {"enable_access_log": False}
+    serve.run(application(settings), name=settings.ray_app_name, route_prefix="/", logging_config=quiet)
     logger.info("serving %s on Ray at http://%s:%d", settings.model_store, host, port)
     stop.wait()
     serve.delete(settings.ray_app_name)

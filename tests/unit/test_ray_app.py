@@ -11,6 +11,8 @@ import yaml
 
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 
+from ray.serve.schema import ServeDeploySchema  # noqa: E402
+
 from service.cli import main  # noqa: E402
 from service.rayserve.app import _replica_options, build  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -28,6 +30,7 @@ def _store(tmp_path: Path, manifests: dict[str, dict[str, object]]) -> Path:
 
 def test_the_serve_config_builds_one_deployment_per_model(tmp_path: Path) -> None:
     config = yaml.safe_load(CONFIG.read_text())
+    ServeDeploySchema.model_validate(config)  # what `serve deploy` checks the file against
     (app,) = config["applications"]
     assert app["import_path"] == "service.rayserve.app:build"
     assert set(app["args"]) <= set(Settings.model_fields), "args must be settings names"
