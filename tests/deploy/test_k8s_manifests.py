@@ -336,11 +336,12 @@ def test_every_ray_pod_runs_the_ray_image_with_the_store_at_one_path() -> None:
 
 
 def ray_source_has(path: str, folder: str) -> bool:
-    """Whether the installed Ray's own code under `folder` names this HTTP path."""
+    """Whether the installed Ray's own code under `folder` names this HTTP path (as a string literal)."""
     spec = importlib.util.find_spec("ray")
     if spec is None or spec.origin is None:
         pytest.skip("ray is not installed (pip install -e '.[ray]')")
-    return any(path in py.read_text() for py in (Path(spec.origin).parent / folder).rglob("*.py"))
+    literal = f'"{path}"'
+    return any(literal in py.read_text() for py in (Path(spec.origin).parent / folder).rglob("*.py"))
 
 
 def test_ray_probes_are_explicit_http_checks_ray_answers() -> None:
