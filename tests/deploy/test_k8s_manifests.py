@@ -375,9 +375,18 @@ def test_serve_config_deploys_our_builder_on_the_serve_port() -> None:
     assert app["import_path"] == "service.rayserve.app:build"
     assert app["route_prefix"] == "/"
     port = config["http_options"]["port"]
+    # The builder's args override the pods' FASTAI_SERVE_* environment: they must name settings, and
+    # agree with the pods on where the store is mounted and which device they have.
+    args = app.get("args", {})
+    assert set(args) <= set(Settings.model_fields)
     for group, template in ray_templates().items():
         [container] = template["spec"]["containers"]
         assert port_number(container, "serve") == port, group  # KubeRay's serve Service targets "serve"
+        store = env(container)["FASTAI_SERVE_MODEL_STORE"]
+        assert args.get("model_store", store) == store, group
+        assert (
+            args.get("device", env(container)["FASTAI_SERVE_DEVICE"]) == env(container)["FASTAI_SERVE_DEVICE"]
+        )
 
 
 def test_serve_config_is_deploy_ray_serve_config_yaml() -> None:
