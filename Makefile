@@ -84,6 +84,10 @@ bench-record:
 	@echo "bench/results.json updated from the last run; commit it with the numbers in the message"
 
 # Build the image and run it, then the compose file, on docker or podman; checks both demo models.
-.PHONY: docker-smoke
+.PHONY: docker-smoke docker-smoke-ray
 docker-smoke:
 	bash docker/smoke-test.sh
+
+# The same for the compose ray profile: the EXTRAS=ray image, a Ray head and a worker, predictions through Ray Serve.
+docker-smoke-ray:
+	bash docker/smoke-test.sh --ray

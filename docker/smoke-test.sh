@@ -4,21 +4,33 @@
 #      prediction of each demo model;
 #   2. the same through docker-compose.yml (default profile: the api alone, the named model_store volume);
 #   3. `--profile public`: /api/v1/share returns the ngrok sidecar's public URL.
+# With --ray, instead: the image built with EXTRAS=ray, then `--profile ray` (ray-head + ray-worker):
+# both nodes in the cluster, every app deployment running, one prediction of each demo model through
+# Ray Serve answered with an X-Served-By header, the worker's healthcheck.
 # Uses docker when a Docker daemon answers, else podman + podman-compose (a machine without Docker can
 # install those from Debian/PyPI). Not run in CI.
 #
 #   bash docker/smoke-test.sh            (or: make docker-smoke)
+#   bash docker/smoke-test.sh --ray      (or: make docker-smoke-ray)
 #
 # Environment: SMOKE_PORT (host port, default 18000); IMAGE (default fastai-serve:cpu, the compose file's
 # tag); NGROK_AUTHTOKEN (step 3 opens a real tunnel); SKIP_COMPOSE=1, SKIP_PUBLIC=1; KEEP=1 (leave the
-# containers running). When the PyTorch index is unreachable and this machine has a CPU torch wheel under
-# /opt/wheels (see `pip config list`), the build takes torch from that file and torchvision from PyPI
-# (TORCHVISION_OPS_OPTIONAL=1, see docker/Dockerfile).
+# containers running). With --ray: SMOKE_RAY_PORT (default 18001), RAY_IMAGE (default fastai-serve:cpu-ray,
+# the compose file's tag for the ray profile), RAY_DASHBOARD_HOST_PORT (default 18265). When the PyTorch
+# index is unreachable and this machine has a CPU torch wheel under /opt/wheels (see `pip config list`),
+# the build takes torch from that file and torchvision from PyPI (TORCHVISION_OPS_OPTIONAL=1, see
+# docker/Dockerfile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PORT=${SMOKE_PORT:-18000}
+case "${1:-}" in
+  "") MODE=plain ;;
+  --ray) MODE=ray ;;
+  *) echo "usage: bash docker/smoke-test.sh [--ray]" >&2; exit 2 ;;
+esac
+if [ "$MODE" = ray ]; then PORT=${SMOKE_RAY_PORT:-18001}; else PORT=${SMOKE_PORT:-18000}; fi
 IMAGE=${IMAGE:-fastai-serve:cpu}
+RAY_IMAGE=${RAY_IMAGE:-fastai-serve:cpu-ray}
 NAME=fastai-serve-smoke
 BASE="http://127.0.0.1:${PORT}"
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
@@ -66,18 +78,26 @@ wait_ready() {  # $1 = seconds
   done
 }
 
-check_api() {  # $1 = container name
-  local started=$SECONDS
-  wait_ready 240 || die "/health/ready not 200 after 240 s"
-  echo "ready after $((SECONDS - started)) s: $(curl -fsS "$BASE/health/ready")"
-  curl -fsS "$BASE/api/v1/tabular/adult-income/predict" -H 'Content-Type: application/json' -d '{"rows": [
+predict_demo_models() {  # $1 (optional): keep the response headers in $1.tabular and $1.vision
+  local tabular_headers=/dev/null vision_headers=/dev/null
+  if [ -n "${1:-}" ]; then tabular_headers=$1.tabular; vision_headers=$1.vision; fi
+  curl -fsS -D "$tabular_headers" "$BASE/api/v1/tabular/adult-income/predict" -H 'Content-Type: application/json' -d '{"rows": [
       {"age": 39, "workclass": "State-gov", "fnlwgt": 77516, "education": "Bachelors", "education-num": 13,
        "marital-status": "Never-married", "occupation": "Adm-clerical", "relationship": "Not-in-family",
        "race": "White", "sex": "Male", "capital-gain": 2174, "capital-loss": 0, "hours-per-week": 40,
        "native-country": "United-States"}]}' \
-    | python3 -c 'import json,sys; b=json.load(sys.stdin); p=b["predictions"][0]; assert abs(sum(p["probabilities"].values())-1)<1e-4; print("adult-income:", p["label"], p["probabilities"])'
-  curl -fsS "$BASE/api/v1/vision/cifar10/predict?top_k=3" -F files=@examples/airplane.jpg -F files=@examples/cat.jpg \
-    | python3 -c 'import json,sys; b=json.load(sys.stdin); [print("cifar10:", p["filename"], "->", [(t["label"], round(t["probability"], 3)) for t in p["top_k"]]) for p in b["predictions"]]; assert len(b["predictions"]) == 2'
+    | python3 -c 'import json,sys; b=json.load(sys.stdin); p=b["predictions"][0]; assert abs(sum(p["probabilities"].values())-1)<1e-4; print("adult-income:", p["label"], p["probabilities"])' \
+    || die "adult-income prediction"
+  curl -fsS -D "$vision_headers" "$BASE/api/v1/vision/cifar10/predict?top_k=3" -F files=@examples/airplane.jpg -F files=@examples/cat.jpg \
+    | python3 -c 'import json,sys; b=json.load(sys.stdin); [print("cifar10:", p["filename"], "->", [(t["label"], round(t["probability"], 3)) for t in p["top_k"]]) for p in b["predictions"]]; assert len(b["predictions"]) == 2' \
+    || die "cifar10 prediction"
+}
+
+check_api() {  # $1 = container name
+  local started=$SECONDS
+  wait_ready 240 || die "/health/ready not 200 after 240 s"
+  echo "ready after $((SECONDS - started)) s: $(curl -fsS "$BASE/health/ready")"
+  predict_demo_models
   echo "share (no sidecar): $(curl -fsS "$BASE/api/v1/share")"
   echo "GET / -> $(curl -s -o /dev/null -w '%{http_code} %{content_type}' "$BASE/")"
   echo "user in container: $($ENGINE exec "$1" id)"
@@ -95,10 +115,60 @@ check_api() {  # $1 = container name
 
 cleanup() {
   [ "${KEEP:-0}" = 1 ] && return
+  if [ "$MODE" = ray ]; then
+    "${COMPOSE[@]}" --profile ray down -v >/dev/null 2>&1 || true
+    return
+  fi
   $ENGINE rm -f "$NAME" >/dev/null 2>&1 || true
   FASTAI_SERVE_HOST_PORT=$PORT "${COMPOSE[@]}" --profile public down -v >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
+project=(--filter label=com.docker.compose.project=fastai-serve)
+
+# --- --ray: the compose ray profile ------------------------------------------------------------------
+# ray-head starts Ray's head and `fastai-serve serve --ray auto` (the app deployed onto the cluster,
+# served by Ray Serve's proxy); ray-worker joins. Only those two services: the plain api stays off.
+check_ray() {
+  local head=$1 worker=$2 started=$SECONDS headers
+  wait_ready 420 || die "/health/ready through Ray Serve not 200 after 420 s"
+  echo "ready after $((SECONDS - started)) s: $(curl -fsS "$BASE/health/ready")"
+  nodes=$($ENGINE exec "$head" python -c 'import ray; ray.init(address="auto", logging_level="ERROR", log_to_driver=False); print(sum(n["Alive"] for n in ray.nodes()))' 2>/dev/null | tail -1)
+  echo "ray nodes alive: $nodes"
+  [ "$nodes" = 2 ] || die "the worker did not join the head"
+  echo "serve status:"; $ENGINE exec "$head" serve status | sed 's/^/  /' || die "serve status"
+  headers=$(mktemp)
+  predict_demo_models "$headers"
+  for kind in tabular vision; do
+    served_by=$(grep -i '^x-served-by:' "$headers.$kind" | tr -d '\r') || die "no X-Served-By on the $kind answer"
+    echo "$kind $served_by"
+  done
+  rm -f "$headers" "$headers".*
+  if [ "$ENGINE" = podman ]; then
+    $ENGINE healthcheck run "$head" && echo "head healthcheck: healthy" || die "head healthcheck failed"
+    $ENGINE healthcheck run "$worker" && echo "worker healthcheck: healthy" || die "worker healthcheck failed"
+  fi
+}
+
+if [ "$MODE" = ray ]; then
+  log "build $RAY_IMAGE (EXTRAS=ray) with $ENGINE"
+  started=$SECONDS
+  $ENGINE build "${engine_build_flags[@]}" "${build_args[@]}" --build-arg EXTRAS=ray \
+    -f docker/Dockerfile -t "$RAY_IMAGE" .
+  echo "build: $((SECONDS - started)) s"
+  echo "image size: $($ENGINE image inspect -f '{{.Size}}' "$RAY_IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
+  log "compose --profile ray up ray-head ray-worker with ${COMPOSE[*]}"
+  export FASTAI_SERVE_RAY_HOST_PORT=$PORT FASTAI_SERVE_RAY_IMAGE_TAG=${RAY_IMAGE#*:}
+  export RAY_DASHBOARD_HOST_PORT=${RAY_DASHBOARD_HOST_PORT:-18265}
+  "${COMPOSE[@]}" --profile ray up -d ray-head ray-worker   # the image is there: nothing to build
+  head=$($ENGINE ps -q "${project[@]}" --filter label=com.docker.compose.service=ray-head | head -1)
+  worker=$($ENGINE ps -q "${project[@]}" --filter label=com.docker.compose.service=ray-worker | head -1)
+  [ -n "$head" ] && [ -n "$worker" ] || die "ray-head or ray-worker did not start"
+  echo "containers: $($ENGINE ps "${project[@]}" --format '{{.Names}} ({{.Status}}, {{.Ports}})' | tr '\n' ' ')"
+  check_ray "$head" "$worker" || { "${COMPOSE[@]}" --profile ray logs | tail -60; die "ray profile checks"; }
+  echo "dashboard on loopback: $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RAY_DASHBOARD_HOST_PORT/api/gcs_healthz")"
+  echo "SMOKE OK (ray profile)"
+  exit 0
+fi
 
 # --- 1. image ----------------------------------------------------------------------------------------
 log "build $IMAGE with $ENGINE"
@@ -130,7 +200,6 @@ if [ "$ENGINE" = podman ]; then
 else
   "${COMPOSE[@]}" up -d --build
 fi
-project=(--filter label=com.docker.compose.project=fastai-serve)
 api=$($ENGINE ps -q "${project[@]}" --filter label=com.docker.compose.service=api | head -1)
 [ -n "$api" ] || die "no api container"
 echo "containers: $($ENGINE ps "${project[@]}" --format '{{.Names}} ({{.Status}}, {{.Ports}})' | tr '\n' ' ')"

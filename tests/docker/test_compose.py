@@ -34,6 +34,18 @@ def api(compose: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def ray_head(compose: dict[str, Any]) -> dict[str, Any]:
+    service: dict[str, Any] = compose["services"]["ray-head"]
+    return service
+
+
+@pytest.fixture(scope="module")
+def ray_worker(compose: dict[str, Any]) -> dict[str, Any]:
+    service: dict[str, Any] = compose["services"]["ray-worker"]
+    return service
+
+
+@pytest.fixture(scope="module")
 def ngrok(compose: dict[str, Any]) -> dict[str, Any]:
     service: dict[str, Any] = compose["services"]["ngrok"]
     return service
@@ -45,9 +57,11 @@ def default(value: str) -> str:
 
 
 def test_services_and_profiles(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"api", "ngrok"}
+    assert set(compose["services"]) == {"api", "ngrok", "ray-head", "ray-worker"}
     assert "profiles" not in compose["services"]["api"]  # started by a plain `docker compose up`
     assert compose["services"]["ngrok"]["profiles"] == ["public"]
+    assert compose["services"]["ray-head"]["profiles"] == ["ray"]
+    assert compose["services"]["ray-worker"]["profiles"] == ["ray"]
 
 
 def test_api_builds_from_the_dockerfile(api: dict[str, Any]) -> None:
@@ -109,3 +123,106 @@ def test_gpu_override_reserves_an_nvidia_device() -> None:
 def test_env_example_lists_every_setting() -> None:
     listed = set(re.findall(r"^(FASTAI_SERVE_[A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert {f"FASTAI_SERVE_{name.upper()}" for name in Settings.model_fields} <= listed
+
+
+def shell_words(service: dict[str, Any]) -> list[str]:
+    """The `bash -c` script of a service's command, split into words (`&&` and `;` as their own)."""
+    assert service["command"][:2] == ["bash", "-c"]
+    return default(service["command"][2]).replace(";", " ; ").split()
+
+
+def after(words: list[str], program: list[str]) -> list[str]:
+    """The arguments of the first `program` call in `words`, up to the next `&&` or `;`."""
+    start = next(i for i in range(len(words)) if words[i : i + len(program)] == program) + len(program)
+    end = next((i for i in range(start, len(words)) if words[i] in {"&&", ";"}), len(words))
+    return words[start:end]
+
+
+def flag(args: list[str], name: str) -> str:
+    """The value of `--name=value` or `--name value` in `args`."""
+    for i, arg in enumerate(args):
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+        if arg == name:
+            return args[i + 1]
+    raise AssertionError(f"{name} not in {args}")
+
+
+def test_ray_nodes_share_one_image_built_with_the_ray_extra(
+    api: dict[str, Any], ray_head: dict[str, Any], ray_worker: dict[str, Any]
+) -> None:
+    assert ray_head["build"] == ray_worker["build"]
+    assert ray_head["build"]["args"]["EXTRAS"] == "ray"
+    assert ray_head["build"]["dockerfile"] == api["build"]["dockerfile"]
+    assert default(ray_head["build"]["args"]["TORCH_INDEX_URL"]) == "https://download.pytorch.org/whl/cpu"
+    assert ray_head["image"] == ray_worker["image"]
+    # Its own tag: building the ray image must not replace the plain one the api runs.
+    assert default(ray_head["image"]) != default(api["image"])
+    assert default(ray_head["image"]).partition(":")[0] == default(api["image"]).partition(":")[0]
+
+
+def test_ray_nodes_read_the_store_at_the_same_path(
+    compose: dict[str, Any], api: dict[str, Any], ray_head: dict[str, Any], ray_worker: dict[str, Any]
+) -> None:
+    fields = {f"FASTAI_SERVE_{name.upper()}" for name in Settings.model_fields}
+    for node in (ray_head, ray_worker):
+        assert node["volumes"] == api["volumes"]  # the same (named) volume at the same path
+        [volume] = node["volumes"]
+        source, target = default(volume).split(":")
+        assert source in compose["volumes"]
+        assert node["environment"]["FASTAI_SERVE_MODEL_STORE"] == target
+        assert set(node["environment"]) <= fields
+        # Ray's object store must fit in /dev/shm, or Ray moves it to disk.
+        words = shell_words(node)
+        start = after(words, ["ray", "start"] if node is ray_head else ["exec", "ray", "start"])
+        assert int(flag(start, "--object-store-memory")) < int(node["shm_size"].rstrip("gb")) * 2**30
+
+
+def test_ray_head_starts_the_cluster_then_serves_the_app_through_ray(ray_head: dict[str, Any]) -> None:
+    words = shell_words(ray_head)
+    ray_start = after(words, ["ray", "start"])
+    assert "--head" in ray_start
+    assert flag(ray_start, "--port") == "6379"
+    assert int(flag(ray_start, "--num-cpus")) >= 1
+    assert flag(ray_start, "--dashboard-host") == "0.0.0.0"
+    serve = after(words, ["exec", "fastai-serve", "serve"])
+    assert flag(serve, "--ray") == "auto"  # the cluster `ray start` made in this container
+    assert (flag(serve, "--host"), flag(serve, "--port")) == ("0.0.0.0", "8000")
+    assert int(flag(serve, "--replicas")) >= 1
+
+
+def test_the_cli_takes_the_heads_serve_arguments(ray_head: dict[str, Any]) -> None:
+    from service.cli import build_parser
+
+    if not (ROOT / "service" / "rayserve").is_dir():
+        pytest.skip("`fastai-serve serve --ray` is not on this branch yet (issue 13, service/rayserve)")
+    args = build_parser().parse_args(after(shell_words(ray_head), ["exec", "fastai-serve"]))
+    assert args.command == "serve"
+
+
+def test_ray_worker_joins_the_head_by_service_name(
+    ray_head: dict[str, Any], ray_worker: dict[str, Any]
+) -> None:
+    words = shell_words(ray_worker)
+    head_port = flag(after(shell_words(ray_head), ["ray", "start"]), "--port")
+    assert flag(after(words, ["ray", "health-check"]), "--address") == f"ray-head:{head_port}"
+    ray_start = after(words, ["exec", "ray", "start"])
+    assert flag(ray_start, "--address") == f"ray-head:{head_port}"
+    assert "--block" in ray_start  # the container lives as long as the node
+    assert "--head" not in ray_start
+    assert ray_worker["depends_on"] == ["ray-head"]
+
+
+def test_ray_head_ports_do_not_clash_and_the_dashboard_stays_local(
+    api: dict[str, Any], ray_head: dict[str, Any]
+) -> None:
+    serve, dashboard = (default(port) for port in ray_head["ports"])
+    host_port, container_port = serve.split(":")
+    assert container_port == "8000"
+    assert host_port != default(api["ports"][0]).split(":")[0]  # the api and the ray profile can both run
+    assert dashboard == "127.0.0.1:8265:8265"  # the dashboard runs submitted jobs: never on every interface
+
+
+def test_ray_healthchecks(ray_head: dict[str, Any], ray_worker: dict[str, Any]) -> None:
+    assert "http://127.0.0.1:8000/health/ready" in " ".join(ray_head["healthcheck"]["test"])
+    assert "/api/local_raylet_healthz" in " ".join(ray_worker["healthcheck"]["test"])

@@ -93,3 +93,19 @@ def test_dockerignore_keeps_venv_caches_and_tests_out() -> None:
         assert not any(inc == kept_out or inc.startswith(kept_out + "/") for inc in included)
     assert {"pyproject.toml", "service", "data"} <= included
     assert "**/__pycache__" in lines
+
+
+def test_extras_are_a_build_arg_installed_from_pyproject() -> None:
+    steps = instructions()
+    assert ("ARG", 'EXTRAS=""') in steps  # the plain image by default
+    install_extras = next(i for i, (k, r) in enumerate(steps) if k == "RUN" and "${EXTRAS}" in r)
+    install_deps = next(i for i, (k, r) in enumerate(steps) if k == "RUN" and "requirements.txt" in r)
+    assert install_deps < install_extras < steps.index(("COPY", ". ./"))
+    assert "['optional-dependencies']" in steps[install_extras][1]
+    assert "pip install -r /tmp/extras.txt" in steps[install_extras][1]
+
+
+def test_login_shells_keep_the_venv_on_path() -> None:
+    # KubeRay runs `bash -lc 'ray start ...'`; Debian's /etc/profile would otherwise drop /opt/venv/bin.
+    runtime = [rest for key, rest in instructions() if key == "RUN"][-1]
+    assert 'echo "export PATH=/opt/venv/bin:\\$PATH" > /etc/profile.d/' in runtime
