@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import tritonclient.http as tritonclient
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 from ray import serve  # noqa: E402
@@ -156,7 +157,7 @@ def _same_predictions(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
 
 
 async def test_the_contract_through_the_ray_proxy_equals_the_single_server(
-    http: httpx.AsyncClient, local: httpx.AsyncClient
+    deployed: Deployed, http: httpx.AsyncClient, local: httpx.AsyncClient
 ) -> None:
     for path in ("/api/v1/models", f"/api/v1/models/{DEMO_TABULAR}/schema", f"/api/v1/models/{DEMO_VISION}"):
         ray_answer, local_answer = (await http.get(path)).json(), (await local.get(path)).json()
@@ -192,6 +193,15 @@ async def test_the_contract_through_the_ray_proxy_equals_the_single_server(
 
     v2 = await http.get(f"/v2/models/{DEMO_VISION}")
     assert v2.status_code == 200 and v2.json()["name"] == DEMO_VISION
+    # The Open Inference Protocol through Ray, with its reference client (binary tensors).
+    client = tritonclient.InferenceServerClient(url=deployed.url.removeprefix("http://"))
+    image = tritonclient.InferInput("image", [1], "BYTES")
+    image.set_data_from_numpy(np.array([(EXAMPLES / "airplane.jpg").read_bytes()], dtype=object))
+    result = await asyncio.to_thread(client.infer, DEMO_VISION, [image])
+    v1 = vis.json()["predictions"][0]
+    assert v1["filename"] == "airplane.jpg"
+    assert result.as_numpy("label")[0].decode() == v1["label"]
+    assert abs(float(result.as_numpy("probabilities").max()) - v1["top_k"][0]["probability"]) < 1e-6
 
     # Each kind of refusal, as problem+json, the same as the single server's.
     refusals = [
