@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -55,6 +56,20 @@ async def test_request_id_is_returned_and_client_ids_are_kept(client: httpx.Asyn
     assert kept.headers["x-request-id"] == "trace-42.a_b"
     unsafe = await client.get("/api/v1/models", headers={"X-Request-ID": "x" * 65})
     assert unsafe.headers["x-request-id"] != "x" * 65
+
+
+async def test_answers_a_model_computed_say_which_process_served_them(
+    client: httpx.AsyncClient, adult_frame: pd.DataFrame
+) -> None:
+    """X-Served-By: host/pid here (on Ray: node and replica), so a user sees how load spreads."""
+    answer = await client.post(
+        f"/api/v1/tabular/{TABULAR}/predict", json={"rows": adult_rows(adult_frame, 1)}
+    )
+    assert answer.status_code == 200
+    assert answer.headers["x-served-by"] == f"{socket.gethostname()}/{os.getpid()}"
+    assert "x-served-by" not in (await client.get("/api/v1/models")).headers  # no model ran
+    refused = await client.post(f"/api/v1/tabular/{TABULAR}/predict", json={"rows": [{"age": "x"}]})
+    assert refused.status_code == 422 and "x-served-by" not in refused.headers
 
 
 async def test_one_json_log_line_per_request_without_the_body(
