@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
@@ -36,6 +39,8 @@ _UNMATCHED = object()
 _NUMBER_TYPES = {int, float, type(None)}
 # Categories are text, or numbers for a learner that categorised a numeric column (e.g. amounts).
 _CATEGORY_TYPES = {str, int, float, type(None)}
+# A whole number written as a float ("2174.0", as pandas writes a float column): the same category as 2174.
+_INTEGRAL_TEXT = re.compile(r"^\s*(-?\d+)\.0*\s*$")
 CategoryValue = str | int | float
 
 
@@ -140,7 +145,14 @@ class TabularPredictor:
             cells = frame[cat.name].to_numpy(dtype=object)
             positions = cat.index.get_indexer(cells)
             values = cat.canonical[positions]
-            for i in np.flatnonzero(positions < 0).tolist():
+            misses = np.flatnonzero(positions < 0)
+            if misses.size:  # whole numbers written as floats, still a column at a time
+                text = pa.array(cells[misses], type=pa.string(), from_pandas=True)
+                whole = pc.replace_substring_regex(text, pattern=_INTEGRAL_TEXT.pattern, replacement=r"\1")
+                again = cat.index.get_indexer(whole.to_numpy(zero_copy_only=False))
+                values[misses[again >= 0]] = cat.canonical[again[again >= 0]]
+                misses = misses[again < 0]
+            for i in misses.tolist():
                 raw = cells[i]
                 values[i] = self._match_category(cat, None if _is_missing(raw) else raw, warnings[i])
             columns[cat.name] = values
@@ -287,7 +299,11 @@ class TabularPredictor:
         if raw is None:
             warnings.append(MSG_NULL_CATEGORY.format(column=column.name))
             return np.nan
-        key = str(int(raw)) if isinstance(raw, float) and raw.is_integer() else str(raw)
+        key = (
+            str(int(raw))
+            if isinstance(raw, float) and raw.is_integer()
+            else _INTEGRAL_TEXT.sub(r"\1", str(raw))
+        )
         if key in column.lookup:  # "2174", 2174 and 2174.0 all name category 2174
             return column.lookup[key]
         canonical = column.tolerant.get(normalise_category(key))

@@ -86,3 +86,16 @@ async def test_amounts_the_demo_learner_categorised_match_as_numbers_or_text(
         predictions[0]["probabilities"] == predictions[1]["probabilities"] == predictions[2]["probabilities"]
     )
     assert "capital-gain: 2175 is not a known category" in predictions[3]["warnings"][0]
+    # A CSV written from a float column says "2174.0": the same category, still without a warning, whether
+    # the whole column resolves at once or a row falls back to the per-cell path (the unseen 2175.0).
+    header = ",".join(row) + ",capital-gain\n"
+    cells = ",".join(str(v) for v in row.values())
+    text = header + "".join(f"{cells},{gain}\n" for gain in ("2174", "2174.0", " 2174.00 ", "2175.0"))
+    scored = await demo_client.post(
+        f"/api/v1/tabular/{DEMO_TABULAR}/predict/csv", files={"file": ("a.csv", text.encode(), "text/csv")}
+    )
+    assert scored.status_code == 200, scored.text
+    from_csv = scored.json()["predictions"]
+    assert [p["warnings"] for p in from_csv[:3]] == [[], [], []]
+    assert from_csv[0]["probabilities"] == from_csv[1]["probabilities"] == predictions[0]["probabilities"]
+    assert "capital-gain: '2175.0' is not a known category" in from_csv[3]["warnings"][0]
