@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar
 
@@ -48,9 +48,24 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _arrow_text(cells: pd.Series) -> pa.Array:
+    """A column of text cells as an Arrow string array, nulls where missing (no copy for the Arrow-backed
+    columns the CSV reader makes)."""
+    return pa.array(cells, type=pa.string(), from_pandas=True)
+
+
 def _parse_numbers(cells: pd.Series) -> np.ndarray | None:
     """Text cells as float64 with NaN where a cell is missing; None when any present cell is not a finite
     number (the caller then takes the path that reports each bad cell)."""
+    try:  # Arrow's C++ parser first; numpy's takes what it refuses (surrounding spaces, say)
+        parsed = pc.cast(_arrow_text(cells), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    else:
+        values: np.ndarray = parsed.to_numpy(zero_copy_only=False)
+        present = ~np.isnan(values) if parsed.null_count else slice(None)
+        if np.isfinite(values[present]).all():
+            return values
     text = cells.to_numpy(dtype=object)
     absent = cells.isna().to_numpy()
     if absent.any():
@@ -78,6 +93,9 @@ class PreparedRows:
     columns: dict[str, Any]  # column -> list or array of resolved values
     n: int
     warnings: list[list[str]]
+    # Categorify's codes of categorical columns, where resolving a CSV column found them anyway (the
+    # encoder then skips a second lookup per value).
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class TabularPredictor:
@@ -131,6 +149,7 @@ class TabularPredictor:
         n = len(frame)
         warnings: list[list[str]] = [[] for _ in range(n)]
         columns: dict[str, Any] = {}
+        codes: dict[str, np.ndarray] = {}
         for cont in self.spec.continuous:
             values = _parse_numbers(frame[cont.name])
             if values is None:
@@ -142,32 +161,37 @@ class TabularPredictor:
                 warnings[i].append(MSG_NULL_FILLED.format(column=cont.name, fill=cont.fill))
             columns[cont.name] = values
         for cat in self.spec.categorical:
-            cells = frame[cat.name].to_numpy(dtype=object)
-            positions = cat.index.get_indexer(cells)
-            values = cat.canonical[positions]
+            cells = _arrow_text(frame[cat.name])
+            positions = np.array(pc.index_in(cells, value_set=cat.text_set).fill_null(-1), dtype=np.int64)
             misses = np.flatnonzero(positions < 0)
             if misses.size:  # whole numbers written as floats, still a column at a time
-                text = pa.array(cells[misses], type=pa.string(), from_pandas=True)
+                text = cells.take(misses)
                 whole = pc.replace_substring_regex(text, pattern=_INTEGRAL_TEXT.pattern, replacement=r"\1")
-                again = cat.index.get_indexer(whole.to_numpy(zero_copy_only=False))
-                values[misses[again >= 0]] = cat.canonical[again[again >= 0]]
-                misses = misses[again < 0]
-            for i in misses.tolist():
-                raw = cells[i]
-                values[i] = self._match_category(cat, None if _is_missing(raw) else raw, warnings[i])
-            columns[cat.name] = values
-        return PreparedRows(columns=columns, n=n, warnings=warnings)
+                positions[misses] = pc.index_in(whole, value_set=cat.text_set).fill_null(-1).to_numpy()
+                misses = np.flatnonzero(positions < 0)
+            values = cat.canonical[positions]
+            column_codes = cat.position_codes[positions]
+            for i, raw in zip(misses.tolist(), cells.take(misses).to_pylist(), strict=True):
+                values[i] = self._match_category(cat, raw, warnings[i])
+                column_codes[i] = cat.codes.get(values[i], 0)
+            columns[cat.name], codes[cat.name] = values, column_codes
+        return PreparedRows(columns=columns, n=n, warnings=warnings, codes=codes)
 
     def forward_many(self, batch: list[PreparedRows]) -> list[np.ndarray]:
         """One forward pass for several requests' rows; each gets its own slice back."""
         if len(batch) == 1:
-            return [self._forward(batch[0].columns, batch[0].n)]
+            return [self._forward(batch[0].columns, batch[0].n, batch[0].codes)]
         merged = {
             name: np.concatenate([np.asarray(p.columns[name], dtype=object) for p in batch])
             for name in batch[0].columns
         }
+        codes = {
+            name: np.concatenate([p.codes[name] for p in batch])
+            for name in batch[0].codes
+            if all(name in p.codes for p in batch)
+        }
         sizes = [p.n for p in batch]
-        return split_rows(self._forward(merged, sum(sizes)), sizes)
+        return split_rows(self._forward(merged, sum(sizes), codes), sizes)
 
     def finish(self, prepared: PreparedRows, probs: np.ndarray) -> list[Prediction]:
         return predictions_from_probs(probs, self.classes, prepared.warnings)
@@ -176,13 +200,13 @@ class TabularPredictor:
     def fast_path(self) -> bool:
         return self._encoder is not None
 
-    def _forward(self, columns: dict[str, Any], n: int) -> np.ndarray:
+    def _forward(self, columns: dict[str, Any], n: int, codes: dict[str, np.ndarray]) -> np.ndarray:
         if self._encoder is None:  # procs we do not reproduce: fastai's own pipeline
             frame = pd.DataFrame(columns)
             for cont in self.spec.continuous:
                 frame[cont.name] = frame[cont.name].astype("float64")
             return self._pipeline.probabilities(frame)
-        return self.runtime.probabilities(*self._encoder.encode(columns, n))
+        return self.runtime.probabilities(*self._encoder.encode(columns, n, codes))
 
     def _check_row(self) -> dict[str, Any]:
         """One row built from the schema itself (training means, first categories)."""

@@ -34,14 +34,20 @@ class TabularEncoder:
             return None
         return cls(spec)
 
-    def encode(self, columns: dict[str, Any], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, columns: dict[str, Any], n: int, codes: dict[str, np.ndarray] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`codes`: Categorify codes some columns already have (a CSV's, resolved column-wise)."""
         spec = self.spec
+        known = codes or {}
         raw = {c.name: np.asarray(columns[c.name], dtype=np.float64) for c in spec.continuous}
         cats = np.zeros((n, len(spec.model_categorical)), dtype=np.int64)
         for j, cat in enumerate(spec.model_categorical):
             if isinstance(cat, MissingFlag):
                 missing = np.isnan(raw[cat.flag_of])
                 cats[:, j] = np.where(missing, cat.codes.get(True, 0), cat.codes.get(False, 0))
+            elif cat.name in known:
+                cats[:, j] = known[cat.name]
             else:
                 # NaN (missing) and unknown values are not classes: #na#'s code 0, as Categorify gives.
                 values = columns[cat.name]
@@ -49,8 +55,8 @@ class TabularEncoder:
                     get = cat.codes.get
                     cats[:, j] = [get(v, 0) for v in values]
                 else:
-                    codes = cat.code_index.get_indexer(np.asarray(values, dtype=object))
-                    cats[:, j] = np.where(codes < 0, 0, codes)
+                    found = cat.code_index.get_indexer(np.asarray(values, dtype=object))
+                    cats[:, j] = np.where(found < 0, 0, found)
         conts = np.empty((n, len(spec.continuous)), dtype=np.float64)
         for j, cont in enumerate(spec.continuous):
             values = raw[cont.name]

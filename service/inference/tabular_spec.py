@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 NA_CATEGORY = "#na#"
 
@@ -58,6 +59,16 @@ class CategoricalColumn:
     def index(self) -> pd.Index:
         """Text of each category, for resolving a whole column of CSV cells in one call."""
         return pd.Index(list(self.lookup), dtype=object)
+
+    @cached_property
+    def text_set(self) -> pa.Array:
+        """The same text as `index`, for Arrow's `index_in` over a column of CSV cells."""
+        return pa.array(list(self.lookup), type=pa.string())
+
+    @cached_property
+    def position_codes(self) -> np.ndarray:
+        """Categorify's code of each category in `index` order, plus #na#'s 0 last (no match)."""
+        return np.array([*(self.codes.get(c, 0) for c in self.lookup.values()), 0], dtype=np.int64)
 
     @cached_property
     def canonical(self) -> np.ndarray:

@@ -61,6 +61,34 @@ def test_tabular_fast_path_equals_get_preds(tabular_learner: Any, adult_frame: p
     )
 
 
+def test_a_csv_resolved_column_wise_equals_the_same_rows_as_json(
+    tabular_learner: Any, adult_frame: pd.DataFrame
+) -> None:
+    """prepare_frame (Arrow lookups, codes found on the way) = prepare on the same rows: values, codes,
+    warnings and probabilities, for known, case-shifted, unseen and missing categories."""
+    predictor = TabularPredictor(tabular_learner)
+    rows = _rows_with_gaps(adult_frame, 600)
+    rows.loc[rows.index[2::7], "workclass"] = rows["workclass"].iloc[2::7].str.upper()  # tolerant match
+    rows.loc[rows.index[5::11], "education"] = "Wizardry"  # unseen: #na# with a warning
+    text = rows.astype(object).where(rows.notna(), None).astype(object)
+    text = text.apply(lambda column: column.map(lambda v: None if v is None else str(v)))
+    by_column = predictor.prepare_frame(text, filename="t.csv")
+    assert set(by_column.codes) == {c.name for c in predictor.spec.categorical}
+    by_row = predictor.prepare(rows_for(text, predictor.spec.column_names, filename="t.csv"), strict=False)
+    assert by_column.warnings == by_row.warnings and any(by_row.warnings)
+    encoder = predictor._encoder
+    assert encoder is not None
+    for got, want in zip(
+        encoder.encode(by_column.columns, 600, by_column.codes),
+        encoder.encode(by_row.columns, 600),
+        strict=True,
+    ):
+        assert (got == want).all()
+    np.testing.assert_allclose(
+        predictor.forward_many([by_column])[0], predictor.forward_many([by_row])[0], atol=1e-6
+    )
+
+
 def test_tabular_single_row_equals_get_preds(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
     predictor = TabularPredictor(tabular_learner)
     rows = _rows_with_gaps(adult_frame, 1)
