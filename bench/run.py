@@ -472,7 +472,8 @@ def memory_growth(base: str, pid: int, payload: dict[str, Any], requests: int) -
 PEER_VENV = ROOT / ".cache" / "venv-bentoml"
 PEER_SERVICE = "bentoml_service:FastaiPeer"  # bench/peers/bentoml_service.py
 # The issue's aims against it: throughput at 32 clients, p50 latency at one client. 32 clients first: BentoML
-# learns its batching wait from recent traffic, and only a busy spell teaches it not to wait for a lone client.
+# sizes its batching wait from recent batches' waits (refit every 5 s, 5% less each time); fresh from start-up
+# its training batches have taught it to hold a lone client ~0.5 s, after a busy spell it holds it tens of ms.
 PEER_AIMS = {("vision", 32): 3.0, ("vision", 1): 2.0, ("tabular", 32): 3.0, ("tabular", 1): 5.0}
 PARITY_ITEMS = 8
 PARITY_TOLERANCE = 1e-4
