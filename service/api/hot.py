@@ -1,9 +1,9 @@
 """Hot routes: small predict requests served without FastAPI's per-request machinery, same answers.
 
-Profiling a one-image request through uvicorn (py-spy, one client and 32) put about 40% of the event loop's
-CPU in FastAPI itself: walking the included routers to match the path, solving the route's dependencies and
-validating its parameters, and re-validating the returned schema; more than multipart parsing, the hop to
-the model thread and our middleware together. A `HotRoute` sits first in the router in front of one
+Profiling a one-image request through uvicorn (py-spy, 32 clients) put over a third of the event loop's
+GIL time in FastAPI itself: walking the included routers to match the path, solving the route's dependencies
+and validating its parameters, and re-validating the returned schema; more than multipart parsing, the hops
+to worker threads and our middleware together. A `HotRoute` sits first in the router in front of one
 declared route (same path, POST, a body of at most `HOT_MAX_BYTES` with a Content-Length). It reads the body
 and hands it to the kind's hot handler (`routes/vision.py`, `routes/tabular.py`), which serves the plain
 case (the wire format and parameters the route declares, nothing else) through the same route function
