@@ -65,6 +65,15 @@ typecheck: install
 clean:
 	rm -rf .cache .pytest_cache .mypy_cache .ruff_cache
 
+# The peer a fastai user would otherwise pick: BentoML 1.4 with adaptive batching around fastai's batch path
+# (bench/peers/bentoml_service.py), in its own venv since BentoML pins its own starlette and pydantic ranges;
+# it gets this project's torch and torchvision versions, so both servers run the same kernels (pyarrow: the
+# learners' pickled pandas objects need it). `make bench-peer` runs only the side-by-side rows.
+PEER_VENV := .cache/venv-bentoml
+PEER_STAMP := $(PEER_VENV)/.installed
+PEER_TORCH = $(shell $(BIN)/python -c "from importlib.metadata import version; \
+	print(*(f'{p}=={version(p).split(chr(43))[0]}' for p in ('torch', 'torchvision')))")
+
 # In-process and HTTP benchmark against fastai's own paths, the naive server and the compute floor.
 # Results go to .cache/bench/results.json (ignored); `make bench-record` keeps the last run in
 # bench/results.json, the tracked reference, on purpose only. `make bench PEER=1` adds the BentoML rows.
@@ -74,15 +83,6 @@ bench: models wrk $(if $(PEER),$(PEER_STAMP))
 wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 \
 		|| echo "wrk is not installable here: the benchmark uses its httpx load generator"
-
-# The peer a fastai user would otherwise pick: BentoML 1.4 with adaptive batching around fastai's batch path
-# (bench/peers/bentoml_service.py), in its own venv since BentoML pins its own starlette and pydantic ranges;
-# it gets this project's torch and torchvision versions, so both servers run the same kernels (pyarrow: the
-# learners' pickled pandas objects need it). `make bench-peer` runs only the side-by-side rows.
-PEER_VENV := .cache/venv-bentoml
-PEER_STAMP := $(PEER_VENV)/.installed
-PEER_TORCH = $(shell $(BIN)/python -c "from importlib.metadata import version; \
-	print(*(f'{p}=={version(p).split(chr(43))[0]}' for p in ('torch', 'torchvision')))")
 
 $(PEER_STAMP): | $(STAMP)
 	$(PYTHON) -m venv $(PEER_VENV)
