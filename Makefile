@@ -10,7 +10,7 @@ export FASTAI_SERVE_CHROMIUM := $(CHROMIUM)
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install browser models run test test-slow lint format typecheck bench bench-ray bench-record clean
+.PHONY: help install browser models run test test-slow lint format typecheck bench bench-peer bench-ray bench-record clean wrk
 
 help:
 	@echo "make run        set up .venv, build demo models if missing, serve on 0.0.0.0:8000"
@@ -65,17 +65,37 @@ typecheck: install
 clean:
 	rm -rf .cache .pytest_cache .mypy_cache .ruff_cache
 
+# The peer a fastai user would otherwise pick: BentoML 1.4 with adaptive batching around fastai's batch path
+# (bench/peers/bentoml_service.py), in its own venv since BentoML pins its own starlette and pydantic ranges;
+# it gets this project's torch and torchvision versions, so both servers run the same kernels (pyarrow: the
+# learners' pickled pandas objects need it). `make bench-peer` runs only the side-by-side rows.
+PEER_VENV := .cache/venv-bentoml
+PEER_STAMP := $(PEER_VENV)/.installed
+PEER_TORCH = $(shell $(BIN)/python -c "from importlib.metadata import version; \
+	print(*(f'{p}=={version(p).split(chr(43))[0]}' for p in ('torch', 'torchvision')))")
+
 # In-process and HTTP benchmark against fastai's own paths, the naive server and the compute floor.
 # Results go to .cache/bench/results.json (ignored); `make bench-record` keeps the last run in
-# bench/results.json, the tracked reference, on purpose only.
-bench: models
+# bench/results.json, the tracked reference, on purpose only. `make bench PEER=1` adds the BentoML rows.
+bench: models wrk $(if $(PEER),$(PEER_STAMP))
+	$(BIN)/python bench/run.py $(if $(PEER),--peer)
+
+wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 \
 		|| echo "wrk is not installable here: the benchmark uses its httpx load generator"
-	$(BIN)/python bench/run.py
+
+$(PEER_STAMP): | $(STAMP)
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet 'bentoml>=1.4,<1.5' 'fastai>=2.8,<2.9' pyarrow $(PEER_TORCH) 2>&1 \
+		| grep -v "is ignored" || true
+	$(PEER_VENV)/bin/python -c "import bentoml, fastai, pyarrow, torch"
+	touch $(PEER_STAMP)
+
+bench-peer: models wrk $(PEER_STAMP)
+	$(BIN)/python bench/run.py --peer-only
 
 # The same one-item requests through Ray Serve (1 and 2 replicas per model) and the plain server, in one run.
-bench-ray: models
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 || true
+bench-ray: models wrk
 	$(BIN)/python bench/ray_bench.py
 
 bench-record:

@@ -1,6 +1,7 @@
 """`make bench`: our predictors vs fastai's own paths vs the compute floor, in-process and over HTTP.
 
-Everything runs in one go on this machine with the demo models, so the ratios compare like with like.
+Everything runs in one go on this machine with the demo models, so the ratios compare like with like;
+`--peer` (`make bench PEER=1`) or `--peer-only` (`make bench-peer`) adds BentoML serving the same files.
 Results are printed as a table and written to .cache/bench/results.json (ignored by git); `make bench-record`
 copies a run to the tracked bench/results.json on purpose.
 """
@@ -211,19 +212,45 @@ def start_server(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[b
         "--log-level",
         "warning",
     ]
+    return start_process(cmd, port=port, ready_path="/health/ready", env=env)
+
+
+def start_process(
+    cmd: list[str], *, port: int, ready_path: str, env: dict[str, str], cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
+    """Start a server in its own process group and wait until `ready_path` answers 200."""
     (ROOT / ".cache").mkdir(exist_ok=True)
     log = (ROOT / ".cache" / f"bench-{port}.log").open("wb")  # a file: an unread pipe would fill and block
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its workers too are stopped with it (stop_process)
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"{app} did not become ready; see {log.name}")
+    stop_process(proc)
+    raise RuntimeError(f"{cmd[0]} {' '.join(cmd[1:4])} did not become ready; see {log.name}")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT to the server's process group (a graceful stop), SIGKILL after 30 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:
@@ -378,12 +405,24 @@ def load_wrk(base: str, kind: str, clients: int, seconds: float, payload: dict[s
     }
 
 
-def http(seconds: float, rss_requests: int) -> dict[str, Any]:
-    env = {"FASTAI_SERVE_MODEL_STORE": str(STORE), "FASTAI_SERVE_LOG_LEVEL": "warning"}
-    payloads = {
+def one_item_payloads() -> dict[str, dict[str, Any]]:
+    """The one-row and one-image requests every HTTP row sends."""
+    return {
         "tabular": {"json": {"rows": adult_rows(1)}},
         "vision": {"files": [("files", ("plane.jpg", cifar_jpegs(1)[0], "image/jpeg"))]},
     }
+
+
+def drive(base: str, kind: str, clients: int, seconds: float, payload: dict[str, Any]) -> dict[str, float]:
+    """One load step: wrk when installed, else the httpx generator."""
+    if shutil.which("wrk"):
+        return load_wrk(base, kind, clients, seconds, payload)
+    return asyncio.run(load(base, kind, clients, seconds, payload))
+
+
+def http(seconds: float, rss_requests: int) -> dict[str, Any]:
+    env = {"FASTAI_SERVE_MODEL_STORE": str(STORE), "FASTAI_SERVE_LOG_LEVEL": "warning"}
+    payloads = one_item_payloads()
     out: dict[str, Any] = {}
     for label, app in (("ours", "service.api.app:create_app"), ("naive", "bench.naive_server:app")):
         port = free_port()
@@ -392,27 +431,15 @@ def http(seconds: float, rss_requests: int) -> dict[str, Any]:
             base = f"http://127.0.0.1:{port}"
             for kind in ("tabular", "vision"):
                 for clients in (1, 8, 32):
-                    if shutil.which("wrk"):
-                        result = load_wrk(base, kind, clients, seconds, payloads[kind])
-                    else:
-                        result = asyncio.run(load(base, kind, clients, seconds, payloads[kind]))
-                    out[f"{label}_{kind}_c{clients}"] = result
+                    out[f"{label}_{kind}_c{clients}"] = drive(base, kind, clients, seconds, payloads[kind])
             for kind in V2_KINDS if label == "ours" else ():
                 payload = payloads[kind.removeprefix("v2_")]
                 for clients in (1, 32):
-                    if shutil.which("wrk"):
-                        result = load_wrk(base, kind, clients, seconds, payload)
-                    else:
-                        result = asyncio.run(load(base, kind, clients, seconds, payload))
-                    out[f"ours_{kind}_c{clients}"] = result
+                    out[f"ours_{kind}_c{clients}"] = drive(base, kind, clients, seconds, payload)
             if label == "ours":
                 out["ours_memory"] = memory_growth(base, proc.pid, payloads["tabular"], rss_requests)
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
     return out
 
 
@@ -438,6 +465,122 @@ def memory_growth(base: str, pid: int, payload: dict[str, Any], requests: int) -
         "peak_rss_mb": rss_kb(pid, "VmHWM") / 1024,
         "P6_growth_pct": (after - warm) / warm * 100,
     }
+
+
+# --- the peer: BentoML with adaptive batching around fastai's batch path ------------------------------------
+
+PEER_VENV = ROOT / ".cache" / "venv-bentoml"
+PEER_SERVICE = "bentoml_service:FastaiPeer"  # bench/peers/bentoml_service.py
+# The issue's aims against it: throughput at 32 clients, p50 latency at one client. 32 clients first: BentoML
+# sizes its batching wait from recent batches' waits (refit every 5 s, 5% less each time); fresh from start-up
+# its training batches have taught it to hold a lone client ~0.5 s, after a busy spell it holds it tens of ms.
+PEER_AIMS = {("vision", 32): 3.0, ("vision", 1): 2.0, ("tabular", 32): 3.0, ("tabular", 1): 5.0}
+PARITY_ITEMS = 8
+PARITY_TOLERANCE = 1e-4
+
+
+def peer(seconds: float, venv: Path) -> dict[str, Any]:
+    """Our server, then BentoML (bench/peers/bentoml_service.py), on the same model files: the same
+    predictions first (labels equal, probabilities within 1e-4, or no timing at all), then the same wrk rows."""
+    env = {"FASTAI_SERVE_MODEL_STORE": str(STORE), "FASTAI_SERVE_LOG_LEVEL": "warning"}
+    version = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import bentoml; print(bentoml.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    bentoml_cmd = [str(venv / "bin" / "bentoml"), "serve", PEER_SERVICE, "--host", "127.0.0.1", "--port"]
+    payloads = one_item_payloads()
+    answers: dict[str, list[tuple[str, dict[str, float]]]] = {}
+    runs: dict[str, dict[str, dict[str, float]]] = {"ours": {}, "bentoml": {}}
+    parity: dict[str, Any] = {}
+    for label in ("ours", "bentoml"):
+        port = free_port()
+        if label == "ours":
+            proc = start_server("service.api.app:create_app", port, env)
+        else:
+            proc = start_process(
+                [*bentoml_cmd, str(port)],
+                port=port,
+                ready_path="/readyz",
+                env={**env, "BENTOML_DO_NOT_TRACK": "True"},
+                cwd=ROOT / "bench" / "peers",
+            )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            answers[label] = parity_answers(base)
+            if label == "bentoml":
+                parity = same_predictions(answers["ours"], answers["bentoml"])
+            for kind, clients in PEER_AIMS:
+                # A first run to warm up: BentoML's batcher learns its waits from the traffic it sees.
+                drive(base, kind, clients, seconds, payloads[kind])
+                runs[label][f"{kind}_c{clients}"] = drive(base, kind, clients, seconds, payloads[kind])
+        finally:
+            stop_process(proc)
+    rows: dict[str, Any] = {}
+    for (kind, clients), aim in PEER_AIMS.items():
+        ours, theirs = runs["ours"][f"{kind}_c{clients}"], runs["bentoml"][f"{kind}_c{clients}"]
+        # 32 clients: answered requests per second (a shed request is not an answer); one client: p50.
+        ratio = ok_per_s(ours) / ok_per_s(theirs) if clients > 1 else theirs["p50_ms"] / ours["p50_ms"]
+        rows[f"{kind}_c{clients}"] = {"ours": ours, "bentoml": theirs, "ratio": ratio, "aim": aim}
+    return {"bentoml_version": version, "parity": parity, "rows": rows}
+
+
+def ok_per_s(run: dict[str, float]) -> float:
+    return run["requests_per_s"] * (run["requests"] - run["errors"]) / max(run["requests"], 1)
+
+
+def parity_answers(base: str) -> list[tuple[str, dict[str, float]]]:
+    """(label, probabilities) for PARITY_ITEMS images and rows, each kind in one request."""
+    images = [("files", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(cifar_jpegs(PARITY_ITEMS))]
+    out = []
+    for r in (
+        httpx.post(f"{base}/api/v1/vision/cifar10/predict", files=images, timeout=60),
+        httpx.post(
+            f"{base}/api/v1/tabular/adult-income/predict", json={"rows": adult_rows(PARITY_ITEMS)}, timeout=60
+        ),
+    ):
+        r.raise_for_status()
+        body = r.json()
+        # Ours wraps the predictions in an object; BentoML answers the list.
+        predictions = body["predictions"] if isinstance(body, dict) else body
+        out += [(p["label"], p["probabilities"]) for p in predictions]
+    return out
+
+
+def same_predictions(
+    ours: list[tuple[str, dict[str, float]]], theirs: list[tuple[str, dict[str, float]]]
+) -> dict[str, Any]:
+    """Labels equal and probabilities within PARITY_TOLERANCE, or the comparison would not be like for like."""
+    labels_equal = len(ours) == len(theirs) and all(a[0] == b[0] for a, b in zip(ours, theirs, strict=False))
+    diff = max(
+        (abs(p - b[1][c]) for a, b in zip(ours, theirs, strict=False) for c, p in a[1].items()), default=0.0
+    )
+    if not labels_equal or diff > PARITY_TOLERANCE:
+        raise RuntimeError(
+            f"BentoML's predictions differ from ours (labels equal: {labels_equal}, max |dp| {diff:.2e}): "
+            "not timing a different computation"
+        )
+    return {"items": len(ours), "labels_equal": labels_equal, "max_abs_diff": diff}
+
+
+def peer_table(p: dict[str, Any]) -> list[str]:
+    par = p["parity"]
+    lines = [
+        f"Peer: BentoML {p['bentoml_version']}, adaptive batching around fastai's test_dl + get_preds, same model files;"
+        f" predictions equal on {par['items']} items (labels, max |dp| {par['max_abs_diff']:.1e})",
+        "                 clients   ours req/s  p50 ms  p99 ms  err | bentoml req/s  p50 ms  p99 ms  err | ours vs bentoml",
+    ]
+    for key, row in p["rows"].items():
+        kind, clients = key.split("_c")
+        o, b = row["ours"], row["bentoml"]
+        what = "answered req/s" if int(clients) > 1 else "p50 latency"
+        lines.append(
+            f"{kind:<8} 1 item  {clients:>7}   {o['requests_per_s']:10.1f} {o['p50_ms']:7.1f} {o['p99_ms']:7.1f} {o['errors']:4d} |"
+            f" {b['requests_per_s']:13.1f} {b['p50_ms']:7.1f} {b['p99_ms']:7.1f} {b['errors']:4d} |"
+            f" {row['ratio']:5.2f}x {what} (aim >= {row['aim']:g}x)"
+        )
+    return lines
 
 
 def table(results: dict[str, Any]) -> str:
@@ -485,6 +628,8 @@ def table(results: dict[str, Any]) -> str:
         f"P6 RSS {mem['rss_after_warmup_mb']:.0f} MB after warm-up -> {mem['rss_after_requests_mb']:.0f} MB after"
         f" {mem['requests']} requests: {mem['P6_growth_pct']:+.1f}% (target <= 5%); peak {mem['peak_rss_mb']:.0f} MB",
     ]
+    if "peer" in results:
+        lines += ["", *peer_table(results["peer"])]
     return "\n".join(lines)
 
 
@@ -493,6 +638,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each HTTP load step")
     parser.add_argument("--rss-requests", type=int, default=10_000)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--peer", action="store_true", help="also BentoML, side by side (make bench-peer builds it)"
+    )
+    parser.add_argument(
+        "--peer-only", action="store_true", help="only the BentoML rows, added to the last results"
+    )
+    parser.add_argument("--peer-venv", type=Path, default=PEER_VENV)
     args = parser.parse_args()
     settings = Settings()
     configure_torch_threads(settings)
@@ -501,8 +653,19 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {device_label(device)}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads",
         "load_generator": "wrk" if shutil.which("wrk") else "httpx (install wrk for a lighter generator)",
-        "in_process": in_process(device),
     }
+    if args.peer_only:
+        # Kept beside the last full run's numbers (when there is one) under its own key.
+        earlier = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        results = {**earlier, "peer": {**peer(args.seconds, args.peer_venv), **results}}
+        print("\n".join(peer_table(results["peer"])))
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+        return
+    results["in_process"] = in_process(device)
+    if args.peer:
+        results["peer"] = peer(args.seconds, args.peer_venv)
     if not args.skip_http:
         results["http"] = http(args.seconds, args.rss_requests)
         h, ip = results["http"], results["in_process"]

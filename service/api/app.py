@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
 from service.api.frontend import install_frontend
+from service.api.hot import install_hot_routes
 from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
 from service.api.routes import admin, health, models, ops, reports, share, tabular, vision
@@ -118,6 +119,7 @@ def create_app(
     install_problem_handlers(app)
     for module in (health, admin, models, tabular, vision, reports, ops, share, v2):
         app.include_router(module.router)
+    install_hot_routes(app, [tabular, vision])  # plain predict requests skip FastAPI's per-request work
     # Last: the frontend's mount at / would otherwise shadow routes added after it.
     install_frontend(app, settings.frontend_dir)
     return app

@@ -5,6 +5,7 @@ Concurrent requests for one model share forward passes (the batcher); each reque
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Annotated, Any
 
@@ -14,8 +15,16 @@ from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from service.api import hot
 from service.api.content import require_json
-from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.deps import (
+    BatchersDep,
+    RegistryDep,
+    SettingsDep,
+    get_app_settings,
+    get_batchers,
+    get_registry,
+)
 from service.api.limits import check_rows
 from service.errors import MSG_INVALID_ROWS, InvalidInput
 from service.inference.batching import ModelPool
@@ -23,11 +32,12 @@ from service.inference.csvio import CsvTable, read_csv_table, scored_csv_parts
 from service.inference.labelled import target_labels
 from service.inference.predictor import Prediction, labels_of
 from service.inference.tabular import PreparedRows, TabularPredictor
-from service.registry import ModelEntry
+from service.registry import ModelEntry, ModelRegistry
 from service.reports.scores import evaluate_labels
 from service.schemas.predict import TabularPrediction, TabularPredictRequest, TabularPredictResponse
 from service.schemas.problem import Problem
 from service.schemas.reports import Evaluation
+from service.settings import Settings
 
 router = APIRouter(prefix="/api/v1/tabular", tags=["tabular"])
 ERRORS = Problem.responses(400, 404, 413, 415, 422, 503)
@@ -60,6 +70,37 @@ async def predict_rows(
     batchers: BatchersDep,
 ) -> TabularPredictResponse:
     """Predict JSON rows; one prediction per row, in order, with per-row warnings."""
+    return await _predict_rows(name, body, registry=registry, settings=settings, batchers=batchers)
+
+
+async def predict_rows_hot(request: Request, body: bytes) -> Response | None:
+    """`predict_rows` for a plain request (a JSON body that validates as `TabularPredictRequest`), or None."""
+    if not hot.is_json(request):
+        return None
+    try:
+        rows = TabularPredictRequest.model_validate(json.loads(body))
+    except (ValueError, RecursionError):  # not JSON, or not the schema (a ValidationError is a ValueError)
+        return None
+    registry, settings = await get_registry(request), await get_app_settings(request)
+    batchers = await get_batchers(request)
+    name = request.path_params["name"]
+    return hot.json_response(
+        await _predict_rows(name, rows, registry=registry, settings=settings, batchers=batchers)
+    )
+
+
+# Served by `hot.HotRoute` first when the request is plain (api/hot.py).
+HOT_ROUTES: dict[str, hot.HotHandler] = {f"{router.prefix}/{{name}}/predict": predict_rows_hot}
+
+
+async def _predict_rows(
+    name: str,
+    body: TabularPredictRequest,
+    *,
+    registry: ModelRegistry,
+    settings: Settings,
+    batchers: ModelPool,
+) -> TabularPredictResponse:
     entry, predictor = registry.predictor(name, TabularPredictor)
     check_rows(len(body.rows), settings.max_rows)
     prepare = partial(predictor.prepare, body.rows)

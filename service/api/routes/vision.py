@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.responses import Response
 
-from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api import hot
+from service.api.deps import (
+    BatchersDep,
+    RegistryDep,
+    SettingsDep,
+    get_app_settings,
+    get_batchers,
+    get_registry,
+)
 from service.api.limits import check_files
 from service.api.uploads import read_images
 from service.errors import MSG_EVAL_BOTH, MSG_EVAL_LABEL_COUNT, MSG_EVAL_NOTHING, InvalidInput
+from service.inference.batching import ModelPool
 from service.inference.images import UploadedImage
 from service.inference.labelled import EVAL_CHUNK, read_class_archive, resolve_labels
 from service.inference.predictor import labels_of
 from service.inference.vision import VisionPredictor
+from service.registry import ModelRegistry
 from service.reports.scores import evaluate_labels
 from service.schemas.predict import TopK, VisionPrediction, VisionPredictResponse
 from service.schemas.problem import Problem
@@ -25,6 +38,7 @@ from service.settings import Settings
 
 router = APIRouter(prefix="/api/v1/vision", tags=["vision"])
 ERRORS = Problem.responses(400, 404, 413, 415, 422, 503)
+MIN_TOP_K, MAX_TOP_K = 1, 1000
 
 
 @router.post("/{name}/predict", response_model=VisionPredictResponse, responses=ERRORS)
@@ -37,10 +51,50 @@ async def predict_images(
         list[UploadFile], File(description="One or more images (JPEG, PNG, GIF, BMP, WEBP, TIFF).")
     ],
     top_k: Annotated[
-        int | None, Query(ge=1, le=1000, description="How many likely classes to list per image (default 3).")
+        int | None,
+        Query(
+            ge=MIN_TOP_K, le=MAX_TOP_K, description="How many likely classes to list per image (default 3)."
+        ),
     ] = None,
 ) -> VisionPredictResponse:
     """Classify each uploaded image; predictions come back in upload order."""
+    return await _classify(name, files, top_k, registry=registry, settings=settings, batchers=batchers)
+
+
+async def predict_images_hot(request: Request, body: bytes) -> Response | None:
+    """`predict_images` for a plain request (image files only; `top_k` absent or in range), or None."""
+    query = hot.plain_ints(request, {"top_k": (MIN_TOP_K, MAX_TOP_K)})
+    if query is None:
+        return None
+    settings = await get_app_settings(request)
+    parts = await hot.file_parts(request, body, field="files", max_files=settings.max_files)
+    if parts is None:
+        return None
+    files, form = parts
+    registry, batchers = await get_registry(request), await get_batchers(request)
+    try:
+        name = request.path_params["name"]
+        answer = await _classify(
+            name, files, query.get("top_k"), registry=registry, settings=settings, batchers=batchers
+        )
+    finally:
+        await form.close()
+    return hot.json_response(answer)
+
+
+# Served by `hot.HotRoute` first when the request is plain (api/hot.py).
+HOT_ROUTES: dict[str, hot.HotHandler] = {f"{router.prefix}/{{name}}/predict": predict_images_hot}
+
+
+async def _classify(
+    name: str,
+    files: Sequence[StarletteUploadFile],
+    top_k: int | None,
+    *,
+    registry: ModelRegistry,
+    settings: Settings,
+    batchers: ModelPool,
+) -> VisionPredictResponse:
     entry, predictor = registry.predictor(name, VisionPredictor)
     k = top_k or settings.default_top_k
     check_files(len(files), settings.max_files)
