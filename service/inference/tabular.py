@@ -49,9 +49,17 @@ def _is_missing(value: Any) -> bool:
 
 
 def _arrow_text(cells: pd.Series) -> pa.Array:
-    """A column of text cells as an Arrow string array, nulls where missing (no copy for the Arrow-backed
-    columns the CSV reader makes)."""
-    return pa.array(cells, type=pa.string(), from_pandas=True)
+    """A column of cells as an Arrow string array, nulls where missing (no copy for the Arrow-backed text
+    columns the CSV reader makes; typed or mixed columns, as a DataFrame from code may hold, as text)."""
+    try:
+        return pa.array(cells, type=pa.string(), from_pandas=True)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
+    try:
+        return pc.cast(pa.array(cells, from_pandas=True), pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        text = [None if _is_missing(v) else str(v) for v in cells.to_numpy(dtype=object)]
+        return pa.array(text, type=pa.string())
 
 
 def _parse_numbers(cells: pd.Series) -> np.ndarray | None:

@@ -87,6 +87,11 @@ def test_a_csv_resolved_column_wise_equals_the_same_rows_as_json(
     np.testing.assert_allclose(
         predictor.forward_many([by_column])[0], predictor.forward_many([by_row])[0], atol=1e-6
     )
+    typed = predictor.prepare_frame(rows, filename="t.csv")  # numbers as numbers: a DataFrame from code
+    assert typed.warnings == by_row.warnings
+    np.testing.assert_allclose(
+        predictor.forward_many([typed])[0], predictor.forward_many([by_row])[0], atol=1e-6
+    )
 
 
 def test_tabular_single_row_equals_get_preds(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
