@@ -132,7 +132,7 @@ class ModelRegistry:
             entry.fail(reason)
 
     def _load(self, entry: ModelEntry, device: torch.device) -> None:
-        manifest = self._read_manifest(entry)
+        manifest = self.read_manifest(entry)
         learner_file = find_learner_file(entry.folder)
         if learner_file is None:
             raise LoadError(MSG_NO_LEARNER_FILE.format(folder=entry.folder))
@@ -172,7 +172,8 @@ class ModelRegistry:
         )
 
     @staticmethod
-    def _read_manifest(entry: ModelEntry) -> dict[str, Any]:
+    def read_manifest(entry: ModelEntry) -> dict[str, Any]:
+        """The folder's model.json (empty when absent); LoadError when it is not a JSON object."""
         path = entry.folder / MANIFEST_FILE
         if not path.is_file():
             return {}

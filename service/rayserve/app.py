@@ -6,7 +6,6 @@ import (deploy/ray/serve_config.yaml); `serve_on_ray` is `fastai-serve serve --r
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -19,11 +18,12 @@ from ray.serve.deployment import Deployment
 from starlette.types import ASGIApp
 
 from service.api.app import create_app
+from service.errors import LoadError
 from service.inference.runtime import RuntimeSetting
 from service.rayserve.metrics import METRICS_NOTE
 from service.rayserve.pool import RayModelPool, deployment_name
 from service.rayserve.replica import ModelReplica
-from service.registry import MANIFEST_FILE
+from service.registry import ModelEntry, ModelRegistry
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -94,13 +94,11 @@ def _replica_options(settings: Settings, manifest: dict[str, Any]) -> dict[str, 
     return options
 
 
-def _manifest(folder: Any) -> dict[str, Any]:
-    path = folder / MANIFEST_FILE
+def _manifest(entry: ModelEntry) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
+        return ModelRegistry.read_manifest(entry)
+    except LoadError:
         return {}  # the replica's own load reports a bad manifest
-    return data if isinstance(data, dict) else {}
 
 
 def _deployment(cls: type) -> Deployment:
@@ -110,17 +108,12 @@ def _deployment(cls: type) -> Deployment:
 
 def application(settings: Settings) -> Application:
     """The ingress bound to one deployment per model folder of the store."""
-    store = settings.model_store
-    folders = (
-        sorted(p for p in store.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if store.is_dir()
-        else []
-    )
+    # The registry's own discovery (nothing is loaded here): the same folders a single server serves.
     models: dict[str, Application] = {}
-    for folder in folders:
-        options = _replica_options(settings, _manifest(folder))
-        options["name"] = deployment_name(folder.name)
-        models[folder.name] = _deployment(ModelReplica).options(**options).bind(folder.name, settings)
+    for entry in ModelRegistry(store=settings.model_store, device=settings.device).discover():
+        options = _replica_options(settings, _manifest(entry))
+        options["name"] = deployment_name(entry.name)
+        models[entry.name] = _deployment(ModelReplica).options(**options).bind(entry.name, settings)
     ingress = _deployment(Ingress).options(
         name="ingress",
         num_replicas=settings.ray_ingress_replicas,
