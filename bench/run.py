@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from service.device import device_label, resolve_device  # noqa: E402
-from service.inference.csvio import read_csv_upload  # noqa: E402
+from service.inference.csvio import CsvTable, read_csv_table  # noqa: E402
 from service.inference.images import UploadedImage  # noqa: E402
 from service.inference.runtime import RuntimeOptions, select_runtime  # noqa: E402
 from service.inference.tabular import TabularPredictor  # noqa: E402
@@ -103,14 +103,22 @@ def in_process(device: torch.device) -> dict[str, Any]:
     rows = adult_rows(10_000)
     ours_json = per_call(lambda: predictor.predict(rows), seconds=3.0)
     frame = pd.DataFrame(rows)
-    # The CSV route's input: every cell as text, as `read_csv_upload` gives it.
-    csv_table = read_csv_upload(frame.to_csv(index=False).encode(), filename="bench.csv")
+    # The CSV route's work between reading the upload and answering: its chunks of the reader's Arrow
+    # table, each validated, resolved, encoded and forwarded.
+    csv_bytes = frame.to_csv(index=False).encode()
+    csv_table = read_csv_table(csv_bytes, filename="bench.csv")
 
-    def table_probabilities() -> np.ndarray:
-        prepared = predictor.prepare_frame(csv_table, filename="bench.csv")
-        return predictor.forward_many([prepared])[0]
+    def table_probabilities(table: CsvTable = csv_table) -> np.ndarray:
+        parts = [
+            predictor.forward_many([predictor.prepare_chunk(chunk, filename="bench.csv")])[0]
+            for chunk in table.chunks()
+        ]
+        return np.concatenate(parts)
 
     ours_batch = per_call(table_probabilities, seconds=3.0)
+    ours_bytes = per_call(
+        lambda: table_probabilities(read_csv_table(csv_bytes, filename="bench.csv")), seconds=3.0
+    )
     fastai_batch = per_call(lambda: _get_preds(tab, frame), seconds=3.0)
     x_cat, x_cont = predictor._encoder.encode(predictor.prepare(rows).columns, len(rows))  # type: ignore[union-attr]
     torch_floor, torch_bs = _best_floor(
@@ -130,6 +138,7 @@ def in_process(device: torch.device) -> dict[str, Any]:
     out["tabular_10k_rows"] = {
         "input": "CSV text cells -> validated, encoded, forward -> probabilities (the CSV route without I/O)",
         "ours_rows_per_s": 10_000 / ours_batch,
+        "ours_from_bytes_rows_per_s": 10_000 / ours_bytes,
         "ours_json_rows_per_s": 10_000 / ours_json,
         "fastai_get_preds_rows_per_s": 10_000 / fastai_batch,
         "floor_rows_per_s": 10_000 / floor,
@@ -593,6 +602,7 @@ def table(results: dict[str, Any]) -> str:
         f"                       P1 {t1['P1_speedup']:6.1f}x  (target >= 100x)",
         f"tabular 10k rows                {t2['ours_rows_per_s']:8.0f} rows/s {t2['fastai_get_preds_rows_per_s']:8.0f} rows/s (B)"
         f"     {t2['floor_rows_per_s']:8.0f} rows/s  P2 {t2['P2_ours_vs_floor']:6.0%}  (target >= 75%)",
+        f"  from the CSV's bytes          {t2.get('ours_from_bytes_rows_per_s', 0):8.0f} rows/s (pyarrow's reader included)",
         f"  same rows as JSON objects     {t2['ours_json_rows_per_s']:8.0f} rows/s (validated per row, Prediction objects)",
         f"vision 256 images               {v['ours_images_per_s']:8.0f} img/s  {v['fastai_get_preds_images_per_s']:8.0f} img/s (B)"
         f"      {v['floor_images_per_s']:8.0f} img/s   P3 {v['P3_ours_vs_floor']:6.0%}  (target >= 85%)",

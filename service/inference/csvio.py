@@ -1,15 +1,17 @@
 """CSV in and out for tabular models: read an upload safely, write the scored copy.
 
 Uploads are parsed column-wise by pyarrow's CSV reader into one Arrow table of text cells (about the
-upload's size in memory); the model's rows then go through in bounded chunks (`CsvTable.frames`), so a
-CSV is limited by its bytes, not its rows. Files pyarrow refuses (ragged rows, bad bytes) and duplicate
-column names are read by pandas as before, which gives the same errors and names as always.
+upload's size in memory); the model's rows then go through in bounded chunks (`CsvTable.chunks`: Arrow
+slices, no copy, no object per row), so a CSV is limited by its bytes, not its rows. Files pyarrow
+refuses (ragged rows, bad bytes) and duplicate column names are read by pandas as before, which gives
+the same errors and names as always.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from service.errors import (
     MSG_CSV_EMPTY,
@@ -31,7 +35,61 @@ from service.inference.images import sniff_format
 from service.inference.predictor import labels_of
 
 # Rows per chunk of a large CSV: big enough that per-chunk costs vanish, small enough to bound memory.
-CSV_CHUNK_ROWS = 8192
+CSV_CHUNK_ROWS = 16384
+
+
+def text_cells(cells: pd.Series) -> pa.Array:
+    """A column of cells as an Arrow string array, nulls where missing (no copy for the Arrow-backed text
+    columns pandas makes; typed or mixed columns, as a DataFrame from code may hold, as text)."""
+    try:
+        return pa.array(cells, type=pa.string(), from_pandas=True)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
+    try:
+        return pc.cast(pa.array(cells, from_pandas=True), pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        text = [None if _is_missing(v) else str(v) for v in cells.to_numpy(dtype=object)]
+        return pa.array(text, type=pa.string())
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass(frozen=True)
+class CsvChunk:
+    """A run of a table's rows, column by column as Arrow text.
+
+    From an upload the columns are slices of the reader's arrays (whitespace-only cells are still text
+    there: whoever reads a column treats them as missing, as `frame` does); from a DataFrame (one pandas
+    read, or one a caller built) each column is converted when asked for.
+    """
+
+    start: int
+    source: pa.Table | pd.DataFrame
+    names: list[str]
+
+    @classmethod
+    def of_frame(cls, frame: pd.DataFrame) -> CsvChunk:
+        return cls(0, frame, [str(c) for c in frame.columns])
+
+    def __len__(self) -> int:
+        return len(self.source) if isinstance(self.source, pd.DataFrame) else int(self.source.num_rows)
+
+    def column(self, name: str) -> pa.Array:
+        """One column's cells as an Arrow string array (a KeyError for a column the chunk lacks)."""
+        if isinstance(self.source, pd.DataFrame):
+            return text_cells(self.source[name])
+        cells = self.source.column(self.names.index(name))
+        return cells.chunk(0) if cells.num_chunks == 1 else cells.combine_chunks()
+
+    def frame(self) -> pd.DataFrame:
+        """The chunk as a DataFrame of text cells, blank and whitespace-only cells missing."""
+        if isinstance(self.source, pd.DataFrame):
+            return self.source
+        frame = self.source.to_pandas()
+        frame.columns = self.names
+        return _blank_is_missing(frame)
 
 
 @dataclass
@@ -44,26 +102,28 @@ class CsvTable:
     def __len__(self) -> int:
         return int(self.source.num_rows if not isinstance(self.source, pd.DataFrame) else len(self.source))
 
+    def chunks(self, size: int = CSV_CHUNK_ROWS) -> Iterator[CsvChunk]:
+        """The table a run of `size` rows at a time."""
+        for start in range(0, len(self), size):
+            if isinstance(self.source, pd.DataFrame):
+                part = self.source.iloc[start : start + size].reset_index(drop=True)
+            else:
+                part = self.source.slice(start, size)
+            yield CsvChunk(start, part, self.columns)
+
     def frames(self, size: int = CSV_CHUNK_ROWS) -> Iterator[tuple[int, pd.DataFrame]]:
         """(first row, text cells as a DataFrame) for each run of `size` rows; blank cells are missing."""
-        for start in range(0, len(self), size):
-            yield start, self._frame(start, size)
+        for chunk in self.chunks(size):
+            yield chunk.start, chunk.frame()
 
     def frame(self, columns: list[str] | None = None) -> pd.DataFrame:
         """The whole table (or some of its columns) as one DataFrame."""
         if columns is None:
-            return self._frame(0, len(self))
+            return CsvChunk(0, self.source, self.columns).frame()
         if isinstance(self.source, pd.DataFrame):
             return self.source[columns]
         picked = self.source.select([self.columns.index(c) for c in columns])
-        return CsvTable(picked, columns)._frame(0, len(self))
-
-    def _frame(self, start: int, size: int) -> pd.DataFrame:
-        if isinstance(self.source, pd.DataFrame):
-            return self.source.iloc[start : start + size].reset_index(drop=True)
-        frame = self.source.slice(start, size).to_pandas()
-        frame.columns = self.columns
-        return _blank_is_missing(frame)
+        return CsvChunk(0, picked, columns).frame()
 
 
 def _blank_is_missing(frame: pd.DataFrame) -> pd.DataFrame:
@@ -93,7 +153,6 @@ def read_csv_table(data: bytes, *, filename: str) -> CsvTable:
 
 def _read_with_arrow(data: bytes) -> Any:
     """The CSV as an Arrow table of strings (blank = null), or None where pandas must decide."""
-    import pyarrow as pa
     import pyarrow.csv as pacsv
 
     try:

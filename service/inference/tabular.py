@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,7 +24,7 @@ from service.errors import (
     MSG_UNSEEN_CATEGORY,
     InvalidInput,
 )
-from service.inference.csvio import rows_for
+from service.inference.csvio import CsvChunk, rows_for
 from service.inference.predictor import ModelKind, Prediction, predictions_from_probs, split_rows
 from service.inference.runtime import FastaiPipeline, ModelRuntime, TorchModel
 from service.inference.tabular_encoder import TabularEncoder
@@ -44,38 +44,21 @@ _INTEGRAL_TEXT = re.compile(r"^\s*(-?\d+)\.0*\s*$")
 CategoryValue = str | int | float
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _arrow_text(cells: pd.Series) -> pa.Array:
-    """A column of cells as an Arrow string array, nulls where missing (no copy for the Arrow-backed text
-    columns the CSV reader makes; typed or mixed columns, as a DataFrame from code may hold, as text)."""
-    try:
-        return pa.array(cells, type=pa.string(), from_pandas=True)
-    except (pa.ArrowTypeError, pa.ArrowInvalid):
-        pass
-    try:
-        return pc.cast(pa.array(cells, from_pandas=True), pa.string())
-    except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        text = [None if _is_missing(v) else str(v) for v in cells.to_numpy(dtype=object)]
-        return pa.array(text, type=pa.string())
-
-
-def _parse_numbers(cells: pd.Series) -> np.ndarray | None:
+def _parse_numbers(cells: pa.Array) -> np.ndarray | None:
     """Text cells as float64 with NaN where a cell is missing; None when any present cell is not a finite
-    number (the caller then takes the path that reports each bad cell)."""
+    number, or is blank (the caller then takes the path that reports each bad cell or fills the blank)."""
     try:  # Arrow's C++ parser first; numpy's takes what it refuses (surrounding spaces, say)
-        parsed = pc.cast(_arrow_text(cells), pa.float64())
+        parsed = pc.cast(cells, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         pass
     else:
         values: np.ndarray = parsed.to_numpy(zero_copy_only=False)
-        present = ~np.isnan(values) if parsed.null_count else slice(None)
+        present = parsed.is_valid().to_numpy(zero_copy_only=False) if parsed.null_count else slice(None)
         if np.isfinite(values[present]).all():
             return values
-    text = cells.to_numpy(dtype=object)
-    absent = cells.isna().to_numpy()
+        return None  # "nan" or "inf" written in a cell: refused, as for JSON rows
+    text = cells.to_numpy(zero_copy_only=False)
+    absent = cells.is_null().to_numpy(zero_copy_only=False)
     if absent.any():
         text = text.copy()
         text[absent] = "nan"
@@ -100,10 +83,16 @@ def _row_type(spec: TabularSpec) -> Any:
 class PreparedRows:
     columns: dict[str, Any]  # column -> list or array of resolved values
     n: int
-    warnings: list[list[str]]
+    notes: dict[int, list[str]] = field(default_factory=dict)  # row -> its warnings (rows with none absent)
     # Categorify's codes of categorical columns, where resolving a CSV column found them anyway (the
     # encoder then skips a second lookup per value).
     codes: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[list[str]]:
+        """Every row's warnings, in order."""
+        notes = self.notes
+        return [notes.get(i, []) for i in range(self.n)] if notes else [[] for _ in range(self.n)]
 
 
 class TabularPredictor:
@@ -140,63 +129,62 @@ class TabularPredictor:
 
     def prepare(self, rows: list[dict[str, Any]], *, strict: bool = True) -> PreparedRows:
         """Validate and resolve one request's rows (4xx errors belong to this request alone)."""
-        columns, warnings = self._preprocess(rows, strict=strict)
-        return PreparedRows(columns=columns, n=len(rows), warnings=warnings)
+        columns, notes = self._preprocess(rows, strict=strict)
+        return PreparedRows(columns=columns, n=len(rows), notes=notes)
 
     def prepare_frame(self, frame: pd.DataFrame, *, filename: str) -> PreparedRows:
-        """A table of text cells (a CSV upload) validated and resolved a column at a time.
+        """A DataFrame of cells (text, as a CSV gives them, or typed) validated and resolved column-wise."""
+        return self.prepare_chunk(CsvChunk.of_frame(frame), filename=filename)
 
-        Same outcome as `prepare(rows_for(frame), strict=False)`, which is what runs whenever a cell is
-        invalid, so that errors name their cells exactly as for JSON rows; valid tables never build a dict
-        per row, which is most of the cost of a large batch.
+    def prepare_chunk(self, chunk: CsvChunk, *, filename: str) -> PreparedRows:
+        """A run of CSV rows validated and resolved a column at a time, in Arrow.
+
+        Same outcome as `prepare(rows_for(chunk.frame()), strict=False)`, which is what runs whenever a
+        cell is invalid, so that errors name their cells exactly as for JSON rows; valid chunks never build
+        an object per row, which is most of the cost of a large batch.
         """
-        rows = partial(rows_for, frame, self.spec.column_names, filename=filename)
-        missing = [c for c in self.spec.column_names if c not in frame.columns]
+        missing = [c for c in self.spec.column_names if c not in chunk.names]
         if missing:
-            rows()  # raises the missing-columns error
-        n = len(frame)
-        warnings: list[list[str]] = [[] for _ in range(n)]
+            rows_for(chunk.frame(), self.spec.column_names, filename=filename)  # raises the error
+        n = len(chunk)
+        notes: defaultdict[int, list[str]] = defaultdict(list)
         columns: dict[str, Any] = {}
         codes: dict[str, np.ndarray] = {}
         for cont in self.spec.continuous:
-            values = _parse_numbers(frame[cont.name])
-            if values is None:
-                return self.prepare(rows(), strict=False)
-            absent = np.isnan(values)
-            if absent.any() and cont.fill is None:
-                return self.prepare(rows(), strict=False)
+            values = _parse_numbers(chunk.column(cont.name))
+            absent = np.isnan(values) if values is not None else None
+            if absent is None or (cont.fill is None and absent.any()):
+                rows = rows_for(chunk.frame(), self.spec.column_names, filename=filename)
+                return self.prepare(rows, strict=False)
             for i in np.flatnonzero(absent).tolist():
-                warnings[i].append(MSG_NULL_FILLED.format(column=cont.name, fill=cont.fill))
+                notes[i].append(MSG_NULL_FILLED.format(column=cont.name, fill=cont.fill))
             columns[cont.name] = values
+        # With the encoder, codes are all the forward needs; fastai's own pipeline takes the categories.
+        with_values = self._encoder is None
         for cat in self.spec.categorical:
-            cells = _arrow_text(frame[cat.name])
-            positions = np.array(pc.index_in(cells, value_set=cat.text_set).fill_null(-1), dtype=np.int64)
-            misses = np.flatnonzero(positions < 0)
-            if misses.size:  # whole numbers written as floats, still a column at a time
-                text = cells.take(misses)
-                whole = pc.replace_substring_regex(text, pattern=_INTEGRAL_TEXT.pattern, replacement=r"\1")
-                positions[misses] = pc.index_in(whole, value_set=cat.text_set).fill_null(-1).to_numpy()
-                misses = np.flatnonzero(positions < 0)
-            values = cat.canonical[positions]
-            column_codes = cat.position_codes[positions]
-            for i, raw in zip(misses.tolist(), cells.take(misses).to_pylist(), strict=True):
-                values[i] = self._match_category(cat, raw, warnings[i])
-                column_codes[i] = cat.codes.get(values[i], 0)
-            columns[cat.name], codes[cat.name] = values, column_codes
-        return PreparedRows(columns=columns, n=n, warnings=warnings, codes=codes)
+            cells = chunk.column(cat.name)
+            categories, codes[cat.name] = self._resolve_column(cat, cells, notes, values=with_values)
+            if categories is not None:
+                columns[cat.name] = categories
+        return PreparedRows(columns=columns, n=n, notes=dict(notes), codes=codes)
 
     def forward_many(self, batch: list[PreparedRows]) -> list[np.ndarray]:
         """One forward pass for several requests' rows; each gets its own slice back."""
         if len(batch) == 1:
             return [self._forward(batch[0].columns, batch[0].n, batch[0].codes)]
+        codes: dict[str, np.ndarray] = {}
+        if self._encoder is not None:  # a CSV chunk brings codes only; JSON rows bring their categories
+            for cat in self.spec.categorical:
+                parts = [
+                    p.codes[cat.name]
+                    if cat.name in p.codes
+                    else self._encoder.codes(cat, p.columns[cat.name])
+                    for p in batch
+                ]
+                codes[cat.name] = np.concatenate(parts)
+        names = [name for name in batch[0].columns if name not in codes]
         merged = {
-            name: np.concatenate([np.asarray(p.columns[name], dtype=object) for p in batch])
-            for name in batch[0].columns
-        }
-        codes = {
-            name: np.concatenate([p.codes[name] for p in batch])
-            for name in batch[0].codes
-            if all(name in p.codes for p in batch)
+            name: np.concatenate([np.asarray(p.columns[name], dtype=object) for p in batch]) for name in names
         }
         sizes = [p.n for p in batch]
         return split_rows(self._forward(merged, sum(sizes), codes), sizes)
@@ -249,12 +237,12 @@ class TabularPredictor:
 
     def _preprocess(
         self, rows: list[dict[str, Any]], *, strict: bool
-    ) -> tuple[dict[str, list[Any]], list[list[str]]]:
+    ) -> tuple[dict[str, list[Any]], dict[int, list[str]]]:
         raw_columns = self._plain_columns(rows) if strict else None
         if raw_columns is None:
             raw_columns = self._validated_columns(rows, strict=strict)
         errors: list[dict[str, Any]] = []
-        warnings: list[list[str]] = [[] for _ in rows]
+        notes: defaultdict[int, list[str]] = defaultdict(list)
         columns: dict[str, list[Any]] = {}
         # Column at a time with comprehensions: the common case (no gaps, exact categories) stays cheap,
         # and only unusual values take the per-value path that writes warnings.
@@ -269,7 +257,7 @@ class TabularPredictor:
                             {"loc": ["rows", i, cont.name], "msg": MSG_NULL_NOT_FILLABLE, "type": "null"}
                         )
                     else:
-                        warnings[i].append(MSG_NULL_FILLED.format(column=cont.name, fill=cont.fill))
+                        notes[i].append(MSG_NULL_FILLED.format(column=cont.name, fill=cont.fill))
                     values[i] = np.nan
             columns[cont.name] = values
         if errors:
@@ -280,9 +268,9 @@ class TabularPredictor:
             values = [lookup.get(v, _UNMATCHED) if v.__class__ is str else _UNMATCHED for v in raw]
             for i, value in enumerate(values):
                 if value is _UNMATCHED:
-                    values[i] = self._match_category(cat, raw[i], warnings[i])
+                    values[i] = self._match_category(cat, raw[i], notes[i])
             columns[cat.name] = values
-        return columns, warnings
+        return columns, dict(notes)
 
     def _validated_columns(self, rows: list[dict[str, Any]], *, strict: bool) -> dict[str, list[Any]]:
         """pydantic's validation of every row, with an error located at each bad cell."""
@@ -325,6 +313,36 @@ class TabularPredictor:
                 return None
             columns[cat.name] = values
         return columns
+
+    @classmethod
+    def _resolve_column(
+        cls, column: CategoricalColumn, cells: pa.Array, notes: defaultdict[int, list[str]], *, values: bool
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """A column of text cells as Categorify's codes (and, when `values`, the categories themselves), by
+        one hash lookup in Arrow; the few cells it misses (other case or spacing, unseen, missing, a whole
+        number written "2174.00") go through `_match_category`, which warns, as for JSON rows."""
+        found = pc.index_in(cells, value_set=column.text_set)
+        positions = found.fill_null(-1).to_numpy() if found.null_count else found.to_numpy()
+        codes = column.position_codes[positions]
+        categories = column.canonical[positions] if values else None
+        if not found.null_count:
+            return categories, codes
+        misses = np.flatnonzero(positions < 0)
+        text = cells.take(misses)
+        whole = pc.replace_substring_regex(text, pattern=_INTEGRAL_TEXT.pattern, replacement=r"\1")
+        again = pc.index_in(whole, value_set=column.text_set).fill_null(-1).to_numpy()
+        hit = again >= 0  # whole numbers still, and no warning
+        codes[misses[hit]] = column.position_codes[again[hit]]
+        if categories is not None:
+            categories[misses[hit]] = column.canonical[again[hit]]
+        left = np.flatnonzero(~hit)
+        for i, raw in zip(misses[left].tolist(), text.take(left).to_pylist(), strict=True):
+            cell = None if raw is None or not raw.strip() else raw  # whitespace only: missing
+            category = cls._match_category(column, cell, notes[i])
+            codes[i] = column.codes.get(category, 0)
+            if categories is not None:
+                categories[i] = category
+        return categories, codes
 
     @staticmethod
     def _match_category(column: CategoricalColumn, raw: Any, warnings: list[str]) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.inference.tabular_spec import MissingFlag, TabularSpec
+from service.inference.tabular_spec import CategoricalColumn, MissingFlag, TabularSpec
 
 # From this many rows, pandas' hash index resolves a column faster than a dict lookup per value.
 HASH_INDEX_FROM = 512
@@ -34,6 +34,16 @@ class TabularEncoder:
             return None
         return cls(spec)
 
+    @staticmethod
+    def codes(column: CategoricalColumn, values: Any) -> np.ndarray:
+        """Categorify's code of each resolved value; NaN (missing) and unknown values are not classes:
+        #na#'s code 0, as Categorify gives."""
+        if len(values) < HASH_INDEX_FROM:  # a dict lookup per value: far cheaper than pandas' call overhead
+            get = column.codes.get
+            return np.array([get(v, 0) for v in values], dtype=np.int64)
+        found = column.code_index.get_indexer(np.asarray(values, dtype=object))
+        return np.where(found < 0, 0, found)
+
     def encode(
         self, columns: dict[str, Any], n: int, codes: dict[str, np.ndarray] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,17 +56,8 @@ class TabularEncoder:
             if isinstance(cat, MissingFlag):
                 missing = np.isnan(raw[cat.flag_of])
                 cats[:, j] = np.where(missing, cat.codes.get(True, 0), cat.codes.get(False, 0))
-            elif cat.name in known:
-                cats[:, j] = known[cat.name]
             else:
-                # NaN (missing) and unknown values are not classes: #na#'s code 0, as Categorify gives.
-                values = columns[cat.name]
-                if n < HASH_INDEX_FROM:  # a dict lookup per value: far cheaper than pandas' call overhead
-                    get = cat.codes.get
-                    cats[:, j] = [get(v, 0) for v in values]
-                else:
-                    found = cat.code_index.get_indexer(np.asarray(values, dtype=object))
-                    cats[:, j] = np.where(found < 0, 0, found)
+                cats[:, j] = known[cat.name] if cat.name in known else self.codes(cat, columns[cat.name])
         conts = np.empty((n, len(spec.continuous)), dtype=np.float64)
         for j, cont in enumerate(spec.continuous):
             values = raw[cont.name]

@@ -7,6 +7,7 @@ The predictor validates requests against it and the encoder applies it; nothing 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -16,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 NA_CATEGORY = "#na#"
+_WHOLE_NUMBER = re.compile(r"-?\d+")
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -56,24 +58,31 @@ class CategoricalColumn:
         )
 
     @cached_property
-    def index(self) -> pd.Index:
-        """Text of each category, for resolving a whole column of CSV cells in one call."""
-        return pd.Index(list(self.lookup), dtype=object)
+    def _text_forms(self) -> list[tuple[str, Any]]:
+        """(text, category) for each way a CSV cell names a category exactly: its text and, for a whole
+        number, the text pandas writes for a float column too ("2174.0" for 2174)."""
+        forms = list(self.lookup.items())
+        forms += [
+            (f"{text}.0", category)
+            for text, category in self.lookup.items()
+            if _WHOLE_NUMBER.fullmatch(text) and f"{text}.0" not in self.lookup
+        ]
+        return forms
 
     @cached_property
     def text_set(self) -> pa.Array:
-        """The same text as `index`, for Arrow's `index_in` over a column of CSV cells."""
-        return pa.array(list(self.lookup), type=pa.string())
+        """Every exact text form, for Arrow's `index_in` over a column of CSV cells."""
+        return pa.array([text for text, _ in self._text_forms], type=pa.string())
 
     @cached_property
     def position_codes(self) -> np.ndarray:
-        """Categorify's code of each category in `index` order, plus #na#'s 0 last (no match)."""
-        return np.array([*(self.codes.get(c, 0) for c in self.lookup.values()), 0], dtype=np.int64)
+        """Categorify's code of each form in `text_set` order, plus #na#'s 0 last (no match)."""
+        return np.array([*(self.codes.get(c, 0) for _, c in self._text_forms), 0], dtype=np.int64)
 
     @cached_property
     def canonical(self) -> np.ndarray:
-        """Categories in `index` order, plus NaN last: position -1 (no match) picks it."""
-        return np.array([*self.lookup.values(), np.nan], dtype=object)
+        """The category of each form in `text_set` order, plus NaN last: position -1 (no match) picks it."""
+        return np.array([*(c for _, c in self._text_forms), np.nan], dtype=object)
 
     @cached_property
     def code_index(self) -> pd.Index:

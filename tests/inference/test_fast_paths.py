@@ -12,7 +12,7 @@ import pytest
 
 from service.errors import InvalidInput
 from service.inference import vision as vision_module
-from service.inference.csvio import rows_for
+from service.inference.csvio import read_csv_table, rows_for
 from service.inference.images import UploadedImage
 from service.inference.tabular import TabularPredictor
 from service.inference.tabular_encoder import HASH_INDEX_FROM
@@ -91,6 +91,78 @@ def test_a_csv_resolved_column_wise_equals_the_same_rows_as_json(
     assert typed.warnings == by_row.warnings
     np.testing.assert_allclose(
         predictor.forward_many([typed])[0], predictor.forward_many([by_row])[0], atol=1e-6
+    )
+
+
+def _uploaded(frame: pd.DataFrame) -> Any:
+    """The frame as the CSV route reads it: written out, then one chunk of the reader's Arrow table."""
+    table = read_csv_table(frame.to_csv(index=False).encode(), filename="t.csv")
+    [chunk] = list(table.chunks())
+    return chunk
+
+
+def test_an_uploaded_chunk_resolved_in_arrow_equals_the_row_path(
+    tabular_learner: Any, adult_frame: pd.DataFrame
+) -> None:
+    """The reader's Arrow text as it comes (whitespace-only cells, other case, unseen, missing) gives the
+    warnings, codes and probabilities the row path gives for the same cells, without leaving Arrow."""
+    predictor = TabularPredictor(tabular_learner)
+    rows = _rows_with_gaps(adult_frame, 400).astype(object)
+    rows.loc[rows.index[2::9], "workclass"] = "   "  # whitespace only: missing, as a blank cell
+    rows.loc[rows.index[4::13], "education"] = "  bachelors "  # tolerant match, warned
+    rows.loc[rows.index[6::17], "education"] = "Wizardry"  # unseen: #na#, warned
+    chunk = _uploaded(rows)
+    by_chunk = predictor.prepare_chunk(chunk, filename="t.csv")
+    assert set(by_chunk.codes) == {c.name for c in predictor.spec.categorical}  # the column-wise path
+    assert not set(by_chunk.columns) & set(by_chunk.codes)  # with the encoder, no category per row
+    by_row = predictor.prepare(
+        rows_for(chunk.frame(), predictor.spec.column_names, filename="t.csv"), strict=False
+    )
+    assert by_chunk.warnings == by_row.warnings
+    notes = " ".join(w for row in by_row.warnings for w in row)
+    assert "workclass" in notes and "Wizardry" in notes and "bachelors" in notes
+    np.testing.assert_allclose(
+        predictor.forward_many([by_chunk])[0], predictor.forward_many([by_row])[0], atol=1e-6
+    )
+
+
+def test_a_chunk_and_json_rows_share_one_forward(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
+    """The batcher merges a CSV chunk (codes only) with JSON rows (categories): each gets its own answer."""
+    predictor = TabularPredictor(tabular_learner)
+    chunk_rows = predictor.prepare_chunk(_uploaded(_rows_with_gaps(adult_frame, 600)), filename="t.csv")
+    json_rows = predictor.prepare(_as_rows(_rows_with_gaps(adult_frame.iloc[700:], 5)))
+    together = predictor.forward_many([json_rows, chunk_rows, json_rows])
+    alone = [predictor.forward_many([p])[0] for p in (json_rows, chunk_rows, json_rows)]
+    for got, want in zip(together, alone, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("column", "cell"),
+    [("fnlwgt", "  "), ("fnlwgt", " 120000 "), ("fnlwgt", "nan"), ("age", "nan"), ("age", "inf")],
+)
+def test_uploaded_number_cells_arrow_refuses_take_the_row_path(
+    tabular_learner: Any, adult_frame: pd.DataFrame, column: str, cell: str
+) -> None:
+    """Blank, spaced, "nan" and "inf" number cells: whatever the row path says (a fill, a value, an error
+    at that cell), also where the column has missing cells already (age)."""
+    predictor = TabularPredictor(tabular_learner)
+    rows = _rows_with_gaps(adult_frame, 30).astype(object)
+    rows.loc[rows.index[4], column] = cell
+    chunk = _uploaded(rows)
+    as_rows = rows_for(chunk.frame(), predictor.spec.column_names, filename="t.csv")
+    try:
+        by_row = predictor.prepare(as_rows, strict=False)
+    except InvalidInput as refused:
+        with pytest.raises(InvalidInput) as caught:
+            predictor.prepare_chunk(chunk, filename="t.csv")
+        assert caught.value.errors == refused.errors
+        assert [e["loc"] for e in refused.errors] == [["rows", 4, column]]
+        return
+    by_chunk = predictor.prepare_chunk(chunk, filename="t.csv")
+    assert by_chunk.warnings == by_row.warnings
+    np.testing.assert_allclose(
+        predictor.forward_many([by_chunk])[0], predictor.forward_many([by_row])[0], atol=1e-6
     )
 
 

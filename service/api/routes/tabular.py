@@ -127,11 +127,11 @@ async def predict_csv(
     filename = file.filename or "upload.csv"
     table = await run_in_threadpool(read_csv_table, await file.read(), filename=filename)
     as_csv = "text/csv" in request.headers.get("accept", "")
-    probs, warnings = await _score_table(entry, predictor, batchers, table, filename, warnings=not as_csv)
+    probs, notes = await _score_table(entry, predictor, batchers, table, filename, warnings=not as_csv)
     if as_csv:
         parts = iterate_in_threadpool(scored_csv_parts(table, probs, predictor.classes))
         return StreamingResponse(parts, media_type="text/csv")
-    prepared = PreparedRows(columns={}, n=len(table), warnings=warnings)
+    prepared = PreparedRows(columns={}, n=len(table), notes=notes)
     return _response(entry, predictor.finish(prepared, probs))
 
 
@@ -162,15 +162,16 @@ async def _score_table(
     filename: str,
     *,
     warnings: bool,
-) -> tuple[np.ndarray, list[list[str]]]:
+) -> tuple[np.ndarray, dict[int, list[str]]]:
     """Every row of a CSV, a bounded chunk at a time: the same errors (row numbers of the whole file) and
-    warnings as one batch, without ever holding a Python object per row of a large file."""
+    warnings (by row of the whole file) as one batch, without ever holding a Python object per row."""
     parts: list[np.ndarray] = []
-    notes: list[list[str]] = []
+    notes: dict[int, list[str]] = {}
     errors: list[dict[str, Any]] = []
-    for start, frame in table.frames():
+    for chunk in table.chunks():
+        start = chunk.start
         try:
-            prepared = await run_in_threadpool(partial(predictor.prepare_frame, frame, filename=filename))
+            prepared = await run_in_threadpool(partial(predictor.prepare_chunk, chunk, filename=filename))
         except InvalidInput as exc:
             if not exc.errors or exc.errors[0]["loc"][0] != "rows":
                 raise  # about the file (a missing column): the same for every chunk
@@ -179,7 +180,7 @@ async def _score_table(
         if not errors:  # once a row is bad, the rest are only checked, so the error lists every bad row
             parts.append(await batchers.run(entry, predictor, prepared))
             if warnings:
-                notes += prepared.warnings
+                notes.update((start + i, note) for i, note in prepared.notes.items())
     if errors:
         # One batch reports missing numbers only once every row's types are right; so do the chunks.
         typed = [e for e in errors if e["type"] != "null"]
