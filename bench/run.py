@@ -449,6 +449,18 @@ def http(seconds: float, rss_requests: int) -> dict[str, Any]:
                 out["ours_memory"] = memory_growth(base, proc.pid, payloads["tabular"], rss_requests)
         finally:
             stop_process(proc)
+    # The same server as `fastai-serve serve --workers 2` runs it: a process per core, each with every
+    # model (ONNX Runtime's threads not spinning, so the workers do not take each other's cores).
+    port = free_port()
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = start_process([*cmd, "--workers", "2"], port=port, ready_path="/health/ready", env=env)
+    try:
+        for kind in ("tabular", "vision"):
+            for clients in (1, 32):
+                base = f"http://127.0.0.1:{port}"
+                out[f"workers2_{kind}_c{clients}"] = drive(base, kind, clients, seconds, payloads[kind])
+    finally:
+        stop_process(proc)
     return out
 
 
@@ -629,11 +641,23 @@ def table(results: dict[str, Any]) -> str:
                     f" v2 {v2['requests_per_s']:8.1f} req/s p50 {v2['p50_ms']:6.1f} ms p99 {v2['p99_ms']:6.1f} ms"
                     f" err {v2['errors']} ({v2['requests_per_s'] / o['requests_per_s']:.0%} of v1)"
                 )
+    lines += ["", "Two worker processes (fastai-serve serve --workers 2) beside one, same one-item requests:"]
+    for kind in ("tabular", "vision"):
+        for c in (1, 32):
+            o, w2 = h[f"ours_{kind}_c{c}"], h.get(f"workers2_{kind}_c{c}")
+            if w2 is not None:
+                lines.append(
+                    f"{kind:<8} clients {c:>3}   1 worker {o['requests_per_s']:8.1f} req/s p50 {o['p50_ms']:6.1f} ms |"
+                    f" 2 workers {w2['requests_per_s']:8.1f} req/s p50 {w2['p50_ms']:6.1f} ms p99 {w2['p99_ms']:6.1f} ms"
+                    f" err {w2['errors']}"
+                )
     r = results["ratios"]
     mem = h["ours_memory"]
     lines += [
         "",
         f"P4 vision HTTP @32: {r['P4_vs_P3']:.0%} of in-process images/s (target >= 50%), {r['P4_vs_naive']:.1f}x naive (target >= 15x)",
+        f"   with 2 workers: {r.get('P4_workers2_vs_P3', 0):.0%} of in-process, {r.get('P4_workers2_vs_naive', 0):.1f}x naive;"
+        f" P7 with 2 workers: {r.get('P7_workers2_vs_naive_p50', 0):.1f}x",
         f"P5 tabular HTTP @32: {r['P5_vs_naive']:.1f}x naive (target >= 20x), p99/p50 = {r['P5_p99_over_p50']:.2f} (target <= 3)",
         f"P6 RSS {mem['rss_after_warmup_mb']:.0f} MB after warm-up -> {mem['rss_after_requests_mb']:.0f} MB after"
         f" {mem['requests']} requests: {mem['P6_growth_pct']:+.1f}% (target <= 5%); peak {mem['peak_rss_mb']:.0f} MB",
@@ -686,6 +710,11 @@ def main() -> None:
             "P5_vs_naive": h["ours_tabular_c32"]["requests_per_s"] / h["naive_tabular_c32"]["requests_per_s"],
             "P5_p99_over_p50": h["ours_tabular_c32"]["p99_ms"] / h["ours_tabular_c32"]["p50_ms"],
             "P7_vs_naive_p50": h["naive_vision_c1"]["p50_ms"] / h["ours_vision_c1"]["p50_ms"],
+            "P4_workers2_vs_P3": h["workers2_vision_c32"]["requests_per_s"]
+            / ip["vision_256_images"]["ours_images_per_s"],
+            "P4_workers2_vs_naive": h["workers2_vision_c32"]["requests_per_s"]
+            / h["naive_vision_c32"]["requests_per_s"],
+            "P7_workers2_vs_naive_p50": h["naive_vision_c1"]["p50_ms"] / h["workers2_vision_c1"]["p50_ms"],
         }
         print(table(results))
     else:

@@ -65,7 +65,9 @@ def create_app(
             store=settings.model_store,
             device=settings.device,
             max_image_pixels=settings.max_image_pixels,
-            runtime=RuntimeOptions(setting=settings.runtime, cache_dir=settings.onnx_cache_dir),
+            runtime=RuntimeOptions(
+                setting=settings.runtime, cache_dir=settings.onnx_cache_dir, spin=settings.workers == 1
+            ),
         )
         registry.discover()
         app.state.registry = registry

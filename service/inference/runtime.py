@@ -82,6 +82,9 @@ class Accelerable(Protocol):
 class RuntimeOptions:
     setting: RuntimeSetting = RuntimeSetting.TORCH
     cache_dir: Path | None = None  # exports by sha256; never the model store, which may be read-only
+    # ONNX Runtime's intra-op threads spin between runs (its default): the lowest latency for the one
+    # process that owns the cores, but CPU stolen from the others where several workers share them.
+    spin: bool = True
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ class OnnxModel:
         device: Any,
         threads: int,
         max_batch: int = MAX_BATCH,
+        spin: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -200,6 +204,8 @@ class OnnxModel:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any] = ["CPUExecutionProvider"]
         if device.type == "cuda":
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
@@ -277,7 +283,11 @@ def _use_onnx(predictor: Accelerable, options: RuntimeOptions, *, sha256: str | 
     def session(model: bytes) -> tuple[OnnxModel, float]:
         try:
             onnx = OnnxModel(
-                model, input_names=torch_model.input_names, device=device, threads=torch.get_num_threads()
+                model,
+                input_names=torch_model.input_names,
+                device=device,
+                threads=torch.get_num_threads(),
+                spin=options.spin,
             )
             got = [onnx.probabilities(*x) for x in inputs]
         except Exception as exc:  # noqa: BLE001 - whatever ORT says, this model falls back

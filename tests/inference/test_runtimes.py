@@ -191,6 +191,23 @@ def test_unwritable_cache_still_serves_onnx(tabular_learner: Any, tmp_path: Path
     assert choice.name == "onnx" and "exported at load" in choice.note
 
 
+@pytest.mark.parametrize("spin", [True, False])
+def test_onnx_threads_spin_only_where_one_process_owns_the_cores(
+    tabular_learner: Any, tmp_path: Path, spin: bool
+) -> None:
+    """Several workers (`spin=False`, as `create_app` sets for WORKERS > 1): ONNX Runtime's intra-op threads
+    sleep between runs instead of spinning on cores another worker needs; one process keeps the default."""
+    predictor = TabularPredictor(tabular_learner)
+    select_runtime(predictor, RuntimeOptions(setting=AUTO, cache_dir=tmp_path, spin=spin), sha256="9" * 64)
+    assert isinstance(predictor.runtime, OnnxModel)
+    options = predictor.runtime.session.get_session_options()
+    if spin:  # ONNX Runtime's default: no entry at all
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            options.get_session_config_entry("session.intra_op.allow_spinning")
+    else:
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_runtime_torch_setting_keeps_torch(tabular_learner: Any, tmp_path: Path) -> None:
     predictor = TabularPredictor(tabular_learner)
     options = RuntimeOptions(setting=RuntimeSetting.TORCH, cache_dir=tmp_path)
