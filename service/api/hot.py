@@ -154,7 +154,12 @@ def is_json(request: Request) -> bool:
 
 def json_response(schema: BaseModel) -> Response:
     """`schema` serialised as FastAPI serialises a route's response model (pydantic's JSON, by alias)."""
-    return Response(_adapter(type(schema)).dump_json(schema, by_alias=True), media_type="application/json")
+    return Response(json_bytes(schema), media_type="application/json")
+
+
+def json_bytes(schema: BaseModel) -> bytes:
+    """The bytes FastAPI writes for `schema` as a route's response model."""
+    return _adapter(type(schema)).dump_json(schema, by_alias=True)
 
 
 @cache

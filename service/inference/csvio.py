@@ -15,7 +15,8 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -137,13 +138,20 @@ def read_csv_upload(data: bytes, *, filename: str) -> pd.DataFrame:
     return read_csv_table(data, filename=filename).frame()
 
 
-def read_csv_table(data: bytes, *, filename: str) -> CsvTable:
-    """Parse an uploaded CSV column-wise; 415 for binary or non-UTF-8, 400 unparsable, 422 no rows."""
-    if b"\x00" in data[:4096] or sniff_format(data) is not None:
+def read_csv_table(data: bytes | BinaryIO, *, filename: str) -> CsvTable:
+    """Parse an uploaded CSV column-wise; 415 for binary or non-UTF-8, 400 unparsable, 422 no rows.
+
+    `data`: the bytes, or a seekable binary file (an upload's spooled file), which is read in blocks, so
+    the upload is never held twice (as bytes and as the table)."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    source.seek(0)
+    head = source.read(_HEAD_BYTES)
+    if b"\x00" in head[:4096] or sniff_format(head) is not None:
         raise UnsupportedMedia(MSG_CSV_MEDIA.format(filename=filename))
-    table = _read_with_arrow(data)
+    table = _read_with_arrow(source, head)
     if table is None:
-        frame = _read_with_pandas(data, filename=filename)
+        source.seek(0)
+        frame = _read_with_pandas(source.read(), filename=filename)
         return CsvTable(frame, [str(c) for c in frame.columns])
     columns = [str(c).strip() for c in table.column_names]
     if table.num_rows == 0:
@@ -151,21 +159,30 @@ def read_csv_table(data: bytes, *, filename: str) -> CsvTable:
     return CsvTable(table, columns)
 
 
-def _read_with_arrow(data: bytes) -> Any:
+# The header must be within the first block read (else pandas reads the file, as for any other oddity).
+_HEAD_BYTES = 1 << 20
+
+
+def _read_with_arrow(source: BinaryIO, head: bytes) -> Any:
     """The CSV as an Arrow table of strings (blank = null), or None where pandas must decide."""
     import pyarrow.csv as pacsv
 
+    first_line = head.split(b"\n", 1)
+    if len(first_line) == 1 and len(head) == _HEAD_BYTES:
+        return None
     try:
-        header = next(csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")))
+        header = next(csv.reader(io.StringIO(first_line[0].decode("utf-8-sig"))))
     except (StopIteration, UnicodeDecodeError, csv.Error):
         return None
     if len(set(header)) != len(header) or not all(header):
         return None  # pandas names duplicate and blank headers ("a.1", "Unnamed: 1")
-    if data.count(b'"') % 2:
+    quotes = head.count(b'"') + sum(block.count(b'"') for block in iter(partial(source.read, 1 << 20), b""))
+    if quotes % 2:
         return None  # an unterminated quote runs to the end of the file for pyarrow; pandas refuses it
+    source.seek(0)
     try:
-        return pacsv.read_csv(
-            io.BytesIO(data),
+        table = pacsv.read_csv(
+            source,
             read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 22),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
@@ -177,6 +194,8 @@ def _read_with_arrow(data: bytes) -> Any:
         )
     except (pa.ArrowInvalid, pa.ArrowException):
         return None  # ragged rows, bad UTF-8, ...: pandas says what is wrong, as it always has
+    # A header the first line did not hold whole (a quoted newline in a name): pandas reads it.
+    return table if table.column_names == header else None
 
 
 def _read_with_pandas(data: bytes, *, filename: str) -> pd.DataFrame:

@@ -10,7 +10,9 @@ import httpx
 import pandas as pd
 import pytest
 
+from service.api.routes.tabular import ANSWER_ROWS
 from service.inference.csvio import CSV_CHUNK_ROWS
+from service.schemas.predict import TabularPredictResponse
 from tests.helpers import TABULAR, client_for, clone_store, problem
 
 PREDICT = f"/api/v1/tabular/{TABULAR}/predict"
@@ -60,6 +62,23 @@ async def test_more_csv_rows_than_max_rows_are_scored_like_json(
     for i, prediction in zip(picks, single, strict=True):
         assert scored["prediction"][i] == prediction["label"]
         assert scored["p_>50K"][i] == pytest.approx(prediction["probabilities"][">50K"], abs=1e-5)
+
+
+async def test_a_large_json_answer_streams_the_bytes_of_one_response_model(
+    big_client: httpx.AsyncClient, adult_frame: pd.DataFrame
+) -> None:
+    """The answer is written a part at a time (ANSWER_ROWS predictions each), and reads as exactly the bytes
+    FastAPI would have written for the whole `TabularPredictResponse`."""
+    frame = _many(adult_frame, 2 * ANSWER_ROWS + 7)
+    response = await big_client.post(PREDICT_CSV, files=_upload(frame))
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    whole = TabularPredictResponse.model_validate_json(response.content)
+    assert len(whole.predictions) == 2 * ANSWER_ROWS + 7
+    assert response.content == whole.model_dump_json(by_alias=True).encode()
+    small = await big_client.post(PREDICT_CSV, files=_upload(frame.iloc[ANSWER_ROWS - 1 : ANSWER_ROWS + 1]))
+    assert [p.model_dump() for p in whole.predictions[ANSWER_ROWS - 1 : ANSWER_ROWS + 1]] == small.json()[
+        "predictions"
+    ]
 
 
 async def test_row_errors_name_rows_of_the_whole_file(

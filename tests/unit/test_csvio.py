@@ -3,6 +3,8 @@ BOM, binary files and ragged rows."""
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -156,3 +158,18 @@ def test_a_large_csv_is_read_column_wise_and_served_in_chunks() -> None:
 def test_duplicate_headers_are_named_as_pandas_names_them() -> None:
     frame = read_csv_upload(b"a,a,b\n1,2,3\n", filename="d.csv")
     assert list(frame.columns) == ["a", "a.1", "b"]
+
+
+def test_an_upload_is_read_from_its_spooled_file_as_from_its_bytes() -> None:
+    """The route hands the reader the upload's file (read in blocks, never held as bytes too)."""
+    data = b"age,city\n" + b"".join(f"{i}, c{i % 3}\n".encode() for i in range(5000))
+    spooled = tempfile.SpooledTemporaryFile(max_size=1024)
+    spooled.write(data)
+    from_file = read_csv_table(spooled, filename="f.csv")
+    assert from_file.frame().equals(read_csv_table(data, filename="f.csv").frame())
+    assert len(from_file) == 5000 and not spooled.closed
+
+
+def test_a_header_with_a_quoted_newline_is_read_whole() -> None:
+    table = read_csv_table(b'"first\nname",age\nAda,36\n', filename="q.csv")
+    assert table.columns == ["first\nname", "age"] and table.frame().iloc[0].tolist() == ["Ada", "36"]

@@ -6,6 +6,7 @@ Concurrent requests for one model share forward passes (the batcher); each reque
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import partial
 from typing import Annotated, Any
 
@@ -43,6 +44,8 @@ router = APIRouter(prefix="/api/v1/tabular", tags=["tabular"])
 ERRORS = Problem.responses(400, 404, 413, 415, 422, 503)
 # Validating a few rows costs less than a hop to a worker thread; more rows go off the event loop.
 INLINE_ROWS = 32
+# Predictions per part of a CSV's streamed JSON answer: memory stays bounded whatever the file's size.
+ANSWER_ROWS = 4096
 
 
 def _response(entry: ModelEntry, predictions: list[Prediction]) -> TabularPredictResponse:
@@ -125,14 +128,30 @@ async def predict_csv(
     """Predict every row of a CSV upload; `Accept: text/csv` returns the CSV with prediction columns."""
     entry, predictor = registry.predictor(name, TabularPredictor)
     filename = file.filename or "upload.csv"
-    table = await run_in_threadpool(read_csv_table, await file.read(), filename=filename)
+    table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
     as_csv = "text/csv" in request.headers.get("accept", "")
     probs, notes = await _score_table(entry, predictor, batchers, table, filename, warnings=not as_csv)
     if as_csv:
         parts = iterate_in_threadpool(scored_csv_parts(table, probs, predictor.classes))
         return StreamingResponse(parts, media_type="text/csv")
-    prepared = PreparedRows(columns={}, n=len(table), notes=notes)
-    return _response(entry, predictor.finish(prepared, probs))
+    answer = iterate_in_threadpool(_answer_parts(entry, predictor, probs, notes))
+    return StreamingResponse(answer, media_type="application/json")
+
+
+def _answer_parts(
+    entry: ModelEntry, predictor: TabularPredictor, probs: np.ndarray, notes: dict[int, list[str]]
+) -> Iterator[bytes]:
+    """A CSV's `TabularPredictResponse`, serialised a few thousand rows at a time: the bytes FastAPI writes
+    for the whole model, without ever holding an object per row of a large file."""
+    empty = hot.json_bytes(_response(entry, []))  # {"model":..,"version":..,"predictions":[]}
+    yield empty[:-2]
+    for start in range(0, len(probs), ANSWER_ROWS):
+        part = probs[start : start + ANSWER_ROWS]
+        ahead = {i - start: notes[i] for i in range(start, start + len(part)) if i in notes}
+        prepared = PreparedRows(columns={}, n=len(part), notes=ahead)
+        body = hot.json_bytes(_response(entry, predictor.finish(prepared, part)))
+        yield (b"," if start else b"") + body[len(empty) - 2 : -2]
+    yield empty[-2:]
 
 
 @router.post("/{name}/evaluate", response_model=Evaluation, responses=ERRORS)
@@ -146,7 +165,7 @@ async def evaluate_tabular(
     """Accuracy, per-class and macro precision/recall/F1 and the confusion matrix on a labelled CSV."""
     entry, predictor = registry.predictor(name, TabularPredictor)
     filename = file.filename or "upload.csv"
-    table = await run_in_threadpool(read_csv_table, await file.read(), filename=filename)
+    table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
     classes, target = predictor.classes, predictor.spec.target
     targets = table.frame([target]) if target in table.columns else pd.DataFrame()
     actual = target_labels(targets, target=target, classes=classes, filename=filename)
