@@ -14,14 +14,15 @@ import io
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
+from functools import cache, partial
 from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from service.errors import (
     MSG_CSV_EMPTY,
@@ -35,6 +36,10 @@ from service.errors import (
 from service.inference.images import sniff_format
 from service.inference.predictor import labels_of
 
+# A file up to this size is parsed whole (every core, one call); a larger one streams a block at a time.
+CSV_WHOLE_BYTES = 4 << 20
+# A streamed file's block: its rows are what the reader holds at a time.
+CSV_BLOCK_BYTES = 1 << 18
 # Rows per chunk of a large CSV: big enough that per-chunk costs vanish, small enough to bound memory.
 CSV_CHUNK_ROWS = 16384
 
@@ -95,22 +100,26 @@ class CsvChunk:
 
 @dataclass
 class CsvTable:
-    """An uploaded CSV's text cells, column-wise (an Arrow table; a DataFrame when pandas read it)."""
+    """An uploaded CSV's text cells, column-wise, served a bounded chunk at a time.
 
-    source: Any  # pyarrow.Table | pd.DataFrame
-    columns: list[str]
+    `source`: the Arrow table of a small file, read whole; for a large one, the file itself, which each
+    pass streams through pyarrow's reader again, so it is never held whole; or the DataFrame pandas read.
+    """
 
-    def __len__(self) -> int:
-        return int(self.source.num_rows if not isinstance(self.source, pd.DataFrame) else len(self.source))
+    source: Any  # pa.Table | BinaryIO | pd.DataFrame
+    columns: list[str]  # as served: the header's names, stripped
+    filename: str = "upload.csv"
+    header: list[str] = field(default_factory=list)  # the file's own names, for a streamed file
 
     def chunks(self, size: int = CSV_CHUNK_ROWS) -> Iterator[CsvChunk]:
-        """The table a run of `size` rows at a time."""
-        for start in range(0, len(self), size):
-            if isinstance(self.source, pd.DataFrame):
-                part = self.source.iloc[start : start + size].reset_index(drop=True)
-            else:
-                part = self.source.slice(start, size)
-            yield CsvChunk(start, part, self.columns)
+        """The table a run of `size` rows at a time (a streamed file's parsing happens here)."""
+        if isinstance(self.source, pd.DataFrame):
+            yield from _frame_chunks(self.source, start=0, size=size)
+        elif isinstance(self.source, pa.Table):
+            for start in range(0, self.source.num_rows, size):
+                yield CsvChunk(start, self.source.slice(start, size), self.columns)
+        else:
+            yield from self._streamed_chunks(size)
 
     def frames(self, size: int = CSV_CHUNK_ROWS) -> Iterator[tuple[int, pd.DataFrame]]:
         """(first row, text cells as a DataFrame) for each run of `size` rows; blank cells are missing."""
@@ -119,12 +128,40 @@ class CsvTable:
 
     def frame(self, columns: list[str] | None = None) -> pd.DataFrame:
         """The whole table (or some of its columns) as one DataFrame."""
-        if columns is None:
-            return CsvChunk(0, self.source, self.columns).frame()
         if isinstance(self.source, pd.DataFrame):
-            return self.source[columns]
-        picked = self.source.select([self.columns.index(c) for c in columns])
-        return CsvChunk(0, picked, columns).frame()
+            return self.source if columns is None else self.source[columns]
+        names = self.columns if columns is None else columns
+        if isinstance(self.source, pa.Table):
+            table = self.source.select([self.columns.index(c) for c in names])
+        else:
+            raw = [self.header[self.columns.index(c)] for c in names]
+            table = pa.Table.from_batches(list(_stream(self.source, self.header, include=raw)))
+        return CsvChunk(0, table, names).frame()
+
+    def _streamed_chunks(self, size: int) -> Iterator[CsvChunk]:
+        start, pending = 0, None
+        try:
+            for batch in _stream(self.source, self.header):
+                part = pa.Table.from_batches([batch])
+                pending = part if pending is None else pa.concat_tables([pending, part])
+                while pending.num_rows >= size:
+                    yield CsvChunk(start, pending.slice(0, size), self.columns)
+                    pending, start = pending.slice(size), start + size
+        except pa.ArrowInvalid:
+            # A bad row beyond the first block (ragged, bad UTF-8): pandas says what is wrong, as for any
+            # file it reads; where it reads the file after all, the rest comes from its frame.
+            self.source.seek(0)
+            frame = _read_with_pandas(self.source.read(), filename=self.filename)
+            yield from _frame_chunks(frame, start=start, size=size)
+            return
+        if pending is not None and pending.num_rows:
+            yield CsvChunk(start, pending, self.columns)
+
+
+def _frame_chunks(frame: pd.DataFrame, *, start: int, size: int) -> Iterator[CsvChunk]:
+    names = [str(c) for c in frame.columns]
+    for first in range(start, len(frame), size):
+        yield CsvChunk(first, frame.iloc[first : first + size].reset_index(drop=True), names)
 
 
 def _blank_is_missing(frame: pd.DataFrame) -> pd.DataFrame:
@@ -141,32 +178,45 @@ def read_csv_upload(data: bytes, *, filename: str) -> pd.DataFrame:
 def read_csv_table(data: bytes | BinaryIO, *, filename: str) -> CsvTable:
     """Parse an uploaded CSV column-wise; 415 for binary or non-UTF-8, 400 unparsable, 422 no rows.
 
-    `data`: the bytes, or a seekable binary file (an upload's spooled file), which is read in blocks, so
-    the upload is never held twice (as bytes and as the table)."""
+    `data`: the bytes, or a seekable binary file (an upload's spooled file): a file up to
+    `CSV_WHOLE_BYTES` is parsed at once, a larger one is checked here (its header and first block) and
+    streamed a block at a time by each pass over its chunks, so memory stays bounded by the chunk."""
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     source.seek(0)
     head = source.read(_HEAD_BYTES)
     if b"\x00" in head[:4096] or sniff_format(head) is not None:
         raise UnsupportedMedia(MSG_CSV_MEDIA.format(filename=filename))
-    table = _read_with_arrow(source, head)
-    if table is None:
+    header = _arrow_header(source, head)
+    rows = _first_rows(source, header) if header is not None else None
+    if header is None or rows is None:
         source.seek(0)
         frame = _read_with_pandas(source.read(), filename=filename)
-        return CsvTable(frame, [str(c) for c in frame.columns])
-    columns = [str(c).strip() for c in table.column_names]
-    if table.num_rows == 0:
+        return CsvTable(frame, [str(c) for c in frame.columns], filename)
+    if rows == 0:
         raise InvalidInput(MSG_CSV_EMPTY.format(filename=filename))
-    return CsvTable(table, columns)
+    columns = [c.strip() for c in header]
+    size = source.seek(0, io.SEEK_END)
+    if size > CSV_WHOLE_BYTES:
+        return CsvTable(source, columns, filename, header)
+    try:
+        whole = _read_whole(source, header)
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowException,
+    ):  # ragged rows, bad UTF-8 beyond the first block: pandas says what is wrong
+        source.seek(0)
+        frame = _read_with_pandas(source.read(), filename=filename)
+        return CsvTable(frame, [str(c) for c in frame.columns], filename)
+    return CsvTable(whole, columns, filename)
 
 
+_PARSE = pacsv.ParseOptions(newlines_in_values=True)
 # The header must be within the first block read (else pandas reads the file, as for any other oddity).
 _HEAD_BYTES = 1 << 20
 
 
-def _read_with_arrow(source: BinaryIO, head: bytes) -> Any:
-    """The CSV as an Arrow table of strings (blank = null), or None where pandas must decide."""
-    import pyarrow.csv as pacsv
-
+def _arrow_header(source: BinaryIO, head: bytes) -> list[str] | None:
+    """The header, when pyarrow can read the file as it is; None where pandas must decide."""
     first_line = head.split(b"\n", 1)
     if len(first_line) == 1 and len(head) == _HEAD_BYTES:
         return None
@@ -179,23 +229,76 @@ def _read_with_arrow(source: BinaryIO, head: bytes) -> Any:
     quotes = head.count(b'"') + sum(block.count(b'"') for block in iter(partial(source.read, 1 << 20), b""))
     if quotes % 2:
         return None  # an unterminated quote runs to the end of the file for pyarrow; pandas refuses it
-    source.seek(0)
+    return header
+
+
+def _first_rows(source: BinaryIO, header: list[str]) -> int | None:
+    """Rows in the first block pyarrow parses (0: none at all), or None where it cannot read the file
+    or reads another header (a quoted newline in a name) than the first line's."""
     try:
-        table = pacsv.read_csv(
-            source,
-            read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()),
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=True,
-                null_values=[""],
-            ),
-        )
+        reader = _open(source, header, block=CSV_BLOCK_BYTES, threads=False)
+        if reader.schema.names != header:
+            return None
+        return next((batch.num_rows for batch in reader if batch.num_rows), 0)
     except (pa.ArrowInvalid, pa.ArrowException):
-        return None  # ragged rows, bad UTF-8, ...: pandas says what is wrong, as it always has
-    # A header the first line did not hold whole (a quoted newline in a name): pandas reads it.
-    return table if table.column_names == header else None
+        return None
+
+
+def _read_whole(source: BinaryIO, header: list[str]) -> pa.Table:
+    source.seek(0)
+    return pacsv.read_csv(
+        source,
+        read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 22),
+        parse_options=_PARSE,
+        convert_options=_text_cells(header),
+        memory_pool=_memory_pool(),
+    )
+
+
+def _text_cells(header: list[str], include: list[str] | None = None) -> Any:
+    """Every cell as text, blank = null (so a cell keeps its exact text: " Private", "007")."""
+    return pacsv.ConvertOptions(
+        column_types=dict.fromkeys(header, pa.string()),
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+        null_values=[""],
+        include_columns=include or [],
+    )
+
+
+def _stream(
+    source: BinaryIO,
+    header: list[str],
+    *,
+    include: list[str] | None = None,
+    block: int = CSV_BLOCK_BYTES,
+    threads: bool = True,
+) -> Iterator[pa.RecordBatch]:
+    """The file's record batches, every cell as text (blank = null), read from its start."""
+    yield from _open(source, header, include=include, block=block, threads=threads)
+
+
+def _open(
+    source: BinaryIO, header: list[str], *, include: list[str] | None = None, block: int, threads: bool
+) -> Any:
+    source.seek(0)
+    return pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(use_threads=threads, block_size=block),
+        parse_options=_PARSE,
+        convert_options=_text_cells(header, include),
+        memory_pool=_memory_pool(),
+    )
+
+
+@cache
+def _memory_pool() -> pa.MemoryPool:
+    """jemalloc where the wheel has it: it hands a large file's parse buffers back to the system, where
+    Arrow's default (mimalloc) keeps them for the life of the process."""
+    try:
+        return pa.jemalloc_memory_pool()
+    except (NotImplementedError, pa.ArrowNotImplementedError):
+        return pa.system_memory_pool()
 
 
 def _read_with_pandas(data: bytes, *, filename: str) -> pd.DataFrame:

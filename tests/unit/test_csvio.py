@@ -3,10 +3,12 @@ BOM, binary files and ragged rows."""
 
 from __future__ import annotations
 
+import io
 import tempfile
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from service.errors import (
@@ -17,6 +19,7 @@ from service.errors import (
     InvalidInput,
     UnsupportedMedia,
 )
+from service.inference import csvio
 from service.inference.csvio import (
     CSV_CHUNK_ROWS,
     cells_as_rows,
@@ -134,25 +137,47 @@ def test_scored_csv_neutralises_header_cells() -> None:
     assert out.splitlines()[0] == "'=cmd(),prediction,p_a"
 
 
-def test_a_large_csv_is_read_column_wise_and_served_in_chunks() -> None:
-    lines = ["age,city"] + [
-        f"{i},{'' if i % 7 == 0 else ' c' + str(i % 5)}" for i in range(3 * CSV_CHUNK_ROWS + 5)
-    ]
-    data = ("\n".join(lines) + "\n").encode()
+@pytest.fixture(params=["whole", "streamed"])
+def streamed(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Each test twice: files read whole, and (any file over 1 KiB) streamed in 1 KiB blocks."""
+    if request.param == "streamed":
+        monkeypatch.setattr(csvio, "CSV_WHOLE_BYTES", 1024)
+        monkeypatch.setattr(csvio, "CSV_BLOCK_BYTES", 1024)
+    return bool(request.param == "streamed")
+
+
+def _big(rows: int) -> bytes:
+    lines = ["age,city"] + [f"{i},{'' if i % 7 == 0 else ' c' + str(i % 5)}" for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_a_large_csv_is_read_column_wise_and_served_in_chunks(streamed: bool) -> None:
+    data = _big(3 * CSV_CHUNK_ROWS + 5)
     table = read_csv_table(data, filename="big.csv")
-    assert len(table) == 3 * CSV_CHUNK_ROWS + 5 and table.columns == ["age", "city"]
-    whole = read_csv_upload(data, filename="big.csv")
+    assert table.columns == ["age", "city"]
+    assert isinstance(table.source, pa.Table) != streamed  # a streamed table holds its file, not the rows
+    whole = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
     starts = []
     for start, frame in table.frames():
         starts.append(start)
         expected = whole.iloc[start : start + len(frame)].reset_index(drop=True)
-        assert (
-            frame.astype(object)
-            .where(frame.notna(), None)
-            .equals(expected.astype(object).where(expected.notna(), None))
-        )
+        expected["city"] = expected["city"].where(expected["city"].notna(), None)
+        assert frame.astype(object).where(frame.notna(), None).equals(expected.astype(object))
     assert starts == [0, CSV_CHUNK_ROWS, 2 * CSV_CHUNK_ROWS, 3 * CSV_CHUNK_ROWS]
-    assert whole.iloc[7].isna().tolist() == [False, True] and whole.iloc[8].tolist() == ["8", " c3"]
+    assert table.frame(["city"]).iloc[7:9, 0].isna().tolist() == [True, False]
+    assert len(table.frame()) == 3 * CSV_CHUNK_ROWS + 5
+
+
+def test_a_bad_row_far_into_a_streamed_file_is_pandas_error(streamed: bool) -> None:
+    """A ragged row past the first block: the same 400 as a small file's, when the chunks get there."""
+    data = _big(5000) + b"1,2,3\n"
+    try:
+        table = read_csv_table(data, filename="far.csv")
+        list(table.chunks())
+    except BadRequest as refused:
+        assert "far.csv" in refused.detail and "Expected 2 fields" in refused.detail
+    else:
+        pytest.fail("a ragged row was read")
 
 
 def test_duplicate_headers_are_named_as_pandas_names_them() -> None:
@@ -167,7 +192,7 @@ def test_an_upload_is_read_from_its_spooled_file_as_from_its_bytes() -> None:
     spooled.write(data)
     from_file = read_csv_table(spooled, filename="f.csv")
     assert from_file.frame().equals(read_csv_table(data, filename="f.csv").frame())
-    assert len(from_file) == 5000 and not spooled.closed
+    assert len(from_file.frame()) == 5000 and not spooled.closed
 
 
 def test_a_header_with_a_quoted_newline_is_read_whole() -> None:

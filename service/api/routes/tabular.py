@@ -187,7 +187,8 @@ async def _score_table(
     parts: list[np.ndarray] = []
     notes: dict[int, list[str]] = {}
     errors: list[dict[str, Any]] = []
-    for chunk in table.chunks():
+    chunks = table.chunks()  # a large file is parsed as its chunks are taken: off the event loop
+    while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
         start = chunk.start
         try:
             prepared = await run_in_threadpool(partial(predictor.prepare_chunk, chunk, filename=filename))
