@@ -69,11 +69,9 @@ class NativeResize:
             return None
         return cls(resize)
 
-    def __call__(self, image: Any) -> Any | None:
-        """A CHW uint8 tensor, or None when fastai's transform must do it."""
-        import torch
-
-        w, h = image.size
+    def __call__(self, image: Any) -> np.ndarray | None:
+        """HWC uint8 pixels, or None when fastai's transform must do it."""
+        w, h = _pil_size(image)
         if self.squish:
             box = (0, 0, w, h)
         else:
@@ -83,8 +81,16 @@ class NativeResize:
             box = (left, top, left + cw, top + ch)
         if box[0] < 0 or box[1] < 0 or box[2] > w or box[3] > h:
             return None
-        resized = image.crop(box).resize((self.width, self.height), self.resample)
-        return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
+        if box == (0, 0, w, h) and (w, h) == (self.width, self.height):
+            return np.asarray(image, dtype=np.uint8)  # PIL's resize to its own size is a copy: same pixels
+        return np.asarray(image.crop(box).resize((self.width, self.height), self.resample), dtype=np.uint8)
+
+
+def _pil_size(image: Any) -> tuple[int, int]:
+    """PIL's own (width, height): fastai patches `Image.size` into a property that builds a tuple subclass on
+    every call, a sizeable share of a small image's transform time."""
+    size = getattr(image, "_size", None)  # what PIL's own `size` returns
+    return (int(size[0]), int(size[1])) if size is not None else (int(image.size[0]), int(image.size[1]))
 
 
 @dataclass(frozen=True)
@@ -194,13 +200,6 @@ class VisionPredictor:
     def finish(self, prepared: PreparedImages, probs: np.ndarray) -> list[Prediction]:
         return predictions_from_probs(probs, self.classes)
 
-    def _item(self, image: Any) -> Any:
-        if self._native_resize is not None:
-            tensor = self._native_resize(image)
-            if tensor is not None:
-                return tensor
-        return self._after_item((image,))[0]
-
     def _forward(self, images: list[Any]) -> np.ndarray:
         if not self.fast_path:  # transforms we do not know: fastai's own DataLoader
             return self._pipeline.probabilities(images)
@@ -211,7 +210,19 @@ class VisionPredictor:
         import torch
         from fastai.torch_core import TensorImage
 
-        items = [self._item(image) for image in images]
-        batch = TensorImage(torch.stack(items)).to(self._torch.device)
+        pixels = [self._native_resize(image) for image in images] if self._native_resize is not None else []
+        ready = [p for p in pixels if p is not None]
+        if pixels and len(ready) == len(images):  # one stack and one layout change for the whole batch
+            stacked = torch.from_numpy(np.stack(ready)).permute(0, 3, 1, 2).contiguous()
+        else:
+            stacked = torch.stack(
+                [
+                    torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1)
+                    if p is not None
+                    else self._after_item((image,))[0]
+                    for p, image in zip(pixels or [None] * len(images), images, strict=True)
+                ]
+            )
+        batch = TensorImage(stacked).to(self._torch.device)
         (batch,) = self._after_batch((batch,))
         return batch

@@ -257,14 +257,16 @@ def test_vision_native_resize_matches_fastai_pixels(vision_learner: Any) -> None
         ours = NativeResize.for_pipeline([resize, *others])
         assert ours is not None
         theirs = Pipeline([resize, *others], split_idx=1)
-        for upload in _uploads():
-            image = PILImage.create(upload.data).convert("RGB")
+        images = [PILImage.create(upload.data).convert("RGB") for upload in _uploads()]
+        images.append(images[0].resize(size))  # already the target size: no crop or resize at all
+        for image in images:
             native = ours(PILImage(image))
             assert native is not None
-            assert torch.equal(native, torch.as_tensor(theirs((PILImage(image),))[0])), (
+            pixels = torch.from_numpy(np.ascontiguousarray(native)).permute(2, 0, 1)
+            assert torch.equal(pixels, torch.as_tensor(theirs((PILImage(image),))[0])), (
                 size,
                 method,
-                upload.filename,
+                image.size,
             )
 
 
