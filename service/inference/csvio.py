@@ -126,6 +126,24 @@ class CsvTable:
         for chunk in self.chunks(size):
             yield chunk.start, chunk.frame()
 
+    def column(self, name: str) -> pa.Array:
+        """One column of the whole table as Arrow text (a large file's is streamed, that column only)."""
+        if isinstance(self.source, pd.DataFrame):
+            return text_cells(self.source[name])
+        if isinstance(self.source, pa.Table):
+            return self.source.column(self.columns.index(name)).combine_chunks()
+        try:
+            batches = list(_stream(self.source, self.header, include=[self.header[self.columns.index(name)]]))
+        except pa.ArrowInvalid:
+            return text_cells(self._pandas_instead()[name])
+        return pa.concat_arrays([b.column(0) for b in batches]) if batches else pa.array([], pa.string())
+
+    def _pandas_instead(self) -> pd.DataFrame:
+        """A bad row beyond the first block (ragged, bad UTF-8): pandas says what is wrong, as for any
+        file it reads; where it does read the file, its frame serves instead."""
+        self.source.seek(0)
+        return _read_with_pandas(self.source.read(), filename=self.filename)
+
     def frame(self, columns: list[str] | None = None) -> pd.DataFrame:
         """The whole table (or some of its columns) as one DataFrame."""
         if isinstance(self.source, pd.DataFrame):
@@ -135,7 +153,11 @@ class CsvTable:
             table = self.source.select([self.columns.index(c) for c in names])
         else:
             raw = [self.header[self.columns.index(c)] for c in names]
-            table = pa.Table.from_batches(list(_stream(self.source, self.header, include=raw)))
+            try:
+                table = pa.Table.from_batches(list(_stream(self.source, self.header, include=raw)))
+            except pa.ArrowInvalid:
+                frame = self._pandas_instead()
+                return frame if columns is None else frame[columns]
         return CsvChunk(0, table, names).frame()
 
     def _streamed_chunks(self, size: int) -> Iterator[CsvChunk]:
@@ -148,11 +170,7 @@ class CsvTable:
                     yield CsvChunk(start, pending.slice(0, size), self.columns)
                     pending, start = pending.slice(size), start + size
         except pa.ArrowInvalid:
-            # A bad row beyond the first block (ragged, bad UTF-8): pandas says what is wrong, as for any
-            # file it reads; where it reads the file after all, the rest comes from its frame.
-            self.source.seek(0)
-            frame = _read_with_pandas(self.source.read(), filename=self.filename)
-            yield from _frame_chunks(frame, start=start, size=size)
+            yield from _frame_chunks(self._pandas_instead(), start=start, size=size)
             return
         if pending is not None and pending.num_rows:
             yield CsvChunk(start, pending, self.columns)

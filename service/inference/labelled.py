@@ -10,7 +10,10 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from service.errors import (
     MSG_ARCHIVE_NO_CLASS_FOLDERS,
@@ -25,6 +28,7 @@ from service.errors import (
     InvalidInput,
     PayloadTooLarge,
 )
+from service.inference.csvio import CsvTable, text_cells
 from service.inference.images import UploadedImage
 
 # Images are decoded and scored this many at a time, so a large archive never holds every decoded image.
@@ -57,20 +61,47 @@ def resolve_labels(labels: Sequence[Any], classes: Sequence[str], *, where: str)
 
 
 def target_labels(frame: pd.DataFrame, *, target: str, classes: Sequence[str], filename: str) -> list[str]:
-    """The target column of an uploaded CSV, checked against the model's classes."""
+    """The target column of a CSV as a DataFrame, checked against the model's classes."""
     if target not in frame.columns:
+        raise _no_target(target, filename)
+    codes = target_codes(text_cells(frame[target]), target=target, classes=classes)
+    return [classes[i] for i in codes.tolist()]
+
+
+def table_target_codes(table: CsvTable, *, target: str, classes: Sequence[str]) -> np.ndarray:
+    """`target_codes` of an uploaded CSV's target column (a large file's is streamed, that column only)."""
+    if target not in table.columns:
+        raise _no_target(target, table.filename)
+    return target_codes(table.column(target), target=target, classes=classes)
+
+
+def target_codes(cells: pa.Array, *, target: str, classes: Sequence[str]) -> np.ndarray:
+    """The index in `classes` of each cell of a CSV's target column (text; surrounding whitespace ignored),
+    resolved column-wise in Arrow: a large file's labels never become Python objects. 422 for missing
+    (blank) labels, then for unknown ones, as `resolve_labels` says them."""
+    trimmed = pc.utf8_trim_whitespace(cells)
+    missing = pc.or_kleene(pc.is_null(cells), pc.equal(trimmed, "")).fill_null(True)
+    if pc.any(missing).as_py():
+        rows = np.flatnonzero(missing.to_numpy(zero_copy_only=False)).tolist()
         raise InvalidInput(
-            MSG_EVAL_NO_TARGET.format(filename=filename, target=target),
-            [{"loc": ["file", target], "msg": "column missing", "type": "missing"}],
+            MSG_EVAL_MISSING_LABELS.format(count=len(rows), target=target),
+            [{"loc": ["rows", i, target], "msg": "missing label", "type": "missing"} for i in rows[:100]],
         )
-    column = frame[target]
-    missing = [int(i) for i in column.index[column.isna()]]
-    if missing:
-        raise InvalidInput(
-            MSG_EVAL_MISSING_LABELS.format(count=len(missing), target=target),
-            [{"loc": ["rows", i, target], "msg": "missing label", "type": "missing"} for i in missing[:100]],
-        )
-    return resolve_labels(column.tolist(), classes, where="rows")
+    exact = pc.index_in(cells, value_set=pa.array(list(classes), type=pa.string()))
+    if not exact.null_count:
+        return np.asarray(exact.to_numpy(), dtype=np.int64)
+    loose = pc.index_in(trimmed, value_set=pa.array([c.strip() for c in classes], type=pa.string()))
+    codes = pc.coalesce(exact, loose)
+    if codes.null_count:  # the per-label path names every unknown label exactly as for image folders
+        resolve_labels(cells.to_pylist(), classes, where="rows")
+    return np.asarray(codes.to_numpy(), dtype=np.int64)
+
+
+def _no_target(target: str, filename: str) -> InvalidInput:
+    return InvalidInput(
+        MSG_EVAL_NO_TARGET.format(filename=filename, target=target),
+        [{"loc": ["file", target], "msg": "column missing", "type": "missing"}],
+    )
 
 
 def read_class_archive(

@@ -20,9 +20,17 @@ MACRO = "macro"
 def confusion(actual: Sequence[str], predicted: Sequence[str], classes: Sequence[str]) -> np.ndarray:
     """counts[i, j] = how many items of class i were predicted as class j."""
     position = {c: i for i, c in enumerate(classes)}
-    counts = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    np.add.at(counts, ([position[a] for a in actual], [position[p] for p in predicted]), 1)
-    return counts
+    return confusion_of_codes(
+        np.array([position[a] for a in actual], dtype=np.int64),
+        np.array([position[p] for p in predicted], dtype=np.int64),
+        len(classes),
+    )
+
+
+def confusion_of_codes(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """`confusion` of class indices: one bincount, whatever the number of items."""
+    flat = np.bincount(actual * n_classes + predicted, minlength=n_classes * n_classes)
+    return flat.reshape(n_classes, n_classes).astype(np.int64)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -33,7 +41,17 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def evaluate_labels(actual: Sequence[str], predicted: Sequence[str], classes: Sequence[str]) -> Evaluation:
     """Metrics of `predicted` against `actual`; every label must be one of `classes`."""
-    counts = confusion(actual, predicted, classes)
+    return evaluate_counts(confusion(actual, predicted, classes), classes)
+
+
+def evaluate_codes(actual: np.ndarray, predicted: np.ndarray, classes: Sequence[str]) -> Evaluation:
+    """`evaluate_labels` of class indices (a CSV's target column, the argmax of its probabilities)."""
+    return evaluate_counts(confusion_of_codes(actual, predicted, len(classes)), classes)
+
+
+def evaluate_counts(counts: np.ndarray, classes: Sequence[str]) -> Evaluation:
+    """Accuracy, per-class and macro precision/recall/F1 and the confusion matrix, from the matrix."""
+    n = int(counts.sum())
     hits = np.diag(counts).astype(np.float64)
     true_per_class, predicted_per_class = counts.sum(axis=1), counts.sum(axis=0)
     precision = _ratio(hits, predicted_per_class.astype(np.float64))
@@ -53,8 +71,8 @@ def evaluate_labels(actual: Sequence[str], predicted: Sequence[str], classes: Se
         if i != j and counts[i, j]
     ]
     return Evaluation(
-        n=len(actual),
-        accuracy=float(hits.sum() / len(actual)) if len(actual) else 0.0,
+        n=n,
+        accuracy=float(hits.sum() / n) if n else 0.0,
         precision=per_class(precision),
         recall=per_class(recall),
         f1=per_class(f1),

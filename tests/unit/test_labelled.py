@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import zipfile
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from service.errors import (
@@ -21,7 +23,7 @@ from service.errors import (
     InvalidInput,
     PayloadTooLarge,
 )
-from service.inference.labelled import read_class_archive, resolve_labels, target_labels
+from service.inference.labelled import read_class_archive, resolve_labels, target_codes, target_labels
 
 LIMITS = {"max_files": 10, "max_bytes": 10_000}
 
@@ -110,3 +112,24 @@ def test_target_column_missing_or_blank_is_422() -> None:
         target_labels(frame, target="y", classes=["a"], filename="t.csv")
     assert blank.value.detail == MSG_EVAL_MISSING_LABELS.format(count=1, target="y")
     assert blank.value.errors[0]["loc"] == ["rows", 1, "y"]
+
+
+def test_a_target_column_resolved_in_arrow_says_what_resolve_labels_says() -> None:
+    """Exact and whitespace-padded labels to class indices; blank and whitespace-only cells are missing;
+    unknown labels get resolve_labels' error, every row located."""
+    classes = [" <=50K", " >50K"]
+    cells = pa.array([" <=50K", ">50K", " >50K ", "<=50K"])
+    assert target_codes(cells, target="y", classes=classes).tolist() == [0, 1, 1, 0]
+    with pytest.raises(InvalidInput) as blank:
+        target_codes(pa.array([" >50K", "  ", None]), target="y", classes=classes)
+    assert blank.value.detail == MSG_EVAL_MISSING_LABELS.format(count=2, target="y")
+    assert [e["loc"] for e in blank.value.errors] == [["rows", 1, "y"], ["rows", 2, "y"]]
+    labels = ["cat", "cow", "dog", "emu"]
+    with pytest.raises(InvalidInput) as by_arrow:
+        target_codes(pa.array(labels), target="y", classes=["cat", "dog"])
+    with pytest.raises(InvalidInput) as by_list:
+        resolve_labels(labels, ["cat", "dog"], where="rows")
+    assert (by_arrow.value.detail, by_arrow.value.errors) == (by_list.value.detail, by_list.value.errors)
+    assert (
+        np.asarray(target_codes(pa.array(["dog"] * 3), target="y", classes=["cat", "dog"])).dtype == np.int64
+    )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from service.reports.scores import MACRO, evaluate_labels
+from service.reports.scores import MACRO, evaluate_codes, evaluate_labels
 
 CLASSES = ["cat", "dog", "frog", "ship"]  # "ship" never occurs: it must not count in the macro average
 CASES = {
@@ -48,3 +48,10 @@ def test_most_confused_pairs_are_ranked_by_count() -> None:
     off_diagonal = cm.sum() - np.trace(cm)
     assert sum(counts) == off_diagonal
     assert all(a != p for a, p, _ in pairs)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_scores_of_class_indices_equal_scores_of_labels(case: str) -> None:
+    actual, predicted = CASES[case]
+    codes = [np.array([CLASSES.index(x) for x in labels]) for labels in (actual, predicted)]
+    assert evaluate_codes(*codes, CLASSES) == evaluate_labels(actual, predicted, CLASSES)

@@ -11,7 +11,6 @@ from functools import partial
 from typing import Annotated, Any
 
 import numpy as np
-import pandas as pd
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -30,11 +29,11 @@ from service.api.limits import check_rows
 from service.errors import MSG_INVALID_ROWS, InvalidInput
 from service.inference.batching import ModelPool
 from service.inference.csvio import CsvTable, read_csv_table, scored_csv_parts
-from service.inference.labelled import target_labels
-from service.inference.predictor import Prediction, labels_of
+from service.inference.labelled import table_target_codes
+from service.inference.predictor import Prediction
 from service.inference.tabular import PreparedRows, TabularPredictor
 from service.registry import ModelEntry, ModelRegistry
-from service.reports.scores import evaluate_labels
+from service.reports.scores import evaluate_codes
 from service.schemas.predict import TabularPrediction, TabularPredictRequest, TabularPredictResponse
 from service.schemas.problem import Problem
 from service.schemas.reports import Evaluation
@@ -166,11 +165,12 @@ async def evaluate_tabular(
     entry, predictor = registry.predictor(name, TabularPredictor)
     filename = file.filename or "upload.csv"
     table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
-    classes, target = predictor.classes, predictor.spec.target
-    targets = table.frame([target]) if target in table.columns else pd.DataFrame()
-    actual = target_labels(targets, target=target, classes=classes, filename=filename)
+    classes = predictor.classes
+    actual = await run_in_threadpool(
+        partial(table_target_codes, table, target=predictor.spec.target, classes=classes)
+    )
     probs, _ = await _score_table(entry, predictor, batchers, table, filename, warnings=False)
-    return evaluate_labels(actual, labels_of(probs, classes), classes)
+    return evaluate_codes(actual, probs.argmax(axis=1), classes)
 
 
 async def _score_table(
