@@ -207,7 +207,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_ours(port: int, env: dict[str, str], *, workers: int = 1) -> subprocess.Popen[bytes]:
+    """fastai-serve as users start it (`fastai-serve serve`): what the CLI sets up is measured too."""
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    return start_process(cmd, port=port, ready_path="/health/ready", env=env)
+
+
 def start_server(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    if app == "service.api.app:create_app":
+        return start_ours(port, env)
     cmd = [
         sys.executable,
         "-m",
@@ -453,8 +463,7 @@ def http(seconds: float, rss_requests: int) -> dict[str, Any]:
     # The same server as `fastai-serve serve --workers 2` runs it: a process per core, each with every
     # model (ONNX Runtime's threads not spinning, so the workers do not take each other's cores).
     port = free_port()
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    proc = start_process([*cmd, "--workers", "2"], port=port, ready_path="/health/ready", env=env)
+    proc = start_ours(port, env, workers=2)
     try:
         for kind in ("tabular", "vision"):
             for clients in (1, 32):

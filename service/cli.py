@@ -28,11 +28,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     from service.logs import logging_config
     from service.settings import get_settings
+    from service.startup import cap_malloc_arenas
 
     settings = get_settings()
     address = args.ray or settings.ray_address
     if address:
         return _serve_on_ray(args, settings, address)
+    cap_malloc_arenas(settings.malloc_arenas)
     workers = args.workers or settings.workers
     shared = None
     if workers > 1:

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(default=0.0, ge=0, description="extra wait for co-travellers")
     batch_max_queue: int = Field(default=20_000, ge=1, description="items queued per model before 503")
     torch_threads: int = Field(default=0, ge=0, description="0 = one per available core")
+    malloc_arenas: int = Field(
+        default=2,
+        ge=0,
+        description="glibc malloc arenas per server process (fastai-serve serve); 0 = glibc's 8 per core",
+    )
     runtime: RuntimeSetting = Field(
         default=RuntimeSetting.AUTO, description="auto = ONNX Runtime when it matches torch, else torch"
     )

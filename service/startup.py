@@ -7,6 +7,7 @@ from the app's lifespan, and never at import.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import os
@@ -24,6 +25,27 @@ def configure_torch_threads(settings: Settings) -> int:
     threads = max(1, settings.torch_threads or len(os.sched_getaffinity(0)))
     torch.set_num_threads(threads)
     return threads
+
+
+def cap_malloc_arenas(arenas: int) -> bool:
+    """At most `arenas` glibc malloc arenas in this process and the workers it starts.
+
+    glibc gives each thread that allocates under contention an arena of its own (up to 8 per core) and
+    keeps what each one ever held: a large CSV's chunks, passed between the event loop, Starlette's
+    threads and the model's, left a first large file costing some 5x its size in RSS, 3x with two
+    arenas (mallopt(3), M_ARENA_MAX). Call it before any thread starts; False where it does not apply
+    (0, not glibc)."""
+    if arenas <= 0:
+        return False
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(arenas))  # worker processes read it as they start
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+
+
+_M_ARENA_MAX = -8  # malloc.h
 
 
 def freeze_heap() -> None:
