@@ -703,6 +703,23 @@ def peer_table(p: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _beside(h: dict[str, Any], prefix: str, names: tuple[str, str], *, share: bool) -> list[str]:
+    """One line per kind and client count: our plain server's row, then `prefix`'s beside it."""
+    lines = []
+    for kind in ("tabular", "vision"):
+        for c in (1, 32):
+            o, other = h[f"ours_{kind}_c{c}"], h.get(f"{prefix}_{kind}_c{c}")
+            if other is None:
+                continue
+            ratio = f" ({other['requests_per_s'] / o['requests_per_s']:.0%} of {names[0]})" if share else ""
+            lines.append(
+                f"{kind:<8} clients {c:>3}   {names[0]} {o['requests_per_s']:8.1f} req/s p50 {o['p50_ms']:6.1f} ms |"
+                f" {names[1]} {other['requests_per_s']:8.1f} req/s p50 {other['p50_ms']:6.1f} ms"
+                f" p99 {other['p99_ms']:6.1f} ms err {other['errors']}{ratio}"
+            )
+    return lines
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [f"fastai-serve bench — {results['machine']}; load generator: {results['load_generator']}", ""]
     ip = results["in_process"]
@@ -719,6 +736,15 @@ def table(results: dict[str, Any]) -> str:
         f"      {v['floor_images_per_s']:8.0f} img/s   P3 {v['P3_ours_vs_floor']:6.0%}  (target >= 85%)",
         f"  runtime: tabular {ip['runtime_adult-income']['runtime']}, vision {ip['runtime_cifar10']['runtime']};"
         f" torch-eager L: {t2['torch_eager_floor_rows_per_s']:.0f} rows/s, {v['torch_eager_floor_images_per_s']:.0f} img/s",
+        *(
+            [
+                f"  P2 and P3 from alternating calls: 10k rows {t2['P2_paired_ms']['ours']:.2f} ms vs floor"
+                f" {t2['P2_paired_ms']['floor']:.2f} ms; 256 images {v['P3_paired_ms']['ours']:.1f} ms vs floor"
+                f" {v['P3_paired_ms']['floor']:.1f} ms"
+            ]
+            if "P2_paired_ms" in t2 and "P3_paired_ms" in v
+            else []
+        ),
         "",
         "HTTP (loopback)     clients   ours req/s  p50 ms  p99 ms  err |  naive req/s  p50 ms  p99 ms  err",
     ]
@@ -731,25 +757,9 @@ def table(results: dict[str, Any]) -> str:
                 f" {n['requests_per_s']:11.1f} {n['p50_ms']:7.1f} {n['p99_ms']:7.1f} {n['errors']:4d}"
             )
     lines += ["", "Open Inference Protocol (/v2, binary tensors) beside /api/v1, same one-item requests:"]
-    for kind in ("tabular", "vision"):
-        for c in (1, 32):
-            o, v2 = h[f"ours_{kind}_c{c}"], h.get(f"ours_v2_{kind}_c{c}")
-            if v2 is not None:
-                lines.append(
-                    f"{kind:<8} clients {c:>3}   v1 {o['requests_per_s']:8.1f} req/s p50 {o['p50_ms']:6.1f} ms |"
-                    f" v2 {v2['requests_per_s']:8.1f} req/s p50 {v2['p50_ms']:6.1f} ms p99 {v2['p99_ms']:6.1f} ms"
-                    f" err {v2['errors']} ({v2['requests_per_s'] / o['requests_per_s']:.0%} of v1)"
-                )
+    lines += _beside(h, "ours_v2", ("v1", "v2"), share=True)
     lines += ["", "Two worker processes (fastai-serve serve --workers 2) beside one, same one-item requests:"]
-    for kind in ("tabular", "vision"):
-        for c in (1, 32):
-            o, w2 = h[f"ours_{kind}_c{c}"], h.get(f"workers2_{kind}_c{c}")
-            if w2 is not None:
-                lines.append(
-                    f"{kind:<8} clients {c:>3}   1 worker {o['requests_per_s']:8.1f} req/s p50 {o['p50_ms']:6.1f} ms |"
-                    f" 2 workers {w2['requests_per_s']:8.1f} req/s p50 {w2['p50_ms']:6.1f} ms p99 {w2['p99_ms']:6.1f} ms"
-                    f" err {w2['errors']}"
-                )
+    lines += _beside(h, "workers2", ("1 worker", "2 workers"), share=False)
     r = results["ratios"]
     mem = h["ours_memory"]
     lines += [
