@@ -40,6 +40,8 @@ from service.inference.predictor import labels_of
 CSV_WHOLE_BYTES = 4 << 20
 # A streamed file's block: its rows are what the reader holds at a time.
 CSV_BLOCK_BYTES = 1 << 18
+# Rows per chunk of a streamed file: its working set is what a large file adds to the server's memory.
+CSV_STREAM_CHUNK_ROWS = 8192
 # Rows per chunk of a large CSV: big enough that per-chunk costs vanish, small enough to bound memory.
 CSV_CHUNK_ROWS = 16384
 
@@ -112,14 +114,15 @@ class CsvTable:
     header: list[str] = field(default_factory=list)  # the file's own names, for a streamed file
 
     def chunks(self, size: int = CSV_CHUNK_ROWS) -> Iterator[CsvChunk]:
-        """The table a run of `size` rows at a time (a streamed file's parsing happens here)."""
+        """The table a run of `size` rows at a time (a streamed file's parsing happens here, at most
+        `CSV_STREAM_CHUNK_ROWS` at a time)."""
         if isinstance(self.source, pd.DataFrame):
             yield from _frame_chunks(self.source, start=0, size=size)
         elif isinstance(self.source, pa.Table):
             for start in range(0, self.source.num_rows, size):
                 yield CsvChunk(start, self.source.slice(start, size), self.columns)
         else:
-            yield from self._streamed_chunks(size)
+            yield from self._streamed_chunks(min(size, CSV_STREAM_CHUNK_ROWS))
 
     def frames(self, size: int = CSV_CHUNK_ROWS) -> Iterator[tuple[int, pd.DataFrame]]:
         """(first row, text cells as a DataFrame) for each run of `size` rows; blank cells are missing."""
@@ -311,12 +314,16 @@ def _open(
 
 @cache
 def _memory_pool() -> pa.MemoryPool:
-    """jemalloc where the wheel has it: it hands a large file's parse buffers back to the system, where
-    Arrow's default (mimalloc) keeps them for the life of the process."""
+    """jemalloc where the wheel has it, handing freed pages back at once (Arrow's own setting waits a
+    second): Arrow's default pool (mimalloc) keeps a large file's parse buffers for the life of the
+    process, and with the delay a first 100,000-row file's peak RSS growth was 3.1x its size, 2.2x
+    without."""
     try:
-        return pa.jemalloc_memory_pool()
+        pool = pa.jemalloc_memory_pool()
     except (NotImplementedError, pa.ArrowNotImplementedError):
         return pa.system_memory_pool()
+    pa.jemalloc_set_decay_ms(0)
+    return pool
 
 
 def _read_with_pandas(data: bytes, *, filename: str) -> pd.DataFrame:
