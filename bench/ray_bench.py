@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import STORE, adult_rows, cifar_jpegs, free_port, load_wrk, start_server  # noqa: E402
+from bench.run import STORE, adult_rows, cifar_jpegs, free_port, load_wrk, start_ours  # noqa: E402
 
 RESULTS = ROOT / ".cache" / "bench" / "ray.json"
 KINDS = ("tabular", "vision")
@@ -74,7 +74,7 @@ def measure(base: str, seconds: float, *, split: bool) -> dict[str, Any]:
 def plain(seconds: float) -> dict[str, Any]:
     port = free_port()
     env = {"FASTAI_SERVE_MODEL_STORE": str(STORE), "FASTAI_SERVE_LOG_LEVEL": "warning"}
-    proc = start_server("service.api.app:create_app", port, env)
+    proc = start_ours(port, env)
     try:
         return measure(f"http://127.0.0.1:{port}", seconds, split=False)
     finally:

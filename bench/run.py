@@ -259,13 +259,11 @@ def start_ours(port: int, env: dict[str, str], *, workers: int = 1) -> subproces
 
 
 def start_server(app: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    if app == "service.api.app:create_app":
-        return start_ours(port, env)
+    """Another ASGI app under uvicorn (the naive server)."""
     cmd = [
         sys.executable,
         "-m",
         "uvicorn",
-        *(["--factory"] if app.endswith(":create_app") else []),
         app,
         "--host",
         "127.0.0.1",
@@ -486,9 +484,9 @@ def http(seconds: float, rss_requests: int) -> dict[str, Any]:
     env = {"FASTAI_SERVE_MODEL_STORE": str(STORE), "FASTAI_SERVE_LOG_LEVEL": "warning"}
     payloads = one_item_payloads()
     out: dict[str, Any] = {}
-    for label, app in (("ours", "service.api.app:create_app"), ("naive", "bench.naive_server:app")):
+    for label in ("ours", "naive"):
         port = free_port()
-        proc = start_server(app, port, env)
+        proc = start_ours(port, env) if label == "ours" else start_server("bench.naive_server:app", port, env)
         try:
             base = f"http://127.0.0.1:{port}"
             for kind in ("tabular", "vision"):
@@ -617,7 +615,7 @@ def peer(seconds: float, venv: Path) -> dict[str, Any]:
     for label in ("ours", "bentoml"):
         port = free_port()
         if label == "ours":
-            proc = start_server("service.api.app:create_app", port, env)
+            proc = start_ours(port, env)
         else:
             proc = start_process(
                 [*bentoml_cmd, str(port)],

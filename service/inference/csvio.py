@@ -131,42 +131,39 @@ class CsvTable:
 
     def column(self, name: str) -> pa.Array:
         """One column of the whole table as Arrow text (a large file's is streamed, that column only)."""
+        cells = self._columns([name])
+        return (
+            text_cells(cells[name]) if isinstance(cells, pd.DataFrame) else cells.column(0).combine_chunks()
+        )
+
+    def frame(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """The whole table (or some of its columns) as one DataFrame."""
+        names = self.columns if columns is None else columns
+        cells = self._columns(names)
+        return cells if isinstance(cells, pd.DataFrame) else CsvChunk(0, cells, names).frame()
+
+    def _columns(self, names: list[str]) -> pa.Table | pd.DataFrame:
+        """`names` of every row: an Arrow table, or a DataFrame where pandas read the file."""
         if isinstance(self.source, pd.DataFrame):
-            return text_cells(self.source[name])
+            return self.source[names]
         if isinstance(self.source, pa.Table):
-            return self.source.column(self.columns.index(name)).combine_chunks()
+            return self.source.select([self.columns.index(c) for c in names])
         try:
-            batches = list(_stream(self.source, self.header, include=[self.header[self.columns.index(name)]]))
+            return _open(
+                self.source, self.header, include=[self.header[self.columns.index(c)] for c in names]
+            )
         except pa.ArrowInvalid:
-            return text_cells(self._pandas_instead()[name])
-        return pa.concat_arrays([b.column(0) for b in batches]) if batches else pa.array([], pa.string())
+            return self._pandas_instead()[names]
 
     def _pandas_instead(self) -> pd.DataFrame:
         """A bad row beyond the first block (ragged, bad UTF-8): pandas says what is wrong, as for any
         file it reads; where it does read the file, its frame serves instead."""
-        self.source.seek(0)
-        return _read_with_pandas(self.source.read(), filename=self.filename)
-
-    def frame(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """The whole table (or some of its columns) as one DataFrame."""
-        if isinstance(self.source, pd.DataFrame):
-            return self.source if columns is None else self.source[columns]
-        names = self.columns if columns is None else columns
-        if isinstance(self.source, pa.Table):
-            table = self.source.select([self.columns.index(c) for c in names])
-        else:
-            raw = [self.header[self.columns.index(c)] for c in names]
-            try:
-                table = pa.Table.from_batches(list(_stream(self.source, self.header, include=raw)))
-            except pa.ArrowInvalid:
-                frame = self._pandas_instead()
-                return frame if columns is None else frame[columns]
-        return CsvChunk(0, table, names).frame()
+        return _pandas_table(self.source, filename=self.filename).source
 
     def _streamed_chunks(self, size: int) -> Iterator[CsvChunk]:
         start, pending = 0, None
         try:
-            for batch in _stream(self.source, self.header):
+            for batch in _open(self.source, self.header, streamed=True):
                 part = pa.Table.from_batches([batch])
                 pending = part if pending is None else pa.concat_tables([pending, part])
                 while pending.num_rows >= size:
@@ -210,9 +207,7 @@ def read_csv_table(data: bytes | BinaryIO, *, filename: str) -> CsvTable:
     header = _arrow_header(source, head)
     rows = _first_rows(source, header) if header is not None else None
     if header is None or rows is None:
-        source.seek(0)
-        frame = _read_with_pandas(source.read(), filename=filename)
-        return CsvTable(frame, [str(c) for c in frame.columns], filename)
+        return _pandas_table(source, filename=filename)
     if rows == 0:
         raise InvalidInput(MSG_CSV_EMPTY.format(filename=filename))
     columns = [c.strip() for c in header]
@@ -220,15 +215,16 @@ def read_csv_table(data: bytes | BinaryIO, *, filename: str) -> CsvTable:
     if size > CSV_WHOLE_BYTES:
         return CsvTable(source, columns, filename, header)
     try:
-        whole = _read_whole(source, header)
-    except (
-        pa.ArrowInvalid,
-        pa.ArrowException,
-    ):  # ragged rows, bad UTF-8 beyond the first block: pandas says what is wrong
-        source.seek(0)
-        frame = _read_with_pandas(source.read(), filename=filename)
-        return CsvTable(frame, [str(c) for c in frame.columns], filename)
-    return CsvTable(whole, columns, filename)
+        return CsvTable(_open(source, header), columns, filename)
+    except pa.ArrowException:  # ragged rows, bad UTF-8 beyond the first block: pandas says what is wrong
+        return _pandas_table(source, filename=filename)
+
+
+def _pandas_table(source: BinaryIO, *, filename: str) -> CsvTable:
+    """The file as pandas reads it (its errors, its names for duplicate and blank headers)."""
+    source.seek(0)
+    frame = _read_with_pandas(source.read(), filename=filename)
+    return CsvTable(frame, [str(c) for c in frame.columns], filename)
 
 
 _PARSE = pacsv.ParseOptions(newlines_in_values=True)
@@ -257,59 +253,47 @@ def _first_rows(source: BinaryIO, header: list[str]) -> int | None:
     """Rows in the first block pyarrow parses (0: none at all), or None where it cannot read the file
     or reads another header (a quoted newline in a name) than the first line's."""
     try:
-        reader = _open(source, header, block=CSV_BLOCK_BYTES, threads=False)
+        reader = _open(source, header, streamed=True, threads=False)
         if reader.schema.names != header:
             return None
         return next((batch.num_rows for batch in reader if batch.num_rows), 0)
-    except (pa.ArrowInvalid, pa.ArrowException):
+    except pa.ArrowException:
         return None
 
 
-def _read_whole(source: BinaryIO, header: list[str]) -> pa.Table:
+def _open(
+    source: BinaryIO,
+    header: list[str],
+    *,
+    include: list[str] | None = None,
+    streamed: bool = False,
+    threads: bool = True,
+) -> Any:
+    """The file from its start, every cell as text (blank = null, so a cell keeps its exact text:
+    " Private", "007"): one `pa.Table` parsed on every core; with `streamed`, a reader of `CSV_BLOCK_BYTES`
+    record batches; with `include`, those columns' table, read a block at a time."""
     source.seek(0)
-    return pacsv.read_csv(
-        source,
-        read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 22),
-        parse_options=_PARSE,
-        convert_options=_text_cells(header),
-        memory_pool=_memory_pool(),
-    )
-
-
-def _text_cells(header: list[str], include: list[str] | None = None) -> Any:
-    """Every cell as text, blank = null (so a cell keeps its exact text: " Private", "007")."""
-    return pacsv.ConvertOptions(
+    convert = pacsv.ConvertOptions(
         column_types=dict.fromkeys(header, pa.string()),
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
         null_values=[""],
         include_columns=include or [],
     )
-
-
-def _stream(
-    source: BinaryIO,
-    header: list[str],
-    *,
-    include: list[str] | None = None,
-    block: int = CSV_BLOCK_BYTES,
-    threads: bool = True,
-) -> Iterator[pa.RecordBatch]:
-    """The file's record batches, every cell as text (blank = null), read from its start."""
-    yield from _open(source, header, include=include, block=block, threads=threads)
-
-
-def _open(
-    source: BinaryIO, header: list[str], *, include: list[str] | None = None, block: int, threads: bool
-) -> Any:
-    source.seek(0)
-    return pacsv.open_csv(
-        source,
-        read_options=pacsv.ReadOptions(use_threads=threads, block_size=block),
-        parse_options=_PARSE,
-        convert_options=_text_cells(header, include),
-        memory_pool=_memory_pool(),
+    if not streamed and include is None:
+        read = pacsv.ReadOptions(use_threads=threads, block_size=1 << 22)
+        return pacsv.read_csv(
+            source,
+            read_options=read,
+            parse_options=_PARSE,
+            convert_options=convert,
+            memory_pool=_memory_pool(),
+        )
+    read = pacsv.ReadOptions(use_threads=threads, block_size=CSV_BLOCK_BYTES)
+    reader = pacsv.open_csv(
+        source, read_options=read, parse_options=_PARSE, convert_options=convert, memory_pool=_memory_pool()
     )
+    return reader if streamed else reader.read_all()
 
 
 @cache

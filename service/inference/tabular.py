@@ -91,8 +91,7 @@ class PreparedRows:
     @property
     def warnings(self) -> list[list[str]]:
         """Every row's warnings, in order."""
-        notes = self.notes
-        return [notes.get(i, []) for i in range(self.n)] if notes else [[] for _ in range(self.n)]
+        return [self.notes.get(i, []) for i in range(self.n)]
 
 
 class TabularPredictor:
