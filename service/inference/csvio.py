@@ -13,6 +13,7 @@ import csv
 import io
 import math
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache, partial
@@ -64,6 +65,67 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+class SharedFile:
+    """An upload's file, read by several passes that each keep their own position.
+
+    pyarrow's reader reads ahead on its own IO threads (some 8 MiB), and a reader given up early (the
+    first-block check, a pass stopped by a bad row) can still be reading when the next pass starts: with
+    the file's one position shared, that pass would begin mid-file (CI: "Column 'Salary' in
+    include_columns does not exist in CSV file"). Reads from all views take turns at the file.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._lock = threading.Lock()
+
+    def view(self) -> _FileView:
+        """A reader of the whole file from its start, with a position of its own."""
+        return _FileView(self)
+
+    def read_at(self, position: int, size: int) -> bytes:
+        with self._lock:
+            self._raw.seek(position)
+            return self._raw.read(size)
+
+    def size(self) -> int:
+        with self._lock:
+            return self._raw.seek(0, io.SEEK_END)
+
+
+class _FileView(io.RawIOBase):
+    def __init__(self, shared: SharedFile) -> None:
+        super().__init__()
+        self._shared = shared
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._shared.read_at(self._position, -1 if size is None else size)
+        self._position += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._shared.size()}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+
 @dataclass(frozen=True)
 class CsvChunk:
     """A run of a table's rows, column by column as Arrow text.
@@ -105,10 +167,11 @@ class CsvTable:
     """An uploaded CSV's text cells, column-wise, served a bounded chunk at a time.
 
     `source`: the Arrow table of a small file, read whole; for a large one, the file itself, which each
-    pass streams through pyarrow's reader again, so it is never held whole; or the DataFrame pandas read.
+    pass streams through pyarrow's reader again from a view of its own, so it is never held whole; or the
+    DataFrame pandas read.
     """
 
-    source: Any  # pa.Table | BinaryIO | pd.DataFrame
+    source: Any  # pa.Table | SharedFile | pd.DataFrame
     columns: list[str]  # as served: the header's names, stripped
     filename: str = "upload.csv"
     header: list[str] = field(default_factory=list)  # the file's own names, for a streamed file
@@ -163,12 +226,13 @@ class CsvTable:
     def _streamed_chunks(self, size: int) -> Iterator[CsvChunk]:
         start, pending = 0, None
         try:
-            for batch in _open(self.source, self.header, streamed=True):
-                part = pa.Table.from_batches([batch])
-                pending = part if pending is None else pa.concat_tables([pending, part])
-                while pending.num_rows >= size:
-                    yield CsvChunk(start, pending.slice(0, size), self.columns)
-                    pending, start = pending.slice(size), start + size
+            with _open(self.source, self.header, streamed=True) as reader:  # closed if the pass stops early
+                for batch in reader:
+                    part = pa.Table.from_batches([batch])
+                    pending = part if pending is None else pa.concat_tables([pending, part])
+                    while pending.num_rows >= size:
+                        yield CsvChunk(start, pending.slice(0, size), self.columns)
+                        pending, start = pending.slice(size), start + size
         except pa.ArrowInvalid:
             yield from _frame_chunks(self._pandas_instead(), start=start, size=size)
             return
@@ -199,20 +263,19 @@ def read_csv_table(data: bytes | BinaryIO, *, filename: str) -> CsvTable:
     `data`: the bytes, or a seekable binary file (an upload's spooled file): a file up to
     `CSV_WHOLE_BYTES` is parsed at once, a larger one is checked here (its header and first block) and
     streamed a block at a time by each pass over its chunks, so memory stays bounded by the chunk."""
-    source = io.BytesIO(data) if isinstance(data, bytes) else data
-    source.seek(0)
-    head = source.read(_HEAD_BYTES)
+    source = SharedFile(io.BytesIO(data) if isinstance(data, bytes) else data)
+    start = source.view()
+    head = start.read(_HEAD_BYTES)
     if b"\x00" in head[:4096] or sniff_format(head) is not None:
         raise UnsupportedMedia(MSG_CSV_MEDIA.format(filename=filename))
-    header = _arrow_header(source, head)
+    header = _arrow_header(start, head)
     rows = _first_rows(source, header) if header is not None else None
     if header is None or rows is None:
         return _pandas_table(source, filename=filename)
     if rows == 0:
         raise InvalidInput(MSG_CSV_EMPTY.format(filename=filename))
     columns = [c.strip() for c in header]
-    size = source.seek(0, io.SEEK_END)
-    if size > CSV_WHOLE_BYTES:
+    if source.size() > CSV_WHOLE_BYTES:
         return CsvTable(source, columns, filename, header)
     try:
         return CsvTable(_open(source, header), columns, filename)
@@ -220,10 +283,9 @@ def read_csv_table(data: bytes | BinaryIO, *, filename: str) -> CsvTable:
         return _pandas_table(source, filename=filename)
 
 
-def _pandas_table(source: BinaryIO, *, filename: str) -> CsvTable:
+def _pandas_table(source: SharedFile, *, filename: str) -> CsvTable:
     """The file as pandas reads it (its errors, its names for duplicate and blank headers)."""
-    source.seek(0)
-    frame = _read_with_pandas(source.read(), filename=filename)
+    frame = _read_with_pandas(source.view().read(), filename=filename)
     return CsvTable(frame, [str(c) for c in frame.columns], filename)
 
 
@@ -232,7 +294,7 @@ _PARSE = pacsv.ParseOptions(newlines_in_values=True)
 _HEAD_BYTES = 1 << 20
 
 
-def _arrow_header(source: BinaryIO, head: bytes) -> list[str] | None:
+def _arrow_header(source: _FileView, head: bytes) -> list[str] | None:
     """The header, when pyarrow can read the file as it is; None where pandas must decide."""
     first_line = head.split(b"\n", 1)
     if len(first_line) == 1 and len(head) == _HEAD_BYTES:
@@ -249,30 +311,30 @@ def _arrow_header(source: BinaryIO, head: bytes) -> list[str] | None:
     return header
 
 
-def _first_rows(source: BinaryIO, header: list[str]) -> int | None:
+def _first_rows(source: SharedFile, header: list[str]) -> int | None:
     """Rows in the first block pyarrow parses (0: none at all), or None where it cannot read the file
     or reads another header (a quoted newline in a name) than the first line's."""
     try:
-        reader = _open(source, header, streamed=True, threads=False)
-        if reader.schema.names != header:
-            return None
-        return next((batch.num_rows for batch in reader if batch.num_rows), 0)
+        with _open(source, header, streamed=True, threads=False) as reader:
+            if reader.schema.names != header:
+                return None
+            return next((batch.num_rows for batch in reader if batch.num_rows), 0)
     except pa.ArrowException:
         return None
 
 
 def _open(
-    source: BinaryIO,
+    source: SharedFile,
     header: list[str],
     *,
     include: list[str] | None = None,
     streamed: bool = False,
     threads: bool = True,
 ) -> Any:
-    """The file from its start, every cell as text (blank = null, so a cell keeps its exact text:
-    " Private", "007"): one `pa.Table` parsed on every core; with `streamed`, a reader of `CSV_BLOCK_BYTES`
-    record batches; with `include`, those columns' table, read a block at a time."""
-    source.seek(0)
+    """The file from its start (a view of its own), every cell as text (blank = null, so a cell keeps its
+    exact text: " Private", "007"): one `pa.Table` parsed on every core; with `streamed`, a reader of
+    `CSV_BLOCK_BYTES` record batches; with `include`, those columns' table, read a block at a time."""
+    file = source.view()
     convert = pacsv.ConvertOptions(
         column_types=dict.fromkeys(header, pa.string()),
         strings_can_be_null=True,
@@ -283,7 +345,7 @@ def _open(
     if not streamed and include is None:
         read = pacsv.ReadOptions(use_threads=threads, block_size=1 << 22)
         return pacsv.read_csv(
-            source,
+            file,
             read_options=read,
             parse_options=_PARSE,
             convert_options=convert,
@@ -291,7 +353,7 @@ def _open(
         )
     read = pacsv.ReadOptions(use_threads=threads, block_size=CSV_BLOCK_BYTES)
     reader = pacsv.open_csv(
-        source, read_options=read, parse_options=_PARSE, convert_options=convert, memory_pool=_memory_pool()
+        file, read_options=read, parse_options=_PARSE, convert_options=convert, memory_pool=_memory_pool()
     )
     return reader if streamed else reader.read_all()
 
