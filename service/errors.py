@@ -52,6 +52,17 @@ MSG_EVAL_UNKNOWN_LABELS = "label(s) not among the model's classes {classes}: {la
 MSG_EVAL_LABEL_COUNT = "{files} file(s) but {labels} label(s): send one `labels` field per file, in order"
 MSG_EVAL_NOTHING = "send either `files` with one `labels` field each, or one zip `archive`"
 MSG_EVAL_BOTH = "send either `files` with `labels` or an `archive`, not both"
+MSG_EVAL_BAD_TARGETS = "{count} row(s) of the target column {target!r} are not {expected}"
+MSG_EVAL_BAD_LABEL = "label {index} ({text!r}) is not {expected}"
+MSG_EVAL_ARCHIVE_TASK = (
+    "a zip with a folder per class labels a classifier's images; {name} is a {task} model: send `files` with "
+    "one `labels` field each ({expected})"
+)
+MSG_V2_THRESHOLD = (
+    "parameters.threshold must be a number strictly between 0 and 1, for a multi_label model only "
+    "(got {value!r}; this model's task is {task})"
+)
+MSG_THRESHOLD_TASK = "`threshold` applies to multi_label models only; {name} is a {task} model"
 MSG_ARCHIVE_NOT_ZIP = "the archive {filename!r} is not a readable zip file"
 MSG_ARCHIVE_UNSAFE_PATH = "the archive holds an unsafe path {path!r} (absolute or with '..')"
 MSG_ARCHIVE_NO_CLASS_FOLDERS = (
@@ -88,8 +99,16 @@ MSG_SELF_CHECK = (
     "the learner loaded but cannot predict one input built from its own schema ({reason}); it was "
     "probably exported by {made_by}: check it predicts there and re-export it with fastai 2.8"
 )
-MSG_UNKNOWN_KIND = (
-    "cannot tell what kind of learner this is ({dls}); tabular and vision classifiers are supported"
+MSG_UNSUPPORTED_LEARNER = (
+    "this learner is not one the service can serve faithfully (found {found}); served: {supported}"
+)
+MSG_NOT_SERVED_YET = (
+    "this is a {learner} learner ({source}), which this version recognises but does not serve yet; "
+    "served: {supported}"
+)
+MSG_POINTS_RESIZE = (
+    "a points model needs fastai's Resize as its item transform to map points back to the uploaded image "
+    "(found {found})"
 )
 MSG_NOT_A_LEARNER = "{file} does not hold a fastai Learner (found {type})"
 MSG_OUTSIDE_STORE = "{file} is outside the model store; only files inside it are ever unpickled"

@@ -31,9 +31,10 @@ from service.errors import (
     ReloadFailed,
     WrongModelKind,
 )
-from service.inference.kinds import build_predictor, detect_kind
+from service.inference.kinds import build_predictor, recognise
 from service.inference.predictor import AnyPredictor, ModelKind
 from service.inference.runtime import RuntimeName, RuntimeOptions, select_runtime
+from service.inference.tasks import Task
 from service.loading import (
     ensure_inside,
     find_learner_file,
@@ -63,6 +64,7 @@ class ModelEntry:
     status: ModelStatus = ModelStatus.LOADING
     error: str | None = None
     kind: ModelKind | None = None
+    task: Task | None = None
     version: str | None = None
     description: str | None = None
     created_at: str | None = None
@@ -76,7 +78,11 @@ class ModelEntry:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.predictor.classes) if self.predictor is not None else []
+        return list(self.predictor.head.classes) if self.predictor is not None else []
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.predictor.head.targets) if self.predictor is not None else []
 
     def fail(self, reason: str) -> None:
         self.status, self.error, self.predictor = ModelStatus.FAILED, reason, None
@@ -151,9 +157,10 @@ class ModelRegistry:
         loaded = load_exported_learner(learner_file)
         entry.compat = loaded.compat
         learn = prepare_for_serving(loaded.learn, device)
-        kind = detect_kind(learn)
-        entry.kind = kind
-        predictor = build_predictor(kind, learn, max_image_pixels=self.max_image_pixels)
+        learner_type = recognise(learn)
+        kind = entry.kind = learner_type.kind
+        entry.task = learner_type.task
+        predictor = build_predictor(learner_type, learn, max_image_pixels=self.max_image_pixels)
         try:
             predictor.self_check()
         except Exception as exc:  # noqa: BLE001 - a learner that cannot predict is not servable
@@ -168,7 +175,13 @@ class ModelRegistry:
         entry.device = device_label(device)
         entry.status, entry.error = ModelStatus.READY, None
         logger.info(
-            "model %s ready (%s on %s, %s: %s)", entry.name, kind, entry.device, choice.name, choice.note
+            "model %s ready (%s %s on %s, %s: %s)",
+            entry.name,
+            kind,
+            entry.task,
+            entry.device,
+            choice.name,
+            choice.note,
         )
 
     @staticmethod
@@ -266,6 +279,16 @@ class ModelRegistry:
         if entry is None:
             raise ModelNotFound(MSG_MODEL_NOT_FOUND.format(name=name))
         return entry
+
+    def ready(self, name: str) -> tuple[ModelEntry, AnyPredictor]:
+        """The ready predictor of `name`, whatever its kind (a front door that serves every kind then
+        looks the kind up in its own table): 404 when there is none, 503 while it loads or once it failed."""
+        entry = self.get(name)
+        if entry.status is ModelStatus.LOADING:
+            raise ModelNotReady(MSG_MODEL_LOADING.format(name=name))
+        if entry.status is ModelStatus.FAILED or entry.predictor is None:
+            raise ModelNotReady(MSG_MODEL_FAILED.format(name=name, reason=entry.error))
+        return entry, entry.predictor
 
     def predictor(self, name: str, predictor_type: type[P]) -> tuple[ModelEntry, P]:
         """The ready predictor of `name`, which must be a `predictor_type` (so of that type's kind).

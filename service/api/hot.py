@@ -35,6 +35,7 @@ from starlette.types import Message, Receive, Scope, Send
 HOT_MAX_BYTES = 1024 * 1024
 DECLARED = "fastai_serve.declared"  # scope key: this request goes to the declared route
 _PLAIN_INT = re.compile(r"[1-9][0-9]{0,8}")
+_PLAIN_FRACTION = re.compile(r"0?\.[0-9]{1,9}")
 
 HotHandler = Callable[[Request, bytes], Awaitable[Response | None]]
 
@@ -107,17 +108,25 @@ def install_hot_routes(app: FastAPI, modules: list[Any]) -> None:
 
 
 # What the hot handlers share: the plain case of each wire format, or None for the declared route. ------
-def plain_ints(request: Request, allowed: dict[str, tuple[int, int]]) -> dict[str, int] | None:
-    """The query's integer parameters when each is one of `allowed`, given once, as plain digits within its
-    bounds; None for anything else (the declared route parses and answers it)."""
+def plain_query(
+    request: Request, ints: dict[str, tuple[int, int]], *, fractions: frozenset[str] = frozenset()
+) -> dict[str, float] | None:
+    """The query's parameters when each is one of `ints` (plain digits within its bounds) or `fractions`
+    (a plain decimal strictly between 0 and 1), given once; None for anything else (the declared route
+    parses and answers it)."""
     if not request.scope["query_string"]:
         return {}
     items = request.query_params.multi_items()
-    values: dict[str, int] = {}
+    values: dict[str, float] = {}
     for name, text in items:
-        if name not in allowed or name in values or not _PLAIN_INT.fullmatch(text):
+        if name in values:
             return None
-        low, high = allowed[name]
+        if name in fractions and _PLAIN_FRACTION.fullmatch(text) and 0 < float(text) < 1:
+            values[name] = float(text)
+            continue
+        if name not in ints or not _PLAIN_INT.fullmatch(text):
+            return None
+        low, high = ints[name]
         values[name] = int(text)
         if not low <= values[name] <= high:
             return None

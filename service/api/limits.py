@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
-from service.errors import MSG_TOO_MANY_FILES, MSG_TOO_MANY_ROWS, PayloadTooLarge
+from typing import Annotated
+
+from fastapi import Query
+
+from service.errors import (
+    MSG_THRESHOLD_TASK,
+    MSG_TOO_MANY_FILES,
+    MSG_TOO_MANY_ROWS,
+    InvalidInput,
+    PayloadTooLarge,
+)
+from service.inference.tasks import Task
+
+# `?threshold=` of the routes that decode a multi-label model: strictly between 0 and 1 (else 422).
+Threshold = Annotated[
+    float | None,
+    Query(
+        gt=0,
+        lt=1,
+        description="multi_label models only: a class is predicted when its probability is over this "
+        "(default: the learner's own, fastai's 0.5)",
+    ),
+]
 
 
 def check_rows(count: int, limit: int) -> None:
@@ -15,3 +37,9 @@ def check_files(count: int, limit: int) -> None:
     """413 when a request carries more files than MAX_FILES."""
     if count > limit:
         raise PayloadTooLarge(MSG_TOO_MANY_FILES.format(count=count, limit=limit))
+
+
+def check_threshold(threshold: float | None, *, name: str, task: Task) -> None:
+    """422 when a threshold is sent for a model that does not decode one (any but multi_label)."""
+    if threshold is not None and task is not Task.MULTI_LABEL:
+        raise InvalidInput(MSG_THRESHOLD_TASK.format(name=name, task=task.value))

@@ -14,7 +14,7 @@ import io
 import math
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Any, BinaryIO
@@ -35,7 +35,7 @@ from service.errors import (
     UnsupportedMedia,
 )
 from service.inference.images import sniff_format
-from service.inference.predictor import labels_of
+from service.inference.tasks import Task
 
 # A file up to this size is parsed whole (every core, one call); a larger one streams a block at a time.
 CSV_WHOLE_BYTES = 4 << 20
@@ -405,15 +405,52 @@ def cells_as_rows(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any
     return rows
 
 
-def scored_csv(frame: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> str:
-    """The input CSV plus `prediction` and one `p_<class>` column per class."""
-    return _scored_part(frame, probs, classes, header=True)
+# The CSV front door's codec per task: (head, outputs, threshold) -> the prediction columns, by name.
+def _classified(head: Any, outputs: np.ndarray, threshold: float | None) -> dict[str, Any]:
+    columns: dict[str, Any] = {"prediction": head.labels(outputs)}
+    columns.update(_probabilities(head.classes, outputs))
+    return columns
 
 
-def scored_csv_parts(table: CsvTable, probs: np.ndarray, classes: list[str]) -> Iterator[str]:
-    """`scored_csv` of a whole table, a chunk of text at a time (the response streams them)."""
+def _multi_labelled(head: Any, outputs: np.ndarray, threshold: float | None) -> dict[str, Any]:
+    classes = head.classes
+    chosen = head.predicted(outputs, threshold).tolist()
+    joined = [";".join(c for c, on in zip(classes, flags, strict=True) if on) for flags in chosen]
+    return {"prediction": joined, **_probabilities(classes, outputs)}
+
+
+def _regressed(head: Any, outputs: np.ndarray, threshold: float | None) -> dict[str, Any]:
+    targets = head.targets
+    if len(targets) == 1:
+        return {"prediction": outputs[:, 0].astype(np.float64)}
+    return {f"prediction_{t}": outputs[:, j].astype(np.float64) for j, t in enumerate(targets)}
+
+
+def _probabilities(classes: list[str], outputs: np.ndarray) -> dict[str, Any]:
+    return {f"p_{c}": np.round(outputs[:, j].astype(np.float64), 6) for j, c in enumerate(classes)}
+
+
+CSV_COLUMNS: dict[Task, Callable[[Any, np.ndarray, float | None], dict[str, Any]]] = {
+    Task.CLASSIFICATION: _classified,
+    Task.MULTI_LABEL: _multi_labelled,
+    Task.REGRESSION: _regressed,
+}
+
+
+def scored_csv(frame: pd.DataFrame, outputs: np.ndarray, head: Any, *, threshold: float | None = None) -> str:
+    """One frame with the prediction columns of `head`'s task (see `scored_csv_parts`)."""
+    return _scored_part(frame, CSV_COLUMNS[head.task](head, outputs, threshold), header=True)
+
+
+def scored_csv_parts(
+    table: CsvTable, outputs: np.ndarray, head: Any, *, threshold: float | None = None
+) -> Iterator[str]:
+    """The input CSV plus the prediction columns of `head`'s task, a chunk of text at a time (the response
+    streams them): classification `prediction` + `p_<class>`, multi_label `prediction` (labels joined by
+    `;`) + `p_<class>`, regression `prediction` (one target) or `prediction_<target>` (several)."""
     for start, frame in table.frames():
-        yield _scored_part(frame, probs[start : start + len(frame)], classes, header=start == 0)
+        part = outputs[start : start + len(frame)]
+        yield _scored_part(frame, CSV_COLUMNS[head.task](head, part, threshold), header=start == 0)
 
 
 # OWASP CSV injection: a spreadsheet runs a cell starting with one of these as a formula.
@@ -434,10 +471,9 @@ def neutralise(column: pd.Series) -> pd.Series:
     return out
 
 
-def _scored_part(frame: pd.DataFrame, probs: np.ndarray, classes: list[str], *, header: bool) -> str:
+def _scored_part(frame: pd.DataFrame, predicted: dict[str, Any], *, header: bool) -> str:
     out = frame.apply(neutralise)
     out.columns = [str(neutralise(pd.Series([c])).iloc[0]) for c in frame.columns]
-    out["prediction"] = neutralise(pd.Series(labels_of(probs, classes), index=out.index))
-    for j, cls in enumerate(classes):
-        out[f"p_{cls}"] = np.round(probs[:, j].astype(np.float64), 6)
+    for name, values in predicted.items():  # labels are text a spreadsheet might run; numbers are not
+        out[name] = neutralise(pd.Series(values, index=out.index)) if isinstance(values, list) else values
     return str(out.to_csv(index=False, header=header))

@@ -1,32 +1,317 @@
-"""Which kind a loaded learner is, and the predictor that serves it: the one table a new kind joins."""
+"""The one table of learner kinds and tasks: how each is recognised from the learner, and what serves it.
+
+`kind` is what goes in (tabular rows, images, texts, user/item pairs), `task` what comes out. Recognition
+reads fastai's own objects, never names a user chose: the model's class (`TabularModel`, the collab and text
+models), the input pipeline (images: `ToTensor` and `IntToFloatTensor`), and the target's transforms
+(`Categorize`, `MultiCategorize`/`EncodedMultiCategorize`, `RegressionSetup`, `PointScaler` with
+`TensorPoint.create`, `AddMaskCodes`). Exactly one entry matches a servable learner; anything else is refused
+with what was found and what is served — never served as another kind.
+
+Each front door keeps its own codec per `Task` (v1 items in `api/outputs.py`, CSV columns in
+`inference/csvio.py`, V2 tensors in `api/v2/kinds.py`, scores in `reports/scores.py`, the page's views in
+`frontend/js/tasks.js`); `tests/unit/test_task_table.py` fails when a served task lacks one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from service.errors import MSG_UNKNOWN_KIND, LoadError
+from service.errors import MSG_NOT_SERVED_YET, MSG_UNSUPPORTED_LEARNER, LoadError
 from service.inference.images import DEFAULT_MAX_PIXELS
 from service.inference.predictor import AnyPredictor, ModelKind
+from service.inference.tasks import (
+    DEFAULT_THRESHOLD,
+    ClassificationHead,
+    MultiLabelHead,
+    PointsHead,
+    RegressionHead,
+    Task,
+    unnamed_targets,
+)
 
 
-def detect_kind(learn: Any) -> ModelKind:
-    """Tabular learners carry procs and column names; vision ones resize images per item."""
-    dls = learn.dls
-    if hasattr(dls, "cont_names") and hasattr(dls, "cat_names"):
-        return ModelKind.TABULAR
-    after_item = getattr(dls, "after_item", None)
-    names = {type(t).__name__ for t in getattr(after_item, "fs", [])}
-    if names & {"Resize", "RandomResizedCrop", "ToTensor"}:
-        return ModelKind.VISION
-    raise LoadError(MSG_UNKNOWN_KIND.format(dls=type(dls).__name__))
+@dataclass(frozen=True)
+class LearnerFacts:
+    """What a learner is, read once from fastai's objects: the facts every entry's test looks at."""
+
+    kind: ModelKind | None  # from the model class and the input pipeline; None when neither fits
+    target_tfms: frozenset[type]  # the exact classes of the target's transforms (procs, for tabular)
+    target_makers: frozenset[str]  # the functions that create the target (e.g. "TensorPoint.create")
+    item_tfms: frozenset[type]  # the classes of the item transforms
+    n_targets: int
+    loss: Any
+    found: str  # what it is, in words, for the refusal
+
+    def has(self, *tfms: type) -> bool:
+        return any(t in self.target_tfms for t in tfms)
 
 
-def build_predictor(kind: ModelKind, learn: Any, *, max_image_pixels: int | None = None) -> AnyPredictor:
-    """The predictor for a learner already prepared for serving (device, eval mode)."""
-    if kind is ModelKind.TABULAR:
+@dataclass(frozen=True)
+class BuildOptions:
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class LearnerType:
+    """One row of the table: a kind and a task, its fastai source, its test, and what serves it."""
+
+    kind: ModelKind
+    task: Task
+    source: str  # the fastai application that makes it
+    matches: Callable[[LearnerFacts], bool]
+    # None: recognised (so never served as something else) but not served by this version.
+    build: Callable[[Any, BuildOptions], AnyPredictor] | None
+
+    @property
+    def served(self) -> bool:
+        return self.build is not None
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} {self.task.value}"
+
+
+# -- recognition ------------------------------------------------------------------------------------------
+def _names(objects: Any) -> list[str]:
+    return [type(o).__name__ for o in objects]
+
+
+def _name_of(tfm: Any) -> str:
+    """A transform's class, or for a plain `Transform` around a function that function (`TensorBBox.create`)."""
+    name = type(tfm).__name__
+    return str(getattr(tfm, "name", name)) if name == "Transform" else name
+
+
+def read_facts(learn: Any) -> LearnerFacts:
+    """The facts of `learn`, from fastai's own objects."""
+    from fastai.collab import EmbeddingDotBias, EmbeddingNN
+    from fastai.tabular.model import TabularModel
+    from fastai.text.models.core import PoolingLinearClassifier, SequentialRNN
+    from fastai.vision.core import ToTensor
+
+    model, dls, loss = learn.model, learn.dls, getattr(learn, "loss_func", None)
+    item_fs = list(getattr(getattr(dls, "after_item", None), "fs", []) or [])
+    batch_fs = list(getattr(getattr(dls, "after_batch", None), "fs", []) or [])
+    kind: ModelKind | None = None
+    target_fs: list[Any] = []
+    n_targets = 0
+    if isinstance(model, EmbeddingDotBias | EmbeddingNN):  # EmbeddingNN is a TabularModel: check first
+        kind = ModelKind.COLLAB
+    elif isinstance(model, TabularModel) and hasattr(dls, "procs"):
+        kind = ModelKind.TABULAR
+    elif isinstance(model, SequentialRNN) and isinstance(model[-1], PoolingLinearClassifier):
+        kind = ModelKind.TEXT
+    if kind in (ModelKind.COLLAB, ModelKind.TABULAR):
+        target_fs = list(dls.procs)
+        n_targets = len(getattr(dls, "y_names", []) or [])
+    else:
+        tls = list(getattr(getattr(dls, "train_ds", None), "tls", []) or [])
+        n_inp = int(getattr(dls, "n_inp", 1) or 1)
+        targets = tls[n_inp:]
+        n_targets = len(targets)
+        target_fs = [t for tl in targets for t in tl.tfms.fs]
+        image_input = any(isinstance(t, ToTensor) for t in item_fs) and "IntToFloatTensor" in _names(batch_fs)
+        if kind is None and image_input and n_inp == 1 and len(tls) > n_inp:
+            kind = ModelKind.VISION
+    found = (
+        f"model {type(model).__name__}, loss {type(loss).__name__}, "
+        f"DataLoaders {type(dls).__name__}, item transforms {_names(item_fs) or 'none'}, "
+        f"target transforms {[_name_of(t) for t in target_fs] or 'none'}"
+    )
+    return LearnerFacts(
+        kind=kind,
+        target_tfms=frozenset(type(t) for t in target_fs),
+        target_makers=frozenset(str(getattr(t, "name", "")) for t in target_fs),
+        item_tfms=frozenset(type(t) for t in item_fs),
+        n_targets=n_targets,
+        loss=loss,
+        found=found,
+    )
+
+
+def _tfm(name: str) -> type:
+    """A fastai transform class by its place in fastai (imported on first use, so importing this module
+    stays light)."""
+    import fastai.data.transforms as data_tfms
+    import fastai.vision.core as vision_core
+
+    for module in (data_tfms, vision_core):
+        if hasattr(module, name):
+            cls: type = getattr(module, name)
+            return cls
+    raise LookupError(name)
+
+
+def _single(facts: LearnerFacts, kind: ModelKind) -> bool:
+    return facts.kind is kind and (facts.n_targets == 1 or kind is ModelKind.TABULAR)
+
+
+def _classifies(facts: LearnerFacts) -> bool:
+    return facts.has(_tfm("Categorize"))
+
+
+def _multi_labels(facts: LearnerFacts) -> bool:
+    return facts.has(_tfm("MultiCategorize"), _tfm("EncodedMultiCategorize"))
+
+
+def _regresses(facts: LearnerFacts) -> bool:
+    return facts.has(_tfm("RegressionSetup"))
+
+
+def _locates_points(facts: LearnerFacts) -> bool:
+    return _tfm("PointScaler") in facts.item_tfms and "TensorPoint.create" in facts.target_makers
+
+
+def _segments(facts: LearnerFacts) -> bool:
+    return _tfm("AddMaskCodes") in facts.item_tfms
+
+
+# -- building ---------------------------------------------------------------------------------------------
+def _classes(learn: Any) -> list[str]:
+    return [str(c) for c in learn.dls.vocab]
+
+
+def _threshold(learn: Any) -> float:
+    return float(getattr(learn.loss_func, "thresh", DEFAULT_THRESHOLD))
+
+
+def _tabular(head: Callable[[Any], Any]) -> Callable[[Any, BuildOptions], AnyPredictor]:
+    def build(learn: Any, options: BuildOptions) -> AnyPredictor:
         from service.inference.tabular import TabularPredictor
 
-        return TabularPredictor(learn)
-    from service.inference.vision import VisionPredictor
+        return TabularPredictor(learn, head=head(learn))
 
-    return VisionPredictor(learn, max_pixels=max_image_pixels or DEFAULT_MAX_PIXELS)
+    return build
+
+
+def _vision(head: Callable[[Any, int], Any]) -> Callable[[Any, BuildOptions], AnyPredictor]:
+    def build(learn: Any, options: BuildOptions) -> AnyPredictor:
+        from service.inference.vision import VisionPredictor
+
+        return VisionPredictor(
+            learn, head=lambda width: head(learn, width), max_pixels=options.max_image_pixels
+        )
+
+    return build
+
+
+TABULAR_SOURCE = "tabular_learner"
+VISION_SOURCE = "vision_learner"
+
+# The table. Order does not matter: the tests are disjoint (a test asserts exactly one entry matches).
+LEARNER_TYPES: list[LearnerType] = [
+    LearnerType(
+        ModelKind.TABULAR,
+        Task.CLASSIFICATION,
+        f"{TABULAR_SOURCE} (CategoryBlock)",
+        lambda f: _single(f, ModelKind.TABULAR) and _classifies(f),
+        _tabular(lambda learn: ClassificationHead(_classes(learn))),
+    ),
+    LearnerType(
+        ModelKind.TABULAR,
+        Task.MULTI_LABEL,
+        f"{TABULAR_SOURCE} (MultiCategoryBlock, one or several y_names)",
+        lambda f: _single(f, ModelKind.TABULAR) and _multi_labels(f),
+        _tabular(lambda learn: MultiLabelHead(_classes(learn), _threshold(learn))),
+    ),
+    LearnerType(
+        ModelKind.TABULAR,
+        Task.REGRESSION,
+        f"{TABULAR_SOURCE} (RegressionBlock, one or several y_names)",
+        lambda f: _single(f, ModelKind.TABULAR) and _regresses(f),
+        _tabular(lambda learn: RegressionHead([str(n) for n in learn.dls.y_names])),
+    ),
+    LearnerType(
+        ModelKind.VISION,
+        Task.CLASSIFICATION,
+        f"{VISION_SOURCE} (CategoryBlock)",
+        lambda f: _single(f, ModelKind.VISION) and _classifies(f),
+        _vision(lambda learn, width: ClassificationHead(_classes(learn))),
+    ),
+    LearnerType(
+        ModelKind.VISION,
+        Task.MULTI_LABEL,
+        f"{VISION_SOURCE} (MultiCategoryBlock)",
+        lambda f: _single(f, ModelKind.VISION) and _multi_labels(f),
+        _vision(lambda learn, width: MultiLabelHead(_classes(learn), _threshold(learn))),
+    ),
+    LearnerType(
+        ModelKind.VISION,
+        Task.REGRESSION,
+        f"{VISION_SOURCE} (RegressionBlock)",
+        lambda f: _single(f, ModelKind.VISION) and _regresses(f),
+        _vision(lambda learn, width: RegressionHead(unnamed_targets(width))),
+    ),
+    LearnerType(
+        ModelKind.VISION,
+        Task.POINTS,
+        f"{VISION_SOURCE} (PointBlock)",
+        lambda f: _single(f, ModelKind.VISION) and _locates_points(f),
+        _vision(lambda learn, width: PointsHead(width // 2)),
+    ),
+    LearnerType(
+        ModelKind.VISION,
+        Task.SEGMENTATION,
+        "unet_learner (MaskBlock)",
+        lambda f: _single(f, ModelKind.VISION) and _segments(f),
+        None,
+    ),
+    LearnerType(
+        ModelKind.TEXT,
+        Task.CLASSIFICATION,
+        "text_classifier_learner (TextBlock, CategoryBlock)",
+        lambda f: f.kind is ModelKind.TEXT and _classifies(f),
+        None,
+    ),
+    LearnerType(
+        ModelKind.TEXT,
+        Task.MULTI_LABEL,
+        "text_classifier_learner (TextBlock, MultiCategoryBlock)",
+        lambda f: f.kind is ModelKind.TEXT and _multi_labels(f),
+        None,
+    ),
+    LearnerType(
+        ModelKind.COLLAB,
+        Task.RATING,
+        "collab_learner (EmbeddingDotBias or EmbeddingNN)",
+        lambda f: f.kind is ModelKind.COLLAB,
+        None,
+    ),
+]
+
+
+def served_types() -> list[LearnerType]:
+    return [t for t in LEARNER_TYPES if t.served]
+
+
+def _supported() -> str:
+    return "; ".join(f"{t} ({t.source})" for t in served_types())
+
+
+def recognise(learn: Any) -> LearnerType:
+    """The one entry `learn` matches; LoadError naming what was found when none (or several) does."""
+    facts = read_facts(learn)
+    matched = [t for t in LEARNER_TYPES if t.matches(facts)]
+    if len(matched) != 1:
+        raise LoadError(MSG_UNSUPPORTED_LEARNER.format(found=facts.found, supported=_supported()))
+    return matched[0]
+
+
+def build_predictor(
+    learner_type: LearnerType, learn: Any, *, max_image_pixels: int | None = None
+) -> AnyPredictor:
+    """The predictor for a learner already prepared for serving (device, eval mode); LoadError when its
+    type is recognised but not served."""
+    if learner_type.build is None:
+        raise LoadError(
+            MSG_NOT_SERVED_YET.format(
+                learner=learner_type, source=learner_type.source, supported=_supported()
+            )
+        )
+    return learner_type.build(learn, BuildOptions(max_image_pixels or DEFAULT_MAX_PIXELS))
+
+
+def predictor_for(learn: Any, *, max_image_pixels: int | None = None) -> AnyPredictor:
+    """`recognise` then `build_predictor`: the predictor the server would build for `learn`."""
+    return build_predictor(recognise(learn), learn, max_image_pixels=max_image_pixels)

@@ -1,12 +1,18 @@
-"""Labelled inputs for evaluation: a CSV's target column, per-file labels and zip archives with a folder per
-class, checked against the model's classes. No model runs here: the items are then scored by the same
-predictors (and the same batches) as the predict endpoints."""
+"""Labelled inputs for evaluation: a CSV's target columns, per-file labels and zip archives with a folder per
+class, checked against the model's task (its classes, targets or points). No model runs here: the items are
+then scored by the same predictors (and the same batches) as the predict endpoints.
+
+`TABLE_TARGETS` (a CSV's target columns) and `LABEL_TARGETS` (one `labels` text per image) are the evaluate
+front door's codecs per task; both give the `actual` array `reports.scores.SCORERS` takes.
+"""
 
 from __future__ import annotations
 
 import io
+import json
+import math
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -21,6 +27,8 @@ from service.errors import (
     MSG_ARCHIVE_TOO_LARGE,
     MSG_ARCHIVE_TOO_MANY,
     MSG_ARCHIVE_UNSAFE_PATH,
+    MSG_EVAL_BAD_LABEL,
+    MSG_EVAL_BAD_TARGETS,
     MSG_EVAL_MISSING_LABELS,
     MSG_EVAL_NO_TARGET,
     MSG_EVAL_UNKNOWN_LABELS,
@@ -30,6 +38,7 @@ from service.errors import (
 )
 from service.inference.csvio import CsvTable, text_cells
 from service.inference.images import UploadedImage
+from service.inference.tasks import Task
 
 # Images are decoded and scored this many at a time, so a large archive never holds every decoded image.
 EVAL_CHUNK = 256
@@ -95,6 +104,156 @@ def target_codes(cells: pa.Array, *, target: str, classes: Sequence[str]) -> np.
     if codes.null_count:  # the per-label path names every unknown label exactly as for image folders
         resolve_labels(cells.to_pylist(), classes, where="rows")
     return np.asarray(codes.to_numpy(), dtype=np.int64)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "y", "t", "1.0"), ("0", "false", "no", "n", "f", "0.0", "")
+
+
+def _column(table: CsvTable, target: str) -> pa.Array:
+    if target not in table.columns:
+        raise _no_target(target, table.filename)
+    return table.column(target)
+
+
+def _bad_rows(cells: pa.Array, bad: np.ndarray, *, target: str, expected: str) -> InvalidInput:
+    rows = np.flatnonzero(bad).tolist()
+    return InvalidInput(
+        MSG_EVAL_BAD_TARGETS.format(count=len(rows), target=target, expected=expected),
+        [{"loc": ["rows", i, target], "msg": f"not {expected}", "type": "bad_target"} for i in rows[:100]],
+    )
+
+
+def table_flags(table: CsvTable, *, targets: Sequence[str]) -> np.ndarray:
+    """A multi-label model's target columns (one per class: true/false, 1/0, yes/no; blank is false) as
+    (n, classes) booleans."""
+    flags = []
+    for target in targets:
+        cells = _column(table, target)
+        text = pc.utf8_lower(pc.utf8_trim_whitespace(pc.cast(cells, pa.string()))).fill_null("")
+        yes, no = pc.is_in(text, pa.array(_TRUE)), pc.is_in(text, pa.array(_FALSE))
+        bad = ~np.asarray(pc.or_(yes, no).to_numpy(zero_copy_only=False), dtype=bool)
+        if bad.any():
+            raise _bad_rows(cells, bad, target=target, expected="true/false (or 1/0)")
+        flags.append(np.asarray(yes.to_numpy(zero_copy_only=False), dtype=bool))
+    return np.stack(flags, axis=1)
+
+
+def table_values(table: CsvTable, *, targets: Sequence[str]) -> np.ndarray:
+    """A regression's target columns as (n, targets) float64; 422 for a blank or non-numeric cell."""
+    columns = []
+    for target in targets:
+        cells = _column(table, target)
+        text = pc.utf8_trim_whitespace(pc.cast(cells, pa.string()))
+        try:
+            values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            values = np.array([_number(v) for v in text.to_pylist()], dtype=np.float64)
+        values = np.asarray(values, dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise _bad_rows(cells, bad, target=target, expected="a number")
+        columns.append(values)
+    return np.stack(columns, axis=1)
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text else math.nan
+    except ValueError:
+        return math.nan
+
+
+# Per task: (table, the model's target columns, the head's classes) -> `actual` for `scores.SCORERS`.
+TABLE_TARGETS: dict[Task, Callable[[CsvTable, Sequence[str], Sequence[str]], np.ndarray]] = {
+    Task.CLASSIFICATION: lambda table, targets, classes: table_target_codes(
+        table, target=targets[0], classes=classes
+    ),
+    Task.MULTI_LABEL: lambda table, targets, classes: table_flags(table, targets=targets),
+    Task.REGRESSION: lambda table, targets, classes: table_values(table, targets=targets),
+}
+
+
+# -- one `labels` text per image -------------------------------------------------------------------------
+def _label_error(index: int, text: str, expected: str) -> InvalidInput:
+    return InvalidInput(
+        MSG_EVAL_BAD_LABEL.format(index=index, text=text, expected=expected),
+        [{"loc": ["labels", index], "msg": f"not {expected}", "type": "bad_label"}],
+    )
+
+
+def class_codes(labels: Sequence[str], head: Any) -> np.ndarray:
+    """Each label as its class's index (a classifier's)."""
+    index = {c: i for i, c in enumerate(head.classes)}
+    return np.array([index[c] for c in resolve_labels(labels, head.classes, where="labels")], dtype=np.int64)
+
+
+def class_sets(labels: Sequence[str], head: Any) -> np.ndarray:
+    """Each label "a;b" (blank: none) as (n, classes) booleans (a multi-label model's)."""
+    classes = list(head.classes)
+    index = {c: i for i, c in enumerate(classes)}
+    flags = np.zeros((len(labels), len(classes)), dtype=bool)
+    for i, text in enumerate(labels):
+        names = [part for part in (p.strip() for p in str(text).split(";")) if part]
+        for name in resolve_labels(names, classes, where="labels") if names else []:
+            flags[i, index[name]] = True
+    return flags
+
+
+def _json(index: int, text: str, expected: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise _label_error(index, text, expected) from None
+
+
+def target_values(labels: Sequence[str], head: Any) -> np.ndarray:
+    """Each label as the image's target values: a number (one target), a JSON list in target order, or a
+    JSON object by target name; (n, targets)."""
+    targets = list(head.targets)
+    expected = f"{len(targets)} number(s): a JSON list or an object with keys {targets}"
+    rows = []
+    for i, text in enumerate(labels):
+        value = _json(i, text, expected)
+        if isinstance(value, dict) and sorted(value) == sorted(targets):
+            value = [value[t] for t in targets]
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            value = [value]
+        ok = isinstance(value, list) and len(value) == len(targets)
+        if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise _label_error(i, text, expected)
+        if not all(math.isfinite(v) for v in value):
+            raise _label_error(i, text, expected)
+        rows.append([float(v) for v in value])
+    return np.array(rows, dtype=np.float64).reshape(len(labels), len(targets))
+
+
+def point_lists(labels: Sequence[str], head: Any) -> np.ndarray:
+    """Each label as the image's points, JSON [[x, y], ...] in its pixels; (n, points, 2)."""
+    k = len(head.targets)
+    expected = f"{k} point(s) as JSON [[x, y], ...] in the image's pixels"
+    rows = []
+    for i, text in enumerate(labels):
+        value = _json(i, text, expected)
+        ok = isinstance(value, list) and len(value) == k
+        ok = ok and all(
+            isinstance(p, list)
+            and len(p) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in p)
+            for p in value
+        )
+        if not ok:
+            raise _label_error(i, text, expected)
+        rows.append(value)
+    return np.array(rows, dtype=np.float64).reshape(len(labels), k, 2)
+
+
+# Per task: (labels, head) -> `actual` for `scores.SCORERS`; the text says what a label looks like.
+LABEL_TARGETS: dict[Task, tuple[Callable[[Sequence[str], Any], np.ndarray], str]] = {
+    Task.CLASSIFICATION: (class_codes, "a class name"),
+    Task.MULTI_LABEL: (class_sets, "class names joined by ';'"),
+    Task.REGRESSION: (target_values, "a number, a JSON list of numbers or an object by target"),
+    Task.POINTS: (point_lists, "JSON [[x, y], ...] in pixels"),
+}
 
 
 def _no_target(target: str, filename: str) -> InvalidInput:

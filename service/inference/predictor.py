@@ -2,20 +2,20 @@
 
 A request goes `prepare` (validate and encode, off the model thread; a bad request fails alone) →
 `forward_many` (one batched model call for several requests' prepared inputs, on the model thread) →
-`finish` (the request's own `Prediction`s). The /api/v1 routes, and any other protocol or deployment,
-are adapters over these three steps; none re-implements one.
+`finish` (the request's own predictions, decoded by the predictor's task `head`). The /api/v1 routes,
+and any other protocol or deployment, are adapters over these three steps; none re-implements one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
 from service.inference.runtime import ModelRuntime
+from service.inference.tasks import AnyHead, AnyPrediction
 
 RequestT_contra = TypeVar("RequestT_contra", contravariant=True)
 PreparedT = TypeVar("PreparedT", bound="Prepared")
@@ -26,6 +26,8 @@ class ModelKind(StrEnum):
 
     TABULAR = "tabular"
     VISION = "vision"
+    TEXT = "text"
+    COLLAB = "collab"
 
 
 class Prepared(Protocol):
@@ -37,26 +39,19 @@ class Prepared(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class Prediction:
-    """One input's outcome: the winning label and a probability per class."""
-
-    label: str
-    probabilities: dict[str, float]
-    warnings: list[str] = field(default_factory=list)
-
-    def top_k(self, k: int) -> list[tuple[str, float]]:
-        ranked = sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)
-        return ranked[:k]
-
-
 class Predictor(Protocol[RequestT_contra, PreparedT]):
     """What a model needs to be served, whatever its kind and whichever door a request came in by."""
 
     kind: ClassVar[ModelKind]
-    classes: list[str]
+    # What comes out and how it is decoded (`inference/tasks.py`): the task, its classes or targets.
+    head: AnyHead
     # The forward under the fast path (torch, or ONNX Runtime once `runtime.select_runtime` checked it).
     runtime: ModelRuntime
+
+    @property
+    def classifies(self) -> bool:
+        """Whether its outputs are one label's probabilities (single-label classification)."""
+        ...
 
     @property
     def fast_path(self) -> bool:
@@ -76,11 +71,14 @@ class Predictor(Protocol[RequestT_contra, PreparedT]):
         ...
 
     def forward_many(self, batch: list[PreparedT], /) -> list[np.ndarray]:
-        """One model call for several requests: each gets its own (n, classes) probabilities, in order."""
+        """One model call for several requests: each gets its own (n, width) outputs, in order."""
         ...
 
-    def finish(self, prepared: PreparedT, probs: np.ndarray, /) -> list[Prediction]:
-        """The request's predictions from its slice of the batch."""
+    def finish(
+        self, prepared: PreparedT, outputs: np.ndarray, /, *, threshold: float | None = None
+    ) -> list[AnyPrediction]:
+        """The request's predictions from its slice of the batch, decoded by the head (`threshold`: a
+        multi-label request's own)."""
         ...
 
     def self_check(self) -> None:
@@ -97,18 +95,6 @@ ForwardMany = Callable[[list[Any]], list[np.ndarray]]
 def labels_of(probs: np.ndarray, classes: Sequence[str]) -> list[str]:
     """The most likely class of each row of an (n, classes) probability matrix."""
     return [classes[i] for i in probs.argmax(axis=1).tolist()]
-
-
-def predictions_from_probs(
-    probs: np.ndarray, classes: list[str], warnings: list[list[str]] | None = None
-) -> list[Prediction]:
-    """Turn an (n, classes) probability matrix into `Prediction`s, in input order."""
-    rows = probs.tolist()
-    notes = warnings if warnings else [[] for _ in rows]
-    return [
-        Prediction(label, dict(zip(classes, row, strict=True)), note)
-        for label, row, note in zip(labels_of(probs, classes), rows, notes, strict=True)
-    ]
 
 
 def split_rows(probs: np.ndarray, sizes: list[int]) -> list[np.ndarray]:

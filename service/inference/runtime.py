@@ -1,4 +1,4 @@
-"""Runtimes under the predictors: what turns encoded inputs into probabilities.
+"""Runtimes under the predictors: what turns encoded inputs into the model's activated outputs.
 
 `TorchModel` runs the learner's model on tensors the predictor already encoded (the fast paths);
 `OnnxModel` runs the same model exported to ONNX in ONNX Runtime; `FastaiPipeline` runs fastai's own
@@ -40,7 +40,7 @@ from service.errors import (
 
 logger = logging.getLogger(__name__)
 
-# How far ONNX Runtime's probabilities may be from torch's (float noise is ~1e-6).
+# How far ONNX Runtime's outputs may be from torch's (float noise is ~1e-6), relative past 1.
 PARITY_TOLERANCE = 1e-4
 # Past a few thousand rows a bigger matrix only costs cache misses (and memory): run in slices.
 MAX_BATCH = 4096
@@ -58,17 +58,23 @@ class RuntimeSetting(StrEnum):
 
 
 class ModelRuntime(Protocol):
-    """The forward under a fast path: encoded tensors in, (n, classes) float32 probabilities out."""
+    """The forward under a fast path: encoded tensors in, (n, width) float32 activated outputs out
+    (probabilities for classifiers, values for a regression, scaled coordinates for points)."""
 
     name: str
 
-    def probabilities(self, *inputs: Any) -> np.ndarray: ...
+    def outputs(self, *inputs: Any) -> np.ndarray: ...
 
 
 class Accelerable(Protocol):
     """What `select_runtime` needs of a predictor: its fast path's runtime and inputs to check one with."""
 
     runtime: ModelRuntime
+
+    @property
+    def classifies(self) -> bool:
+        """Whether its outputs are one label's probabilities (then labels must agree too)."""
+        ...
 
     @property
     def fast_path(self) -> bool: ...
@@ -133,7 +139,7 @@ class TorchModel:
         self.device = next(iter(learn.model.parameters())).device
         self._lock = threading.Lock()
 
-    def probabilities(self, *inputs: Any) -> np.ndarray:
+    def outputs(self, *inputs: Any) -> np.ndarray:
         torch = self._torch
         n = len(inputs[0])
         chunks = []
@@ -174,8 +180,8 @@ class TorchModel:
                 args,
                 buffer,
                 input_names=names,
-                output_names=["probabilities"],
-                dynamic_axes={name: {0: "n"} for name in [*names, "probabilities"]},
+                output_names=["outputs"],
+                dynamic_axes={name: {0: "n"} for name in [*names, "outputs"]},
                 dynamo=False,
             )
         return buffer.getvalue()
@@ -216,7 +222,7 @@ class OnnxModel:
         used = {i.name for i in self.session.get_inputs()}
         self._feeds = [(i, name) for i, name in enumerate(input_names) if name in used]
 
-    def probabilities(self, *inputs: Any) -> np.ndarray:
+    def outputs(self, *inputs: Any) -> np.ndarray:
         arrays = [_numpy(x) for x in inputs]
         n = len(arrays[0])
         chunks = []
@@ -239,7 +245,7 @@ class FastaiPipeline:
         self.learn = learn
         self._lock = threading.Lock()
 
-    def probabilities(self, items: Any) -> np.ndarray:
+    def outputs(self, items: Any) -> np.ndarray:
         with self._lock:
             dl = self.learn.dls.test_dl(items, num_workers=0)
             probs, _ = self.learn.get_preds(dl=dl)
@@ -277,7 +283,7 @@ def _use_onnx(predictor: Accelerable, options: RuntimeOptions, *, sha256: str | 
     if device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
         raise RuntimeUnavailable(MSG_RUNTIME_NO_CUDA_PROVIDER.format(device=device))
     inputs = predictor.parity_inputs()
-    expected = [torch_model.probabilities(*x) for x in inputs]
+    expected = [torch_model.outputs(*x) for x in inputs]
     cache = options.cache_dir / f"{sha256}.onnx" if options.cache_dir is not None and sha256 else None
 
     def session(model: bytes) -> tuple[OnnxModel, float]:
@@ -289,11 +295,14 @@ def _use_onnx(predictor: Accelerable, options: RuntimeOptions, *, sha256: str | 
                 threads=torch.get_num_threads(),
                 spin=options.spin,
             )
-            got = [onnx.probabilities(*x) for x in inputs]
+            got = [onnx.outputs(*x) for x in inputs]
         except Exception as exc:  # noqa: BLE001 - whatever ORT says, this model falls back
             reason = f"ONNX Runtime cannot run the export: {type(exc).__name__}: {exc}"
             raise RuntimeUnavailable(reason) from None
-        return onnx, max(parity_gap(ref, out) for ref, out in zip(expected, got, strict=True))
+        gaps = [
+            parity_gap(ref, out, labels=predictor.classifies) for ref, out in zip(expected, got, strict=True)
+        ]
+        return onnx, max(gaps)
 
     if cache is not None and cache.is_file():
         try:
@@ -319,8 +328,11 @@ def _use_onnx(predictor: Accelerable, options: RuntimeOptions, *, sha256: str | 
     return MSG_RUNTIME_ONNX.format(version=ort.__version__, threads=onnx.threads, source=source, diff=gap)
 
 
-def parity_gap(expected: np.ndarray, got: np.ndarray, *, tolerance: float = PARITY_TOLERANCE) -> float:
-    """The largest probability difference; raises when it is over `tolerance` or a label differs.
+def parity_gap(
+    expected: np.ndarray, got: np.ndarray, *, labels: bool = True, tolerance: float = PARITY_TOLERANCE
+) -> float:
+    """The largest output difference, relative to max(1, |torch's value|) (a regression's values carry
+    their target's units); raises when it is over `tolerance` or, with `labels`, a label differs.
 
     A label may differ only where torch's two best classes are themselves within float noise of a tie.
     """
@@ -328,12 +340,13 @@ def parity_gap(expected: np.ndarray, got: np.ndarray, *, tolerance: float = PARI
         raise RuntimeUnavailable(
             MSG_RUNTIME_MISMATCH.format(reason=f"output shape {got.shape}, torch {expected.shape}")
         )
-    gap = float(np.max(np.abs(expected - got))) if expected.size else 0.0
+    scale = np.maximum(1.0, np.abs(expected))
+    gap = float(np.max(np.abs(expected - got) / scale)) if expected.size else 0.0
     if not np.isfinite(gap) or gap > tolerance:
         raise RuntimeUnavailable(
-            MSG_RUNTIME_MISMATCH.format(reason=f"probabilities {gap:.1e} apart (limit {tolerance:g})")
+            MSG_RUNTIME_MISMATCH.format(reason=f"outputs {gap:.1e} apart (limit {tolerance:g})")
         )
-    if expected.shape[1] > 1:
+    if labels and expected.shape[1] > 1:
         top = np.sort(expected, axis=1)
         clear = top[:, -1] - top[:, -2] > 2 * tolerance
         if (expected.argmax(axis=1) != got.argmax(axis=1))[clear].any():

@@ -25,7 +25,7 @@ from service.errors import (
     InvalidInput,
 )
 from service.inference.csvio import CsvChunk, rows_for
-from service.inference.predictor import ModelKind, Prediction, predictions_from_probs, split_rows
+from service.inference.predictor import ModelKind, split_rows
 from service.inference.runtime import FastaiPipeline, ModelRuntime, TorchModel
 from service.inference.tabular_encoder import TabularEncoder
 from service.inference.tabular_spec import (
@@ -34,6 +34,7 @@ from service.inference.tabular_spec import (
     normalise_category,
     spec_from_learner,
 )
+from service.inference.tasks import AnyHead, AnyPrediction, Task
 
 _UNMATCHED = object()
 _NUMBER_TYPES = {int, float, type(None)}
@@ -99,9 +100,9 @@ class TabularPredictor:
 
     kind: ClassVar[ModelKind] = ModelKind.TABULAR
 
-    def __init__(self, learn: Any) -> None:
+    def __init__(self, learn: Any, *, head: AnyHead) -> None:
         self.spec = spec_from_learner(learn)
-        self.classes = self.spec.classes
+        self.head = head
         self._pipeline = FastaiPipeline(learn)
         self._encoder = TabularEncoder.from_spec(self.spec)
         # The forward under the fast path: torch, until `runtime.select_runtime` puts ONNX Runtime here.
@@ -109,6 +110,14 @@ class TabularPredictor:
         rows_type: Any = list[_row_type(self.spec)]  # type: ignore[misc]
         self._rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(rows_type)
         self._column_keys = dict.fromkeys(self.spec.column_names).keys()
+
+    @property
+    def classes(self) -> list[str]:
+        return self.head.classes
+
+    @property
+    def classifies(self) -> bool:
+        return self.head.task is Task.CLASSIFICATION
 
     def input_schema(self) -> dict[str, Any]:
         return self.spec.input_schema()
@@ -121,7 +130,7 @@ class TabularPredictor:
         row_schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         return dict(row_schema)
 
-    def predict(self, rows: list[dict[str, Any]], *, strict: bool = True) -> list[Prediction]:
+    def predict(self, rows: list[dict[str, Any]], *, strict: bool = True) -> list[AnyPrediction]:
         """Predict every row in one batch; `strict=False` lets numeric strings through (CSV)."""
         prepared = self.prepare(rows, strict=strict)
         return self.finish(prepared, self.forward_many([prepared])[0])
@@ -188,8 +197,10 @@ class TabularPredictor:
         sizes = [p.n for p in batch]
         return split_rows(self._forward(merged, sum(sizes), codes), sizes)
 
-    def finish(self, prepared: PreparedRows, probs: np.ndarray) -> list[Prediction]:
-        return predictions_from_probs(probs, self.classes, prepared.warnings)
+    def finish(
+        self, prepared: PreparedRows, outputs: np.ndarray, *, threshold: float | None = None
+    ) -> list[AnyPrediction]:
+        return list(self.head.decode(outputs, prepared.warnings, threshold=threshold))
 
     @property
     def fast_path(self) -> bool:
@@ -200,8 +211,8 @@ class TabularPredictor:
             frame = pd.DataFrame(columns)
             for cont in self.spec.continuous:
                 frame[cont.name] = frame[cont.name].astype("float64")
-            return self._pipeline.probabilities(frame)
-        return self.runtime.probabilities(*self._encoder.encode(columns, n, codes))
+            return self._pipeline.outputs(frame)
+        return self.runtime.outputs(*self._encoder.encode(columns, n, codes))
 
     def _check_row(self) -> dict[str, Any]:
         """One row built from the schema itself (training means, first categories)."""
@@ -230,9 +241,10 @@ class TabularPredictor:
 
     def self_check(self) -> None:
         """Predict one row built from the schema itself (training means, first categories)."""
-        [prediction] = self.predict([self._check_row()], strict=False)
-        if not math.isclose(sum(prediction.probabilities.values()), 1.0, abs_tol=1e-3):
-            raise ValueError("the learner's outputs are not probabilities that sum to 1")
+        prepared = self.prepare([self._check_row()], strict=False)
+        outputs = self.forward_many([prepared])[0]
+        self.head.check(outputs)
+        self.finish(prepared, outputs)
 
     def _preprocess(
         self, rows: list[dict[str, Any]], *, strict: bool

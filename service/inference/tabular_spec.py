@@ -1,5 +1,5 @@
 """A tabular learner's inputs, read once from its procs: the columns a client sends (names, categories,
-fill values, normalisation), the model's categorical columns in order, and the classes.
+fill values, normalisation), the model's categorical columns in order, and the target columns.
 
 The predictor validates requests against it and the encoder applies it; nothing else reads the procs.
 """
@@ -130,8 +130,7 @@ class TabularSpec:
 
     categorical: list[CategoricalColumn]
     continuous: list[ContinuousColumn]
-    target: str
-    classes: list[str]
+    targets: list[str]  # the learner's y_names
     model_categorical: list[CategoricalColumn | MissingFlag]  # the model's x_cat columns, in order
     proc_names: frozenset[str]  # the procs' class names: which of them the fast path reproduces
 
@@ -139,9 +138,14 @@ class TabularSpec:
     def column_names(self) -> list[str]:
         return [c.name for c in self.continuous] + [c.name for c in self.categorical]
 
+    @property
+    def target(self) -> str:
+        """The first target column (a classifier's only one)."""
+        return self.targets[0] if self.targets else ""
+
     def input_schema(self) -> dict[str, Any]:
         columns = [c.schema() for c in self.continuous] + [c.schema() for c in self.categorical]
-        return {"columns": columns, "target": self.target}
+        return {"columns": columns, "target": self.target, "targets": self.targets}
 
 
 def _proc(dls: Any, name: str) -> Any:
@@ -179,12 +183,10 @@ def spec_from_learner(learn: Any) -> TabularSpec:
         )
         for name in dls.cont_names
     ]
-    y_names = list(dls.y_names)
     return TabularSpec(
         categorical=categorical,
         continuous=continuous,
-        target=y_names[0] if y_names else "",
-        classes=[str(c) for c in dls.vocab],
+        targets=[str(name) for name in dls.y_names],
         model_categorical=model_categorical,
         proc_names=frozenset(type(p).__name__ for p in dls.procs),
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from service.errors import MSG_IMAGE_TOO_LARGE, PayloadTooLarge
+from service.errors import MSG_IMAGE_TOO_LARGE, MSG_POINTS_RESIZE, LoadError, PayloadTooLarge
 from service.inference.images import (
     ACCEPTED_TYPES,
     DEFAULT_MAX_PIXELS,
@@ -15,8 +16,9 @@ from service.inference.images import (
     UploadedImage,
     decode_image,
 )
-from service.inference.predictor import ModelKind, Prediction, predictions_from_probs, split_rows
+from service.inference.predictor import ModelKind, split_rows
 from service.inference.runtime import FastaiPipeline, ModelRuntime, TorchModel
+from service.inference.tasks import AnyHead, AnyPrediction, PointsHead, Task
 
 # Item transforms whose validation-time output is a fixed-size tensor, so a batch can be stacked directly,
 # and batch transforms that are deterministic at validation time (augmentations are train-only there).
@@ -86,6 +88,37 @@ class NativeResize:
         return np.asarray(image.crop(box).resize((self.width, self.height), self.resample), dtype=np.uint8)
 
 
+@dataclass(frozen=True)
+class ResizeBox:
+    """Which part of an image fastai's validation-time `Resize` turns into the model's input: the same
+    arithmetic as `Resize.encodes` (centre crop or pad at `pcts` 0.5, or squish), so points the model
+    gives in [-1, 1] of its input map back to the uploaded image's pixels."""
+
+    width: int
+    height: int
+    method: str
+
+    @classmethod
+    def for_pipeline(cls, fs: list[Any]) -> ResizeBox | None:
+        from fastai.vision.augment import Resize
+
+        resizes = [t for t in fs if type(t) is Resize]
+        if len(resizes) != 1:
+            return None
+        resize = resizes[0]
+        return cls(int(resize.size[0]), int(resize.size[1]), str(resize.method))
+
+    def box(self, image: Any) -> tuple[float, float, float, float]:
+        w, h = _pil_size(image)
+        if self.method == "squish":
+            return (0.0, 0.0, float(w), float(h))
+        ratio_w, ratio_h = w / self.width, h / self.height
+        crop = self.method == "crop"
+        m = ratio_w if (ratio_w < ratio_h if crop else ratio_w > ratio_h) else ratio_h
+        cw, ch = int(m * self.width), int(m * self.height)
+        return (float(int(0.5 * (w - cw))), float(int(0.5 * (h - ch))), float(cw), float(ch))
+
+
 def _pil_size(image: Any) -> tuple[int, int]:
     """PIL's own (width, height): fastai patches `Image.size` into a property that builds a tuple subclass on
     every call, a sizeable share of a small image's transform time."""
@@ -109,9 +142,12 @@ class VisionPredictor:
 
     kind: ClassVar[ModelKind] = ModelKind.VISION
 
-    def __init__(self, learn: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self, learn: Any, *, head: Callable[[int], AnyHead], max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> None:
+        """`head` makes the task's head from the model's output width (an image regression's targets and a
+        points model's points are counted from it)."""
         self.max_pixels = max_pixels
-        self.classes = [str(c) for c in learn.dls.vocab]
         self.image_size = image_size_of(learn)
         self._pipeline = FastaiPipeline(learn)
         self._torch = TorchModel(learn, input_names=("x",))
@@ -130,6 +166,20 @@ class VisionPredictor:
             self.image_size is not None and item_names <= FAST_ITEM_TFMS and batch_names <= FAST_BATCH_TFMS
         )
         self._native_resize = NativeResize.for_pipeline(list(valid.after_item.fs)) if self.fast_path else None
+        grey = self._grey()
+        self.head: AnyHead = head(int(self._forward(grey.images).shape[1]))
+        self._resize_box = ResizeBox.for_pipeline(list(valid.after_item.fs))
+        if self.head.task is Task.POINTS and self._resize_box is None:
+            found = [type(t).__name__ for t in valid.after_item.fs]
+            raise LoadError(MSG_POINTS_RESIZE.format(found=found))
+
+    @property
+    def classes(self) -> list[str]:
+        return self.head.classes
+
+    @property
+    def classifies(self) -> bool:
+        return self.head.task is Task.CLASSIFICATION
 
     def input_schema(self) -> dict[str, Any]:
         return {
@@ -163,7 +213,9 @@ class VisionPredictor:
     def self_check(self) -> None:
         """Predict one mid-grey image of the learner's own input size."""
         grey = self._grey()
-        self.finish(grey, self.forward_many([grey])[0])
+        outputs = self.forward_many([grey])[0]
+        self.head.check(outputs)
+        self.finish(grey, outputs)
 
     def _grey(self) -> PreparedImages:
         """One mid-grey image of the learner's own input size."""
@@ -183,7 +235,7 @@ class VisionPredictor:
         noise = torch.randn((8, *check.shape[1:]), generator=torch.Generator().manual_seed(0))
         return [(check,), (noise,)]
 
-    def predict(self, uploads: list[UploadedImage]) -> list[Prediction]:
+    def predict(self, uploads: list[UploadedImage]) -> list[AnyPrediction]:
         """prepare → forward → finish in the calling thread (in-process use; the server batches)."""
         prepared = self.prepare(uploads)
         return self.finish(prepared, self.forward_many([prepared])[0])
@@ -197,13 +249,28 @@ class VisionPredictor:
             [prepared.n for prepared in batch],
         )
 
-    def finish(self, prepared: PreparedImages, probs: np.ndarray) -> list[Prediction]:
-        return predictions_from_probs(probs, self.classes)
+    def finish(
+        self, prepared: PreparedImages, outputs: np.ndarray, *, threshold: float | None = None
+    ) -> list[AnyPrediction]:
+        boxes = self.boxes(prepared) if self.head.task is Task.POINTS else None
+        return list(self.head.decode(outputs, threshold=threshold, boxes=boxes))
+
+    def scored_outputs(self, prepared: PreparedImages, outputs: np.ndarray) -> np.ndarray:
+        """What evaluation scores: the outputs, or for points their pixels in each uploaded image."""
+        if self.head.task is Task.POINTS:
+            assert isinstance(self.head, PointsHead)
+            return self.head.pixels(outputs, self.boxes(prepared))
+        return outputs
+
+    def boxes(self, prepared: PreparedImages) -> list[tuple[float, float, float, float]]:
+        """Per image, the part of it (its pixels) that became the model's input (see `ResizeBox`)."""
+        assert self._resize_box is not None
+        return [self._resize_box.box(image) for image in prepared.images]
 
     def _forward(self, images: list[Any]) -> np.ndarray:
         if not self.fast_path:  # transforms we do not know: fastai's own DataLoader
-            return self._pipeline.probabilities(images)
-        return self.runtime.probabilities(self._encode(images))
+            return self._pipeline.outputs(images)
+        return self.runtime.outputs(self._encode(images))
 
     def _encode(self, images: list[Any]) -> Any:
         """fastai's own item and batch transforms, without building a DataLoader per request."""

@@ -1,20 +1,32 @@
-"""Classification scores (the metric maths) from labels: accuracy, per-class and macro precision, recall
-and F1, and the confusion matrix.
+"""The metric maths of every task, in one place: classification (accuracy, per-class and macro precision,
+recall and F1, the confusion matrix), multi_label (`accuracy_multi`, per-class, micro and macro P/R/F1 at
+the threshold), regression (RMSE, MAE, R² per target) and points (mean pixel error).
 
-Used for the training report's test set and by the evaluate endpoints, always on predictions made by the
-serving predictors themselves. Macro averages run over the classes present in the labels or the predictions,
-as scikit-learn's default does; an undefined ratio (nothing predicted as a class) counts as 0.
+Used for the training report's test set and by the evaluate endpoints, always on outputs made by the
+serving predictors themselves; `SCORERS` is this front door's codec per task. Macro averages run over the
+classes present in the labels or the predictions, as scikit-learn's default does; an undefined ratio
+(nothing predicted as a class) counts as 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from service.schemas.reports import ConfusionMatrix, Evaluation
+from service.inference.tasks import Task
+from service.schemas.reports import (
+    AnyEvaluation,
+    ConfusionMatrix,
+    Evaluation,
+    MultiLabelEvaluation,
+    PointsEvaluation,
+    RegressionEvaluation,
+    TargetScores,
+)
 
-MACRO = "macro"
+MACRO, MICRO = "macro", "micro"
 
 
 def confusion(actual: Sequence[str], predicted: Sequence[str], classes: Sequence[str]) -> np.ndarray:
@@ -79,3 +91,99 @@ def evaluate_counts(counts: np.ndarray, classes: Sequence[str]) -> Evaluation:
         confusion_matrix=ConfusionMatrix(labels=list(classes), matrix=counts.tolist()),
         most_confused=sorted(off_diagonal, key=lambda pair: -pair[2]),
     )
+
+
+def evaluate_multi_label(
+    actual: np.ndarray, predicted: np.ndarray, classes: Sequence[str], *, threshold: float
+) -> MultiLabelEvaluation:
+    """`actual` and `predicted`: (n, classes) booleans. Per-class, micro and macro (over every class)
+    precision, recall and F1, and the share of (item, class) decisions that are right."""
+    actual, predicted = actual.astype(bool), predicted.astype(bool)
+    hits = (actual & predicted).sum(axis=0).astype(np.float64)
+    said, true = predicted.sum(axis=0).astype(np.float64), actual.sum(axis=0).astype(np.float64)
+    precision, recall = _ratio(hits, said), _ratio(hits, true)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    micro_p = float(_ratio(hits.sum(keepdims=True), said.sum(keepdims=True))[0])
+    micro_r = float(_ratio(hits.sum(keepdims=True), true.sum(keepdims=True))[0])
+    micro_f1 = float(_ratio(np.array([2 * micro_p * micro_r]), np.array([micro_p + micro_r]))[0])
+
+    def per_class(values: np.ndarray, micro: float) -> dict[str, float]:
+        out = {c: float(v) for c, v in zip(classes, values, strict=True)}
+        out[MICRO] = micro
+        out[MACRO] = float(values.mean()) if len(values) else 0.0
+        return out
+
+    return MultiLabelEvaluation(
+        n=len(actual),
+        threshold=threshold,
+        accuracy_multi=float((actual == predicted).mean()) if actual.size else 0.0,
+        precision=per_class(precision, micro_p),
+        recall=per_class(recall, micro_r),
+        f1=per_class(f1, micro_f1),
+    )
+
+
+def evaluate_regression(
+    actual: np.ndarray, predicted: np.ndarray, targets: Sequence[str]
+) -> RegressionEvaluation:
+    """`actual` and `predicted`: (n, targets) in the targets' units."""
+    error = predicted.astype(np.float64) - actual.astype(np.float64)
+    spread = ((actual - actual.mean(axis=0)) ** 2).sum(axis=0)
+    scores = {}
+    for i, target in enumerate(targets):
+        residual = float((error[:, i] ** 2).sum())
+        scores[target] = TargetScores(
+            rmse=float(np.sqrt((error[:, i] ** 2).mean())),
+            mae=float(np.abs(error[:, i]).mean()),
+            r2=1.0 - residual / float(spread[i]) if spread[i] > 0 else None,
+        )
+    return RegressionEvaluation(n=len(actual), targets=scores)
+
+
+def evaluate_points(actual: np.ndarray, predicted: np.ndarray) -> PointsEvaluation:
+    """`actual` and `predicted`: (n, points, 2) in pixels; the mean Euclidean distance over every point."""
+    distance = np.sqrt(((predicted.astype(np.float64) - actual.astype(np.float64)) ** 2).sum(axis=-1))
+    return PointsEvaluation(n=len(actual), mean_pixel_error=float(distance.mean()) if distance.size else 0.0)
+
+
+def _score_classification(
+    head: Any, actual: np.ndarray, outputs: np.ndarray, threshold: float | None
+) -> AnyEvaluation:
+    return evaluate_codes(actual, outputs.argmax(axis=1), head.classes)
+
+
+def _score_multi_label(
+    head: Any, actual: np.ndarray, outputs: np.ndarray, threshold: float | None
+) -> AnyEvaluation:
+    used = head.threshold if threshold is None else threshold
+    return evaluate_multi_label(actual, head.predicted(outputs, used), head.classes, threshold=used)
+
+
+def _score_regression(
+    head: Any, actual: np.ndarray, outputs: np.ndarray, threshold: float | None
+) -> AnyEvaluation:
+    return evaluate_regression(actual, outputs, head.targets)
+
+
+def _score_points(
+    head: Any, actual: np.ndarray, outputs: np.ndarray, threshold: float | None
+) -> AnyEvaluation:
+    return evaluate_points(actual, outputs)
+
+
+# Per task: (head, actual, outputs, threshold) -> its Evaluation. Actual: class indices (classification),
+# (n, classes) booleans (multi_label), (n, targets) values (regression), (n, points, 2) pixels (points);
+# points' outputs are the decoded pixels too.
+SCORERS: dict[Task, Callable[[Any, np.ndarray, np.ndarray, float | None], AnyEvaluation]] = {
+    Task.CLASSIFICATION: _score_classification,
+    Task.MULTI_LABEL: _score_multi_label,
+    Task.REGRESSION: _score_regression,
+    Task.POINTS: _score_points,
+}
+
+
+def score(
+    head: Any, actual: np.ndarray, outputs: np.ndarray, *, threshold: float | None = None
+) -> AnyEvaluation:
+    """The evaluation of `outputs` against `actual`, as `head`'s task scores it."""
+    return SCORERS[head.task](head, actual, outputs, threshold)

@@ -7,15 +7,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from service.inference.predictor import ModelKind
+from service.inference.tasks import Task
 
 
 class ModelSummary(BaseModel):
     name: str
-    kind: ModelKind | None
+    kind: ModelKind | None = Field(description="what goes in: the path segment of its routes")
+    task: Task | None = Field(default=None, description="what comes out (null until the learner is read)")
     version: str | None
     status: Literal["ready", "loading", "failed"]
     device: str | None
-    classes: list[str]
+    classes: list[str] = Field(description="class names (classification, multi_label); else empty")
+    targets: list[str] = Field(default_factory=list, description="target names (regression); else empty")
     error: str | None = None
 
 

@@ -16,15 +16,42 @@ class TabularPredictRequest(BaseModel):
 
 
 class TabularPrediction(BaseModel):
+    """classification: the most likely class and every class's probability (they sum to 1)."""
+
     label: str
     probabilities: dict[str, float]
     warnings: list[str] = Field(default_factory=list)
 
 
+class MultiLabels(BaseModel):
+    """multi_label: independent probabilities; `labels` are the classes over `threshold`."""
+
+    labels: list[str]
+    probabilities: dict[str, float]
+    threshold: float
+
+
+class Values(BaseModel):
+    """regression: one value per target, in the target's units."""
+
+    values: dict[str, float]
+
+
+class TabularMultiLabelPrediction(MultiLabels):
+    warnings: list[str] = Field(default_factory=list)
+
+
+class TabularRegressionPrediction(Values):
+    warnings: list[str] = Field(default_factory=list)
+
+
+TabularItem = TabularPrediction | TabularMultiLabelPrediction | TabularRegressionPrediction
+
+
 class TabularPredictResponse(BaseModel):
     model: str
     version: str | None
-    predictions: list[TabularPrediction]
+    predictions: list[TabularItem]
 
 
 class TopK(BaseModel):
@@ -33,13 +60,35 @@ class TopK(BaseModel):
 
 
 class VisionPrediction(BaseModel):
+    """classification: the most likely class, every class's probability and the `top_k` most likely."""
+
     filename: str
     label: str
     probabilities: dict[str, float]
     top_k: list[TopK]
 
 
+class VisionMultiLabelPrediction(MultiLabels):
+    filename: str
+
+
+class VisionRegressionPrediction(Values):
+    filename: str
+
+
+class VisionPointsPrediction(BaseModel):
+    """points: [x, y] in pixels of the uploaded image."""
+
+    filename: str
+    points: list[list[float]]
+
+
+VisionItem = (
+    VisionPrediction | VisionMultiLabelPrediction | VisionRegressionPrediction | VisionPointsPrediction
+)
+
+
 class VisionPredictResponse(BaseModel):
     model: str
     version: str | None
-    predictions: list[VisionPrediction]
+    predictions: list[VisionItem]

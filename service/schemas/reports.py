@@ -26,6 +26,41 @@ class Evaluation(BaseModel):
     most_confused: list[tuple[str, str, int]] = Field(description="[actual, predicted, count], most first.")
 
 
+class MultiLabelEvaluation(BaseModel):
+    """multi_label: element-wise accuracy (fastai's `accuracy_multi`) and precision/recall/F1 per class,
+    micro and macro, at `threshold`."""
+
+    n: int
+    threshold: float
+    accuracy_multi: float
+    precision: dict[str, float] = Field(description="Per class, `micro` and `macro`.")
+    recall: dict[str, float]
+    f1: dict[str, float]
+
+
+class TargetScores(BaseModel):
+    rmse: float
+    mae: float
+    r2: float | None = Field(description="null when the target does not vary in the data")
+
+
+class RegressionEvaluation(BaseModel):
+    """regression: RMSE, MAE and R² per target, in the target's units."""
+
+    n: int
+    targets: dict[str, TargetScores]
+
+
+class PointsEvaluation(BaseModel):
+    """points: the mean distance, in the uploaded images' pixels, between predicted and actual points."""
+
+    n: int
+    mean_pixel_error: float
+
+
+AnyEvaluation = Evaluation | MultiLabelEvaluation | RegressionEvaluation | PointsEvaluation
+
+
 class ReportArtifacts(BaseModel):
     loss_curve: str | None = None
     confusion_matrix: str | None = None
@@ -44,7 +79,7 @@ class TrainingReport(BaseModel):
     seed: int | None
     augmented: bool | None
     train_seconds: float | None
-    test: Evaluation | None
+    test: AnyEvaluation | None
     test_source: str | None = None
     datablock_summary: str | None
     top_losses_rows: list[dict[str, Any]] | None = Field(
@@ -56,4 +91,4 @@ class TrainingReport(BaseModel):
 
 class ModelComparison(BaseModel):
     models: list[str]
-    test: list[Evaluation | None]
+    test: list[AnyEvaluation | None]

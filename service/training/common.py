@@ -22,7 +22,7 @@ import torch
 from service.errors import MSG_UNKNOWN_MONITOR, TrainingInputError
 from service.inference.csvio import cells_as_rows
 from service.inference.images import UploadedImage
-from service.inference.kinds import build_predictor
+from service.inference.kinds import build_predictor, recognise
 from service.inference.labelled import EVAL_CHUNK, target_labels
 from service.inference.predictor import ModelKind, labels_of
 from service.inference.tabular import TabularPredictor
@@ -151,7 +151,7 @@ def fit(
 def serving_predictor(learner_path: Path, predictor_type: type[P]) -> P:
     """The exported file loaded and wrapped exactly as the server does: what the report describes."""
     learn = prepare_for_serving(load_exported_learner(learner_path).learn, torch.device("cpu"))
-    predictor = build_predictor(predictor_type.kind, learn)
+    predictor = build_predictor(recognise(learn), learn)
     assert isinstance(predictor, predictor_type)
     return predictor
 

@@ -14,9 +14,8 @@ from service.errors import InvalidInput
 from service.inference import vision as vision_module
 from service.inference.csvio import read_csv_table, rows_for
 from service.inference.images import UploadedImage
-from service.inference.tabular import TabularPredictor
+from service.inference.kinds import predictor_for
 from service.inference.tabular_encoder import HASH_INDEX_FROM
-from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner
 from tests.helpers import (
     FIXTURES,
@@ -51,7 +50,7 @@ def _as_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("n", [300, HASH_INDEX_FROM + 988])  # dict lookups, then pandas' hash index
 def test_tabular_fast_path_equals_get_preds(tabular_learner: Any, adult_frame: pd.DataFrame, n: int) -> None:
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     assert predictor.fast_path
     rows = _rows_with_gaps(adult_frame, n)
     np.testing.assert_allclose(
@@ -66,7 +65,7 @@ def test_a_csv_resolved_column_wise_equals_the_same_rows_as_json(
 ) -> None:
     """prepare_frame (Arrow lookups, codes found on the way) = prepare on the same rows: values, codes,
     warnings and probabilities, for known, case-shifted, unseen and missing categories."""
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     rows = _rows_with_gaps(adult_frame, 600)
     rows.loc[rows.index[2::7], "workclass"] = rows["workclass"].iloc[2::7].str.upper()  # tolerant match
     rows.loc[rows.index[5::11], "education"] = "Wizardry"  # unseen: #na# with a warning
@@ -106,7 +105,7 @@ def test_an_uploaded_chunk_resolved_in_arrow_equals_the_row_path(
 ) -> None:
     """The reader's Arrow text as it comes (whitespace-only cells, other case, unseen, missing) gives the
     warnings, codes and probabilities the row path gives for the same cells, without leaving Arrow."""
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     rows = _rows_with_gaps(adult_frame, 400).astype(object)
     rows.loc[rows.index[2::9], "workclass"] = "   "  # whitespace only: missing, as a blank cell
     rows.loc[rows.index[4::13], "education"] = "  bachelors "  # tolerant match, warned
@@ -128,7 +127,7 @@ def test_an_uploaded_chunk_resolved_in_arrow_equals_the_row_path(
 
 def test_a_chunk_and_json_rows_share_one_forward(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
     """The batcher merges a CSV chunk (codes only) with JSON rows (categories): each gets its own answer."""
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     chunk_rows = predictor.prepare_chunk(_uploaded(_rows_with_gaps(adult_frame, 600)), filename="t.csv")
     json_rows = predictor.prepare(_as_rows(_rows_with_gaps(adult_frame.iloc[700:], 5)))
     together = predictor.forward_many([json_rows, chunk_rows, json_rows])
@@ -146,7 +145,7 @@ def test_uploaded_number_cells_arrow_refuses_take_the_row_path(
 ) -> None:
     """Blank, spaced, "nan" and "inf" number cells: whatever the row path says (a fill, a value, an error
     at that cell), also where the column has missing cells already (age)."""
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     rows = _rows_with_gaps(adult_frame, 30).astype(object)
     rows.loc[rows.index[4], column] = cell
     chunk = _uploaded(rows)
@@ -167,7 +166,7 @@ def test_uploaded_number_cells_arrow_refuses_take_the_row_path(
 
 
 def test_tabular_single_row_equals_get_preds(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     rows = _rows_with_gaps(adult_frame, 1)
     np.testing.assert_allclose(
         predicted_probabilities(predictor, _as_rows(rows)),
@@ -180,7 +179,7 @@ def test_tabular_fast_path_on_the_cookbook_model(tmp_path: Path) -> None:
     shutil.copy(FIXTURES / "cookbook" / "adult_sample_model.pkl", tmp_path / "model.pkl")
     learn = load_exported_learner(tmp_path / "model.pkl").learn
     learn.dls.cpu()
-    predictor = TabularPredictor(learn)
+    predictor = predictor_for(learn)
     assert predictor.fast_path
     frame = pd.read_csv(FIXTURES / "cookbook" / "adult_sample_test.csv")
     np.testing.assert_allclose(
@@ -196,7 +195,7 @@ def test_tabular_unknown_proc_falls_back_to_fastai(
     from service.inference import tabular_encoder
 
     monkeypatch.setattr(tabular_encoder, "SUPPORTED_PROCS", {"Categorify", "Normalize"})
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     assert not predictor.fast_path
     rows = _rows_with_gaps(adult_frame, 50)
     np.testing.assert_allclose(
@@ -218,7 +217,7 @@ def _uploads() -> list[UploadedImage]:
 
 
 def test_vision_fast_path_equals_get_preds(vision_learner: Any) -> None:
-    predictor = VisionPredictor(vision_learner)
+    predictor = predictor_for(vision_learner)
     assert predictor.fast_path
     assert predictor._native_resize is not None  # centre crop + resize done with two PIL calls
     images = predictor.prepare(_uploads()).images
@@ -233,7 +232,7 @@ def test_vision_unknown_transform_falls_back_to_fastai(
     vision_learner: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(vision_module, "FAST_ITEM_TFMS", {"ToTensor"})  # as if Resize were a custom transform
-    predictor = VisionPredictor(vision_learner)
+    predictor = predictor_for(vision_learner)
     assert not predictor.fast_path
     images = predictor.prepare(_uploads()).images
     np.testing.assert_allclose(
@@ -281,7 +280,7 @@ def _tidy(predictions: list[Any]) -> list[tuple[str, list[float], list[str]]]:
 
 
 def test_csv_table_path_equals_row_path(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     rows = _rows_with_gaps(adult_frame, 200)
     rows.loc[rows.index[5], "workclass"] = "private"  # tolerant match, warned
     rows.loc[rows.index[6], "education"] = "Astrology"  # unseen, warned
@@ -296,7 +295,7 @@ def test_csv_table_path_equals_row_path(tabular_learner: Any, adult_frame: pd.Da
 def test_csv_table_path_reports_bad_cells_like_the_row_path(
     tabular_learner: Any, adult_frame: pd.DataFrame
 ) -> None:
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     table = _csv_table(adult_frame.drop(columns=["Salary"]).iloc[:5])
     table.loc[table.index[2], "fnlwgt"] = "lots"
     table.loc[table.index[3], "hours-per-week"] = "inf"
@@ -313,7 +312,7 @@ def test_numbers_in_categorical_columns_stay_on_the_plain_path(
 ) -> None:
     """A learner may have categorised a numeric column, so numbers are plain values there: same columns as
     full validation, and a number that is not one of the categories is an unseen category."""
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     rows = _as_rows(adult_frame.drop(columns=["Salary"]).iloc[:3])
     rows[1] = {**rows[1], "workclass": 7}
     rows[2] = {**rows[2], "workclass": 7.5}
@@ -324,7 +323,7 @@ def test_numbers_in_categorical_columns_stay_on_the_plain_path(
 
 
 def test_plain_rows_give_what_full_validation_gives(tabular_learner: Any, adult_frame: pd.DataFrame) -> None:
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     rows = _as_rows(_rows_with_gaps(adult_frame, 50))  # None gaps in age and occupation
     rows[0]["age"] = 39  # a JSON integer in a continuous column
     plain = predictor._plain_columns(rows)
@@ -343,7 +342,7 @@ def test_plain_rows_give_what_full_validation_gives(tabular_learner: Any, adult_
 def test_unusual_rows_take_full_validation(
     tabular_learner: Any, adult_frame: pd.DataFrame, change: dict[str, Any], error_type: str | None
 ) -> None:
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     rows = _as_rows(adult_frame.drop(columns=["Salary"]).iloc[:3])
     rows[1] = {**rows[1], **change}
     assert predictor._plain_columns(rows) is None

@@ -14,6 +14,7 @@ import pytest
 from service.errors import LoadError
 from service.inference import runtime as runtime_module
 from service.inference.images import UploadedImage
+from service.inference.kinds import predictor_for
 from service.inference.runtime import (
     OnnxModel,
     RuntimeOptions,
@@ -21,8 +22,6 @@ from service.inference.runtime import (
     TorchModel,
     select_runtime,
 )
-from service.inference.tabular import TabularPredictor
-from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner, prepare_for_serving
 from tests.helpers import (
     FIXTURES,
@@ -75,7 +74,7 @@ def test_tabular_onnx_equals_torch_and_get_preds(
     frame = adult_frame.drop(columns=["Salary"]).iloc[:700].copy()
     frame.loc[frame.index[::3], "age"] = np.nan
     frame.loc[frame.index[1::4], "occupation"] = np.nan
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     torch_probs, choice, onnx_probs = _three_ways(predictor, options, _rows(frame))
     assert (choice.name, predictor.runtime.name) == ("onnx", "onnx"), choice.note
     assert "parity with torch" in choice.note
@@ -93,7 +92,7 @@ def test_vision_onnx_equals_torch_and_get_preds(vision_learner: Any, options: Ru
     uploads = [
         UploadedImage(f"{i}.png", image_bytes(size=(20 + 7 * i, 40 - 3 * i), seed=i)) for i in range(6)
     ]
-    predictor = VisionPredictor(vision_learner)
+    predictor = predictor_for(vision_learner)
     torch_probs, choice, onnx_probs = _three_ways(predictor, options, uploads)
     assert choice.name == "onnx", choice.note
     reference = fastai_probabilities(vision_learner, predictor.prepare(uploads).images)
@@ -105,7 +104,7 @@ def test_cookbook_model_onnx_equals_torch_and_get_preds(tmp_path: Path, options:
     shutil.copy(FIXTURES / "cookbook" / "adult_sample_model.pkl", tmp_path / "model.pkl")
     learn = _served(tmp_path / "model.pkl")
     frame = pd.read_csv(FIXTURES / "cookbook" / "adult_sample_test.csv")
-    predictor = TabularPredictor(learn)
+    predictor = predictor_for(learn)
     torch_probs, choice, onnx_probs = _three_ways(predictor, options, _rows(frame), strict=False)
     assert choice.name == "onnx", choice.note
     np.testing.assert_allclose(onnx_probs, torch_probs, atol=TOLERANCE)
@@ -119,7 +118,7 @@ def test_export_failure_falls_back_to_torch_and_says_why(
         raise RuntimeError("unsupported operator aten::weird")
 
     monkeypatch.setattr(TorchModel, "export_onnx", broken)
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     choice = select_runtime(predictor, options, sha256="b" * 64)
     assert choice.name == "torch"
     assert "ONNX export failed: RuntimeError: unsupported operator aten::weird" in choice.note
@@ -132,16 +131,16 @@ def test_export_failure_falls_back_to_torch_and_says_why(
 def test_mismatch_falls_back_to_torch(
     vision_learner: Any, options: RuntimeOptions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    honest = OnnxModel.probabilities
+    honest = OnnxModel.outputs
 
     def off(self: OnnxModel, *inputs: Any) -> np.ndarray:
         return honest(self, *inputs) + 1e-3
 
-    monkeypatch.setattr(OnnxModel, "probabilities", off)
-    predictor = VisionPredictor(vision_learner)
+    monkeypatch.setattr(OnnxModel, "outputs", off)
+    predictor = predictor_for(vision_learner)
     choice = select_runtime(predictor, options, sha256="c" * 64)
     assert choice.name == "torch"
-    assert "ONNX Runtime differs from torch: probabilities 1.0e-03 apart" in choice.note
+    assert "ONNX Runtime differs from torch: outputs 1.0e-03 apart" in choice.note
     assert isinstance(predictor.runtime, TorchModel)
 
 
@@ -160,7 +159,7 @@ def test_parity_gap() -> None:
 def test_cached_export_is_reused_and_still_checked(
     tabular_learner: Any, options: RuntimeOptions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = select_runtime(TabularPredictor(tabular_learner), options, sha256="d" * 64)
+    first = select_runtime(predictor_for(tabular_learner), options, sha256="d" * 64)
     cached = options.cache_dir / f"{'d' * 64}.onnx"  # type: ignore[operator]
     assert first.name == "onnx" and cached.is_file() and str(cached) in first.note
     exports = 0
@@ -172,10 +171,10 @@ def test_cached_export_is_reused_and_still_checked(
         return real_export(self, example)
 
     monkeypatch.setattr(TorchModel, "export_onnx", counting)
-    again = select_runtime(TabularPredictor(tabular_learner), options, sha256="d" * 64)
+    again = select_runtime(predictor_for(tabular_learner), options, sha256="d" * 64)
     assert again.name == "onnx" and "cached" in again.note and exports == 0
     cached.write_bytes(b"not an onnx model")  # a damaged cache is exported again, then repaired
-    repaired = select_runtime(TabularPredictor(tabular_learner), options, sha256="d" * 64)
+    repaired = select_runtime(predictor_for(tabular_learner), options, sha256="d" * 64)
     assert repaired.name == "onnx" and exports == 1
     assert cached.read_bytes() != b"not an onnx model"
 
@@ -184,7 +183,7 @@ def test_unwritable_cache_still_serves_onnx(tabular_learner: Any, tmp_path: Path
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     choice = select_runtime(
-        TabularPredictor(tabular_learner),
+        predictor_for(tabular_learner),
         RuntimeOptions(setting=AUTO, cache_dir=blocker / "onnx"),
         sha256="e" * 64,
     )
@@ -197,7 +196,7 @@ def test_onnx_threads_spin_only_where_one_process_owns_the_cores(
 ) -> None:
     """Several workers (`spin=False`, as `create_app` sets for WORKERS > 1): ONNX Runtime's intra-op threads
     sleep between runs instead of spinning on cores another worker needs; one process keeps the default."""
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     select_runtime(predictor, RuntimeOptions(setting=AUTO, cache_dir=tmp_path, spin=spin), sha256="9" * 64)
     assert isinstance(predictor.runtime, OnnxModel)
     options = predictor.runtime.session.get_session_options()
@@ -209,7 +208,7 @@ def test_onnx_threads_spin_only_where_one_process_owns_the_cores(
 
 
 def test_runtime_torch_setting_keeps_torch(tabular_learner: Any, tmp_path: Path) -> None:
-    predictor = TabularPredictor(tabular_learner)
+    predictor = predictor_for(tabular_learner)
     options = RuntimeOptions(setting=RuntimeSetting.TORCH, cache_dir=tmp_path)
     choice = select_runtime(predictor, options, sha256="f" * 64)
     assert (choice.name, choice.note) == ("torch", "FASTAI_SERVE_RUNTIME=torch")
@@ -221,7 +220,7 @@ def test_no_fast_path_keeps_fastai_pipeline(vision_learner: Any, monkeypatch: py
     from service.inference import vision as vision_module
 
     monkeypatch.setattr(vision_module, "FAST_ITEM_TFMS", {"ToTensor"})
-    predictor = VisionPredictor(vision_learner)
+    predictor = predictor_for(vision_learner)
     choice = select_runtime(predictor, RuntimeOptions(setting=AUTO), sha256=None)
     assert choice.name == "torch" and "fastai's own pipeline" in choice.note
     with pytest.raises(LoadError, match="no fast path"):
@@ -229,5 +228,5 @@ def test_no_fast_path_keeps_fastai_pipeline(vision_learner: Any, monkeypatch: py
 
 
 def test_export_leaves_the_model_in_eval_mode(tabular_learner: Any, options: RuntimeOptions) -> None:
-    select_runtime(TabularPredictor(tabular_learner), options, sha256=None)
+    select_runtime(predictor_for(tabular_learner), options, sha256=None)
     assert not any(m.training for m in tabular_learner.model.modules())

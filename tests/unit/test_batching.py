@@ -15,7 +15,8 @@ import torch
 
 from service.errors import ModelFault, Overloaded
 from service.inference.batching import BatcherPool, MicroBatcher
-from service.inference.predictor import ModelKind, Prediction, predictions_from_probs, split_rows
+from service.inference.predictor import ModelKind, split_rows
+from service.inference.tasks import ClassificationHead, Prediction
 from service.registry import ModelEntry, ModelStatus
 from service.telemetry import Metrics
 
@@ -140,7 +141,7 @@ class FakePredictor:
     kind: ClassVar[ModelKind] = ModelKind.TABULAR
 
     def __init__(self, forward: Recorder) -> None:
-        self.classes = ["a", "b"]
+        self.head = ClassificationHead(["a", "b"])
         self._forward = forward
 
     def input_schema(self) -> dict[str, object]:
@@ -152,8 +153,10 @@ class FakePredictor:
     def forward_many(self, batch: list[Items], /) -> list[np.ndarray]:
         return self._forward(batch)
 
-    def finish(self, prepared: Items, probs: np.ndarray, /) -> list[Prediction]:
-        return predictions_from_probs(probs, self.classes)
+    def finish(
+        self, prepared: Items, probs: np.ndarray, /, *, threshold: float | None = None
+    ) -> list[Prediction]:
+        return self.head.decode(probs)
 
     def self_check(self) -> None:
         pass

@@ -29,6 +29,7 @@ from service.inference.csvio import (
     rows_for,
     scored_csv,
 )
+from service.inference.tasks import ClassificationHead
 from tests.helpers import image_bytes
 
 
@@ -106,7 +107,7 @@ def test_rows_keep_only_the_models_columns_with_none_for_blanks() -> None:
 def test_scored_csv_adds_the_prediction_and_a_probability_per_class() -> None:
     frame = read_csv_upload(b"age,city\n1,x\n2,y\n", filename="s.csv")
     probs = np.array([[0.25, 0.75], [0.9, 0.1]], dtype=np.float32)
-    lines = scored_csv(frame, probs, ["no", "yes"]).splitlines()
+    lines = scored_csv(frame, probs, ClassificationHead(["no", "yes"])).splitlines()
     assert lines == ["age,city,prediction,p_no,p_yes", "1,x,yes,0.25,0.75", "2,y,no,0.9,0.1"]
 
 
@@ -127,14 +128,14 @@ def test_scored_csv_adds_the_prediction_and_a_probability_per_class() -> None:
 )
 def test_scored_csv_neutralises_formula_cells(cell: str, written: str) -> None:
     frame = pd.DataFrame({"note": [cell], "n": ["-7"]})
-    out = scored_csv(frame, np.array([[0.5, 0.5]], dtype=np.float32), ["=no", "yes"])
+    out = scored_csv(frame, np.array([[0.5, 0.5]], dtype=np.float32), ClassificationHead(["=no", "yes"]))
     # numbers stay numbers; the label is echoed text too
     assert out.split("\n")[1] == f"{written},-7,'=no,0.5,0.5"
 
 
 def test_scored_csv_neutralises_header_cells() -> None:
     frame = pd.DataFrame({"=cmd()": ["x"]})
-    out = scored_csv(frame, np.array([[1.0]], dtype=np.float32), ["a"])
+    out = scored_csv(frame, np.array([[1.0]], dtype=np.float32), ClassificationHead(["a"]))
     assert out.splitlines()[0] == "'=cmd(),prediction,p_a"
 
 

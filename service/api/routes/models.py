@@ -30,10 +30,12 @@ def summary_of(entry: ModelEntry) -> ModelSummary:
     return ModelSummary(
         name=entry.name,
         kind=entry.kind,
+        task=entry.task,
         version=entry.version,
         status=entry.status.value,
         device=entry.device,
         classes=entry.classes,
+        targets=entry.targets,
         error=entry.error,
     )
 

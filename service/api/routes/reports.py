@@ -8,14 +8,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
+from pydantic import TypeAdapter
 
 from service.api.deps import RegistryDep
 from service.errors import MSG_NO_ARTIFACT, MSG_NO_REPORT, NotFound
 from service.registry import ModelEntry
 from service.reports.store import ARTIFACTS, REPORT_DIR, read_report
 from service.schemas.problem import Problem
-from service.schemas.reports import Evaluation, ModelComparison, TrainingReport
+from service.schemas.reports import AnyEvaluation, ModelComparison, TrainingReport
 
+EVALUATION: TypeAdapter[AnyEvaluation] = TypeAdapter(AnyEvaluation)
 router = APIRouter(tags=["reports"])
 
 
@@ -61,8 +63,8 @@ def compare_models(
     models: Annotated[list[str], Query(min_length=2, description="two or more model names")],
 ) -> ModelComparison:
     """Test metrics of several models side by side (e.g. trained with and without augmentation)."""
-    tests = []
+    tests: list[AnyEvaluation | None] = []
     for name in models:
         test = _report(registry.get(name)).get("test")
-        tests.append(Evaluation.model_validate(test) if test else None)
+        tests.append(EVALUATION.validate_python(test) if test else None)
     return ModelComparison(models=models, test=tests)

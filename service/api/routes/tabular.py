@@ -25,18 +25,19 @@ from service.api.deps import (
     get_batchers,
     get_registry,
 )
-from service.api.limits import check_rows
+from service.api.limits import Threshold, check_rows, check_threshold
+from service.api.outputs import tabular_items
 from service.errors import MSG_INVALID_ROWS, InvalidInput
 from service.inference.batching import ModelPool
 from service.inference.csvio import CsvTable, read_csv_table, scored_csv_parts
-from service.inference.labelled import table_target_codes
-from service.inference.predictor import Prediction
+from service.inference.labelled import TABLE_TARGETS
 from service.inference.tabular import PreparedRows, TabularPredictor
+from service.inference.tasks import AnyPrediction
 from service.registry import ModelEntry, ModelRegistry
-from service.reports.scores import evaluate_codes
-from service.schemas.predict import TabularPrediction, TabularPredictRequest, TabularPredictResponse
+from service.reports.scores import score
+from service.schemas.predict import TabularPredictRequest, TabularPredictResponse
 from service.schemas.problem import Problem
-from service.schemas.reports import Evaluation
+from service.schemas.reports import AnyEvaluation
 from service.settings import Settings
 
 router = APIRouter(prefix="/api/v1/tabular", tags=["tabular"])
@@ -47,15 +48,18 @@ INLINE_ROWS = 32
 ANSWER_ROWS = 4096
 
 
-def _response(entry: ModelEntry, predictions: list[Prediction]) -> TabularPredictResponse:
+def _response(entry: ModelEntry, predictions: list[AnyPrediction]) -> TabularPredictResponse:
     return TabularPredictResponse(
-        model=entry.name,
-        version=entry.version,
-        predictions=[
-            TabularPrediction(label=p.label, probabilities=p.probabilities, warnings=p.warnings)
-            for p in predictions
-        ],
+        model=entry.name, version=entry.version, predictions=tabular_items(predictions)
     )
+
+
+def _served(
+    registry: ModelRegistry, name: str, threshold: float | None
+) -> tuple[ModelEntry, TabularPredictor]:
+    entry, predictor = registry.predictor(name, TabularPredictor)
+    check_threshold(threshold, name=name, task=predictor.head.task)
+    return entry, predictor
 
 
 @router.post(
@@ -70,14 +74,17 @@ async def predict_rows(
     registry: RegistryDep,
     settings: SettingsDep,
     batchers: BatchersDep,
+    threshold: Threshold = None,
 ) -> TabularPredictResponse:
     """Predict JSON rows; one prediction per row, in order, with per-row warnings."""
-    return await _predict_rows(name, body, registry=registry, settings=settings, batchers=batchers)
+    return await _predict_rows(name, body, threshold, registry=registry, settings=settings, batchers=batchers)
 
 
 async def predict_rows_hot(request: Request, body: bytes) -> Response | None:
-    """`predict_rows` for a plain request (a JSON body that validates as `TabularPredictRequest`), or None."""
-    if not hot.is_json(request):
+    """`predict_rows` for a plain request (a JSON body that validates as `TabularPredictRequest`, and at
+    most a plain `threshold` in the query), or None."""
+    query = hot.plain_query(request, {}, fractions=frozenset({"threshold"}))
+    if query is None or not hot.is_json(request):
         return None
     try:
         rows = TabularPredictRequest.model_validate(json.loads(body))
@@ -86,9 +93,10 @@ async def predict_rows_hot(request: Request, body: bytes) -> Response | None:
     registry, settings = await get_registry(request), await get_app_settings(request)
     batchers = await get_batchers(request)
     name = request.path_params["name"]
-    return hot.json_response(
-        await _predict_rows(name, rows, registry=registry, settings=settings, batchers=batchers)
+    answer = await _predict_rows(
+        name, rows, query.get("threshold"), registry=registry, settings=settings, batchers=batchers
     )
+    return hot.json_response(answer)
 
 
 # Served by `hot.HotRoute` first when the request is plain (api/hot.py).
@@ -98,17 +106,18 @@ HOT_ROUTES: dict[str, hot.HotHandler] = {f"{router.prefix}/{{name}}/predict": pr
 async def _predict_rows(
     name: str,
     body: TabularPredictRequest,
+    threshold: float | None,
     *,
     registry: ModelRegistry,
     settings: Settings,
     batchers: ModelPool,
 ) -> TabularPredictResponse:
-    entry, predictor = registry.predictor(name, TabularPredictor)
+    entry, predictor = _served(registry, name, threshold)
     check_rows(len(body.rows), settings.max_rows)
     prepare = partial(predictor.prepare, body.rows)
     prepared = prepare() if len(body.rows) <= INLINE_ROWS else await run_in_threadpool(prepare)
-    probs = await batchers.run(entry, predictor, prepared)
-    return _response(entry, predictor.finish(prepared, probs))
+    outputs = await batchers.run(entry, predictor, prepared)
+    return _response(entry, predictor.finish(prepared, outputs, threshold=threshold))
 
 
 @router.post(
@@ -123,22 +132,27 @@ async def predict_csv(
     settings: SettingsDep,
     batchers: BatchersDep,
     file: Annotated[UploadFile, File(description="CSV with a header row")],
+    threshold: Threshold = None,
 ) -> Response | TabularPredictResponse:
     """Predict every row of a CSV upload; `Accept: text/csv` returns the CSV with prediction columns."""
-    entry, predictor = registry.predictor(name, TabularPredictor)
+    entry, predictor = _served(registry, name, threshold)
     filename = file.filename or "upload.csv"
     table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
     as_csv = "text/csv" in request.headers.get("accept", "")
-    probs, notes = await _score_table(entry, predictor, batchers, table, filename, warnings=not as_csv)
+    outputs, notes = await _score_table(entry, predictor, batchers, table, filename, warnings=not as_csv)
     if as_csv:
-        parts = iterate_in_threadpool(scored_csv_parts(table, probs, predictor.classes))
+        parts = iterate_in_threadpool(scored_csv_parts(table, outputs, predictor.head, threshold=threshold))
         return StreamingResponse(parts, media_type="text/csv")
-    answer = iterate_in_threadpool(_answer_parts(entry, predictor, probs, notes))
+    answer = iterate_in_threadpool(_answer_parts(entry, predictor, outputs, notes, threshold))
     return StreamingResponse(answer, media_type="application/json")
 
 
 def _answer_parts(
-    entry: ModelEntry, predictor: TabularPredictor, probs: np.ndarray, notes: dict[int, list[str]]
+    entry: ModelEntry,
+    predictor: TabularPredictor,
+    probs: np.ndarray,
+    notes: dict[int, list[str]],
+    threshold: float | None,
 ) -> Iterator[bytes]:
     """A CSV's `TabularPredictResponse`, serialised a few thousand rows at a time: the bytes FastAPI writes
     for the whole model, without ever holding an object per row of a large file."""
@@ -148,29 +162,30 @@ def _answer_parts(
         part = probs[start : start + ANSWER_ROWS]
         ahead = {i - start: notes[i] for i in range(start, start + len(part)) if i in notes}
         prepared = PreparedRows(columns={}, n=len(part), notes=ahead)
-        body = hot.json_bytes(_response(entry, predictor.finish(prepared, part)))
+        body = hot.json_bytes(_response(entry, predictor.finish(prepared, part, threshold=threshold)))
         yield (b"," if start else b"") + body[len(empty) - 2 : -2]
     yield empty[-2:]
 
 
-@router.post("/{name}/evaluate", response_model=Evaluation, responses=ERRORS)
+@router.post("/{name}/evaluate", response_model=AnyEvaluation, responses=ERRORS)
 async def evaluate_tabular(
     name: str,
     registry: RegistryDep,
     settings: SettingsDep,
     batchers: BatchersDep,
-    file: Annotated[UploadFile, File(description="CSV with the model's columns and its target column")],
-) -> Evaluation:
-    """Accuracy, per-class and macro precision/recall/F1 and the confusion matrix on a labelled CSV."""
-    entry, predictor = registry.predictor(name, TabularPredictor)
+    file: Annotated[UploadFile, File(description="CSV with the model's columns and its target column(s)")],
+    threshold: Threshold = None,
+) -> AnyEvaluation:
+    """Scores of the model's task on a labelled CSV: classification accuracy, P/R/F1 and the confusion
+    matrix; multi_label `accuracy_multi` and P/R/F1 at the threshold; regression RMSE, MAE, R² per target."""
+    entry, predictor = _served(registry, name, threshold)
     filename = file.filename or "upload.csv"
     table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
-    classes = predictor.classes
-    actual = await run_in_threadpool(
-        partial(table_target_codes, table, target=predictor.spec.target, classes=classes)
-    )
-    probs, _ = await _score_table(entry, predictor, batchers, table, filename, warnings=False)
-    return evaluate_codes(actual, probs.argmax(axis=1), classes)
+    head = predictor.head
+    targets = partial(TABLE_TARGETS[head.task], table, predictor.spec.targets, head.classes)
+    actual = await run_in_threadpool(targets)
+    outputs, _ = await _score_table(entry, predictor, batchers, table, filename, warnings=False)
+    return score(head, actual, outputs, threshold=threshold)
 
 
 async def _score_table(

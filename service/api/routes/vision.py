@@ -21,19 +21,26 @@ from service.api.deps import (
     get_batchers,
     get_registry,
 )
-from service.api.limits import check_files
+from service.api.limits import Threshold, check_files, check_threshold
+from service.api.outputs import vision_items
 from service.api.uploads import read_images
-from service.errors import MSG_EVAL_BOTH, MSG_EVAL_LABEL_COUNT, MSG_EVAL_NOTHING, InvalidInput
+from service.errors import (
+    MSG_EVAL_ARCHIVE_TASK,
+    MSG_EVAL_BOTH,
+    MSG_EVAL_LABEL_COUNT,
+    MSG_EVAL_NOTHING,
+    InvalidInput,
+)
 from service.inference.batching import ModelPool
 from service.inference.images import UploadedImage
-from service.inference.labelled import EVAL_CHUNK, read_class_archive, resolve_labels
-from service.inference.predictor import labels_of
+from service.inference.labelled import EVAL_CHUNK, LABEL_TARGETS, read_class_archive
+from service.inference.tasks import Task
 from service.inference.vision import VisionPredictor
-from service.registry import ModelRegistry
-from service.reports.scores import evaluate_labels
-from service.schemas.predict import TopK, VisionPrediction, VisionPredictResponse
+from service.registry import ModelEntry, ModelRegistry
+from service.reports.scores import score
+from service.schemas.predict import VisionPredictResponse
 from service.schemas.problem import Problem
-from service.schemas.reports import Evaluation
+from service.schemas.reports import AnyEvaluation
 from service.settings import Settings
 
 router = APIRouter(prefix="/api/v1/vision", tags=["vision"])
@@ -56,14 +63,19 @@ async def predict_images(
             ge=MIN_TOP_K, le=MAX_TOP_K, description="How many likely classes to list per image (default 3)."
         ),
     ] = None,
+    threshold: Threshold = None,
 ) -> VisionPredictResponse:
-    """Classify each uploaded image; predictions come back in upload order."""
-    return await _classify(name, files, top_k, registry=registry, settings=settings, batchers=batchers)
+    """Predict each uploaded image as the model's task does (class, labels, values or points); predictions
+    come back in upload order."""
+    return await _predict(
+        name, files, top_k, threshold, registry=registry, settings=settings, batchers=batchers
+    )
 
 
 async def predict_images_hot(request: Request, body: bytes) -> Response | None:
-    """`predict_images` for a plain request (image files only; `top_k` absent or in range), or None."""
-    query = hot.plain_ints(request, {"top_k": (MIN_TOP_K, MAX_TOP_K)})
+    """`predict_images` for a plain request (image files only; `top_k` and `threshold` absent or in range),
+    or None."""
+    query = hot.plain_query(request, {"top_k": (MIN_TOP_K, MAX_TOP_K)}, fractions=frozenset({"threshold"}))
     if query is None:
         return None
     settings = await get_app_settings(request)
@@ -74,8 +86,15 @@ async def predict_images_hot(request: Request, body: bytes) -> Response | None:
     registry, batchers = await get_registry(request), await get_batchers(request)
     try:
         name = request.path_params["name"]
-        answer = await _classify(
-            name, files, query.get("top_k"), registry=registry, settings=settings, batchers=batchers
+        top_k = query.get("top_k")
+        answer = await _predict(
+            name,
+            files,
+            None if top_k is None else int(top_k),
+            query.get("threshold"),
+            registry=registry,
+            settings=settings,
+            batchers=batchers,
         )
     finally:
         await form.close()
@@ -86,42 +105,55 @@ async def predict_images_hot(request: Request, body: bytes) -> Response | None:
 HOT_ROUTES: dict[str, hot.HotHandler] = {f"{router.prefix}/{{name}}/predict": predict_images_hot}
 
 
-async def _classify(
+def _served(
+    registry: ModelRegistry, name: str, threshold: float | None
+) -> tuple[ModelEntry, VisionPredictor]:
+    entry, predictor = registry.predictor(name, VisionPredictor)
+    check_threshold(threshold, name=name, task=predictor.head.task)
+    return entry, predictor
+
+
+async def _predict(
     name: str,
     files: Sequence[StarletteUploadFile],
     top_k: int | None,
+    threshold: float | None,
     *,
     registry: ModelRegistry,
     settings: Settings,
     batchers: ModelPool,
 ) -> VisionPredictResponse:
-    entry, predictor = registry.predictor(name, VisionPredictor)
-    k = top_k or settings.default_top_k
+    entry, predictor = _served(registry, name, threshold)
     check_files(len(files), settings.max_files)
     uploads = await read_images(files)
     prepared = await run_in_threadpool(predictor.prepare, uploads)
-    probs = await batchers.run(entry, predictor, prepared)
+    outputs = await batchers.run(entry, predictor, prepared)
+    predictions = predictor.finish(prepared, outputs, threshold=threshold)
     return VisionPredictResponse(
         model=name,
         version=entry.version,
-        predictions=[
-            VisionPrediction(
-                filename=upload.filename,
-                label=p.label,
-                probabilities=p.probabilities,
-                top_k=[TopK(label=label, probability=prob) for label, prob in p.top_k(k)],
-            )
-            for upload, p in zip(uploads, predictor.finish(prepared, probs), strict=True)
-        ],
+        predictions=vision_items(
+            predictions, [u.filename for u in uploads], top_k=top_k or settings.default_top_k
+        ),
     )
 
 
 async def _labelled_uploads(
-    files: list[UploadFile] | None, labels: list[str] | None, archive: UploadFile | None, settings: Settings
+    files: list[UploadFile] | None,
+    labels: list[str] | None,
+    archive: UploadFile | None,
+    *,
+    settings: Settings,
+    name: str,
+    task: Task,
 ) -> tuple[list[UploadedImage], list[str]]:
-    """Images and their labels: from `files` with one `labels` field each, or from one class-folder zip."""
+    """Images and their labels: from `files` with one `labels` field each, or (a classifier's) from one
+    class-folder zip."""
     if archive is not None and files:
         raise InvalidInput(MSG_EVAL_BOTH)
+    if archive is not None and task is not Task.CLASSIFICATION:
+        expected = LABEL_TARGETS[task][1]
+        raise InvalidInput(MSG_EVAL_ARCHIVE_TASK.format(name=name, task=task.value, expected=expected))
     if archive is not None:
         read = partial(
             read_class_archive,
@@ -139,7 +171,7 @@ async def _labelled_uploads(
     return await read_images(files), list(labels or [])
 
 
-@router.post("/{name}/evaluate", response_model=Evaluation, responses=ERRORS)
+@router.post("/{name}/evaluate", response_model=AnyEvaluation, responses=ERRORS)
 async def evaluate_vision(
     name: str,
     registry: RegistryDep,
@@ -148,16 +180,30 @@ async def evaluate_vision(
     files: Annotated[
         list[UploadFile] | None, File(description="images, with one `labels` field each")
     ] = None,
-    labels: Annotated[list[str] | None, Form(description="the class of each file, in the same order")] = None,
-    archive: Annotated[UploadFile | None, File(description="a zip with one folder per class")] = None,
-) -> Evaluation:
-    """Accuracy, per-class and macro precision/recall/F1 and the confusion matrix on labelled images."""
-    entry, predictor = registry.predictor(name, VisionPredictor)
-    uploads, raw_labels = await _labelled_uploads(files, labels, archive, settings)
-    classes = predictor.classes
-    actual = resolve_labels(raw_labels, classes, where="labels")
+    labels: Annotated[
+        list[str] | None,
+        Form(
+            description="per file, in the same order: its class (classification), classes joined by ';' "
+            "(multi_label), its values as a number or JSON list (regression), or JSON [[x, y], ...] "
+            "in its pixels (points)"
+        ),
+    ] = None,
+    archive: Annotated[
+        UploadFile | None, File(description="classifiers: a zip with one folder per class")
+    ] = None,
+    threshold: Threshold = None,
+) -> AnyEvaluation:
+    """Scores of the model's task on labelled images: classification accuracy, P/R/F1 and the confusion
+    matrix; multi_label `accuracy_multi` and P/R/F1; regression RMSE, MAE, R²; points mean pixel error."""
+    entry, predictor = _served(registry, name, threshold)
+    head = predictor.head
+    uploads, raw_labels = await _labelled_uploads(
+        files, labels, archive, settings=settings, name=name, task=head.task
+    )
+    actual = LABEL_TARGETS[head.task][0](raw_labels, head)
     parts = []
     for start in range(0, len(uploads), EVAL_CHUNK):
         prepared = await run_in_threadpool(predictor.prepare, uploads[start : start + EVAL_CHUNK])
-        parts.append(await batchers.run(entry, predictor, prepared))
-    return evaluate_labels(actual, labels_of(np.concatenate(parts), classes), classes)
+        outputs = await batchers.run(entry, predictor, prepared)
+        parts.append(predictor.scored_outputs(prepared, outputs))
+    return score(head, actual, np.concatenate(parts), threshold=threshold)

@@ -1,6 +1,10 @@
 """What each model kind's tensors are on /v2: its inputs and outputs in model metadata, the request's
 tensors turned into what the kind's `Predictor.prepare` takes, and predictions turned into outputs.
 
+Inputs per kind (`V2_KINDS`), outputs per task (`V2_TASKS`: classification `label` + `probabilities`
+(+ `top_k` for images), multi_label `probabilities` + `predicted` BOOL, regression `values`, points
+`points` FP32 [N, K, 2] in the input image's pixels).
+
 Tabular: one input per column of the learner's schema, shape [N] or [N, 1]; continuous columns FP64
 (or FP32, INT64, INT32), categorical ones BYTES. A missing value is JSON `null` (or NaN in a float
 tensor); the learner's fill then applies with the same warning as /api/v1. Vision: `image`, BYTES [N]
@@ -11,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,14 +34,17 @@ from service.errors import (
     BadRequest,
 )
 from service.inference.images import ACCEPTED_TYPES, UploadedImage
-from service.inference.predictor import AnyPredictor, Prediction
+from service.inference.predictor import AnyPredictor, ModelKind
 from service.inference.tabular import PreparedRows, TabularPredictor
+from service.inference.tasks import Task
 from service.inference.vision import PreparedImages, VisionPredictor
 from service.schemas.v2 import MetadataTensor
+from service.settings import Settings
 
 CONTINUOUS_TYPES = ("FP64", "FP32", "INT64", "INT32")
 IMAGE_INPUT = "image"
 LABEL, PROBABILITIES, TOP_K = "label", "probabilities", "top_k"
+PREDICTED, VALUES, POINTS = "predicted", "values", "points"
 TOP_K_FORMAT = "probability:index:label"
 
 
@@ -193,23 +202,139 @@ def prepare_vision(predictor: VisionPredictor, tensors: list[Tensor], *, max_fil
     )
 
 
-# -- both ------------------------------------------------------------------------------------------------
+# -- the tables: inputs per kind, outputs per task -------------------------------------------------------
+@dataclass(frozen=True)
+class V2Kind:
+    """How one kind's inputs travel as tensors."""
+
+    inputs: Callable[[Any], list[MetadataTensor]]
+    # (predictor, tensors, settings) -> what the predictor's `forward_many` takes
+    prepare: Callable[[Any, list[Tensor], Settings], Any]
+    inline_rows: int  # prepared on the event loop up to this many items (a hop to a thread costs more)
+    ranks: bool  # its classifiers offer `top_k`
+
+
+V2_KINDS: dict[ModelKind, V2Kind] = {
+    ModelKind.TABULAR: V2Kind(
+        inputs=tabular_inputs,
+        prepare=lambda p, tensors, settings: prepare_tabular(p, tensors, max_rows=settings.max_rows),
+        inline_rows=32,
+        ranks=False,
+    ),
+    ModelKind.VISION: V2Kind(
+        inputs=vision_inputs,
+        prepare=lambda p, tensors, settings: prepare_vision(p, tensors, max_files=settings.max_files),
+        inline_rows=0,
+        ranks=True,
+    ),
+}
+
+
+def _text_array(values: list[str], shape: tuple[int, ...]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array.reshape(shape)
+
+
+def _probabilities(head: Any, outputs: np.ndarray) -> OutputTensor:
+    return OutputTensor(
+        PROBABILITIES, "FP32", np.asarray(outputs, dtype=np.float32), {"classes": head.classes}
+    )
+
+
+def _classification_metadata(head: Any) -> list[MetadataTensor]:
+    return [
+        MetadataTensor(name=LABEL, datatype="BYTES", shape=[-1]),
+        MetadataTensor(
+            name=PROBABILITIES,
+            datatype="FP32",
+            shape=[-1, len(head.classes)],
+            parameters={"classes": head.classes},
+        ),
+    ]
+
+
+def _classification_outputs(
+    head: Any, predictions: list[Any], outputs: np.ndarray
+) -> dict[str, OutputTensor]:
+    labels = _text_array([p.label for p in predictions], (len(predictions),))
+    return {LABEL: OutputTensor(LABEL, "BYTES", labels), PROBABILITIES: _probabilities(head, outputs)}
+
+
+def _multi_label_metadata(head: Any) -> list[MetadataTensor]:
+    shape, parameters = [-1, len(head.classes)], {"classes": head.classes, "threshold": head.threshold}
+    return [
+        MetadataTensor(name=PROBABILITIES, datatype="FP32", shape=shape, parameters=parameters),
+        MetadataTensor(name=PREDICTED, datatype="BOOL", shape=shape, parameters=parameters),
+    ]
+
+
+def _multi_label_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> dict[str, OutputTensor]:
+    threshold = predictions[0].threshold if predictions else head.threshold
+    flags = head.predicted(outputs, threshold)
+    parameters = {"classes": head.classes, "threshold": threshold}
+    return {
+        PROBABILITIES: _probabilities(head, outputs),
+        PREDICTED: OutputTensor(PREDICTED, "BOOL", np.asarray(flags, dtype=np.bool_), parameters),
+    }
+
+
+def _regression_metadata(head: Any) -> list[MetadataTensor]:
+    return [
+        MetadataTensor(
+            name=VALUES, datatype="FP32", shape=[-1, len(head.targets)], parameters={"targets": head.targets}
+        )
+    ]
+
+
+def _regression_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> dict[str, OutputTensor]:
+    values = np.asarray(outputs, dtype=np.float32)
+    return {VALUES: OutputTensor(VALUES, "FP32", values, {"targets": head.targets})}
+
+
+def _points_metadata(head: Any) -> list[MetadataTensor]:
+    return [
+        MetadataTensor(
+            name=POINTS,
+            datatype="FP32",
+            shape=[-1, len(head.targets), 2],
+            parameters={"content": "[x, y] per point, in pixels of the input image"},
+        )
+    ]
+
+
+def _points_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> dict[str, OutputTensor]:
+    pixels = np.asarray([p.points for p in predictions], dtype=np.float32).reshape(-1, len(head.targets), 2)
+    return {POINTS: OutputTensor(POINTS, "FP32", pixels)}
+
+
+@dataclass(frozen=True)
+class V2Task:
+    """How one task's outputs travel as tensors: in model metadata, and from a request's predictions."""
+
+    metadata: Callable[[Any], list[MetadataTensor]]
+    outputs: Callable[[Any, list[Any], np.ndarray], dict[str, OutputTensor]]
+
+
+V2_TASKS: dict[Task, V2Task] = {
+    Task.CLASSIFICATION: V2Task(_classification_metadata, _classification_outputs),
+    Task.MULTI_LABEL: V2Task(_multi_label_metadata, _multi_label_outputs),
+    Task.REGRESSION: V2Task(_regression_metadata, _regression_outputs),
+    Task.POINTS: V2Task(_points_metadata, _points_outputs),
+}
+
+
+def _ranks(predictor: AnyPredictor) -> bool:
+    return V2_KINDS[predictor.kind].ranks and predictor.head.task is Task.CLASSIFICATION
+
+
 def model_inputs(predictor: AnyPredictor) -> list[MetadataTensor]:
-    if isinstance(predictor, VisionPredictor):
-        return vision_inputs(predictor)
-    assert isinstance(predictor, TabularPredictor)
-    return tabular_inputs(predictor)
+    return V2_KINDS[predictor.kind].inputs(predictor)
 
 
 def model_outputs(predictor: AnyPredictor) -> list[MetadataTensor]:
-    classes = list(predictor.classes)
-    outputs = [
-        MetadataTensor(name=LABEL, datatype="BYTES", shape=[-1]),
-        MetadataTensor(
-            name=PROBABILITIES, datatype="FP32", shape=[-1, len(classes)], parameters={"classes": classes}
-        ),
-    ]
-    if isinstance(predictor, VisionPredictor):
+    outputs = V2_TASKS[predictor.head.task].metadata(predictor.head)
+    if _ranks(predictor):
         outputs.append(
             MetadataTensor(
                 name=TOP_K,
@@ -221,26 +346,22 @@ def model_outputs(predictor: AnyPredictor) -> list[MetadataTensor]:
     return outputs
 
 
-def _text_array(values: list[str], shape: tuple[int, ...]) -> np.ndarray:
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    return array.reshape(shape)
+def offers_top_k(predictor: AnyPredictor) -> bool:
+    """Whether the model's outputs include `top_k` (a classifier of a kind that ranks)."""
+    return _ranks(predictor)
 
 
 def outputs_for(
-    classes: list[str], predictions: list[Prediction], probs: np.ndarray, *, top_k: int | None
+    predictor: AnyPredictor, predictions: list[Any], outputs: np.ndarray, *, top_k: int | None
 ) -> dict[str, OutputTensor]:
     """Every output this request can have, by name (the route keeps those asked for)."""
-    n = len(predictions)
-    outputs = {
-        LABEL: OutputTensor(LABEL, "BYTES", _text_array([p.label for p in predictions], (n,))),
-        PROBABILITIES: OutputTensor(
-            PROBABILITIES, "FP32", np.asarray(probs, dtype=np.float32), {"classes": list(classes)}
-        ),
-    }
+    head = predictor.head
+    tensors = V2_TASKS[head.task].outputs(head, predictions, outputs)
     if top_k is not None:
+        classes = head.classes
         index = {c: i for i, c in enumerate(classes)}
         k = min(top_k, len(classes))
         ranked = [f"{prob:.6f}:{index[label]}:{label}" for p in predictions for label, prob in p.top_k(k)]
-        outputs[TOP_K] = OutputTensor(TOP_K, "BYTES", _text_array(ranked, (n, k)), {"format": TOP_K_FORMAT})
-    return outputs
+        n = len(predictions)
+        tensors[TOP_K] = OutputTensor(TOP_K, "BYTES", _text_array(ranked, (n, k)), {"format": TOP_K_FORMAT})
+    return tensors

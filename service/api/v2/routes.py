@@ -19,16 +19,17 @@ from service.api.deps import BatchersDep, RegistryDep, SettingsDep
 from service.api.v2.codec import BINARY_MEDIA_TYPE, HEADER_LENGTH, OutputTensor, encode_response, read_request
 from service.api.v2.kinds import (
     TOP_K,
+    V2_KINDS,
     model_inputs,
     model_outputs,
+    offers_top_k,
     outputs_for,
-    prepare_tabular,
-    prepare_vision,
 )
 from service.errors import (
     MSG_V2_DUPLICATE,
     MSG_V2_NO_VERSION,
     MSG_V2_NOT_READY,
+    MSG_V2_THRESHOLD,
     MSG_V2_TOP_K,
     MSG_V2_UNKNOWN_OUTPUTS,
     BadRequest,
@@ -36,9 +37,8 @@ from service.errors import (
     ModelNotReady,
 )
 from service.inference.batching import ModelPool
-from service.inference.predictor import AnyPredictor, ModelKind
-from service.inference.tabular import TabularPredictor
-from service.inference.vision import VisionPredictor
+from service.inference.predictor import AnyPredictor
+from service.inference.tasks import Task
 from service.registry import ModelEntry, ModelRegistry, ModelStatus
 from service.schemas.v2 import (
     InferenceError,
@@ -57,7 +57,6 @@ EXTENSIONS = ["binary_tensor_data"]
 MAX_TOP_K = 1000
 # Parsing a small header costs less than a hop to a worker thread; larger bodies go off the event loop.
 INLINE_BYTES = 64 * 1024
-INLINE_ROWS = 32
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -104,8 +103,7 @@ Version = Annotated[str, Path(description="the loaded model's version (any other
 
 def _served(registry: ModelRegistry, name: str, version: str | None) -> tuple[ModelEntry, AnyPredictor]:
     """The ready model, as whichever kind it is: 404 unknown (or another version), 503 not ready."""
-    wanted = VisionPredictor if registry.get(name).kind is ModelKind.VISION else TabularPredictor
-    entry, predictor = registry.predictor(name, wanted)
+    entry, predictor = registry.ready(name)
     if version is not None and version != entry.version:
         raise ModelNotFound(MSG_V2_NO_VERSION.format(name=name, version=version, serving=entry.version))
     return entry, predictor
@@ -173,8 +171,9 @@ async def model_version_ready(name: str, version: Version, registry: RegistryDep
 
 # -- inference -------------------------------------------------------------------------------------------
 def _top_k(request: InferenceRequest, predictor: AnyPredictor, settings: Settings) -> int | None:
-    """The vision `top_k` output's k: `parameters.top_k`, else the default when `top_k` is asked for."""
-    if not isinstance(predictor, VisionPredictor):
+    """The `top_k` output's k (image classifiers): `parameters.top_k`, else the default when `top_k` is
+    asked for."""
+    if not offers_top_k(predictor):
         return None
     value = (request.parameters or {}).get("top_k")
     if value is None:
@@ -183,6 +182,17 @@ def _top_k(request: InferenceRequest, predictor: AnyPredictor, settings: Setting
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOP_K:
         raise BadRequest(MSG_V2_TOP_K.format(limit=MAX_TOP_K, value=value))
     return value
+
+
+def _threshold(request: InferenceRequest, predictor: AnyPredictor) -> float | None:
+    """A multi-label model's `parameters.threshold`, strictly between 0 and 1."""
+    value = (request.parameters or {}).get("threshold")
+    if value is None:
+        return None
+    valid = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
+    if not valid or predictor.head.task is not Task.MULTI_LABEL:
+        raise BadRequest(MSG_V2_THRESHOLD.format(value=value, task=predictor.head.task.value))
+    return float(value)
 
 
 def _check_outputs(request: InferenceRequest, predictor: AnyPredictor) -> None:
@@ -213,14 +223,10 @@ def _selected(
 
 
 async def _prepare(predictor: AnyPredictor, tensors: list[Any], settings: Settings) -> Any:
-    if isinstance(predictor, VisionPredictor):
-        return await run_in_threadpool(
-            partial(prepare_vision, predictor, tensors, max_files=settings.max_files)
-        )
-    assert isinstance(predictor, TabularPredictor)
-    prepare = partial(prepare_tabular, predictor, tensors, max_rows=settings.max_rows)
+    kind = V2_KINDS[predictor.kind]
+    prepare = partial(kind.prepare, predictor, tensors, settings)
     rows = max((t.data.shape[0] if t.data.ndim else 1 for t in tensors), default=0)
-    return prepare() if rows <= INLINE_ROWS else await run_in_threadpool(prepare)
+    return prepare() if rows <= kind.inline_rows else await run_in_threadpool(prepare)
 
 
 async def _infer(
@@ -238,16 +244,17 @@ async def _infer(
     parsed, tensors = read() if len(body) <= INLINE_BYTES else await run_in_threadpool(read)
     _check_outputs(parsed, predictor)
     top_k = _top_k(parsed, predictor, settings)
+    threshold = _threshold(parsed, predictor)
     prepared = await _prepare(predictor, tensors, settings)
-    probs = await batchers.run(entry, predictor, prepared)
-    predictions = predictor.finish(prepared, probs)
+    outputs = await batchers.run(entry, predictor, prepared)
+    predictions = predictor.finish(prepared, outputs, threshold=threshold)
     header: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version}
     if parsed.id is not None:
         header["id"] = parsed.id
     if any(p.warnings for p in predictions):
         header["parameters"] = {"warnings": [p.warnings for p in predictions]}
-    outputs = outputs_for(list(predictor.classes), predictions, probs, top_k=top_k)
-    content, header_length = encode_response(header, _selected(parsed, outputs))
+    answer = outputs_for(predictor, predictions, outputs, top_k=top_k)
+    content, header_length = encode_response(header, _selected(parsed, answer))
     if header_length is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type=BINARY_MEDIA_TYPE, headers={HEADER_LENGTH: str(header_length)})
@@ -257,7 +264,8 @@ async def _infer(
 async def infer(
     name: str, request: Request, registry: RegistryDep, settings: SettingsDep, batchers: BatchersDep
 ) -> Response:
-    """Inference: tensors in, `label` / `probabilities` (/ `top_k`) out; JSON or binary tensor data."""
+    """Inference: tensors in, the task's outputs out (`label`/`probabilities`/`top_k`, `predicted`, `values`
+    or `points`); JSON or binary tensor data."""
     return await _infer(
         request, name=name, version=None, registry=registry, settings=settings, batchers=batchers
     )

@@ -1,0 +1,56 @@
+"""The /api/v1 front door's codec per task: a prediction as its JSON item (API.md, "Prediction item per
+task"). Keyed by `Task`; `tests/unit/test_task_table.py` checks every served task has its entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from service.inference.tasks import AnyPrediction, Task
+from service.schemas.predict import (
+    TabularItem,
+    TabularMultiLabelPrediction,
+    TabularPrediction,
+    TabularRegressionPrediction,
+    TopK,
+    VisionItem,
+    VisionMultiLabelPrediction,
+    VisionPointsPrediction,
+    VisionPrediction,
+    VisionRegressionPrediction,
+)
+
+TABULAR_ITEMS: dict[Task, Callable[[Any], TabularItem]] = {
+    Task.CLASSIFICATION: lambda p: TabularPrediction(
+        label=p.label, probabilities=p.probabilities, warnings=p.warnings
+    ),
+    Task.MULTI_LABEL: lambda p: TabularMultiLabelPrediction(
+        labels=p.labels, probabilities=p.probabilities, threshold=p.threshold, warnings=p.warnings
+    ),
+    Task.REGRESSION: lambda p: TabularRegressionPrediction(values=p.values, warnings=p.warnings),
+}
+
+# (prediction, filename, top_k) -> item
+VISION_ITEMS: dict[Task, Callable[[Any, str, int], VisionItem]] = {
+    Task.CLASSIFICATION: lambda p, filename, k: VisionPrediction(
+        filename=filename,
+        label=p.label,
+        probabilities=p.probabilities,
+        top_k=[TopK(label=label, probability=prob) for label, prob in p.top_k(k)],
+    ),
+    Task.MULTI_LABEL: lambda p, filename, k: VisionMultiLabelPrediction(
+        filename=filename, labels=p.labels, probabilities=p.probabilities, threshold=p.threshold
+    ),
+    Task.REGRESSION: lambda p, filename, k: VisionRegressionPrediction(filename=filename, values=p.values),
+    Task.POINTS: lambda p, filename, k: VisionPointsPrediction(filename=filename, points=p.points),
+}
+
+
+def tabular_items(predictions: list[AnyPrediction]) -> list[TabularItem]:
+    """Each row's prediction as its task's item."""
+    return [TABULAR_ITEMS[p.task](p) for p in predictions]
+
+
+def vision_items(predictions: list[AnyPrediction], filenames: list[str], *, top_k: int) -> list[VisionItem]:
+    """Each image's prediction as its task's item."""
+    return [VISION_ITEMS[p.task](p, f, top_k) for p, f in zip(predictions, filenames, strict=True)]

@@ -1,0 +1,310 @@
+"""What a learner gives back (`Task`), and how its model's outputs become predictions the learner's way.
+
+A model's forward runs the learner's model and its loss's `activation` (softmax, sigmoid, or nothing):
+`runtime.ModelRuntime.outputs`, an (n, width) float32 matrix per batch. A `Head` turns those rows into
+`Prediction`s of its task, exactly as the loss's `decodes` would (argmax, `> thresh`, identity), and knows
+the names of its columns: the classes of a classifier, the targets of a regression, the points of a
+points model. Heads know nothing about any wire format; each front door (v1 JSON, CSV, V2 tensors,
+evaluation) has its own codec per `Task`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+
+class Task(StrEnum):
+    """What a learner gives back: decides its prediction item, CSV columns, V2 outputs and scores."""
+
+    CLASSIFICATION = "classification"
+    MULTI_LABEL = "multi_label"
+    REGRESSION = "regression"
+    POINTS = "points"
+    SEGMENTATION = "segmentation"
+    RATING = "rating"
+
+
+# fastai's default threshold of `BCEWithLogitsLossFlat` (its `thresh`).
+DEFAULT_THRESHOLD = 0.5
+# Per image, the part of it (left, top, width, height, in its pixels) that became the model's input.
+Boxes = Sequence[tuple[float, float, float, float]]
+
+
+# -- predictions, one kind per task ---------------------------------------------------------------------
+@dataclass(slots=True)
+class Prediction:
+    """A classifier's outcome: the winning label and a probability per class (they sum to 1)."""
+
+    label: str
+    probabilities: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    task: ClassVar[Task] = Task.CLASSIFICATION
+
+    def top_k(self, k: int) -> list[tuple[str, float]]:
+        ranked = sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)
+        return ranked[:k]
+
+
+@dataclass(slots=True)
+class MultiLabelPrediction:
+    """Independent probabilities per class, and the classes over the threshold."""
+
+    labels: list[str]
+    probabilities: dict[str, float]
+    threshold: float
+    warnings: list[str] = field(default_factory=list)
+    task: ClassVar[Task] = Task.MULTI_LABEL
+
+
+@dataclass(slots=True)
+class RegressionPrediction:
+    """One value per target, in the target's own units."""
+
+    values: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    task: ClassVar[Task] = Task.REGRESSION
+
+
+@dataclass(slots=True)
+class PointsPrediction:
+    """Points as [x, y] in pixels of the uploaded image."""
+
+    points: list[list[float]]
+    warnings: list[str] = field(default_factory=list)
+    task: ClassVar[Task] = Task.POINTS
+
+
+AnyPrediction = Prediction | MultiLabelPrediction | RegressionPrediction | PointsPrediction
+
+
+# -- heads: outputs -> predictions ------------------------------------------------------------------------
+class Head(Protocol):
+    """How one task's outputs are read: their column names and the learner's decoding."""
+
+    task: ClassVar[Task]
+
+    @property
+    def names(self) -> list[str]:
+        """The name of each output column: classes, or targets."""
+        ...
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names (classification, multi_label); empty for the other tasks."""
+        ...
+
+    @property
+    def targets(self) -> list[str]:
+        """Target names (regression, points); empty for classifiers."""
+        ...
+
+    def decode(
+        self,
+        outputs: np.ndarray,
+        warnings: Sequence[list[str]] | None = None,
+        *,
+        threshold: float | None = None,
+        boxes: Boxes | None = None,
+    ) -> Sequence[AnyPrediction]:
+        """One prediction per row of `outputs`, the learner's way; `threshold` is a multi-label request's
+        own, `boxes` the images' (points)."""
+        ...
+
+    def check(self, outputs: np.ndarray) -> None:
+        """Raise when `outputs` cannot be this head's (the self-check at load)."""
+        ...
+
+
+def _notes(warnings: Sequence[list[str]] | None, n: int) -> Sequence[list[str]]:
+    return warnings if warnings else [[] for _ in range(n)]
+
+
+@dataclass(frozen=True)
+class ClassificationHead:
+    """Softmax probabilities; the label is their argmax (`CrossEntropyLossFlat.decodes`)."""
+
+    classes: list[str]
+    task: ClassVar[Task] = Task.CLASSIFICATION
+
+    @property
+    def names(self) -> list[str]:
+        return self.classes
+
+    @property
+    def targets(self) -> list[str]:
+        return []
+
+    def labels(self, outputs: np.ndarray) -> list[str]:
+        classes = self.classes
+        return [classes[i] for i in outputs.argmax(axis=1).tolist()]
+
+    def decode(
+        self,
+        outputs: np.ndarray,
+        warnings: Sequence[list[str]] | None = None,
+        *,
+        threshold: float | None = None,
+        boxes: Boxes | None = None,
+    ) -> list[Prediction]:
+        rows = outputs.tolist()
+        classes = self.classes
+        return [
+            Prediction(label, dict(zip(classes, row, strict=True)), note)
+            for label, row, note in zip(self.labels(outputs), rows, _notes(warnings, len(rows)), strict=True)
+        ]
+
+    def check(self, outputs: np.ndarray) -> None:
+        _check_width(outputs, len(self.classes))
+        if not np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
+            raise ValueError("the learner's outputs are not probabilities that sum to 1")
+
+
+@dataclass(frozen=True)
+class MultiLabelHead:
+    """Sigmoid probabilities, one per class; a class is predicted above the loss's `thresh`
+    (`BCEWithLogitsLossFlat.decodes`), or above the request's own threshold."""
+
+    classes: list[str]
+    threshold: float = DEFAULT_THRESHOLD
+    task: ClassVar[Task] = Task.MULTI_LABEL
+
+    @property
+    def names(self) -> list[str]:
+        return self.classes
+
+    @property
+    def targets(self) -> list[str]:
+        return []
+
+    def predicted(self, outputs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """(n, classes) booleans: fastai's `x > thresh`."""
+        return np.asarray(outputs > (self.threshold if threshold is None else threshold))
+
+    def decode(
+        self,
+        outputs: np.ndarray,
+        warnings: Sequence[list[str]] | None = None,
+        *,
+        threshold: float | None = None,
+        boxes: Boxes | None = None,
+    ) -> list[MultiLabelPrediction]:
+        used = self.threshold if threshold is None else threshold
+        classes = self.classes
+        chosen = self.predicted(outputs, used).tolist()
+        rows = outputs.tolist()
+        return [
+            MultiLabelPrediction(
+                labels=[c for c, on in zip(classes, flags, strict=True) if on],
+                probabilities=dict(zip(classes, row, strict=True)),
+                threshold=used,
+                warnings=note,
+            )
+            for row, flags, note in zip(rows, chosen, _notes(warnings, len(rows)), strict=True)
+        ]
+
+    def check(self, outputs: np.ndarray) -> None:
+        _check_width(outputs, len(self.classes))
+        if ((outputs < 0) | (outputs > 1)).any():
+            raise ValueError("the learner's outputs are not probabilities in [0, 1]")
+
+
+@dataclass(frozen=True)
+class RegressionHead:
+    """Values as the model gives them (`MSELossFlat` has no activation and decodes nothing)."""
+
+    targets: list[str]
+    task: ClassVar[Task] = Task.REGRESSION
+
+    @property
+    def names(self) -> list[str]:
+        return self.targets
+
+    @property
+    def classes(self) -> list[str]:
+        return []
+
+    def decode(
+        self,
+        outputs: np.ndarray,
+        warnings: Sequence[list[str]] | None = None,
+        *,
+        threshold: float | None = None,
+        boxes: Boxes | None = None,
+    ) -> list[RegressionPrediction]:
+        targets = self.targets
+        rows = outputs.tolist()
+        return [
+            RegressionPrediction(dict(zip(targets, row, strict=True)), note)
+            for row, note in zip(rows, _notes(warnings, len(rows)), strict=True)
+        ]
+
+    def check(self, outputs: np.ndarray) -> None:
+        _check_width(outputs, len(self.targets))
+
+
+@dataclass(frozen=True)
+class PointsHead:
+    """K points, the model's 2K outputs in [-1, 1] of the resized image (fastai's `PointScaler`)."""
+
+    n_points: int
+    task: ClassVar[Task] = Task.POINTS
+
+    @property
+    def names(self) -> list[str]:
+        return [f"point_{i}_{axis}" for i in range(self.n_points) for axis in "xy"]
+
+    @property
+    def classes(self) -> list[str]:
+        return []
+
+    @property
+    def targets(self) -> list[str]:
+        return [f"point_{i}" for i in range(self.n_points)]
+
+    def decode(
+        self,
+        outputs: np.ndarray,
+        warnings: Sequence[list[str]] | None = None,
+        *,
+        threshold: float | None = None,
+        boxes: Boxes | None = None,
+    ) -> list[PointsPrediction]:
+        """Each image's points in its own pixels: `boxes[i]` = (left, top, width, height), the part of
+        image i (in its pixels) that the learner's resize turned into the model's input."""
+        if boxes is None:
+            raise ValueError("points are decoded with their images' boxes")
+        pixels = self.pixels(outputs, boxes)
+        return [
+            PointsPrediction(points.tolist(), note)
+            for points, note in zip(pixels, _notes(warnings, len(outputs)), strict=True)
+        ]
+
+    def pixels(self, outputs: np.ndarray, boxes: Boxes) -> np.ndarray:
+        """(n, points, 2) [x, y] in each image's pixels (`PointScaler.decodes` of the box, then the box's
+        place in the image)."""
+        scaled = outputs.reshape(len(outputs), self.n_points, 2).astype(np.float64)
+        box = np.asarray(boxes, dtype=np.float64).reshape(len(outputs), 1, 4)
+        return np.asarray(box[..., :2] + (scaled + 1.0) / 2.0 * box[..., 2:])
+
+    def check(self, outputs: np.ndarray) -> None:
+        _check_width(outputs, 2 * self.n_points)
+
+
+def _check_width(outputs: np.ndarray, width: int) -> None:
+    if outputs.ndim != 2 or outputs.shape[1] != width:
+        raise ValueError(f"the learner's outputs have shape {tuple(outputs.shape)}, expected (n, {width})")
+    if not np.isfinite(outputs).all():
+        raise ValueError("the learner's outputs are not finite")
+
+
+def unnamed_targets(count: int) -> list[str]:
+    """Names for targets a learner does not name (an image regression): target_0, target_1, …"""
+    return [f"target_{i}" for i in range(count)]
+
+
+AnyHead = ClassificationHead | MultiLabelHead | RegressionHead | PointsHead
