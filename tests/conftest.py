@@ -22,6 +22,7 @@ from service.training.common import FitOptions
 from service.training.tabular import TabularRecipe, train_tabular
 from service.training.vision import VisionRecipe, train_vision
 from tests.helpers import TABULAR, VISION, make_settings, started_client
+from tests.tiny import build_refused_learners, build_task_learners
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +63,31 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.Data
         )
     )
     return store
+
+
+@pytest.fixture(scope="session")
+def task_store(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.DataFrame) -> Path:
+    """A tiny real learner of every task beyond classification (tests/tiny.py names them), in seconds."""
+    store = tmp_path_factory.mktemp("task-store")
+    build_task_learners(store, adult_frame)
+    return store
+
+
+@pytest.fixture(scope="session")
+def refused_store(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.DataFrame) -> Path:
+    """Learners the service must refuse (collab, object detection, image-to-image, a plain Learner, a
+    segmentation unet), exported untrained: recognition reads what they are, not how good they are."""
+    store = tmp_path_factory.mktemp("refused-store")
+    build_refused_learners(store, adult_frame)
+    return store
+
+
+@pytest.fixture(scope="session")
+async def task_client(task_store: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """One app over the task store, shared by the tests that only read."""
+    settings = make_settings(task_store, max_rows=50, max_files=4, max_upload_mb=1.0)
+    async for c in started_client(create_app(settings)):
+        yield c
 
 
 @pytest.fixture(scope="session")
