@@ -175,7 +175,7 @@ def build_task_learners(store: Path, frame: pd.DataFrame) -> None:
 def refused_learners(frame: pd.DataFrame) -> dict[str, Any]:
     import torch
     from fastai.collab import CollabDataLoaders, collab_learner
-    from fastai.data.core import DataLoaders, Datasets
+    from fastai.data.core import Datasets
     from fastai.learner import Learner
     from fastai.vision.all import (
         BBoxBlock,
