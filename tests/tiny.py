@@ -64,8 +64,8 @@ def tabular_regression(frame: pd.DataFrame, y_names: list[str]) -> Any:
     dls = TabularDataLoaders.from_df(
         frame[TAB_CAT + TAB_CONT + y_names].dropna(subset=y_names),
         procs=[Categorify, FillMissing, Normalize],
-        cat_names=TAB_CAT,
-        cont_names=TAB_CONT,
+        cat_names=list(TAB_CAT),  # fastai appends FillMissing's flags to the list it is given
+        cont_names=list(TAB_CONT),
         y_names=y_names,
         y_block=RegressionBlock(),
         bs=256,
@@ -88,8 +88,8 @@ def tabular_multi_label(frame: pd.DataFrame) -> Any:
     dls = TabularDataLoaders.from_df(
         tag_frame(frame)[TAB_CAT + TAB_CONT + MULTI_TAGS],
         procs=[Categorify, FillMissing, Normalize],
-        cat_names=TAB_CAT,
-        cont_names=TAB_CONT,
+        cat_names=list(TAB_CAT),  # fastai appends FillMissing's flags to the list it is given
+        cont_names=list(TAB_CONT),
         y_names=MULTI_TAGS,
         y_block=MultiCategoryBlock(encoded=True, vocab=MULTI_TAGS),
         bs=256,

@@ -16,7 +16,17 @@ from service.inference.tabular_spec import CategoricalColumn, MissingFlag, Tabul
 
 # From this many rows, pandas' hash index resolves a column faster than a dict lookup per value.
 HASH_INDEX_FROM = 512
-SUPPORTED_PROCS = {"FillMissing", "Categorify", "Normalize", "Categorize"}
+# The input procs reproduced here, and the target procs of every tabular task (they touch only the targets,
+# which a request does not carry).
+SUPPORTED_PROCS = {
+    "FillMissing",
+    "Categorify",
+    "Normalize",
+    "Categorize",
+    "EncodedMultiCategorize",
+    "MultiCategorize",
+    "RegressionSetup",
+}
 
 
 class TabularEncoder:

@@ -22,8 +22,10 @@ from service.inference.tasks import AnyHead, AnyPrediction, PointsHead, Task
 
 # Item transforms whose validation-time output is a fixed-size tensor, so a batch can be stacked directly,
 # and batch transforms that are deterministic at validation time (augmentations are train-only there).
-FAST_ITEM_TFMS = {"Resize", "ToTensor", "FlipItem", "RandomResizedCrop", "DihedralItem"}
-TRAIN_ONLY_ITEM_TFMS = {"FlipItem", "DihedralItem"}
+FAST_ITEM_TFMS = {"Resize", "ToTensor", "FlipItem", "RandomResizedCrop", "DihedralItem", "PointScaler"}
+# Train-only item transforms, and those that leave an image as it is (PointScaler scales the target's
+# points; on an image alone it only notes its size).
+TRAIN_ONLY_ITEM_TFMS = {"FlipItem", "DihedralItem", "PointScaler"}
 FAST_BATCH_TFMS = {
     "IntToFloatTensor",
     "Normalize",

@@ -68,12 +68,16 @@ class VisionPrediction(BaseModel):
     top_k: list[TopK]
 
 
-class VisionMultiLabelPrediction(MultiLabels):
+class VisionMultiLabelPrediction(BaseModel):
     filename: str
+    labels: list[str] = Field(description="the classes whose probability is over `threshold`")
+    probabilities: dict[str, float] = Field(description="independent, one per class")
+    threshold: float
 
 
-class VisionRegressionPrediction(Values):
+class VisionRegressionPrediction(BaseModel):
     filename: str
+    values: dict[str, float] = Field(description="per target (`target_0`, … when the learner names none)")
 
 
 class VisionPointsPrediction(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import fastai
@@ -11,7 +12,6 @@ from fastapi import APIRouter
 from service.api.deps import BatchersDep, RegistryDep
 from service.errors import MSG_NO_SCHEMA_FOR_VISION, ModelNotFound
 from service.inference.predictor import ModelKind
-from service.inference.tabular import TabularPredictor
 from service.registry import ModelEntry
 from service.schemas.models import (
     CompatInfo,
@@ -82,11 +82,22 @@ async def model_detail(name: str, registry: RegistryDep, batchers: BatchersDep) 
     return detail
 
 
+# Per kind: the JSON Schema of one input (a tabular row); a kind without one (images) answers 404.
+INPUT_SCHEMAS: dict[ModelKind, Callable[[Any], dict[str, Any]] | None] = {
+    ModelKind.TABULAR: lambda predictor: predictor.row_json_schema(),
+    ModelKind.VISION: None,
+}
+
+
 @router.get("/{name}/schema", responses=Problem.responses(404, 503))
 async def model_schema(name: str, registry: RegistryDep) -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of one input row of a tabular model."""
+    """JSON Schema (draft 2020-12) of one input of a model (a tabular row); 404 for image models."""
     entry = registry.get(name)
-    if entry.kind is ModelKind.VISION:
+    schema = INPUT_SCHEMAS.get(entry.kind) if entry.kind is not None else None
+    if entry.kind is not None and schema is None:
         raise ModelNotFound(MSG_NO_SCHEMA_FOR_VISION.format(name=name))
-    _, predictor = registry.predictor(name, TabularPredictor)
-    return predictor.row_json_schema()
+    _, predictor = registry.ready(name)
+    schema = INPUT_SCHEMAS.get(predictor.kind)
+    if schema is None:
+        raise ModelNotFound(MSG_NO_SCHEMA_FOR_VISION.format(name=name))
+    return schema(predictor)
