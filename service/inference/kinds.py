@@ -78,7 +78,7 @@ def _names(objects: Any) -> list[str]:
 
 
 def _name_of(tfm: Any) -> str:
-    """A transform's class, or for a plain `Transform` around a function that function (`TensorBBox.create`)."""
+    """A transform's class, or for a plain `Transform` around a function, the function's name."""
     name = type(tfm).__name__
     return str(getattr(tfm, "name", name)) if name == "Transform" else name
 
