@@ -25,7 +25,8 @@ from service.inference.predictor import ModelKind
 logger = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-# Where each kind is served on /api/v1: what the answer to a WrongModelKind points to.
+# Where each kind is served on /api/v1: what the answer to a WrongModelKind points to (a kind this version
+# recognises but does not serve has none: the answer says only what the model is).
 PREDICT_PATHS = {
     ModelKind.TABULAR: "/api/v1/tabular/{name}/predict",
     ModelKind.VISION: "/api/v1/vision/{name}/predict",
@@ -70,9 +71,11 @@ def _clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
 def problem_for(error: ServiceError) -> JSONResponse:
     """The problem+json answer to a domain error."""
     detail = error.detail
-    if isinstance(error, WrongModelKind):  # the model exists: name the path that serves it
-        path = PREDICT_PATHS[ModelKind(error.kind)].format(name=error.name)
-        detail = MSG_WRONG_KIND_PATH.format(name=error.name, kind=error.kind, path=path)
+    path = PREDICT_PATHS.get(ModelKind(error.kind)) if isinstance(error, WrongModelKind) else None
+    if isinstance(error, WrongModelKind) and path is not None:  # the model exists: name its path
+        detail = MSG_WRONG_KIND_PATH.format(
+            name=error.name, kind=error.kind, path=path.format(name=error.name)
+        )
     return problem_response(
         status=error.status, title=error.title, detail=detail, errors=error.errors, headers=error.headers
     )
