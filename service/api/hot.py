@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -40,12 +41,37 @@ _PLAIN_FRACTION = re.compile(r"0?\.[0-9]{1,9}")
 HotHandler = Callable[[Request, bytes], Awaitable[Response | None]]
 
 
+@dataclass(frozen=True)
+class Hot:
+    """A hot handler and what of its declared route it reproduces: the query parameters it parses, the body
+    fields it reads and the dependencies it calls (by function name). `install_hot_routes` refuses a
+    declared route with anything more, so a parameter, a dependency or a limit added to a route cannot be
+    skipped by its hot path unnoticed."""
+
+    handler: HotHandler
+    query: frozenset[str] = frozenset()
+    body: frozenset[str] = frozenset()
+    dependencies: frozenset[str] = frozenset()
+
+
+def uncovered(declared: APIRoute, hot: Hot) -> list[str]:
+    """What the declared route takes that the hot handler does not say it reproduces."""
+    dependant = declared.dependant
+    missing = [f"query {q.name!r}" for q in dependant.query_params if q.name not in hot.query]
+    missing += [f"body {b.name!r}" for b in dependant.body_params if b.name not in hot.body]
+    missing += [f"header {h.name!r}" for h in dependant.header_params]
+    missing += [f"cookie {c.name!r}" for c in dependant.cookie_params]
+    names = [getattr(d.call, "__name__", repr(d.call)) for d in dependant.dependencies]
+    missing += [f"dependency {n}" for n in names if n not in hot.dependencies]
+    return missing
+
+
 class HotRoute(BaseRoute):
     """`declared`'s path and POST, served by `handler` when it answers, else by the declared route."""
 
-    def __init__(self, declared: APIRoute, handler: HotHandler, *, router: Any) -> None:
+    def __init__(self, declared: APIRoute, hot: Hot, *, router: Any) -> None:
         self.declared = declared
-        self.handler = handler
+        self.handler = hot.handler
         self.router = router  # the app's router, to dispatch a request the handler declines
         self.path = self.path_format = declared.path
         self.path_regex, _, self.param_convertors = compile_path(declared.path)
@@ -96,15 +122,19 @@ def _small_body(scope: Scope) -> bool:
 
 def install_hot_routes(app: FastAPI, modules: list[Any]) -> None:
     """A `HotRoute`, first in the app's router, for each route of each module's `HOT_ROUTES` (its full
-    path, prefix included, to the hot handler); call it after the modules' routers are included."""
+    path, prefix included, to its `Hot`); call it after the modules' routers are included. Raises when a
+    hot handler does not cover its declared route (`uncovered`)."""
     for module in modules:
-        for path, handler in module.HOT_ROUTES.items():
+        for path, hot in module.HOT_ROUTES.items():
             declared = next(
                 r
                 for r in module.router.routes
                 if isinstance(r, APIRoute) and r.path == path and "POST" in (r.methods or ())
             )
-            app.router.routes.insert(0, HotRoute(declared, handler, router=app.router))
+            missing = uncovered(declared, hot)
+            if missing:
+                raise RuntimeError(f"the hot handler of POST {path} does not reproduce {', '.join(missing)}")
+            app.router.routes.insert(0, HotRoute(declared, hot, router=app.router))
 
 
 # What the hot handlers share: the plain case of each wire format, or None for the declared route. ------

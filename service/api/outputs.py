@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from service.inference.predictor import ModelKind
 from service.inference.tasks import AnyPrediction, Task
 from service.schemas.predict import (
     TabularItem,
@@ -54,3 +55,10 @@ def tabular_items(predictions: list[AnyPrediction]) -> list[TabularItem]:
 def vision_items(predictions: list[AnyPrediction], filenames: list[str], *, top_k: int) -> list[VisionItem]:
     """Each image's prediction as its task's item."""
     return [VISION_ITEMS[p.task](p, f, top_k) for p, f in zip(predictions, filenames, strict=True)]
+
+
+# The v1 codecs of each kind's routes, for the check that every served task has one.
+V1_ITEMS: dict[ModelKind, dict[Task, Any]] = {
+    ModelKind.TABULAR: TABULAR_ITEMS,
+    ModelKind.VISION: VISION_ITEMS,
+}

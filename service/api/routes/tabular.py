@@ -100,7 +100,14 @@ async def predict_rows_hot(request: Request, body: bytes) -> Response | None:
 
 
 # Served by `hot.HotRoute` first when the request is plain (api/hot.py).
-HOT_ROUTES: dict[str, hot.HotHandler] = {f"{router.prefix}/{{name}}/predict": predict_rows_hot}
+HOT_ROUTES: dict[str, hot.Hot] = {
+    f"{router.prefix}/{{name}}/predict": hot.Hot(
+        predict_rows_hot,
+        query=frozenset({"threshold"}),
+        body=frozenset({"body"}),
+        dependencies=frozenset({"require_json", "get_registry", "get_app_settings", "get_batchers"}),
+    )
+}
 
 
 async def _predict_rows(

@@ -102,7 +102,14 @@ async def predict_images_hot(request: Request, body: bytes) -> Response | None:
 
 
 # Served by `hot.HotRoute` first when the request is plain (api/hot.py).
-HOT_ROUTES: dict[str, hot.HotHandler] = {f"{router.prefix}/{{name}}/predict": predict_images_hot}
+HOT_ROUTES: dict[str, hot.Hot] = {
+    f"{router.prefix}/{{name}}/predict": hot.Hot(
+        predict_images_hot,
+        query=frozenset({"top_k", "threshold"}),
+        body=frozenset({"files"}),
+        dependencies=frozenset({"get_registry", "get_app_settings", "get_batchers"}),
+    )
+}
 
 
 def _served(
