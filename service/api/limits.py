@@ -1,4 +1,5 @@
-"""Per-request count limits, checked right after parsing (the byte limit is `BodySizeLimitMiddleware`'s)."""
+"""Per-request count limits, checked right after parsing, and the counts the front doors share (the byte
+limit is `BodySizeLimitMiddleware`'s)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ from service.errors import (
     PayloadTooLarge,
 )
 from service.inference.tasks import Task
+
+# The counts every front door shares (the byte limits are `BodySizeLimitMiddleware`'s and `hot.py`'s).
+MIN_TOP_K, MAX_TOP_K = 1, 1000  # `top_k` of an image classifier, on /api/v1 and /v2
+# Validating a few rows costs less than a hop to a worker thread; more rows go off the event loop.
+INLINE_ROWS = 32
+# Predictions per part of a CSV's streamed JSON answer: memory stays bounded whatever the file's size.
+ANSWER_ROWS = 4096
 
 # `?threshold=` of the routes that decode a multi-label model: strictly between 0 and 1 (else 422).
 Threshold = Annotated[

@@ -10,7 +10,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from service.api.routes.tabular import ANSWER_ROWS
+from service.api.limits import ANSWER_ROWS
 from service.inference.csvio import CSV_CHUNK_ROWS
 from service.schemas.predict import TabularPredictResponse
 from tests.helpers import TABULAR, client_for, clone_store, problem

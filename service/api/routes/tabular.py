@@ -25,7 +25,7 @@ from service.api.deps import (
     get_batchers,
     get_registry,
 )
-from service.api.limits import Threshold, check_rows, check_threshold
+from service.api.limits import ANSWER_ROWS, INLINE_ROWS, Threshold, check_rows, check_threshold
 from service.api.outputs import tabular_items
 from service.errors import MSG_INVALID_ROWS, InvalidInput
 from service.inference.batching import ModelPool
@@ -42,10 +42,6 @@ from service.settings import Settings
 
 router = APIRouter(prefix="/api/v1/tabular", tags=["tabular"])
 ERRORS = Problem.responses(400, 404, 413, 415, 422, 503)
-# Validating a few rows costs less than a hop to a worker thread; more rows go off the event loop.
-INLINE_ROWS = 32
-# Predictions per part of a CSV's streamed JSON answer: memory stays bounded whatever the file's size.
-ANSWER_ROWS = 4096
 
 
 def _response(entry: ModelEntry, predictions: list[AnyPrediction]) -> TabularPredictResponse:

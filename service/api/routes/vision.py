@@ -21,7 +21,7 @@ from service.api.deps import (
     get_batchers,
     get_registry,
 )
-from service.api.limits import Threshold, check_files, check_threshold
+from service.api.limits import MAX_TOP_K, MIN_TOP_K, Threshold, check_files, check_threshold
 from service.api.outputs import vision_items
 from service.api.uploads import read_images
 from service.errors import (
@@ -45,7 +45,6 @@ from service.settings import Settings
 
 router = APIRouter(prefix="/api/v1/vision", tags=["vision"])
 ERRORS = Problem.responses(400, 404, 413, 415, 422, 503)
-MIN_TOP_K, MAX_TOP_K = 1, 1000
 
 
 @router.post("/{name}/predict", response_model=VisionPredictResponse, responses=ERRORS)

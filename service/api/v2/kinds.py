@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from service.api.limits import check_files, check_rows
+from service.api.limits import INLINE_ROWS, check_files, check_rows
 from service.api.v2.codec import OutputTensor, Tensor
 from service.errors import (
     MSG_V2_DATATYPE,
@@ -218,7 +218,7 @@ V2_KINDS: dict[ModelKind, V2Kind] = {
     ModelKind.TABULAR: V2Kind(
         inputs=tabular_inputs,
         prepare=lambda p, tensors, settings: prepare_tabular(p, tensors, max_rows=settings.max_rows),
-        inline_rows=32,
+        inline_rows=INLINE_ROWS,
         ranks=False,
     ),
     ModelKind.VISION: V2Kind(

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import __version__
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.limits import MAX_TOP_K, MIN_TOP_K
 from service.api.v2.codec import BINARY_MEDIA_TYPE, HEADER_LENGTH, OutputTensor, encode_response, read_request
 from service.api.v2.kinds import (
     TOP_K,
@@ -54,7 +55,6 @@ from service.settings import Settings
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 EXTENSIONS = ["binary_tensor_data"]
-MAX_TOP_K = 1000
 # Parsing a small header costs less than a hop to a worker thread; larger bodies go off the event loop.
 INLINE_BYTES = 64 * 1024
 
@@ -179,7 +179,7 @@ def _top_k(request: InferenceRequest, predictor: AnyPredictor, settings: Setting
     if value is None:
         asked = request.outputs is not None and any(o.name == TOP_K for o in request.outputs)
         return settings.default_top_k if asked else None
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOP_K:
+    if not isinstance(value, int) or isinstance(value, bool) or not MIN_TOP_K <= value <= MAX_TOP_K:
         raise BadRequest(MSG_V2_TOP_K.format(limit=MAX_TOP_K, value=value))
     return value
 
