@@ -185,6 +185,7 @@ class VisionPredictor:
 
     def input_schema(self) -> dict[str, Any]:
         return {
+            "task": self.head.task.value,
             "image_size": self.image_size,
             "channels": 3,
             "accepted_types": ACCEPTED_TYPES,

@@ -64,6 +64,8 @@ async def test_models_say_their_kind_task_classes_and_targets(task_client: httpx
     assert models[VIS_MULTI]["task"] == "multi_label" and "vehicle" in models[VIS_MULTI]["classes"]
     detail = (await task_client.get(f"/api/v1/models/{TAB_REGRESSION_2}")).json()
     assert detail["input_schema"]["targets"] == ["hours-per-week", "capital-gain"]
+    vision = (await task_client.get(f"/api/v1/models/{VIS_POINTS}")).json()
+    assert vision["input_schema"]["task"] == "points" and vision["input_schema"]["image_size"] == [16, 16]
 
 
 async def test_refused_learners_fail_with_what_they_are_and_what_is_served(refused_store: Path) -> None:
@@ -300,6 +302,12 @@ async def test_v2_outputs_per_task_match_v1(
     v1 = (await task_client.post(f"/api/v1/tabular/{TAB_MULTI}/predict", json={"rows": rows})).json()
     meta = (await task_client.get(f"/v2/models/{TAB_MULTI}")).json()
     assert [o["name"] for o in meta["outputs"]] == ["probabilities", "predicted"]
+    assert meta["parameters"] == {
+        "kind": "tabular",
+        "task": "multi_label",
+        "classes": MULTI_TAGS,
+        "targets": [],
+    }
     answer = await task_client.post(f"/v2/models/{TAB_MULTI}/infer", json=_infer_body(TAB_MULTI, rows))
     outputs = {o["name"]: o for o in answer.json()["outputs"]}
     assert outputs["predicted"]["datatype"] == "BOOL" and outputs["predicted"]["shape"] == [3, 2]

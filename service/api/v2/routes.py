@@ -140,6 +140,12 @@ def _metadata(registry: ModelRegistry, name: str, version: str | None) -> ModelM
         platform=f"fastai_{predictor.kind.value}",
         inputs=model_inputs(predictor),
         outputs=model_outputs(predictor),
+        parameters={
+            "kind": predictor.kind.value,
+            "task": predictor.head.task.value,
+            "classes": predictor.head.classes,
+            "targets": predictor.head.targets,
+        },
     )
 
 
