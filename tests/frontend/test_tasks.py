@@ -75,8 +75,8 @@ def check_multi_label(view: Any, item: dict[str, Any], classes: list[str]) -> No
 def flipping_threshold(item: dict[str, Any]) -> float:
     """A threshold (two decimals, in (0, 1)) that changes the item's labels: just under its least likely
     class, or just over its most likely one when every class is already over."""
-    probabilities = item["probabilities"].values()
-    if min(probabilities) < item["threshold"]:
+    probabilities = [float(p) for p in item["probabilities"].values()]
+    if min(probabilities) < float(item["threshold"]):
         return max(0.01, math.floor(min(probabilities) * 100) / 100)
     return min(0.99, math.floor(max(probabilities) * 100) / 100 + 0.01)
 
