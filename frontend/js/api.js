@@ -23,6 +23,15 @@ export function apiUrl(path) {
 
 export const enc = encodeURIComponent;
 
+/** `path?k=v&…` from the query's non-empty values (a task's controls give them: top_k, threshold). */
+export function withQuery(path, query = {}) {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query))
+    if (value !== undefined && value !== null && value !== "") params.append(key, String(value));
+  const text = params.toString();
+  return text ? `${path}?${text}` : path;
+}
+
 async function problemOf(response) {
   const type = response.headers.get("content-type") || "";
   if (type.includes("json")) {
@@ -77,10 +86,12 @@ export async function getOptional(path, options = {}) {
 export const api = {
   models: (o) => getJSON("/api/v1/models", o),
   model: (name, o) => getJSON(`/api/v1/models/${enc(name)}`, o),
-  predictRows: (name, rows, o) => postJSON(`/api/v1/tabular/${enc(name)}/predict`, { rows }, o),
-  predictCsv: (name, form, o) => postForm(`/api/v1/tabular/${enc(name)}/predict/csv`, form, o),
-  predictImages: (name, form, topK, o) =>
-    postForm(`/api/v1/vision/${enc(name)}/predict?top_k=${enc(topK)}`, form, o),
+  predictRows: (name, rows, { query, ...o } = {}) =>
+    postJSON(withQuery(`/api/v1/tabular/${enc(name)}/predict`, query), { rows }, o),
+  predictCsv: (name, form, { query, ...o } = {}) =>
+    postForm(withQuery(`/api/v1/tabular/${enc(name)}/predict/csv`, query), form, o),
+  predictImages: (name, form, { query, ...o } = {}) =>
+    postForm(withQuery(`/api/v1/vision/${enc(name)}/predict`, query), form, o),
   report: (name, o) => getOptional(`/api/v1/models/${enc(name)}/report`, o),
   evaluate: (kind, name, form, o) => postForm(`/api/v1/${enc(kind)}/${enc(name)}/evaluate`, form, o),
   share: (o) => getOptional("/api/v1/share", o),

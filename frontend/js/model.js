@@ -1,9 +1,16 @@
-// One model's page: its facts, then the tabular form or the image uploader, by the model's kind.
+// One model's page: its facts, then the page of its kind (KIND_PAGES: the tabular form, the image
+// uploader); each kind's page shows predictions through the view of the model's task (tasks.js).
 import { api } from "./api.js";
 import { clear, errorBox, h, loading } from "./dom.js";
 import { reportHref } from "./models.js";
 import { renderTabular } from "./tabular.js";
 import { renderVision } from "./vision.js";
+
+/** The page of each kind, keyed by the API's `kind` (tests read the keys of this table). */
+export const KIND_PAGES = {
+  tabular: renderTabular,
+  vision: renderVision,
+};
 
 export function modelHeader(detail, { page }) {
   const other =
@@ -18,7 +25,7 @@ export function modelHeader(detail, { page }) {
     h(
       "p",
       { class: "meta" },
-      [detail.kind, detail.version && `version ${detail.version}`, detail.device].filter(Boolean).join(" · "),
+      [detail.kind, detail.task, detail.version && `version ${detail.version}`, detail.device].filter(Boolean).join(" · "),
       " ",
       detail.status === "ready" || page === "report" ? other : null,
     ),
@@ -47,8 +54,8 @@ export async function renderModelPage(root, { name, signal }) {
     return null;
   }
   if (detail.status !== "ready") return null;
-  if (detail.kind === "tabular") return renderTabular(body, detail, { signal });
-  if (detail.kind === "vision") return renderVision(body, detail, { signal });
-  body.append(errorBox(`unknown model kind ${detail.kind}`));
+  const page = Object.hasOwn(KIND_PAGES, detail.kind) ? KIND_PAGES[detail.kind] : null;
+  if (page) return page(body, detail, { signal });
+  body.append(errorBox(`this page cannot show models of kind ${detail.kind}; the API serves them (see API docs)`));
   return null;
 }

@@ -1,6 +1,8 @@
-// The model picker: every model with its kind, status, version and device; a failed one shows why.
+// The model picker: every model with its kind, task, status, version and device, and what its task
+// answers with (classes, targets, points); a failed one shows why.
 import { api } from "./api.js";
 import { clear, errorBox, h, loading } from "./dom.js";
+import { taskView } from "./tasks.js";
 
 export const modelHref = (name) => `#/models/${encodeURIComponent(name)}`;
 export const reportHref = (name) => `#/models/${encodeURIComponent(name)}/report`;
@@ -23,12 +25,13 @@ function card(model) {
       { class: "facts" },
       h("dt", {}, "kind"),
       h("dd", { class: "kind" }, model.kind || "unknown"),
+      h("dt", {}, "task"),
+      h("dd", { class: "task" }, model.task || "unknown"),
       h("dt", {}, "version"),
       h("dd", { class: "version" }, model.version || "—"),
       h("dt", {}, "device"),
       h("dd", { class: "device" }, model.device || "—"),
-      h("dt", {}, "classes"),
-      h("dd", {}, model.classes && model.classes.length ? String(model.classes.length) : "—"),
+      (taskView(model)?.facts(model) ?? []).map(([term, value]) => [h("dt", {}, term), h("dd", { class: "outputs" }, value)]),
     ),
     model.error ? h("p", { class: "error model-error", role: "note" }, model.error) : null,
     h(

@@ -1,7 +1,9 @@
 // Tabular page: a form generated from the model's input_schema (one control per column), and a CSV mode.
+// What a prediction looks like, and the controls a request takes, come from the view of the model's task.
 import { api, ApiError } from "./api.js";
 import { parseCsv } from "./csv.js";
-import { busy, clear, errorBox, h, num, probabilityBars, table } from "./dom.js";
+import { busy, clear, errorBox, h, num, table } from "./dom.js";
+import { taskView } from "./tasks.js";
 
 const MISSING = "";
 const SHOWN_ROWS = 200;
@@ -71,12 +73,11 @@ function markInvalid(form, err) {
   }
 }
 
-function predictionView(prediction) {
+function predictionView(view, prediction) {
   return h(
     "div",
     { class: "prediction", id: "tabular-prediction" },
-    h("p", { class: "label-line" }, "Predicted ", h("strong", { class: "predicted-label" }, prediction.label)),
-    probabilityBars(prediction.probabilities, { caption: "probability per class" }),
+    view.row(prediction),
     prediction.warnings.length
       ? h(
           "div",
@@ -88,14 +89,23 @@ function predictionView(prediction) {
   );
 }
 
-function rowForm(detail, signal) {
+/** The task's own request controls (e.g. a multi-label threshold), or nothing. */
+function controlsLine(controls) {
+  return controls.length ? h("p", { class: "inline-field task-controls" }, controls.map((c) => c.el)) : null;
+}
+
+const queryOf = (controls) => Object.assign({}, ...controls.map((c) => c.query()));
+
+function rowForm(view, detail, signal) {
   const { columns } = detail.input_schema;
   const result = h("div", { class: "result", "aria-live": "polite" });
   const submit = h("button", { type: "submit" }, "Predict");
+  const controls = view.controls(detail, { place: "row", id: "row-" });
   const form = h(
     "form",
     { id: "tabular-form", class: "schema-form", novalidate: false },
     h("div", { class: "fields" }, columns.map(control)),
+    controlsLine(controls),
     h(
       "p",
       { class: "actions" },
@@ -119,15 +129,22 @@ function rowForm(detail, signal) {
     event.preventDefault();
     clear(result, h("p", { class: "loading", role: "status" }, h("span", { class: "spinner" }), "Predicting…"));
     try {
-      const response = await busy(result, submit, api.predictRows(detail.name, [rowFrom(form, columns)], { signal }));
+      const rows = [rowFrom(form, columns)];
+      const response = await busy(result, submit, api.predictRows(detail.name, rows, { query: queryOf(controls), signal }));
       markInvalid(form, null);
-      clear(result, predictionView(response.predictions[0]));
+      clear(result, predictionView(view, response.predictions[0]));
     } catch (err) {
       if (err.name === "AbortError") return;
       markInvalid(form, err);
       clear(result, errorBox(err));
     }
   });
+  // A changed control (a threshold) answers again for the row already shown.
+  for (const c of controls)
+    c.input.addEventListener("change", () => {
+      if (!result.querySelector("#tabular-prediction") || submit.disabled || !c.input.reportValidity()) return;
+      if (form.checkValidity()) form.requestSubmit();
+    });
   return h(
     "section",
     { id: "mode-row", "aria-labelledby": "mode-row-title" },
@@ -143,9 +160,10 @@ function rowForm(detail, signal) {
   );
 }
 
-function csvForm(detail, signal) {
+function csvForm(view, detail, signal) {
   const result = h("div", { class: "result", "aria-live": "polite" });
   const submit = h("button", { type: "submit" }, "Score CSV");
+  const controls = view.controls(detail, { place: "csv", id: "csv-" });
   const file = h("input", { id: "csv-file", name: "file", type: "file", accept: ".csv,text/csv", required: true });
   let downloadUrl = null;
   const revoke = () => {
@@ -156,6 +174,7 @@ function csvForm(detail, signal) {
     "form",
     { id: "csv-form" },
     h("div", { class: "field" }, h("label", { for: "csv-file" }, "CSV file with a header row"), file),
+    controlsLine(controls),
     h("p", { class: "actions" }, submit),
   );
   form.addEventListener("submit", async (event) => {
@@ -167,17 +186,17 @@ function csvForm(detail, signal) {
     revoke();
     clear(result, h("p", { class: "loading", role: "status" }, h("span", { class: "spinner" }), `Scoring ${chosen.name}…`));
     try {
-      const text = await busy(result, submit, api.predictCsv(detail.name, body, { accept: "text/csv", signal }));
+      const query = queryOf(controls);
+      const text = await busy(result, submit, api.predictCsv(detail.name, body, { accept: "text/csv", query, signal }));
       const [fileHeader, ...fileRows] = parseCsv(text).filter((r) => r.length > 1 || r[0] !== "");
       downloadUrl = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
       const scoredName = chosen.name.replace(/\.csv$/i, "") + "-scored.csv";
-      // On screen the answer comes first: the API appends prediction and p_<class> after the input columns.
-      const at = Math.max(0, fileHeader.lastIndexOf("prediction"));
-      const indices = fileHeader.map((c, i) => i);
-      const order = [...indices.slice(at), ...indices.slice(0, at)];
+      // On screen the answer comes first: the API appends its task's columns after the input columns.
+      const { answers, scores } = view.csvColumns(detail);
+      const added = [...answers, ...scores].map((c) => fileHeader.lastIndexOf(c)).filter((i) => i >= 0);
+      const order = [...added, ...fileHeader.map((c, i) => i).filter((i) => !added.includes(i))];
       const header = order.map((i) => fileHeader[i]);
       const rows = fileRows.map((r) => order.map((i) => r[i] ?? ""));
-      const predictionAt = header.indexOf("prediction");
       clear(
         result,
         h(
@@ -188,7 +207,7 @@ function csvForm(detail, signal) {
         ),
         rows.length > SHOWN_ROWS ? h("p", { class: "hint" }, `Showing the first ${SHOWN_ROWS} rows; the download has all.`) : null,
         table(
-          header.map((c, i) => (i === predictionAt ? h("strong", {}, c) : c)),
+          header.map((c, i) => (i < added.length && answers.includes(c) ? h("strong", {}, c) : c)),
           rows.slice(0, SHOWN_ROWS),
           { caption: "Scored rows", className: "results-table" },
         ),
@@ -201,7 +220,7 @@ function csvForm(detail, signal) {
     "section",
     { id: "mode-csv", "aria-labelledby": "mode-csv-title" },
     h("h2", { id: "mode-csv-title" }, "CSV file"),
-    h("p", { class: "hint" }, "Each row is scored; the table and the download add ", h("code", {}, "prediction"), " and ", h("code", {}, "p_<class>"), " columns."),
+    h("p", { class: "hint" }, "Each row is scored; the table and the download add ", view.csvHint(detail), "."),
     form,
     result,
   );
@@ -210,8 +229,13 @@ function csvForm(detail, signal) {
 
 /** Two modes as tabs: one row (the generated form) and a CSV upload. */
 export function renderTabular(root, detail, { signal }) {
-  const row = rowForm(detail, signal);
-  const csv = csvForm(detail, signal);
+  const view = taskView(detail);
+  if (!view || !view.row) {
+    root.append(errorBox(`this page cannot show a tabular model whose task is ${detail.task}; the API serves it (see API docs)`));
+    return null;
+  }
+  const row = rowForm(view, detail, signal);
+  const csv = csvForm(view, detail, signal);
   const panels = { row, csv: csv.section };
   const tabs = {};
   const select = (key) => {

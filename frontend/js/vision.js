@@ -1,8 +1,10 @@
 // Image page: pick or drop several images; a thumbnail for each appears at once, then each gets its
-// label and top-k probabilities from one batched request.
+// prediction from one batched request, shown by the view of the model's task (tasks.js): a label and
+// top-k, labels and a bar per class, values, or points drawn on the thumbnail.
 import { api } from "./api.js";
-import { busy, clear, errorBox, h, pct } from "./dom.js";
+import { busy, clear, errorBox, h } from "./dom.js";
 import { NOT_AN_IMAGE, compileSignatures, sniffImage } from "./sniff.js";
+import { taskView } from "./tasks.js";
 
 /** Object URLs of the current thumbnails; all revoked whenever the selection is replaced. */
 class Thumbnails {
@@ -33,25 +35,10 @@ function tile(file, index) {
   return { el: tileEl, frame, status, file };
 }
 
-function showPrediction(t, prediction) {
+function showPrediction(view, t, prediction) {
   t.el.classList.add("done");
-  clear(
-    t.status,
-    h("p", { class: "tile-label" }, h("strong", { class: "predicted-label" }, prediction.label), ` ${pct(prediction.top_k[0]?.probability ?? 0)}`),
-    h(
-      "ol",
-      { class: "topk", "aria-label": `top ${prediction.top_k.length} for ${t.file.name}` },
-      prediction.top_k.map((k) =>
-        h(
-          "li",
-          { class: "prob" },
-          h("span", { class: "prob-label" }, k.label),
-          h("span", { class: "prob-bar" }, h("span", { class: "prob-fill", style: { width: `${k.probability * 100}%` } })),
-          h("span", { class: "prob-value" }, pct(k.probability)),
-        ),
-      ),
-    ),
-  );
+  for (const old of t.frame.querySelectorAll(".points-overlay")) old.remove();
+  clear(t.status, view.tile(prediction, { file: t.file, frame: t.frame, img: t.frame.querySelector("img.thumb") }));
 }
 
 function showTileError(t, err) {
@@ -60,6 +47,11 @@ function showTileError(t, err) {
 }
 
 export function renderVision(root, detail) {
+  const view = taskView(detail);
+  if (!view || !view.tile) {
+    root.append(errorBox(`this page cannot show an image model whose task is ${detail.task}; the API serves it (see API docs)`));
+    return null;
+  }
   const schema = detail.input_schema || {};
   const accept = (schema.accepted_types || ["image/*"]).join(",");
   const signatures = compileSignatures(schema.signatures);
@@ -69,14 +61,7 @@ export function renderVision(root, detail) {
   let selected = [];
 
   const input = h("input", { id: "image-files", name: "files", type: "file", multiple: true, accept, class: "file-input" });
-  const topK = h("input", {
-    id: "top-k",
-    type: "number",
-    min: "1",
-    max: String(Math.max(1, detail.classes.length)),
-    value: String(Math.min(3, Math.max(1, detail.classes.length))),
-    inputmode: "numeric",
-  });
+  const controls = view.controls(detail, { place: "images", id: "" });
   const grid = h("ul", { id: "tiles", class: "tiles", "aria-label": "Selected images" });
   const summary = h("div", { id: "vision-summary", "aria-live": "polite" });
   const drop = h(
@@ -121,15 +106,15 @@ export function renderVision(root, detail) {
   async function predict(tiles, abort) {
     const form = new FormData();
     for (const t of tiles) form.append("files", t.file, t.file.name);
-    const k = Math.min(Math.max(1, Math.round(Number(topK.value) || 3)), Math.max(1, detail.classes.length));
-    return api.predictImages(detail.name, form, k, { signal: abort });
+    const query = Object.assign({}, ...controls.map((c) => c.query()));
+    return api.predictImages(detail.name, form, { query, signal: abort });
   }
 
   async function predictAll(images, mine, abort) {
     try {
       const response = await predict(images, abort);
       if (mine !== generation) return;
-      response.predictions.forEach((p, i) => showPrediction(images[i], p));
+      response.predictions.forEach((p, i) => showPrediction(view, images[i], p));
       summary.textContent = `${images.length} image(s) predicted in one request.`;
     } catch (err) {
       if (err.name === "AbortError" || mine !== generation) return;
@@ -146,7 +131,7 @@ export function renderVision(root, detail) {
         images.map(async (t) => {
           try {
             const single = await predict([t], abort);
-            if (mine === generation) showPrediction(t, single.predictions[0]);
+            if (mine === generation) showPrediction(view, t, single.predictions[0]);
             return true;
           } catch (e) {
             if (e.name !== "AbortError" && mine === generation) showTileError(t, e);
@@ -173,14 +158,19 @@ export function renderVision(root, detail) {
     if (files.length) select(files);
   });
   const rerun = h("button", { type: "button", class: "secondary", onclick: () => select(selected) }, "Predict again");
+  // A changed control (top-k, a threshold) answers again for the images already shown.
+  for (const c of controls)
+    c.input.addEventListener("change", () => {
+      if (selected.length && c.input.reportValidity()) select(selected);
+    });
 
   root.append(
     h(
       "section",
       { "aria-labelledby": "vision-title" },
-      h("h2", { id: "vision-title" }, "Classify images"),
+      h("h2", { id: "vision-title" }, view.title),
       drop,
-      h("p", { class: "inline-field" }, h("label", { for: "top-k" }, "Top classes per image"), topK, rerun),
+      h("p", { class: "inline-field task-controls" }, controls.map((c) => c.el), rerun),
       summary,
       grid,
     ),

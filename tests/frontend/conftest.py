@@ -1,5 +1,6 @@
 """Browser tests: the real server (uvicorn, tiny real learners) on a free loopback port, driven by
-Playwright in Debian's chromium (/usr/bin/chromium; `make install` installs it, no browser download)."""
+Playwright in Debian's chromium (/usr/bin/chromium; `make install` installs it, no browser download).
+One server, static server and browser serve every module of this package."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from tests.helpers import TABULAR, UVICORN_APP, VISION, clone_store, free_port
+from tests.tiny import TASK_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("FASTAI_SERVE_CHROMIUM", "/usr/bin/chromium"))
@@ -41,8 +43,10 @@ EXPECTED_HTTP_NOISE = ("status of 404", "status of 415", "status of 422")
 
 
 @pytest.fixture(scope="session")
-def frontend_store(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def frontend_store(trained_store: Path, task_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The two classifiers, a tiny learner of every other task (tests/tiny.py), a broken and a bare model."""
     store = clone_store(trained_store, tmp_path_factory.mktemp("frontend") / "store", [TABULAR, VISION])
+    clone_store(task_store, store, TASK_MODELS)
     (store / BROKEN).mkdir()
     (store / BROKEN / "model.pkl").write_bytes(b"this is not a pickle")
     (store / BARE).mkdir()
@@ -50,13 +54,13 @@ def frontend_store(trained_store: Path, tmp_path_factory: pytest.TempPathFactory
     return store
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def static_port() -> int:
     """The port of a plain static server for the frontend, known before the API starts (for CORS)."""
     return free_port()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def live_server(
     frontend_store: Path, tmp_path_factory: pytest.TempPathFactory, static_port: int
 ) -> Iterator[str]:
@@ -101,7 +105,7 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def static_frontend(
     live_server: str, static_port: int, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
@@ -119,7 +123,7 @@ def static_frontend(
         server.server_close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
         pytest.fail(

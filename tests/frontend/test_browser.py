@@ -38,23 +38,29 @@ def schema_of(base: str, name: str) -> dict[str, Any]:
     return schema
 
 
-def test_model_list_shows_kind_status_version_device_and_failure_reason(
+def test_model_list_shows_kind_task_status_version_device_and_failure_reason(
     page: Any, live_server: str, page_log: PageLog, tmp_path: Path
 ) -> None:
+    models = httpx.get(f"{live_server}/api/v1/models").json()["models"]
     page.goto("/")
     cards = page.locator(".model-card")
-    expect(cards).to_have_count(4)
+    expect(cards).to_have_count(len(models))
     for name, kind in [(TABULAR, "tabular"), (VISION, "vision"), (BARE, "tabular")]:
         card = page.locator(f'.model-card[data-model="{name}"]')
         expect(card.locator(".badge")).to_have_text("ready")
         expect(card.locator(".kind")).to_have_text(kind)
+        expect(card.locator(".task")).to_have_text("classification")
         expect(card.locator(".device")).to_have_text("cpu")
         expect(card.locator(".version")).not_to_have_text("—")
+    for model in models:
+        if model["status"] == "ready":
+            expect(page.locator(f'.model-card[data-model="{model["name"]}"] .task')).to_have_text(
+                model["task"]
+            )
     broken = page.locator(f'.model-card[data-model="{BROKEN}"]')
     expect(broken.locator(".badge")).to_have_text("failed")
-    reason = httpx.get(f"{live_server}/api/v1/models").json()["models"]
     expect(broken.locator(".model-error")).to_have_text(
-        next(m["error"] for m in reason if m["name"] == BROKEN)
+        next(m["error"] for m in models if m["name"] == BROKEN)
     )
     shot(page, tmp_path, "models")
     # Keyboard: the first model's Predict link is reachable with Tab and opens the model page.
@@ -447,7 +453,9 @@ def test_the_frontend_on_a_static_server_of_its_own_talks_to_the_configured_api(
     page: Any, live_server: str, static_frontend: str, page_log: PageLog, tmp_path: Path
 ) -> None:
     page.goto(f"{static_frontend}/")
-    expect(page.locator(".model-card")).to_have_count(4)
+    expect(page.locator(".model-card")).to_have_count(
+        len(httpx.get(f"{live_server}/api/v1/models").json()["models"])
+    )
     page.goto(f"{static_frontend}/#/models/{TABULAR}")
     page.get_by_role("button", name="Fill empty numbers with training means").click()
     page.get_by_role("button", name="Predict", exact=True).click()  # a cross-origin POST (preflighted)
