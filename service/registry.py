@@ -81,6 +81,11 @@ class ModelEntry:
         return list(self.predictor.head.classes) if self.predictor is not None else []
 
     @property
+    def threshold(self) -> float | None:
+        """A multi-label model's own threshold."""
+        return getattr(self.predictor.head, "threshold", None) if self.predictor is not None else None
+
+    @property
     def targets(self) -> list[str]:
         return list(self.predictor.head.targets) if self.predictor is not None else []
 

@@ -41,7 +41,7 @@ function numberControl({ id, label, hint, name, min, max, step, value = "", plac
   return { el, input, query };
 }
 
-function thresholdControl(id) {
+function thresholdControl(id, detail) {
   return numberControl({
     id,
     name: "threshold",
@@ -50,7 +50,7 @@ function thresholdControl(id) {
     min: "0.01",
     max: "0.99",
     step: "0.01",
-    placeholder: "default",
+    placeholder: detail && typeof detail.threshold === "number" ? String(detail.threshold) : "default",
   });
 }
 
@@ -161,7 +161,7 @@ const thresholdLine = (item, { short = false } = {}) =>
 const multiLabel = {
   title: "Tag images",
   facts: classFacts,
-  controls: (detail, { id }) => [thresholdControl(`${id}threshold`)],
+  controls: (detail, { id }) => [thresholdControl(`${id}threshold`, detail)],
   row(item) {
     return [
       h("p", { class: "label-line" }, "Predicted labels"),

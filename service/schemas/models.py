@@ -19,6 +19,9 @@ class ModelSummary(BaseModel):
     device: str | None
     classes: list[str] = Field(description="class names (classification, multi_label); else empty")
     targets: list[str] = Field(default_factory=list, description="target names (regression); else empty")
+    threshold: float | None = Field(
+        default=None, description="multi_label: the learner's own threshold (its loss's `thresh`); else null"
+    )
     error: str | None = None
 
 

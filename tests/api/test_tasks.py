@@ -62,6 +62,8 @@ async def test_models_say_their_kind_task_classes_and_targets(task_client: httpx
         assert (model["status"], model["kind"], model["task"]) == ("ready", kind, task), model
         assert (model["classes"], model["targets"]) == (classes, targets)
     assert models[VIS_MULTI]["task"] == "multi_label" and "vehicle" in models[VIS_MULTI]["classes"]
+    assert models[VIS_MULTI]["threshold"] == models[TAB_MULTI]["threshold"] == 0.5  # the loss's `thresh`
+    assert models[TAB_REGRESSION]["threshold"] is None
     detail = (await task_client.get(f"/api/v1/models/{TAB_REGRESSION_2}")).json()
     assert detail["input_schema"]["targets"] == ["hours-per-week", "capital-gain"]
     vision = (await task_client.get(f"/api/v1/models/{VIS_POINTS}")).json()

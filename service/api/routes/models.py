@@ -36,6 +36,7 @@ def summary_of(entry: ModelEntry) -> ModelSummary:
         device=entry.device,
         classes=entry.classes,
         targets=entry.targets,
+        threshold=entry.threshold,
         error=entry.error,
     )
 
