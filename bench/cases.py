@@ -40,6 +40,11 @@ class Aim:
     target: float
 
 
+def ratio_key(aim: Aim | None, name: str) -> str:
+    """A ratio's key in results.json: its aim's name first when it has one (P2_ours_vs_floor, else ours_vs_floor)."""
+    return f"{aim.name}_{name}" if aim else name
+
+
 @dataclass(frozen=True)
 class TabularCase:
     """A tabular model: its folder in the store (its name in the API), its rows' key, the rows it is sent."""

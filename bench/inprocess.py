@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.cases import CASES, Aim, Case, TabularCase, VisionCase
+from bench.cases import CASES, Case, TabularCase, VisionCase, ratio_key
 from bench.timing import floor, paired, per_call
 from service.inference.csvio import CsvTable, read_csv_table
 from service.inference.images import UploadedImage
@@ -48,11 +48,6 @@ def in_process(device: torch.device, store: Path, cases: tuple[Case, ...] = CASE
     return out
 
 
-def _prefix(aim: Aim | None) -> str:
-    """A ratio's key starts with its aim's name when it has one: P1_speedup, else speedup."""
-    return f"{aim.name}_" if aim else ""
-
-
 def tabular_rows(
     case: TabularCase, learn: Any, predictor: TabularPredictor, device: torch.device
 ) -> dict[str, Any]:
@@ -61,13 +56,11 @@ def tabular_rows(
     ours_row = per_call(lambda: predictor.predict(row))
     series = pd.Series(row[0])
     naive_row = per_call(lambda: learn.predict(series), seconds=2.0)
-    one = _prefix(case.one_row_aim)
-    batch = _prefix(case.batch_aim)
     out: dict[str, Any] = {}
     out[f"{case.key}_one_row"] = {
         "ours_ms": ours_row * 1e3,
         "learn_predict_ms": naive_row * 1e3,
-        f"{one}speedup": naive_row / ours_row,
+        ratio_key(case.one_row_aim, "speedup"): naive_row / ours_row,
     }
 
     rows = case.rows(TABULAR_ROWS)
@@ -115,8 +108,8 @@ def tabular_rows(
         "floor_rows_per_s": n / low.seconds,
         "floor_batch_size": low.batch_size,
         "torch_eager_floor_rows_per_s": n / low.torch_seconds,
-        f"{batch}ours_vs_floor": paired_floor / paired_ours,
-        f"{batch}paired_ms": {"ours": paired_ours * 1e3, "floor": paired_floor * 1e3},
+        ratio_key(case.batch_aim, "ours_vs_floor"): paired_floor / paired_ours,
+        ratio_key(case.batch_aim, "paired_ms"): {"ours": paired_ours * 1e3, "floor": paired_floor * 1e3},
     }
     return out
 
@@ -152,7 +145,6 @@ def vision_row(
         low.run()
 
     paired_ours, paired_floor = paired(lambda: predictor.predict(uploads), decode_and_floor)
-    prefix = _prefix(case.batch_aim)
     return {
         "ours_images_per_s": IMAGES / ours,
         "fastai_get_preds_images_per_s": IMAGES / fastai,
@@ -160,8 +152,8 @@ def vision_row(
         "floor_batch_size": low.batch_size,
         "torch_eager_floor_images_per_s": IMAGES / (low.torch_seconds + decode),
         "decode_ms_per_image": decode / IMAGES * 1e3,
-        f"{prefix}ours_vs_floor": paired_floor / paired_ours,
-        f"{prefix}paired_ms": {"ours": paired_ours * 1e3, "floor": paired_floor * 1e3},
+        ratio_key(case.batch_aim, "ours_vs_floor"): paired_floor / paired_ours,
+        ratio_key(case.batch_aim, "paired_ms"): {"ours": paired_ours * 1e3, "floor": paired_floor * 1e3},
     }
 
 

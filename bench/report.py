@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import ROOT
-from bench.cases import CASES, Aim, Case, TabularCase
+from bench.cases import CASES, Aim, Case, TabularCase, ratio_key
 from bench.inprocess import IMAGES, TABULAR_ROWS
 
 
@@ -44,22 +44,22 @@ def in_process_lines(ip: dict[str, Any], cases: tuple[Case, ...] = CASES) -> lis
             one, batch = case.one_row_aim, case.batch_aim
             lines += [
                 f"{case.label + ' 1 row':<32}{t1['ours_ms']:8.3f} ms     {t1['learn_predict_ms']:8.2f} ms (predict)"
-                f"                       {_ratio(one, t1[_key(one, 'speedup')], share=False)}",
+                f"                       {_ratio(one, t1[ratio_key(one, 'speedup')], share=False)}",
                 f"{case.label + ' 10k rows':<32}{t2['ours_rows_per_s']:8.0f} rows/s {t2['fastai_get_preds_rows_per_s']:8.0f} rows/s (B)"
-                f"     {t2['floor_rows_per_s']:8.0f} rows/s  {_ratio(batch, t2[_key(batch, 'ours_vs_floor')], share=True)}",
+                f"     {t2['floor_rows_per_s']:8.0f} rows/s  {_ratio(batch, t2[ratio_key(batch, 'ours_vs_floor')], share=True)}",
                 f"  from the CSV's bytes          {t2.get('ours_from_bytes_rows_per_s', 0):8.0f} rows/s (pyarrow's reader included)",
                 f"  same rows as JSON objects     {t2['ours_json_rows_per_s']:8.0f} rows/s (validated per row, Prediction objects)",
             ]
             eager.append(f"{t2['torch_eager_floor_rows_per_s']:.0f} rows/s")
-            pair, what, digits = t2.get(_key(batch, "paired_ms")), f"{TABULAR_ROWS // 1000}k rows", 2
+            pair, what, digits = t2.get(ratio_key(batch, "paired_ms")), f"{TABULAR_ROWS // 1000}k rows", 2
         else:
             v, batch = ip[f"{case.key}_{IMAGES}_images"], case.batch_aim
             lines.append(
                 f"{case.label + f' {IMAGES} images':<32}{v['ours_images_per_s']:8.0f} img/s  {v['fastai_get_preds_images_per_s']:8.0f} img/s (B)"
-                f"      {v['floor_images_per_s']:8.0f} img/s   {_ratio(batch, v[_key(batch, 'ours_vs_floor')], share=True)}"
+                f"      {v['floor_images_per_s']:8.0f} img/s   {_ratio(batch, v[ratio_key(batch, 'ours_vs_floor')], share=True)}"
             )
             eager.append(f"{v['torch_eager_floor_images_per_s']:.0f} img/s")
-            pair, what, digits = v.get(_key(batch, "paired_ms")), f"{IMAGES} images", 1
+            pair, what, digits = v.get(ratio_key(batch, "paired_ms")), f"{IMAGES} images", 1
         if pair is not None:
             # The aims' cases by their names (P2, P3), any other by its label.
             paired_names.append(batch.name if batch else case.label)
@@ -70,11 +70,6 @@ def in_process_lines(ip: dict[str, Any], cases: tuple[Case, ...] = CASES) -> lis
     if paired_parts:
         lines.append(f"  {_and(paired_names)} from alternating calls: {'; '.join(paired_parts)}")
     return lines
-
-
-def _key(aim: Aim | None, name: str) -> str:
-    """A ratio's key in results.json: its aim's name first when it has one (P2_ours_vs_floor)."""
-    return f"{aim.name}_{name}" if aim else name
 
 
 def _beside(
