@@ -14,6 +14,7 @@ from bench.cases import CASES, Case, TabularCase, VisionCase, ratio_key
 from bench.timing import floor, paired, per_call
 from service.inference.csvio import CsvTable, read_csv_table
 from service.inference.images import UploadedImage
+from service.inference.kinds import predictor_for
 from service.inference.runtime import RuntimeOptions, select_runtime
 from service.inference.tabular import TabularPredictor
 from service.inference.vision import VisionPredictor
@@ -30,7 +31,11 @@ def in_process(device: torch.device, store: Path, cases: tuple[Case, ...] = CASE
     loaded: list[tuple[Case, Any, Any]] = []
     for case in cases:
         learn = prepare_for_serving(load_exported_learner(store / case.model / "model.pkl").learn, device)
-        predictor = TabularPredictor(learn) if isinstance(case, TabularCase) else VisionPredictor(learn)
+        # The predictor the server builds for it (its kind and task recognised from the learner).
+        predictor = predictor_for(learn)
+        wanted = TabularPredictor if isinstance(case, TabularCase) else VisionPredictor
+        if not isinstance(predictor, wanted):
+            raise TypeError(f"{case.model} is a {predictor.kind} model; its case wants {wanted.kind}")
         loaded.append((case, learn, predictor))
     # The runtime the server would pick (FASTAI_SERVE_RUNTIME, default auto: ONNX Runtime when it matches).
     settings = Settings()
@@ -71,17 +76,15 @@ def tabular_rows(
     csv_bytes = frame.to_csv(index=False).encode()
     csv_table = read_csv_table(csv_bytes, filename="bench.csv")
 
-    def table_probabilities(table: CsvTable = csv_table) -> np.ndarray:
+    def table_outputs(table: CsvTable = csv_table) -> np.ndarray:
         parts = [
             predictor.forward_many([predictor.prepare_chunk(chunk, filename="bench.csv")])[0]
             for chunk in table.chunks()
         ]
         return np.concatenate(parts)
 
-    ours_batch = per_call(table_probabilities, seconds=3.0)
-    ours_bytes = per_call(
-        lambda: table_probabilities(read_csv_table(csv_bytes, filename="bench.csv")), seconds=3.0
-    )
+    ours_batch = per_call(table_outputs, seconds=3.0)
+    ours_bytes = per_call(lambda: table_outputs(read_csv_table(csv_bytes, filename="bench.csv")), seconds=3.0)
     fastai_batch = per_call(lambda: get_preds(learn, frame), seconds=3.0)
     x_cat, x_cont = predictor._encoder.encode(predictor.prepare(rows).columns, len(rows))  # type: ignore[union-attr]
     sizes = (1024, 4096, 10_000)
@@ -90,17 +93,17 @@ def tabular_rows(
         torch_forward=lambda s: learn.model(x_cat[s].to(device), x_cont[s].to(device)),
         torch_sizes=sizes,
         runtime_forward=(
-            (lambda s: predictor.runtime.probabilities(x_cat[s], x_cont[s]))
+            (lambda s: predictor.runtime.outputs(x_cat[s], x_cont[s]))
             if predictor.runtime.name != "torch"
             else None
         ),
         runtime_sizes=sizes,
     )
     # The ratio itself from alternating calls of ours and of the floor at its best batch size.
-    paired_ours, paired_floor = paired(table_probabilities, low.run)
+    paired_ours, paired_floor = paired(table_outputs, low.run)
     n = TABULAR_ROWS
     out[f"{case.key}_10k_rows"] = {
-        "input": "CSV text cells -> validated, encoded, forward -> probabilities (the CSV route without I/O)",
+        "input": "CSV text cells -> validated, encoded, forward -> outputs (the CSV route without I/O)",
         "ours_rows_per_s": n / ours_batch,
         "ours_from_bytes_rows_per_s": n / ours_bytes,
         "ours_json_rows_per_s": n / ours_json,
@@ -133,9 +136,7 @@ def vision_row(
         torch_forward=lambda s: learn.model(batch[s]),
         torch_sizes=(32, 64, 128, 256),
         runtime_forward=(
-            (lambda s: predictor.runtime.probabilities(batch[s]))
-            if predictor.runtime.name != "torch"
-            else None
+            (lambda s: predictor.runtime.outputs(batch[s])) if predictor.runtime.name != "torch" else None
         ),
         runtime_sizes=(1, 32, 64, 256),
     )
