@@ -14,10 +14,12 @@ import torch
 
 import bench
 from bench import CACHE, DEFAULT_STORE
+from bench.cases import CASES, TASK_TARGET, Case, TabularCase, case_by_key
 from bench.http_rows import http
-from bench.inprocess import in_process
+from bench.inprocess import IMAGES, in_process
+from bench.models import bench_store
 from bench.peer import PEER_VENV, peer
-from bench.report import peer_table, table, write_results
+from bench.report import peer_table, table, task_lines, write_results
 from bench.timing import shorten
 from service.device import device_label, resolve_device
 from service.settings import Settings
@@ -46,6 +48,33 @@ def ratios(h: dict[str, Any], ip: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def task_ratios(results: dict[str, Any], cases: tuple[Case, ...] = CASES) -> dict[str, Any]:
+    """Each case `beside` another: its speed as a share of that one's, row by row (>= TASK_TARGET aimed for):
+    in-process (one row's latency, 10k rows' or 256 images' throughput), then our server's requests/s at 1
+    and 32 clients (ours_tabular_regression_c32 / ours_tabular_c32)."""
+    ip, h = results["in_process"], results.get("http")
+    out: dict[str, Any] = {}
+    for case in cases:
+        if case.beside is None:
+            continue
+        base = case_by_key(case.beside, cases)
+        shares: dict[str, float] = {}
+        if isinstance(case, TabularCase):
+            one, one_base = ip[f"{case.key}_one_row"], ip[f"{base.key}_one_row"]
+            shares["one_row"] = one_base["ours_ms"] / one["ours_ms"]
+            rows, rows_base = ip[f"{case.key}_10k_rows"], ip[f"{base.key}_10k_rows"]
+            shares["10k_rows"] = rows["ours_rows_per_s"] / rows_base["ours_rows_per_s"]
+        else:
+            images, images_base = ip[f"{case.key}_{IMAGES}_images"], ip[f"{base.key}_{IMAGES}_images"]
+            shares[f"{IMAGES}_images"] = images["ours_images_per_s"] / images_base["ours_images_per_s"]
+        if h is not None:
+            for clients in (1, 32):
+                row, row_base = h[f"ours_{case.key}_c{clients}"], h[f"ours_{base.key}_c{clients}"]
+                shares[f"ours_c{clients}"] = row["requests_per_s"] / row_base["requests_per_s"]
+        out[f"{case.key}_vs_{base.key}"] = {**shares, "target": TASK_TARGET}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=bench.__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each HTTP load step")
@@ -62,7 +91,10 @@ def main() -> None:
         "--store",
         type=Path,
         default=DEFAULT_STORE,
-        help="the model store with the demo models (default: %(default)s)",
+        help=(
+            "the model store with the demo models (default: %(default)s); the bench serves them, linked,"
+            " from its own store beside the models it trains itself (.cache/bench/store)"
+        ),
     )
     parser.add_argument(
         "--quick",
@@ -98,15 +130,20 @@ def main() -> None:
         print("\n".join(peer_table(results["peer"])))
         write_results(results, results_path)
         return
-    results["in_process"] = in_process(device, store)
+    # The demo models linked from `store` beside the bench's own models (trained here when missing).
+    served = bench_store(store, [case.model for case in CASES])
+    results["in_process"] = in_process(device, served)
     if args.peer:
         results["peer"] = peer(seconds, args.peer_venv, store=store)
     if not args.skip_http:
-        results["http"] = http(seconds, rss_requests, store=store)
+        results["http"] = http(seconds, rss_requests, store=served)
         results["ratios"] = ratios(results["http"], results["in_process"])
+        results["task_ratios"] = task_ratios(results)
         print(table(results))
     else:
+        results["task_ratios"] = task_ratios(results)
         print(json.dumps(results["in_process"], indent=1))
+        print("\n".join(task_lines(results["task_ratios"])))
     write_results(results, results_path)
 
 

@@ -38,11 +38,16 @@ def _learner(kind: str, name: str) -> Any:
 @app.post("/api/v1/tabular/{name}/predict")
 def predict_rows(name: str, body: dict[str, Any]) -> dict[str, Any]:
     tabular = _learner("tabular", name)
+    # A regression has no vocab: its values as they come, as the cookbook's app would send them.
+    vocab = getattr(tabular.dls, "vocab", None)
     out = []
     for row in body["rows"]:
         with LOCK, tabular.no_bar():
             _, _, probs = tabular.predict(pd.Series(row))
-        out.append({"probabilities": dict(zip(map(str, tabular.dls.vocab), probs.tolist(), strict=True))})
+        if vocab is None:
+            out.append({"values": probs.tolist()})
+        else:
+            out.append({"probabilities": dict(zip(map(str, vocab), probs.tolist(), strict=True))})
     return {"predictions": out}
 
 
@@ -53,6 +58,7 @@ def predict_images(name: str, files: list[UploadFile] = File(...)) -> dict[str, 
     for f in files:
         with LOCK, vision.no_bar():
             label, _, probs = vision.predict(PILImage.create(io.BytesIO(f.file.read())))
+        # A multi-label model's label is its list of labels, in one string.
         out.append({"filename": f.filename, "label": str(label)})
     return {"predictions": out}
 

@@ -32,6 +32,12 @@ def _and(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
+def _runtime(case: Case, runtime: dict[str, Any]) -> str:
+    """A case's runtime, and when it is off the fast path (fastai's own pipeline per request), that too."""
+    slow = "" if runtime.get("fast_path", True) else " (no fast path: fastai's pipeline)"
+    return f"{case.label} {runtime['runtime']}{slow}"
+
+
 def in_process_lines(ip: dict[str, Any], cases: tuple[Case, ...] = CASES) -> list[str]:
     """Each case's rows, then the runtimes and torch eager's floors, then the paired times."""
     lines = [
@@ -65,7 +71,7 @@ def in_process_lines(ip: dict[str, Any], cases: tuple[Case, ...] = CASES) -> lis
             paired_names.append(batch.name if batch else case.label)
             what = what if batch else f"{case.label} {what}"
             paired_parts.append(f"{what} {pair['ours']:.{digits}f} ms vs floor {pair['floor']:.{digits}f} ms")
-    runtimes = ", ".join(f"{case.label} {ip[f'runtime_{case.model}']['runtime']}" for case in cases)
+    runtimes = ", ".join(_runtime(case, ip[f"runtime_{case.model}"]) for case in cases)
     lines.append(f"  runtime: {runtimes}; torch-eager L: {', '.join(eager)}")
     if paired_parts:
         lines.append(f"  {_and(paired_names)} from alternating calls: {'; '.join(paired_parts)}")
@@ -141,6 +147,28 @@ def large_csv_lines(big: dict[str, Any]) -> list[str]:
     return lines
 
 
+def task_lines(shares: dict[str, Any]) -> list[str]:
+    """Each other task's speed as a share of its classifier's, row by row (the in-process rows, then our
+    server at 1 and 32 clients), with the lowest against the target."""
+    if not shares:
+        return []
+    names = {"one_row": "1 row", "10k_rows": "10k rows", "ours_c1": "HTTP c1", "ours_c32": "HTTP c32"}
+    target = min(row["target"] for row in shares.values())
+    lines = [
+        f"Other tasks beside the classifier of the same architecture: speed as a share of the classifier's (target >= {target:.0%})"
+    ]
+    w = max(len(key) for key in shares)
+    for key, row in shares.items():
+        parts = {k: v for k, v in row.items() if k != "target"}
+        low = min(parts.values())
+        shown = "  ".join(f"{names.get(k, k.replace('_', ' '))} {v:4.0%}" for k, v in parts.items())
+        verdict = "ok" if low >= row["target"] else f"BELOW {row['target']:.0%}"
+        lines.append(
+            f"  {key.replace('_vs_', ' vs ').replace('_', ' '):<{w}}  {shown}  (lowest {low:.0%}: {verdict})"
+        )
+    return lines
+
+
 def peer_table(p: dict[str, Any]) -> list[str]:
     """Ours beside BentoML, with the parity check it passed first."""
     par = p["parity"]
@@ -162,11 +190,14 @@ def peer_table(p: dict[str, Any]) -> list[str]:
 
 
 def table(results: dict[str, Any], cases: tuple[Case, ...] = CASES) -> str:
-    """The whole run as printed: in-process, HTTP, the issue's figures, the large CSV, the peer."""
+    """The whole run as printed: in-process, HTTP, the issue's figures, the other tasks beside their
+    classifiers, the large CSV, the peer."""
     lines = [f"fastai-serve bench — {results['machine']}; load generator: {results['load_generator']}", ""]
     lines += in_process_lines(results["in_process"], cases)
     lines += ["", *http_lines(results["http"], cases)]
     lines += ["", *ratio_lines(results["ratios"], results["http"]["ours_memory"])]
+    if results.get("task_ratios"):
+        lines += ["", *task_lines(results["task_ratios"])]
     big = results["http"].get("ours_large_csv")
     if big is not None:
         lines += ["", *large_csv_lines(big)]
