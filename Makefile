@@ -75,7 +75,8 @@ PEER_TORCH = $(shell $(BIN)/python -c "from importlib.metadata import version; \
 	print(*(f'{p}=={version(p).split(chr(43))[0]}' for p in ('torch', 'torchvision')))")
 
 # In-process and HTTP benchmark against fastai's own paths, the naive server and the compute floor
-# (the bench/ package; the models it times are its cases, bench/cases.py). Results go to
+# (the bench/ package; the models it times are its cases, bench/cases.py: the demo models, and a tabular
+# regression and a vision multi-label model that it trains once into .cache/bench/store). Results go to
 # .cache/bench/results.json (ignored); `make bench-record` keeps the last run in bench/results.json, the
 # tracked reference, on purpose only. `make bench PEER=1` adds the BentoML rows. A smoke run that only
 # checks it runs: `$(BIN)/python -m bench --quick [--skip-http]` (every timing a fraction of a second,
