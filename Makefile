@@ -74,11 +74,15 @@ PEER_STAMP := $(PEER_VENV)/.installed
 PEER_TORCH = $(shell $(BIN)/python -c "from importlib.metadata import version; \
 	print(*(f'{p}=={version(p).split(chr(43))[0]}' for p in ('torch', 'torchvision')))")
 
-# In-process and HTTP benchmark against fastai's own paths, the naive server and the compute floor.
-# Results go to .cache/bench/results.json (ignored); `make bench-record` keeps the last run in
-# bench/results.json, the tracked reference, on purpose only. `make bench PEER=1` adds the BentoML rows.
+# In-process and HTTP benchmark against fastai's own paths, the naive server and the compute floor
+# (the bench/ package; the models it times are its cases, bench/cases.py: the demo models, and a tabular
+# regression and a vision multi-label model that it trains once into .cache/bench/store). Results go to
+# .cache/bench/results.json (ignored); `make bench-record` keeps the last run in bench/results.json, the
+# tracked reference, on purpose only. `make bench PEER=1` adds the BentoML rows. A smoke run that only
+# checks it runs: `$(BIN)/python -m bench --quick [--skip-http]` (every timing a fraction of a second,
+# written to .cache/bench/results-quick.json, never recorded).
 bench: models wrk $(if $(PEER),$(PEER_STAMP))
-	$(BIN)/python bench/run.py $(if $(PEER),--peer)
+	$(BIN)/python -m bench --store $(STORE) $(if $(PEER),--peer)
 
 wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 \
@@ -92,11 +96,11 @@ $(PEER_STAMP): | $(STAMP)
 	touch $(PEER_STAMP)
 
 bench-peer: models wrk $(PEER_STAMP)
-	$(BIN)/python bench/run.py --peer-only
+	$(BIN)/python -m bench --store $(STORE) --peer-only
 
 # The same one-item requests through Ray Serve (1 and 2 replicas per model) and the plain server, in one run.
 bench-ray: models wrk
-	$(BIN)/python bench/ray_bench.py
+	$(BIN)/python -m bench.ray_bench --store $(STORE)
 
 bench-record:
 	@test -f .cache/bench/results.json || (echo "no run to record: make bench first" && false)

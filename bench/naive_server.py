@@ -1,6 +1,7 @@
 """The cookbook's way, as a reference: FastAPI + one `learn.predict` per request (kept out of `service/`).
 
 Run: FASTAI_SERVE_MODEL_STORE=model_store uvicorn bench.naive_server:app --port 8001
+(BENCH_NAIVE_MODELS=kind:name,... picks the models; `python -m bench` passes its cases' models.)
 """
 
 from __future__ import annotations
@@ -14,33 +15,50 @@ from typing import Any
 import pandas as pd
 from fastai.learner import load_learner
 from fastai.vision.core import PILImage
-from fastapi import FastAPI, File, UploadFile
+from fastapi import FastAPI, File, HTTPException, UploadFile
 
 STORE = Path(os.environ.get("FASTAI_SERVE_MODEL_STORE", "model_store"))
-tabular = load_learner(STORE / "adult-income" / "model.pkl")
-vision = load_learner(STORE / "cifar10" / "model.pkl")
+MODELS = os.environ.get("BENCH_NAIVE_MODELS", "tabular:adult-income,vision:cifar10")
+learners: dict[str, dict[str, Any]] = {"tabular": {}, "vision": {}}
+for kind, name in (entry.split(":", 1) for entry in MODELS.split(",")):
+    learners[kind][name] = load_learner(STORE / name / "model.pkl")
 app = FastAPI(title="naive fastai server")
 # fastai learners are not thread-safe (concurrent `predict` calls hang here); the cookbook's Flask app
 # served one request at a time, which is what this lock reproduces.
 LOCK = threading.Lock()
 
 
-@app.post("/api/v1/tabular/adult-income/predict")
-def predict_rows(body: dict[str, Any]) -> dict[str, Any]:
+def _learner(kind: str, name: str) -> Any:
+    """The learner served as `name`, or a 404 as our server answers an unknown model."""
+    if name not in learners[kind]:
+        raise HTTPException(404, f"no {kind} model {name!r}")
+    return learners[kind][name]
+
+
+@app.post("/api/v1/tabular/{name}/predict")
+def predict_rows(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    tabular = _learner("tabular", name)
+    # A regression has no vocab: its values as they come, as the cookbook's app would send them.
+    vocab = getattr(tabular.dls, "vocab", None)
     out = []
     for row in body["rows"]:
         with LOCK, tabular.no_bar():
             _, _, probs = tabular.predict(pd.Series(row))
-        out.append({"probabilities": dict(zip(map(str, tabular.dls.vocab), probs.tolist(), strict=True))})
+        if vocab is None:
+            out.append({"values": probs.tolist()})
+        else:
+            out.append({"probabilities": dict(zip(map(str, vocab), probs.tolist(), strict=True))})
     return {"predictions": out}
 
 
-@app.post("/api/v1/vision/cifar10/predict")
-def predict_images(files: list[UploadFile] = File(...)) -> dict[str, Any]:  # noqa: B008
+@app.post("/api/v1/vision/{name}/predict")
+def predict_images(name: str, files: list[UploadFile] = File(...)) -> dict[str, Any]:  # noqa: B008
+    vision = _learner("vision", name)
     out = []
     for f in files:
         with LOCK, vision.no_bar():
             label, _, probs = vision.predict(PILImage.create(io.BytesIO(f.file.read())))
+        # A multi-label model's label is its list of labels, in one string.
         out.append({"filename": f.filename, "label": str(label)})
     return {"predictions": out}
 

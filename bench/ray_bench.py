@@ -5,7 +5,7 @@ On a 2-core machine this measures Ray's overhead, not scaling: every Ray request
 ingress replica (our app: validation and preprocessing) and a model replica (the batched forward), two actor
 calls more than the plain server's in-process batcher. The split of a one-client request's time: the
 client's p50, the ingress's mean request time (its /metrics), and the rest (proxy, network, handles).
-Results go to .cache/bench/ray.json.
+Run from the repository root (`python -m bench.ray_bench`); results go to .cache/bench/ray.json.
 """
 
 from __future__ import annotations
@@ -23,21 +23,14 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import CACHE, DEFAULT_STORE, ROOT
+from bench.cases import DEMO_TABULAR, DEMO_VISION
+from bench.load import load_wrk, one_item
+from bench.servers import free_port, server_env, start_ours
 
-from bench.run import STORE, adult_rows, cifar_jpegs, free_port, load_wrk, start_ours  # noqa: E402
-
-RESULTS = ROOT / ".cache" / "bench" / "ray.json"
-KINDS = ("tabular", "vision")
+RESULTS = CACHE / "bench" / "ray.json"
+KINDS = (DEMO_TABULAR.key, DEMO_VISION.key)  # "tabular", "vision": the demo models
 CLIENTS = (1, 32)
-
-
-def _payloads() -> dict[str, dict[str, Any]]:
-    return {
-        "tabular": {"json": {"rows": adult_rows(1)}},
-        "vision": {"files": [("files", ("plane.jpg", cifar_jpegs(1)[0], "image/jpeg"))]},
-    }
 
 
 def _ingress_mean_ms(base: str, route: str) -> tuple[float, float]:
@@ -58,11 +51,11 @@ ROUTES = {"tabular": "/api/v1/tabular/{name}/predict", "vision": "/api/v1/vision
 
 def measure(base: str, seconds: float, *, split: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    payloads = _payloads()
+    requests = {case.key: one_item(case) for case in (DEMO_TABULAR, DEMO_VISION)}
     for kind in KINDS:
         for clients in CLIENTS:
             before = _ingress_mean_ms(base, ROUTES[kind]) if split and clients == 1 else None
-            result = load_wrk(base, kind, clients, seconds, payloads[kind])
+            result: dict[str, Any] = load_wrk(base, requests[kind], clients, seconds)
             if before is not None:
                 after = _ingress_mean_ms(base, ROUTES[kind])
                 n = after[1] - before[1]
@@ -71,10 +64,9 @@ def measure(base: str, seconds: float, *, split: bool) -> dict[str, Any]:
     return out
 
 
-def plain(seconds: float) -> dict[str, Any]:
+def plain(seconds: float, store: Path) -> dict[str, Any]:
     port = free_port()
-    env = {"FASTAI_SERVE_MODEL_STORE": str(STORE), "FASTAI_SERVE_LOG_LEVEL": "warning"}
-    proc = start_ours(port, env)
+    proc = start_ours(port, server_env(store))
     try:
         return measure(f"http://127.0.0.1:{port}", seconds, split=False)
     finally:
@@ -82,7 +74,7 @@ def plain(seconds: float) -> dict[str, Any]:
         proc.wait(timeout=30)
 
 
-def on_ray(replicas: int, seconds: float) -> dict[str, Any]:
+def on_ray(replicas: int, seconds: float, store: Path) -> dict[str, Any]:
     """`fastai-serve serve --ray` on a local one-node cluster of this machine's cores."""
     port, gcs = free_port(), free_port()
     cores = os.cpu_count() or 2
@@ -94,8 +86,7 @@ def on_ray(replicas: int, seconds: float) -> dict[str, Any]:
     )
     env = {
         **os.environ,
-        "FASTAI_SERVE_MODEL_STORE": str(STORE),
-        "FASTAI_SERVE_LOG_LEVEL": "warning",
+        **server_env(store),
         # The replicas share the cores: each model's replicas get them between them, as threads.
         "FASTAI_SERVE_RAY_NUM_CPUS": str(0.25),
         "FASTAI_SERVE_TORCH_THREADS": str(max(1, cores // replicas)),
@@ -110,7 +101,7 @@ def on_ray(replicas: int, seconds: float) -> dict[str, Any]:
         "--replicas",
         str(replicas),
     ]
-    log = (ROOT / ".cache" / f"bench-ray-{replicas}.log").open("wb")
+    log = (CACHE / f"bench-ray-{replicas}.log").open("wb")
     proc = subprocess.Popen(
         [*cmd, "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
@@ -166,14 +157,21 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.ray_bench", description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each wrk run")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=DEFAULT_STORE,
+        help="the model store with the demo models (default: %(default)s)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("bench-ray needs wrk (apt-get install wrk)")
-    results = {"plain": plain(args.seconds)}
+    store = args.store.resolve()  # the servers run in the repository root, whatever the caller's folder
+    results = {"plain": plain(args.seconds, store)}
     for replicas in (1, 2):
-        results[f"ray_{replicas}"] = on_ray(replicas, args.seconds)
+        results[f"ray_{replicas}"] = on_ray(replicas, args.seconds, store)
     print(table(results))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")

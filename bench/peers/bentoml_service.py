@@ -2,7 +2,7 @@
 batch path (`learn.dls.test_dl` + `learn.get_preds`), serving the same exported learners as fastai-serve.
 
 It runs in its own virtual environment (BentoML pins its own starlette and pydantic ranges): `make
-bench-peer` builds `.cache/venv-bentoml`, and `bench/run.py --peer` serves this file with `bentoml serve`
+bench-peer` builds `.cache/venv-bentoml`, and `python -m bench --peer` serves this file with `bentoml serve`
 and drives it with wrk beside our server. Its routes and wire formats are ours (multipart `files`, JSON
 `{"rows": [...]}`), so one wrk script drives both; it answers `label` and `probabilities` per item.
 

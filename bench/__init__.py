@@ -1,0 +1,21 @@
+"""`make bench`: our predictors vs fastai's own paths vs the compute floor, in-process and over HTTP.
+
+Everything runs in one go on this machine with the demo models, so the ratios compare like with like,
+and with a tabular regression and a vision multi-label model of the demo classifiers' architectures (the
+bench trains them into .cache/bench/store the first time, about a minute), each timed as a share of its
+classifier's speed; `--peer` (`make bench PEER=1`) or `--peer-only` (`make bench-peer`) adds BentoML serving the same files.
+Results are printed as a table and written to .cache/bench/results.json (ignored by git); `make bench-record`
+copies a run to the tracked bench/results.json on purpose. Run it from the repository root: `python -m bench`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Before anything imports fastai, which imports matplotlib: no display on a bench machine.
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache"
+DEFAULT_STORE = ROOT / "model_store"

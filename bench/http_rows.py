@@ -1,0 +1,126 @@
+"""HTTP rows: ours vs the naive server per case, /v2 beside /api/v1, two workers, memory, one large CSV."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+
+from bench.cases import CASES, DEMO_TABULAR, Case
+from bench.load import Request, drive, one_item, one_item_v2
+from bench.servers import free_port, rss_kb, server_env, start_naive, start_ours, stop_process
+from service.training import data
+
+LARGE_CSV_ROWS = 100_000
+
+
+def http(
+    seconds: float, rss_requests: int, *, store: Path, cases: tuple[Case, ...] = CASES
+) -> dict[str, Any]:
+    """Every case's one-item requests through ours and the naive server, then ours with two workers."""
+    env = server_env(store)
+    v1 = {case.key: one_item(case) for case in cases}
+    v2 = {case.key: one_item_v2(case, v1[case.key]) for case in cases}
+    out: dict[str, Any] = {}
+    for label in ("ours", "naive"):
+        port = free_port()
+        proc = start_ours(port, env) if label == "ours" else start_naive(port, env, cases)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for request in v1.values():
+                for clients in (1, 8, 32):
+                    out[f"{label}_{request.name}_c{clients}"] = drive(base, request, clients, seconds)
+            for request in v2.values() if label == "ours" else ():
+                for clients in (1, 32):
+                    out[f"ours_{request.name}_c{clients}"] = drive(base, request, clients, seconds)
+            if label == "ours":
+                out["ours_memory"] = memory_growth(base, proc.pid, v1[DEMO_TABULAR.key], rss_requests)
+                out["ours_large_csv"] = large_csv(base, proc.pid)
+        finally:
+            stop_process(proc)
+    # The same server as `fastai-serve serve --workers 2` runs it: a process per core, each with every
+    # model (ONNX Runtime's threads not spinning, so the workers do not take each other's cores).
+    port = free_port()
+    proc = start_ours(port, env, workers=2)
+    try:
+        for request in v1.values():
+            for clients in (1, 32):
+                base = f"http://127.0.0.1:{port}"
+                out[f"workers2_{request.name}_c{clients}"] = drive(base, request, clients, seconds)
+    finally:
+        stop_process(proc)
+    return out
+
+
+def memory_growth(base: str, pid: int, request: Request, requests: int) -> dict[str, float]:
+    """The server's RSS after a warm-up and after `requests` more of `request`, 16 at a time."""
+
+    async def fire(n: int) -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            sem = asyncio.Semaphore(16)
+
+            async def one() -> None:
+                async with sem:
+                    await client.post(request.path, **request.httpx_kwargs())
+
+            await asyncio.gather(*(one() for _ in range(n)))
+
+    asyncio.run(fire(500))  # warm-up
+    warm = rss_kb(pid)
+    asyncio.run(fire(requests))
+    after = rss_kb(pid)
+    return {
+        "rss_after_warmup_mb": warm / 1024,
+        "rss_after_requests_mb": after / 1024,
+        "requests": requests,
+        "peak_rss_mb": rss_kb(pid, "VmHWM") / 1024,
+        "P6_growth_pct": (after - warm) / warm * 100,
+    }
+
+
+def large_csv(base: str, pid: int) -> dict[str, Any]:
+    """One 100,000-row CSV through evaluate and predict/csv (JSON, then `Accept: text/csv`): the time, and
+    the server's peak RSS growth during the request over the upload's size. The peak is reset through
+    /proc/<pid>/clear_refs before each request, so each figure is that request's own: first the server's
+    first large file (evaluate, after a 1,000-row one: the allocator's arenas and Arrow's pools grow to a
+    large file's size once), then each endpoint again (what every later large file costs)."""
+    # The demo's whole file, label included: evaluate needs it.
+    frame = pd.read_csv(data.demo_adult_csv(), skipinitialspace=True, na_values=["?"])
+    frame = pd.concat([frame] * (LARGE_CSV_ROWS // len(frame) + 1), ignore_index=True).iloc[:LARGE_CSV_ROWS]
+    upload = frame.to_csv(index=False).encode()
+    small = frame.iloc[:1000].to_csv(index=False).encode()
+    model = f"/api/v1/tabular/{DEMO_TABULAR.model}"
+    steps = {
+        "evaluate": (f"{model}/evaluate", {}),
+        "predict_csv_json": (f"{model}/predict/csv", {}),
+        "predict_csv_text": (f"{model}/predict/csv", {"Accept": "text/csv"}),
+    }
+    out: dict[str, Any] = {"rows": LARGE_CSV_ROWS, "upload_mb": len(upload) / 2**20}
+    with httpx.Client(base_url=base, timeout=300) as client:
+
+        def measured(path: str, headers: dict[str, str], body: bytes) -> dict[str, float]:
+            before = rss_kb(pid)
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak RSS starts again from now
+            started = time.perf_counter()
+            response = client.post(path, files={"file": ("big.csv", body, "text/csv")}, headers=headers)
+            took = time.perf_counter() - started
+            response.raise_for_status()
+            growth = (rss_kb(pid, "VmHWM") - before) * 1024
+            return {
+                "seconds": took,
+                "rows_per_s": LARGE_CSV_ROWS / took,
+                "answer_mb": len(response.content) / 2**20,
+                "peak_growth_mb": growth / 2**20,
+                "peak_growth_over_upload": growth / len(upload),
+            }
+
+        path, headers = steps["evaluate"]
+        client.post(path, files={"file": ("small.csv", small, "text/csv")}).raise_for_status()
+        out["first_large_file"] = measured(path, headers, upload)
+        for name, (path, headers) in steps.items():
+            out[name] = measured(path, headers, upload)
+    return out
