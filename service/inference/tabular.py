@@ -34,7 +34,7 @@ from service.inference.tabular_spec import (
     normalise_category,
     spec_from_learner,
 )
-from service.inference.tasks import AnyHead, AnyPrediction, Task
+from service.inference.tasks import AnyHead, AnyPrediction, Decoding, Task
 
 _UNMATCHED = object()
 _NUMBER_TYPES = {int, float, type(None)}
@@ -200,7 +200,7 @@ class TabularPredictor:
     def finish(
         self, prepared: PreparedRows, outputs: np.ndarray, *, threshold: float | None = None
     ) -> list[AnyPrediction]:
-        return list(self.head.decode(outputs, prepared.warnings, threshold=threshold))
+        return list(self.head.decode(outputs, prepared.warnings, Decoding(threshold=threshold)))
 
     @property
     def fast_path(self) -> bool:

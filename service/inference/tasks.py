@@ -83,15 +83,21 @@ AnyPrediction = Prediction | MultiLabelPrediction | RegressionPrediction | Point
 
 
 # -- heads: outputs -> predictions ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Decoding:
+    """What one request adds to decoding: its own threshold (multi_label), its images' boxes (points)."""
+
+    threshold: float | None = None
+    boxes: Boxes | None = None
+
+
+PLAIN = Decoding()
+
+
 class Head(Protocol):
-    """How one task's outputs are read: their column names and the learner's decoding."""
+    """How one task's outputs are read: their names and the learner's decoding."""
 
     task: ClassVar[Task]
-
-    @property
-    def names(self) -> list[str]:
-        """The name of each output column: classes, or targets."""
-        ...
 
     @property
     def classes(self) -> list[str]:
@@ -104,15 +110,9 @@ class Head(Protocol):
         ...
 
     def decode(
-        self,
-        outputs: np.ndarray,
-        warnings: Sequence[list[str]] | None = None,
-        *,
-        threshold: float | None = None,
-        boxes: Boxes | None = None,
+        self, outputs: np.ndarray, warnings: Sequence[list[str]] | None = None, how: Decoding = PLAIN
     ) -> Sequence[AnyPrediction]:
-        """One prediction per row of `outputs`, the learner's way; `threshold` is a multi-label request's
-        own, `boxes` the images' (points)."""
+        """One prediction per row of `outputs`, the learner's way."""
         ...
 
     def check(self, outputs: np.ndarray) -> None:
@@ -129,30 +129,17 @@ class ClassificationHead:
     """Softmax probabilities; the label is their argmax (`CrossEntropyLossFlat.decodes`)."""
 
     classes: list[str]
+    targets: list[str] = field(default_factory=list, init=False)
     task: ClassVar[Task] = Task.CLASSIFICATION
-
-    @property
-    def names(self) -> list[str]:
-        return self.classes
-
-    @property
-    def targets(self) -> list[str]:
-        return []
 
     def labels(self, outputs: np.ndarray) -> list[str]:
         classes = self.classes
         return [classes[i] for i in outputs.argmax(axis=1).tolist()]
 
     def decode(
-        self,
-        outputs: np.ndarray,
-        warnings: Sequence[list[str]] | None = None,
-        *,
-        threshold: float | None = None,
-        boxes: Boxes | None = None,
+        self, outputs: np.ndarray, warnings: Sequence[list[str]] | None = None, how: Decoding = PLAIN
     ) -> list[Prediction]:
-        rows = outputs.tolist()
-        classes = self.classes
+        rows, classes = outputs.tolist(), self.classes
         return [
             Prediction(label, dict(zip(classes, row, strict=True)), note)
             for label, row, note in zip(self.labels(outputs), rows, _notes(warnings, len(rows)), strict=True)
@@ -171,32 +158,19 @@ class MultiLabelHead:
 
     classes: list[str]
     threshold: float = DEFAULT_THRESHOLD
+    targets: list[str] = field(default_factory=list, init=False)
     task: ClassVar[Task] = Task.MULTI_LABEL
-
-    @property
-    def names(self) -> list[str]:
-        return self.classes
-
-    @property
-    def targets(self) -> list[str]:
-        return []
 
     def predicted(self, outputs: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """(n, classes) booleans: fastai's `x > thresh`."""
         return np.asarray(outputs > (self.threshold if threshold is None else threshold))
 
     def decode(
-        self,
-        outputs: np.ndarray,
-        warnings: Sequence[list[str]] | None = None,
-        *,
-        threshold: float | None = None,
-        boxes: Boxes | None = None,
+        self, outputs: np.ndarray, warnings: Sequence[list[str]] | None = None, how: Decoding = PLAIN
     ) -> list[MultiLabelPrediction]:
-        used = self.threshold if threshold is None else threshold
-        classes = self.classes
+        used = self.threshold if how.threshold is None else how.threshold
+        classes, rows = self.classes, outputs.tolist()
         chosen = self.predicted(outputs, used).tolist()
-        rows = outputs.tolist()
         return [
             MultiLabelPrediction(
                 labels=[c for c, on in zip(classes, flags, strict=True) if on],
@@ -218,26 +192,13 @@ class RegressionHead:
     """Values as the model gives them (`MSELossFlat` has no activation and decodes nothing)."""
 
     targets: list[str]
+    classes: list[str] = field(default_factory=list, init=False)
     task: ClassVar[Task] = Task.REGRESSION
 
-    @property
-    def names(self) -> list[str]:
-        return self.targets
-
-    @property
-    def classes(self) -> list[str]:
-        return []
-
     def decode(
-        self,
-        outputs: np.ndarray,
-        warnings: Sequence[list[str]] | None = None,
-        *,
-        threshold: float | None = None,
-        boxes: Boxes | None = None,
+        self, outputs: np.ndarray, warnings: Sequence[list[str]] | None = None, how: Decoding = PLAIN
     ) -> list[RegressionPrediction]:
-        targets = self.targets
-        rows = outputs.tolist()
+        targets, rows = self.targets, outputs.tolist()
         return [
             RegressionPrediction(dict(zip(targets, row, strict=True)), note)
             for row, note in zip(rows, _notes(warnings, len(rows)), strict=True)
@@ -252,37 +213,12 @@ class PointsHead:
     """K points, the model's 2K outputs in [-1, 1] of the resized image (fastai's `PointScaler`)."""
 
     n_points: int
+    classes: list[str] = field(default_factory=list, init=False)
     task: ClassVar[Task] = Task.POINTS
-
-    @property
-    def names(self) -> list[str]:
-        return [f"point_{i}_{axis}" for i in range(self.n_points) for axis in "xy"]
-
-    @property
-    def classes(self) -> list[str]:
-        return []
 
     @property
     def targets(self) -> list[str]:
         return [f"point_{i}" for i in range(self.n_points)]
-
-    def decode(
-        self,
-        outputs: np.ndarray,
-        warnings: Sequence[list[str]] | None = None,
-        *,
-        threshold: float | None = None,
-        boxes: Boxes | None = None,
-    ) -> list[PointsPrediction]:
-        """Each image's points in its own pixels: `boxes[i]` = (left, top, width, height), the part of
-        image i (in its pixels) that the learner's resize turned into the model's input."""
-        if boxes is None:
-            raise ValueError("points are decoded with their images' boxes")
-        pixels = self.pixels(outputs, boxes)
-        return [
-            PointsPrediction(points.tolist(), note)
-            for points, note in zip(pixels, _notes(warnings, len(outputs)), strict=True)
-        ]
 
     def pixels(self, outputs: np.ndarray, boxes: Boxes) -> np.ndarray:
         """(n, points, 2) [x, y] in each image's pixels (`PointScaler.decodes` of the box, then the box's
@@ -290,6 +226,20 @@ class PointsHead:
         scaled = outputs.reshape(len(outputs), self.n_points, 2).astype(np.float64)
         box = np.asarray(boxes, dtype=np.float64).reshape(len(outputs), 1, 4)
         return np.asarray(box[..., :2] + (scaled + 1.0) / 2.0 * box[..., 2:])
+
+    def decode(
+        self, outputs: np.ndarray, warnings: Sequence[list[str]] | None = None, how: Decoding = PLAIN
+    ) -> list[PointsPrediction]:
+        """Each image's points in its own pixels: `how.boxes[i]` = (left, top, width, height), the part of
+        image i (in its pixels) that the learner's resize turned into the model's input."""
+        if how.boxes is None:
+            raise ValueError("points are decoded with their images' boxes")
+        return [
+            PointsPrediction(points.tolist(), note)
+            for points, note in zip(
+                self.pixels(outputs, how.boxes), _notes(warnings, len(outputs)), strict=True
+            )
+        ]
 
     def check(self, outputs: np.ndarray) -> None:
         _check_width(outputs, 2 * self.n_points)

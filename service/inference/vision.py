@@ -18,7 +18,7 @@ from service.inference.images import (
 )
 from service.inference.predictor import ModelKind, split_rows
 from service.inference.runtime import FastaiPipeline, ModelRuntime, TorchModel
-from service.inference.tasks import AnyHead, AnyPrediction, PointsHead, Task
+from service.inference.tasks import AnyHead, AnyPrediction, Decoding, PointsHead, Task
 
 # Item transforms whose validation-time output is a fixed-size tensor, so a batch can be stacked directly,
 # and batch transforms that are deterministic at validation time (augmentations are train-only there).
@@ -256,7 +256,7 @@ class VisionPredictor:
         self, prepared: PreparedImages, outputs: np.ndarray, *, threshold: float | None = None
     ) -> list[AnyPrediction]:
         boxes = self.boxes(prepared) if self.head.task is Task.POINTS else None
-        return list(self.head.decode(outputs, threshold=threshold, boxes=boxes))
+        return list(self.head.decode(outputs, how=Decoding(threshold=threshold, boxes=boxes)))
 
     def scored_outputs(self, prepared: PreparedImages, outputs: np.ndarray) -> np.ndarray:
         """What evaluation scores: the outputs, or for points their pixels in each uploaded image."""

@@ -15,7 +15,7 @@ import pytest
 from service.inference.images import UploadedImage
 from service.inference.kinds import predictor_for, recognise
 from service.inference.runtime import RuntimeOptions, RuntimeSetting, select_runtime
-from service.inference.tasks import Task
+from service.inference.tasks import Decoding, Task
 from service.loading import load_exported_learner
 from tests.helpers import image_bytes
 from tests.tiny import (
@@ -131,9 +131,8 @@ def test_points_map_back_to_the_uploaded_images_pixels_as_fastais_transforms_do(
         truth = np.array([[0.25 * width, 0.5 * height], [0.8 * width, 0.1 * height]], dtype=np.float32)
         _, scaled = after_item((image, TensorPoint(truth, img_size=(width, height))))
         prepared = predictor.prepare([upload])
-        [prediction] = predictor.head.decode(
-            np.asarray(scaled, dtype=np.float32).reshape(1, -1), boxes=predictor.boxes(prepared)
-        )
+        outputs = np.asarray(scaled, dtype=np.float32).reshape(1, -1)
+        [prediction] = predictor.head.decode(outputs, how=Decoding(boxes=predictor.boxes(prepared)))
         np.testing.assert_allclose(prediction.points, truth, atol=1e-3)
 
 
