@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 DEMO_TABULAR = "adult-income"
 DEMO_VISION = "cifar10"
+# `train tabular --task`: auto or a key of `tabular_targets.TARGET_TASKS` (spelled out: keeps --help light).
+TABULAR_TASKS = ("auto", "classification", "multi_label", "regression")
 # fastai's own layers use torch.jit.script at import; torch warns on every run, about nothing a user can do.
 JIT_DEPRECATION = r"`torch\.jit\.script` is deprecated"
 
@@ -67,20 +69,23 @@ def _store(args: argparse.Namespace) -> Path:
 
 
 def _train_tabular(args: argparse.Namespace) -> int:
+    from service.inference.tasks import Task
     from service.training import data
     from service.training.tabular import TabularRecipe, train_tabular
 
     if args.download:
         csv = data.downloaded("ADULT_SAMPLE") / "adult.csv"
-        target = args.target or "salary"
+        targets = args.target or ["salary"]
     else:
         csv = Path(args.data) if args.data else data.demo_adult_csv()
-        target = args.target or data.ADULT_TARGET
+        targets = args.target or [data.ADULT_TARGET]
     recipe = TabularRecipe(
         csv=csv,
-        target=target,
-        cat_names=args.cat or data.DEMO_ADULT_CATEGORICAL,
-        cont_names=args.cont or data.DEMO_ADULT_CONTINUOUS,
+        target=targets[0] if len(targets) == 1 else targets,
+        task=None if args.task == "auto" else Task(args.task),
+        # The demo's features, less the columns now predicted (e.g. --target hours-per-week).
+        cat_names=args.cat or [c for c in data.DEMO_ADULT_CATEGORICAL if c not in targets],
+        cont_names=args.cont or [c for c in data.DEMO_ADULT_CONTINUOUS if c not in targets],
         out_dir=_store(args) / args.name,
         epochs=args.epochs,
         lr=args.lr,
@@ -178,8 +183,10 @@ def _common(sub: argparse.ArgumentParser, *, name: str) -> None:
     )
     sub.add_argument(
         "--monitor",
-        default="accuracy",
-        help="what the callbacks watch: train_loss, valid_loss, accuracy, precision_score or recall_score",
+        default=None,
+        help="what the callbacks watch: train_loss, valid_loss or a metric (classification: accuracy "
+        "(default), precision_score, recall_score; multi_label: accuracy_multi (default), f1_macro; "
+        "regression: rmse, mae, r2_score; default valid_loss)",
     )
     sub.add_argument("--min-delta", type=float, default=0.01, help="smallest change that counts as better")
     sub.add_argument(
@@ -231,7 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tab = train.add_parser("tabular", help="tabular_learner on a CSV (default: the shipped UCI Adult data)")
     _common(tab, name=DEMO_TABULAR)
-    tab.add_argument("--target", default=None)
+    tab.add_argument(
+        "--target",
+        nargs="+",
+        default=None,
+        help="the column(s) to predict (default: the demo's Salary); several make a regression",
+    )
+    tab.add_argument(
+        "--task",
+        choices=TABULAR_TASKS,
+        default="auto",
+        help="auto: regression for several targets or one numeric column with more than 20 distinct "
+        "values, else classification; multi_label: one column of labels joined by ';' (a;b)",
+    )
     tab.add_argument("--cat", nargs="*", default=None, help="categorical columns")
     tab.add_argument("--cont", nargs="*", default=None, help="continuous columns")
     tab.add_argument("--epochs", type=int, default=8)

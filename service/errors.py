@@ -159,6 +159,23 @@ MSG_NO_BATCH = (
 MSG_DOWNLOAD_FAILED = (
     "could not download fastai's {name} data set ({reason}); without the internet use --data"
 )
+MSG_UNTRAINED_TASK = "--task {task}: the tabular recipe trains {tasks}"
+MSG_TASK_ONE_TARGET = "--task {task} takes one --target column ({shape}), got {count}: {targets}"
+MSG_TASK_NOT_NUMERIC = (
+    "--task regression needs numeric --target columns: {what} column {column!r} holds {value!r}; "
+    "a column of labels is --task classification (or multi_label, labels joined by ';')"
+)
+MSG_TARGET_IS_FEATURE = (
+    "--target column(s) {columns} also named as features (--cat/--cont): a model would see the answer"
+)
+MSG_NO_LABELS = (
+    "--target {target!r} (multi_label) holds no labels in {what}; expected labels joined by ';' (e.g. a;b)"
+)
+MSG_LABEL_IS_FEATURE = (
+    "label(s) {labels} of --target {target!r} are also feature columns (--cat/--cont); each label becomes "
+    "a target column of its own, so rename the label or the column"
+)
+MSG_UNKNOWN_TEST_LABELS = "{what} {path}: label(s) in {target!r} the training data has not: {unknown}"
 
 
 @dataclass

@@ -1,15 +1,29 @@
 // Report page: the training report when the model has one (what a user looks at first, first: the loss
-// curve, confusion matrix and top losses, then metrics, the test set and the history), and an evaluate form
-// (labelled CSV for tabular; images + labels or a zip for vision).
+// curve and the plots of the model's task, then metrics, the test set and the history), and an evaluate form
+// (labelled CSV for tabular; images + labels or a zip for vision). What is shown depends on the task, looked
+// up in the tables below (never by asking which kind or task it is).
 import { api, apiUrl, enc } from "./api.js";
 import { busy, clear, errorBox, h, loading, num, pct, table } from "./dom.js";
 import { fetchDetail, modelHeader } from "./model.js";
 
+// Every plot a report may hold, in the order the page shows them.
 const ARTIFACTS = [
   ["loss_curve", "Loss curve"],
   ["confusion_matrix", "Confusion matrix"],
+  ["per_class_scores", "Precision, recall and F1 per class"],
+  ["f1_vs_threshold", "F1 against the threshold"],
+  ["predicted_vs_actual", "Predicted vs actual"],
+  ["residuals", "Residuals"],
   ["top_losses", "Top losses"],
 ];
+// The plots each task's report has (a missing one says so); a report made before tasks is a classifier's.
+const TASK_ARTIFACTS = {
+  classification: ["loss_curve", "confusion_matrix", "top_losses"],
+  multi_label: ["loss_curve", "per_class_scores", "f1_vs_threshold", "top_losses"],
+  regression: ["loss_curve", "predicted_vs_actual", "residuals", "top_losses"],
+  points: ["loss_curve", "top_losses"],
+};
+const DEFAULT_TASK = "classification";
 const TOP_CONFUSED = 10; // the 10-class demo has ~80 confused pairs: the rest wait behind "Show all"
 
 /** [actual, predicted, count] pairs, most first: the top ones listed, every pair one click away. */
@@ -34,27 +48,28 @@ function mostConfusedView(pairs) {
   );
 }
 
-/** An Evaluation (test set of the report, or the result of the evaluate form). */
-export function evaluationView(evaluation, { id, title }) {
-  const classes = Object.keys(evaluation.precision || {}).filter((c) => c !== "macro");
-  const perClass = [...classes, ...("macro" in (evaluation.precision || {}) ? ["macro"] : [])].map((c) => [
-    c,
+/** P/R/F1 rows: each class, then the averages the evaluation has (micro, macro). */
+function scoreRows(evaluation) {
+  const averages = ["micro", "macro"];
+  const keys = Object.keys(evaluation.precision || {});
+  const names = [...keys.filter((c) => !averages.includes(c)), ...averages.filter((a) => keys.includes(a))];
+  return names.map((c) => [
+    averages.includes(c) ? h("em", {}, c) : c,
     num(evaluation.precision?.[c]),
     num(evaluation.recall?.[c]),
     num(evaluation.f1?.[c]),
   ]);
+}
+
+function headline(...parts) {
+  return h("p", { class: "headline" }, ...parts);
+}
+
+function classificationView(evaluation) {
+  const perClass = scoreRows(evaluation);
   const cm = evaluation.confusion_matrix;
-  return h(
-    "section",
-    { class: "evaluation", id },
-    h("h3", {}, title),
-    h(
-      "p",
-      { class: "headline" },
-      "Accuracy ",
-      h("strong", { class: "accuracy" }, pct(evaluation.accuracy)),
-      ` on ${evaluation.n} item(s)`,
-    ),
+  return [
+    headline("Accuracy ", h("strong", { class: "accuracy" }, pct(evaluation.accuracy)), ` on ${evaluation.n} item(s)`),
     perClass.length ? table(["class", "precision", "recall", "F1"], perClass, { caption: "Per class" }) : null,
     cm && cm.labels
       ? table(
@@ -64,6 +79,72 @@ export function evaluationView(evaluation, { id, title }) {
         )
       : null,
     mostConfusedView(evaluation.most_confused),
+  ];
+}
+
+function multiLabelView(evaluation) {
+  return [
+    headline(
+      "accuracy_multi ",
+      h("strong", { class: "accuracy-multi" }, pct(evaluation.accuracy_multi)),
+      ` on ${evaluation.n} item(s), threshold ${num(evaluation.threshold)}`,
+    ),
+    table(["class", "precision", "recall", "F1"], scoreRows(evaluation), {
+      caption: "Per class, micro and macro averages",
+      className: "multi-label-scores",
+    }),
+  ];
+}
+
+function regressionView(evaluation) {
+  const rows = Object.entries(evaluation.targets || {}).map(([target, s]) => [
+    target,
+    num(s.rmse),
+    num(s.mae),
+    num(s.r2),
+  ]);
+  return [
+    headline(`${evaluation.n} item(s), ${rows.length} target(s)`),
+    table(["target", "RMSE", "MAE", "R²"], rows, { caption: "Per target (in its own units)", className: "regression-scores" }),
+  ];
+}
+
+function pointsView(evaluation) {
+  return [
+    headline(
+      "Mean pixel error ",
+      h("strong", { class: "pixel-error" }, `${num(evaluation.mean_pixel_error)} px`),
+      ` on ${evaluation.n} image(s)`,
+    ),
+  ];
+}
+
+// An Evaluation's task, by the field only that task's Evaluation has; classification has none of them.
+const EVALUATION_MARKS = [
+  ["regression", "targets"],
+  ["multi_label", "accuracy_multi"],
+  ["points", "mean_pixel_error"],
+];
+const EVALUATION_VIEWS = {
+  classification: classificationView,
+  multi_label: multiLabelView,
+  regression: regressionView,
+  points: pointsView,
+};
+
+function evaluationTask(evaluation) {
+  const mark = EVALUATION_MARKS.find(([, field]) => field in evaluation);
+  return mark ? mark[0] : DEFAULT_TASK;
+}
+
+/** An Evaluation of any task (test set of the report, or the result of the evaluate form). */
+export function evaluationView(evaluation, { id, title }) {
+  const task = evaluationTask(evaluation);
+  return h(
+    "section",
+    { class: "evaluation", id, dataset: { task } },
+    h("h3", {}, title),
+    EVALUATION_VIEWS[task](evaluation),
   );
 }
 
@@ -89,13 +170,19 @@ function historyView(history) {
   return table(keys, history.map((row) => keys.map((k) => num(row[k]))), { caption: "History", className: "history" });
 }
 
-function artifactsView(report, name) {
+function artifactsView(report, detail) {
+  const name = detail.name;
+  const task = report.task || detail.task || DEFAULT_TASK;
   // The report names its artifacts; an older report without the map gets the contract's default paths.
-  const artifacts = report.artifacts || Object.fromEntries(ARTIFACTS.map(([key]) => [key, `/api/v1/models/${enc(name)}/report/${key}.png`]));
+  const artifacts =
+    report.artifacts ||
+    Object.fromEntries(TASK_ARTIFACTS[DEFAULT_TASK].map((key) => [key, `/api/v1/models/${enc(name)}/report/${key}.png`]));
+  const expected = TASK_ARTIFACTS[task] || TASK_ARTIFACTS[DEFAULT_TASK];
+  const shown = ARTIFACTS.filter(([key]) => expected.includes(key) || artifacts[key]);
   return h(
     "div",
     { class: "artifacts" },
-    ARTIFACTS.map(([key, title]) => {
+    shown.map(([key, title]) => {
       const url = artifacts[key];
       if (!url) return h("figure", { class: "artifact missing" }, h("p", { class: "hint" }, `${title}: not in this report`));
       const img = h("img", { src: apiUrl(url), alt: `${title} of ${name}`, loading: "lazy", dataset: { artifact: key } });
@@ -110,7 +197,7 @@ function reportView(report, detail) {
   return h(
     "div",
     { id: "report" },
-    artifactsView(report, detail.name),
+    artifactsView(report, detail),
     summaryView(report, detail),
     report.test ? evaluationView(report.test, { id: "report-test", title: "Held-out test set" }) : null,
     historyView(report.history),
@@ -126,54 +213,108 @@ function guessLabel(filename, classes) {
   return classes.find((c) => lower.startsWith(c.toLowerCase())) || classes[0] || "";
 }
 
-function visionEvaluateFields(detail) {
+// Per task: the control that labels one image, and what it sends as that image's `labels` field.
+function classControl(detail, file, id) {
   const classes = detail.classes || [];
+  const select = h("select", { id, dataset: { file: file.name } }, classes.map((c) => h("option", { value: c }, c)));
+  select.value = guessLabel(file.name, classes);
+  return { control: select, value: () => select.value };
+}
+
+function classesControl(detail, file, id) {
+  const classes = detail.classes || [];
+  const select = h(
+    "select",
+    { id, multiple: true, size: Math.min(classes.length, 4), dataset: { file: file.name } },
+    classes.map((c) => h("option", { value: c }, c)),
+  );
+  // Sent as the API takes them: the chosen classes joined by ";" (none chosen: no class).
+  return { control: select, value: () => [...select.selectedOptions].map((o) => o.value).join(";") };
+}
+
+function textControl(placeholder) {
+  return (detail, file, id) => {
+    const input = h("input", { id, type: "text", placeholder, required: true, dataset: { file: file.name } });
+    return { control: input, value: () => input.value.trim() };
+  };
+}
+
+const LABEL_CONTROLS = {
+  classification: { make: classControl, hint: "Its class." },
+  multi_label: { make: classesControl, hint: "Its classes (choose several, or none)." },
+  regression: {
+    make: textControl("40 or [1.5, 2.0]"),
+    hint: (detail) => `Its value(s) of ${(detail.targets || []).join(", ") || "the targets"}: a number, or a JSON list in that order.`,
+  },
+  points: { make: textControl("[[x, y], ...]"), hint: "Its points as JSON [[x, y], ...] in the image's pixels." },
+};
+// Only a classifier's labels can come as a zip with a folder per class.
+const ARCHIVE_TASKS = ["classification"];
+
+function visionEvaluateFields(detail) {
+  const task = detail.task || DEFAULT_TASK;
+  const labelling = LABEL_CONTROLS[task] || LABEL_CONTROLS[DEFAULT_TASK];
+  const hint = typeof labelling.hint === "function" ? labelling.hint(detail) : labelling.hint;
   const files = h("input", { id: "eval-files", type: "file", multiple: true, accept: "image/*" });
-  const labels = h("ol", { id: "eval-labels", class: "label-list" });
-  const archive = h("input", { id: "eval-archive", type: "file", accept: ".zip,application/zip" });
-  files.addEventListener("change", () =>
+  const labels = h("ol", { id: "eval-labels", class: "label-list", dataset: { task } });
+  const archive = ARCHIVE_TASKS.includes(task)
+    ? h("input", { id: "eval-archive", type: "file", accept: ".zip,application/zip" })
+    : null;
+  let values = [];
+  files.addEventListener("change", () => {
+    const controls = [...files.files].map((file, i) => ({ file, ...labelling.make(detail, file, `eval-label-${i}`) }));
+    values = controls.map((c) => c.value);
     clear(
       labels,
-      [...files.files].map((file, i) => {
-        const id = `eval-label-${i}`;
-        const select = h("select", { id, dataset: { file: file.name } }, classes.map((c) => h("option", { value: c }, c)));
-        select.value = guessLabel(file.name, classes);
-        return h("li", { class: "field inline" }, h("label", { for: id }, file.name), select);
-      }),
-    ),
-  );
+      controls.map(({ file, control }) =>
+        h("li", { class: "field inline" }, h("label", { for: control.id }, file.name), control),
+      ),
+    );
+  });
   const fields = h(
     "div",
     {},
     h("div", { class: "field" }, h("label", { for: "eval-files" }, "Images"), files),
+    h("p", { class: "hint", id: "eval-labels-hint" }, `For each image: ${hint[0].toLowerCase()}${hint.slice(1)}`),
     labels,
-    h("p", { class: "or" }, "or"),
-    h("div", { class: "field" }, h("label", { for: "eval-archive" }, "A zip with one folder per class"), archive),
+    archive ? h("p", { class: "or" }, "or") : null,
+    archive
+      ? h("div", { class: "field" }, h("label", { for: "eval-archive" }, "A zip with one folder per class"), archive)
+      : null,
   );
   const build = () => {
     const form = new FormData();
-    if (archive.files.length) {
+    if (archive && archive.files.length) {
       form.append("archive", archive.files[0], archive.files[0].name);
       return form;
     }
     if (!files.files.length) return null;
-    const selects = labels.querySelectorAll("select");
-    [...files.files].forEach((file, i) => form.append("files", file, file.name));
-    for (const select of selects) form.append("labels", select.value);
+    [...files.files].forEach((file) => form.append("files", file, file.name));
+    for (const value of values) form.append("labels", value());
     return form;
   };
   return { fields, build };
 }
 
+// Per task: what a labelled CSV for a tabular model must hold.
+const CSV_HINTS = {
+  classification: (targets) => `It must include the target column "${targets[0]}".`,
+  multi_label: (targets) => `It must include one true/false (or 1/0) column per class: ${targets.join(", ")}.`,
+  regression: (targets) => `It must include the numeric target column(s) ${targets.map((t) => `"${t}"`).join(", ")}.`,
+};
+
 function tabularEvaluateFields(detail) {
-  const target = detail.input_schema?.target;
+  const schema = detail.input_schema || {};
+  const targets = schema.targets?.length ? schema.targets : schema.target ? [schema.target] : [];
+  const task = detail.task || DEFAULT_TASK;
+  const hint = targets.length && CSV_HINTS[task] ? CSV_HINTS[task](targets) : "It must include the target column(s).";
   const file = h("input", { id: "eval-csv", type: "file", accept: ".csv,text/csv", "aria-describedby": "eval-csv-hint" });
   const fields = h(
     "div",
     { class: "field" },
     h("label", { for: "eval-csv" }, "Labelled CSV"),
     file,
-    h("span", { class: "hint", id: "eval-csv-hint" }, target ? `It must include the target column "${target}".` : "It must include the target column."),
+    h("span", { class: "hint", id: "eval-csv-hint" }, hint),
   );
   const build = () => {
     if (!file.files.length) return null;
@@ -184,8 +325,13 @@ function tabularEvaluateFields(detail) {
   return { fields, build };
 }
 
+// Per kind: the evaluate form's fields (a kind without an evaluate endpoint here gets no form).
+const EVALUATE_FIELDS = { tabular: tabularEvaluateFields, vision: visionEvaluateFields };
+
 function evaluateForm(detail, signal) {
-  const { fields, build } = detail.kind === "vision" ? visionEvaluateFields(detail) : tabularEvaluateFields(detail);
+  const makeFields = EVALUATE_FIELDS[detail.kind];
+  if (!makeFields) return null;
+  const { fields, build } = makeFields(detail);
   const result = h("div", { class: "result", "aria-live": "polite" });
   const submit = h("button", { type: "submit" }, "Evaluate");
   const form = h("form", { id: "evaluate-form" }, fields, h("p", { class: "actions" }, submit));

@@ -8,7 +8,18 @@ from typing import Any
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.json"
-ARTIFACTS = ("loss_curve", "confusion_matrix", "top_losses")
+# Every plot a report may hold (the report route serves these names only): all tasks have the loss curve
+# and top losses; classification its confusion matrix; multi_label per-class P/R/F1 bars and F1 against the
+# threshold; regression predicted vs actual and residuals, a panel per target.
+ARTIFACTS = (
+    "loss_curve",
+    "confusion_matrix",
+    "top_losses",
+    "per_class_scores",
+    "f1_vs_threshold",
+    "predicted_vs_actual",
+    "residuals",
+)
 
 
 def read_report(model_folder: Path) -> dict[str, Any] | None:

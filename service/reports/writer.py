@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,20 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from service.inference.predictor import ModelKind, labels_of
+from service.inference.predictor import ModelKind
 from service.inference.tabular_spec import finite_or_none
+from service.inference.tasks import AnyHead, Task
+from service.reports.scores import evaluate_multi_label
 from service.reports.store import REPORT_DIR, REPORT_FILE
-from service.schemas.reports import Evaluation
+from service.schemas.reports import AnyEvaluation, Evaluation, MultiLabelEvaluation, RegressionEvaluation
 
 TOP_LOSSES = 9
+# Metrics where lower is better beside fastai's own rule (a name with "loss" or "error" in it): the
+# callbacks, and the report's best epoch, must compare them that way.
+LOWER_IS_BETTER = frozenset({"rmse", "_rmse", "mae", "mse", "msle", "_exp_rmspe"})
+# The F1-vs-threshold curve's thresholds, and the most points a scatter draws (a sample beyond that).
+THRESHOLDS = np.round(np.linspace(0.05, 0.95, 19), 2)
+SCATTER_POINTS = 5000
 
 
 @dataclass
@@ -41,21 +49,106 @@ class FitOutcome:
 
 @dataclass
 class TestScores:
-    """The serving predictor's output on the held-out test items."""
+    """The serving predictor's outputs on the held-out test items, and what they should have been."""
 
     source: str
-    classes: list[str]
-    actual: list[str]
-    probs: np.ndarray
-    evaluation: Evaluation
+    head: AnyHead
+    actual: np.ndarray  # as `scores.SCORERS` takes it: class indices, label flags, values or points
+    outputs: np.ndarray  # the predictor's (n, width) outputs (points: their pixels)
+    evaluation: AnyEvaluation
     items: list[Any] = field(default_factory=list)  # image bytes, or row dicts, in the same order
 
     @property
+    def classes(self) -> list[str]:
+        return self.head.classes
+
+    @property
     def losses(self) -> np.ndarray:
-        """Cross-entropy of each item: what fastai's top losses rank by."""
-        index = {c: i for i, c in enumerate(self.classes)}
-        picked = self.probs[np.arange(len(self.actual)), [index[a] for a in self.actual]]
-        return np.asarray(-np.log(np.clip(picked, 1e-12, None)))
+        """Each item's loss, the learner's loss function's kind: what fastai's top losses rank by."""
+        return ITEM_LOSSES[self.head.task](self.actual, self.outputs)
+
+
+def lower_is_better(monitor: str) -> bool:
+    """fastai's TrackerCallback rule, plus the error metrics whose names do not say so."""
+    return "loss" in monitor or "error" in monitor or monitor in LOWER_IS_BETTER
+
+
+# -- per task: each item's loss, and an item in words -------------------------------------------------------
+def _cross_entropy(actual: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    picked = outputs[np.arange(len(actual)), actual.astype(np.int64)]
+    return np.asarray(-np.log(np.clip(picked, 1e-12, None)))
+
+
+def _binary_cross_entropy(actual: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    p = np.clip(outputs.astype(np.float64), 1e-12, 1 - 1e-12)
+    y = actual.astype(np.float64)
+    return np.asarray(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=1))
+
+
+def _squared_error(actual: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    error = outputs.astype(np.float64).reshape(len(actual), -1) - actual.astype(np.float64).reshape(
+        len(actual), -1
+    )
+    return np.asarray((error**2).mean(axis=1))
+
+
+# Per task: (actual, outputs) -> each item's loss (cross-entropy, BCE, MSE as the learner's loss computes).
+ITEM_LOSSES: dict[Task, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    Task.CLASSIFICATION: _cross_entropy,
+    Task.MULTI_LABEL: _binary_cross_entropy,
+    Task.REGRESSION: _squared_error,
+    Task.POINTS: _squared_error,
+}
+
+
+@dataclass(frozen=True)
+class Described:
+    """One test item's actual and predicted outcome, as the report shows them."""
+
+    actual: Any
+    predicted: Any
+    probability: float | None = None  # a classifier's confidence in its prediction
+
+
+def _class_item(head: Any, actual: Any, output: np.ndarray) -> Described:
+    classes = head.classes
+    return Described(classes[int(actual)], classes[int(output.argmax())], float(output.max()))
+
+
+def _joined(classes: Sequence[str], flags: np.ndarray) -> str:
+    return ";".join(c for c, on in zip(classes, flags.tolist(), strict=True) if on)
+
+
+def _labels_item(head: Any, actual: Any, output: np.ndarray) -> Described:
+    predicted = head.predicted(output[None, :])[0]
+    return Described(_joined(head.classes, actual), _joined(head.classes, predicted))
+
+
+def _values(targets: Sequence[str], values: np.ndarray) -> Any:
+    flat = [float(v) for v in np.asarray(values).ravel().tolist()]
+    if len(flat) == 1:
+        return flat[0]
+    return "; ".join(f"{t}={v:.4g}" for t, v in zip(targets, flat, strict=True))
+
+
+def _values_item(head: Any, actual: Any, output: np.ndarray) -> Described:
+    return Described(_values(head.targets, actual), _values(head.targets, output))
+
+
+def _points_item(head: Any, actual: Any, output: np.ndarray) -> Described:
+    def text(points: np.ndarray) -> str:
+        return " ".join(f"({x:.0f},{y:.0f})" for x, y in np.asarray(points).reshape(-1, 2).tolist())
+
+    return Described(text(actual), text(output))
+
+
+# Per task: (head, actual of one item, its outputs) -> how the top losses show it.
+DESCRIBE: dict[Task, Callable[[Any, Any, np.ndarray], Described]] = {
+    Task.CLASSIFICATION: _class_item,
+    Task.MULTI_LABEL: _labels_item,
+    Task.REGRESSION: _values_item,
+    Task.POINTS: _points_item,
+}
 
 
 def fit_outcome(learn: Any, *, epochs: int, monitor: str, min_delta: float) -> FitOutcome:
@@ -69,13 +162,13 @@ def fit_outcome(learn: Any, *, epochs: int, monitor: str, min_delta: float) -> F
     ]
     # The rule of fastai's TrackerCallback (what SaveModelCallback restores): an epoch is the new best
     # only when it beats the best so far by more than min_delta.
-    lower_is_better = "loss" in monitor or "error" in monitor
-    best, best_value = None, math.inf if lower_is_better else -math.inf
+    lower = lower_is_better(monitor)
+    best, best_value = None, math.inf if lower else -math.inf
     for i, row in enumerate(history):
         value = row.get(monitor)
         if value is None:
             continue
-        if (value + min_delta < best_value) if lower_is_better else (value - min_delta > best_value):
+        if (value + min_delta < best_value) if lower else (value - min_delta > best_value):
             best, best_value = i, value
     stopped = len(history) < epochs
     return FitOutcome(
@@ -104,7 +197,9 @@ def plot_loss_curve(learn: Any, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_confusion_matrix(evaluation: Evaluation, path: Path) -> None:
+def plot_confusion_matrix(scores: TestScores, path: Path) -> None:
+    evaluation = scores.evaluation
+    assert isinstance(evaluation, Evaluation)
     labels, matrix = evaluation.confusion_matrix.labels, np.array(evaluation.confusion_matrix.matrix)
     size = max(4.0, 0.6 * len(labels) + 2)
     fig = Figure(figsize=(size, size))
@@ -121,39 +216,175 @@ def plot_confusion_matrix(evaluation: Evaluation, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_class_scores(scores: TestScores, path: Path) -> None:
+    """multi_label: precision, recall and F1 of each class, and their micro and macro averages."""
+    evaluation = scores.evaluation
+    assert isinstance(evaluation, MultiLabelEvaluation)
+    names = list(evaluation.f1)  # the classes, then micro and macro
+    x = np.arange(len(names))
+    fig = Figure(figsize=(max(6.0, 0.7 * len(names) + 2), 4.5))
+    ax = fig.subplots()
+    for offset, (label, values) in zip(
+        (-0.27, 0.0, 0.27),
+        (("precision", evaluation.precision), ("recall", evaluation.recall), ("F1", evaluation.f1)),
+        strict=True,
+    ):
+        ax.bar(x + offset, [values[n] for n in names], width=0.27, label=label)
+    ax.set_xticks(x, names, rotation=45 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")
+    ax.axvline(len(names) - 2.5, color="grey", linestyle=":", linewidth=1)  # classes | averages
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(
+        f"per class at threshold {evaluation.threshold:g} (n={evaluation.n}, "
+        f"accuracy_multi {evaluation.accuracy_multi:.3f})"
+    )
+    _save(fig, path)
+
+
+def f1_by_threshold(scores: TestScores) -> list[MultiLabelEvaluation]:
+    """The multi-label evaluation at each of `THRESHOLDS`, from the same probabilities."""
+    classes = scores.head.classes
+    return [
+        evaluate_multi_label(scores.actual, scores.outputs > t, classes, threshold=float(t))
+        for t in THRESHOLDS
+    ]
+
+
+def plot_f1_threshold(scores: TestScores, path: Path) -> None:
+    """multi_label: micro and macro F1 as the threshold moves, the learner's threshold marked."""
+    evaluations = f1_by_threshold(scores)
+    micro = [e.f1["micro"] for e in evaluations]
+    best = int(np.argmax(micro))
+    used = scores.evaluation
+    assert isinstance(used, MultiLabelEvaluation)
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.plot(THRESHOLDS, micro, marker="o", label="micro F1")
+    ax.plot(THRESHOLDS, [e.f1["macro"] for e in evaluations], marker="s", label="macro F1")
+    ax.axvline(used.threshold, color="grey", linestyle="--", label=f"learner's threshold {used.threshold:g}")
+    ax.annotate(
+        f"best micro F1 {micro[best]:.3f} at {THRESHOLDS[best]:g}",
+        (THRESHOLDS[best], micro[best]),
+        textcoords="offset points",
+        xytext=(0, 8),
+        ha="center",
+        fontsize=8,
+    )
+    ax.set_xlabel("threshold")
+    ax.set_ylabel("F1")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("F1 against the threshold (test set)")
+    _save(fig, path)
+
+
+def _target_axes(count: int, *, width: float = 4.5) -> tuple[Figure, list[Any]]:
+    """One square-ish panel per target, three to a row."""
+    cols = min(3, count)
+    rows = math.ceil(count / cols)
+    fig = Figure(figsize=(width * cols, width * rows * 0.9))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel().tolist()
+    for ax in axes[count:]:
+        ax.axis("off")
+    return fig, axes[:count]
+
+
+def _sample(n: int) -> np.ndarray:
+    """Which items a scatter draws: all, or an even sample of `SCATTER_POINTS` (same picture, less ink)."""
+    return np.arange(n) if n <= SCATTER_POINTS else np.linspace(0, n - 1, SCATTER_POINTS).astype(np.int64)
+
+
+def plot_predicted_vs_actual(scores: TestScores, path: Path) -> None:
+    """regression: predicted against actual per target, with the line a perfect model would sit on."""
+    evaluation = scores.evaluation
+    assert isinstance(evaluation, RegressionEvaluation)
+    targets = scores.head.targets
+    fig, axes = _target_axes(len(targets))
+    keep = _sample(len(scores.actual))
+    for i, (ax, target) in enumerate(zip(axes, targets, strict=True)):
+        actual, predicted = scores.actual[keep, i], scores.outputs[keep, i]
+        ax.scatter(actual, predicted, s=8, alpha=0.5)
+        low = float(min(actual.min(), predicted.min())) if len(keep) else 0.0
+        high = float(max(actual.max(), predicted.max())) if len(keep) else 1.0
+        ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel(f"actual {target}")
+        ax.set_ylabel(f"predicted {target}")
+        s = evaluation.targets[target]
+        r2 = "-" if s.r2 is None else f"{s.r2:.3f}"
+        ax.set_title(f"{target}: RMSE {s.rmse:.3g}, R² {r2}", fontsize=10)
+    fig.suptitle(f"predicted vs actual (n={evaluation.n})")
+    _save(fig, path)
+
+
+def plot_residuals(scores: TestScores, path: Path) -> None:
+    """regression: predicted minus actual against the prediction, per target (a pattern = a bias)."""
+    evaluation = scores.evaluation
+    assert isinstance(evaluation, RegressionEvaluation)
+    targets = scores.head.targets
+    fig, axes = _target_axes(len(targets))
+    keep = _sample(len(scores.actual))
+    for i, (ax, target) in enumerate(zip(axes, targets, strict=True)):
+        predicted = scores.outputs[keep, i]
+        residual = predicted - scores.actual[keep, i]
+        ax.scatter(predicted, residual, s=8, alpha=0.5)
+        ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel(f"predicted {target}")
+        ax.set_ylabel("predicted - actual")
+        ax.set_title(f"{target}: MAE {evaluation.targets[target].mae:.3g}", fontsize=10)
+    fig.suptitle(f"residuals (n={evaluation.n})")
+    _save(fig, path)
+
+
 def _top(scores: TestScores) -> list[int]:
     return [int(i) for i in np.argsort(-scores.losses, kind="stable")[:TOP_LOSSES]]
 
 
-def _caption(scores: TestScores, i: int) -> tuple[str, float, float]:
-    probs = scores.probs[i : i + 1]
-    [predicted] = labels_of(probs, scores.classes)
-    return predicted, float(scores.losses[i]), float(probs.max())
+def _describe(scores: TestScores, i: int) -> Described:
+    return DESCRIBE[scores.head.task](scores.head, scores.actual[i], scores.outputs[i])
 
 
-def plot_top_losses_images(scores: TestScores, path: Path) -> None:
-    """fastai's plot_top_losses: the 9 test images the model got most wrong, with prediction/actual/loss/p."""
+def _text(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def plot_top_losses_images(scores: TestScores, path: Path) -> list[dict[str, Any]] | None:
+    """fastai's plot_top_losses: the 9 test images the model got most wrong, with prediction/actual/loss
+    (and a classifier's probability)."""
     fig = Figure(figsize=(9, 10))
     axes = fig.subplots(3, 3).flatten()
     for ax in axes:
         ax.axis("off")
+    losses = scores.losses
     for ax, i in zip(axes, _top(scores), strict=False):
-        predicted, loss, prob = _caption(scores, i)
+        item = _describe(scores, i)
         with Image.open(io.BytesIO(scores.items[i])) as img:
             ax.imshow(np.asarray(img.convert("RGB")))
-        ax.set_title(f"{predicted}/{scores.actual[i]}\n{loss:.2f} / {prob:.2f}", fontsize=9)
+        tail = f" / {item.probability:.2f}" if item.probability is not None else ""
+        ax.set_title(
+            f"{_text(item.predicted)}/{_text(item.actual)}\n{float(losses[i]):.2f}{tail}", fontsize=9
+        )
     fig.suptitle("prediction/actual  loss/probability")
     _save(fig, path)
+    return None
 
 
 def top_loss_rows(scores: TestScores) -> list[dict[str, Any]]:
     rows = []
+    losses = scores.losses
     for i in _top(scores):
-        predicted, loss, prob = _caption(scores, i)
-        rows.append(
-            {"row": i, "actual": scores.actual[i], "predicted": predicted, "loss": loss, "probability": prob}
-            | {k: v for k, v in scores.items[i].items() if k != "row"}
-        )
+        item = _describe(scores, i)
+        row: dict[str, Any] = {"row": i, "actual": item.actual, "predicted": item.predicted}
+        row["loss"] = float(losses[i])
+        if item.probability is not None:
+            row["probability"] = item.probability
+        rows.append(row | {k: v for k, v in scores.items[i].items() if k != "row"})
+    return rows
+
+
+def plot_top_losses_rows(scores: TestScores, path: Path) -> list[dict[str, Any]] | None:
+    rows = top_loss_rows(scores)
+    plot_top_losses_table(rows, path)
     return rows
 
 
@@ -178,6 +409,21 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+# Per task: the report's pictures of its test scores beside the loss curve and the top losses (artifact
+# name -> plot). Names are the report route's whitelist (`store.ARTIFACTS`).
+TASK_PLOTS: dict[Task, dict[str, Callable[[TestScores, Path], None]]] = {
+    Task.CLASSIFICATION: {"confusion_matrix": plot_confusion_matrix},
+    Task.MULTI_LABEL: {"per_class_scores": plot_class_scores, "f1_vs_threshold": plot_f1_threshold},
+    Task.REGRESSION: {"predicted_vs_actual": plot_predicted_vs_actual, "residuals": plot_residuals},
+    Task.POINTS: {},
+}
+# Per kind: the top losses' picture (images, or a table of rows); returns the rows when it has them.
+TOP_LOSSES_PLOTS: dict[ModelKind, Callable[[TestScores, Path], list[dict[str, Any]] | None]] = {
+    ModelKind.VISION: plot_top_losses_images,
+    ModelKind.TABULAR: plot_top_losses_rows,
+}
+
+
 def write_report(
     out_dir: Path,
     *,
@@ -185,6 +431,7 @@ def write_report(
     outcome: FitOutcome,
     scores: TestScores | None,
     kind: ModelKind,
+    task: Task,
     seed: int,
     augmented: bool,
     train_seconds: float,
@@ -199,15 +446,13 @@ def write_report(
     artifacts["loss_curve"] = "loss_curve.png"
     rows = None
     if scores is not None:
-        plot_confusion_matrix(scores.evaluation, folder / "confusion_matrix.png")
-        artifacts["confusion_matrix"] = "confusion_matrix.png"
-        if kind is ModelKind.VISION:
-            plot_top_losses_images(scores, folder / "top_losses.png")
-        else:
-            rows = top_loss_rows(scores)
-            plot_top_losses_table(rows, folder / "top_losses.png")
+        for name, plot in TASK_PLOTS[task].items():
+            plot(scores, folder / f"{name}.png")
+            artifacts[name] = f"{name}.png"
+        rows = TOP_LOSSES_PLOTS[kind](scores, folder / "top_losses.png")
         artifacts["top_losses"] = "top_losses.png"
     report = {
+        "task": task.value,
         "history": outcome.history,
         "best_epoch": outcome.best_epoch,
         "monitor": outcome.monitor,

@@ -61,15 +61,27 @@ class PointsEvaluation(BaseModel):
 AnyEvaluation = Evaluation | MultiLabelEvaluation | RegressionEvaluation | PointsEvaluation
 
 
+def _artifact(description: str | None = None) -> Any:
+    # Left out when absent: a report's map names only the plots it has.
+    return Field(default=None, description=description, exclude_if=lambda url: url is None)
+
+
 class ReportArtifacts(BaseModel):
-    loss_curve: str | None = None
-    confusion_matrix: str | None = None
-    top_losses: str | None = None
+    """URLs of the report's plots; which ones a report has depends on its task."""
+
+    loss_curve: str | None = _artifact()
+    confusion_matrix: str | None = _artifact("classification")
+    top_losses: str | None = _artifact()
+    per_class_scores: str | None = _artifact("multi_label: precision, recall and F1 per class, micro, macro")
+    f1_vs_threshold: str | None = _artifact("multi_label: micro and macro F1 by threshold")
+    predicted_vs_actual: str | None = _artifact("regression: a scatter per target")
+    residuals: str | None = _artifact("regression: predicted - actual, per target")
 
 
 class TrainingReport(BaseModel):
     """What `fastai-serve train` recorded about a model: history, callbacks, data and test metrics."""
 
+    task: str | None = Field(default=None, description="the model's task; null in reports made before tasks")
     history: list[dict[str, float | int | None]]
     best_epoch: int | None
     monitor: str | None = None

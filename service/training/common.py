@@ -9,7 +9,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,16 +20,18 @@ import pandas as pd
 import torch
 
 from service.errors import MSG_UNKNOWN_MONITOR, TrainingInputError
-from service.inference.csvio import cells_as_rows
+from service.inference.csvio import CsvTable, cells_as_rows
 from service.inference.images import UploadedImage
 from service.inference.kinds import build_predictor, recognise
-from service.inference.labelled import EVAL_CHUNK, target_labels
-from service.inference.predictor import ModelKind, labels_of
+from service.inference.labelled import EVAL_CHUNK, LABEL_TARGETS, TABLE_TARGETS
+from service.inference.predictor import ModelKind
 from service.inference.tabular import TabularPredictor
+from service.inference.tasks import AnyHead, Task
 from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner, prepare_for_serving, sha256_of
-from service.reports.scores import evaluate_labels
-from service.reports.writer import FitOutcome, TestScores, fit_outcome, write_report
+from service.reports.scores import score
+from service.reports.writer import FitOutcome, TestScores, fit_outcome, lower_is_better, write_report
+from service.schemas.reports import AnyEvaluation, Evaluation, MultiLabelEvaluation, RegressionEvaluation
 
 logger = logging.getLogger(__name__)
 P = TypeVar("P", TabularPredictor, VisionPredictor)
@@ -51,7 +53,7 @@ class TrainResult:
 class FitOptions:
     """The book's training callbacks, as command-line options."""
 
-    monitor: str = "accuracy"
+    monitor: str | None = None  # None: the recipe's task's own (`resolved`), else fastai's valid_loss
     min_delta: float = 0.01
     early_stopping: bool = False
     patience: int = 3
@@ -60,6 +62,15 @@ class FitOptions:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    @property
+    def watched(self) -> str:
+        """What the callbacks watch: the monitor, or fastai's TrackerCallback default."""
+        return self.monitor or "valid_loss"
+
+    def resolved(self, default: str) -> FitOptions:
+        """These options with the task's own metric watched unless a monitor was named."""
+        return replace(self, monitor=self.monitor or default)
 
 
 def seed_everything(seed: int) -> None:
@@ -119,18 +130,22 @@ def fit(
     and what the fit loop did, for the report."""
     from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 
+    monitor = options.watched
+    # fastai guesses the direction from the name ("loss", "error"): an rmse or mae would count as better
+    # when it grows.
+    comp = np.less if lower_is_better(monitor) else np.greater
     cbs: list[Any] = [log_epochs_callback()]
     if options.early_stopping:
         cbs.append(
             EarlyStoppingCallback(
-                monitor=options.monitor, min_delta=options.min_delta, patience=options.patience
+                monitor=monitor, comp=comp, min_delta=options.min_delta, patience=options.patience
             )
         )
     if options.save_best:
         # SaveModelCallback writes path/model_dir/best.pth each time the monitor improves, and reloads
         # the best weights when the fit ends.
         learn.model_dir = (Path(learn.path) / CHECKPOINTS).resolve()
-        cbs.append(SaveModelCallback(monitor=options.monitor, min_delta=options.min_delta, fname="best"))
+        cbs.append(SaveModelCallback(monitor=monitor, comp=comp, min_delta=options.min_delta, fname="best"))
     # Without bars fastai would print its per-epoch table instead: LogEpochs already logs each epoch.
     quiet = () if show_progress(options) else (learn.no_bar(), learn.no_logging())
     started = time.perf_counter()
@@ -145,7 +160,7 @@ def fit(
     if options.save_best:
         shutil.rmtree(learn.model_dir, ignore_errors=True)
         learn.model_dir = "models"
-    return seconds, fit_outcome(learn, epochs=epochs, monitor=options.monitor, min_delta=options.min_delta)
+    return seconds, fit_outcome(learn, epochs=epochs, monitor=monitor, min_delta=options.min_delta)
 
 
 def serving_predictor(learner_path: Path, predictor_type: type[P]) -> P:
@@ -157,34 +172,39 @@ def serving_predictor(learner_path: Path, predictor_type: type[P]) -> P:
 
 
 def score_table(predictor: TabularPredictor, frame: pd.DataFrame, *, source: str) -> TestScores:
-    classes = list(predictor.classes)
-    actual = target_labels(frame, target=predictor.spec.target, classes=classes, filename=source)
-    prepared = predictor.prepare_frame(frame, filename=source)
-    probs = predictor.forward_many([prepared])[0]
+    """The test rows scored as the evaluate endpoint scores an upload: the same target codec per task."""
+    head = predictor.head
+    table = CsvTable(source=frame, columns=[str(c) for c in frame.columns], filename=source)
+    actual = TABLE_TARGETS[head.task](table, predictor.spec.targets, head.classes)
+    outputs = predictor.forward_many([predictor.prepare_frame(frame, filename=source)])[0]
     items = cells_as_rows(frame, predictor.spec.column_names)
-    return _scores(source=source, classes=classes, actual=actual, probs=probs, items=items)
+    return _scores(source=source, head=head, actual=actual, outputs=outputs, items=items)
 
 
 def score_images(predictor: VisionPredictor, files: list[Path], *, source: str) -> TestScores:
-    classes = list(predictor.classes)
-    actual = [f.parent.name for f in files]
+    """Images in a folder per class, scored as the evaluate endpoint scores uploads with their labels."""
+    head = predictor.head
+    actual = LABEL_TARGETS[head.task][0]([f.parent.name for f in files], head)
     uploads = [UploadedImage(filename=f.name, data=f.read_bytes()) for f in files]
-    parts = [
-        predictor.forward_many([predictor.prepare(uploads[i : i + EVAL_CHUNK])])[0]
-        for i in range(0, len(uploads), EVAL_CHUNK)
-    ]
-    probs = np.concatenate(parts) if parts else np.zeros((0, len(classes)), dtype=np.float32)
-    return _scores(
-        source=source, classes=classes, actual=actual, probs=probs, items=[u.data for u in uploads]
-    )
+    parts = []
+    for i in range(0, len(uploads), EVAL_CHUNK):
+        prepared = predictor.prepare(uploads[i : i + EVAL_CHUNK])
+        parts.append(predictor.scored_outputs(prepared, predictor.forward_many([prepared])[0]))
+    outputs = np.concatenate(parts) if parts else np.zeros((0, len(head.names)), dtype=np.float32)
+    items = [u.data for u in uploads]
+    return _scores(source=source, head=head, actual=actual, outputs=outputs, items=items)
 
 
 def _scores(
-    *, source: str, classes: list[str], actual: list[str], probs: np.ndarray, items: list[Any]
+    *, source: str, head: AnyHead, actual: np.ndarray, outputs: np.ndarray, items: list[Any]
 ) -> TestScores:
-    evaluation = evaluate_labels(actual, labels_of(probs, classes), classes)
     return TestScores(
-        source=source, classes=classes, actual=actual, probs=probs, evaluation=evaluation, items=items
+        source=source,
+        head=head,
+        actual=actual,
+        outputs=outputs,
+        evaluation=score(head, actual, outputs),
+        items=items,
     )
 
 
@@ -226,17 +246,48 @@ def write_manifest(
     (out_dir / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def _classification_headline(e: AnyEvaluation) -> dict[str, float]:
+    assert isinstance(e, Evaluation)
+    return {"test_accuracy": e.accuracy, "test_f1_macro": e.f1["macro"]}
+
+
+def _multi_label_headline(e: AnyEvaluation) -> dict[str, float]:
+    assert isinstance(e, MultiLabelEvaluation)
+    return {
+        "test_accuracy_multi": e.accuracy_multi,
+        "test_f1_micro": e.f1["micro"],
+        "test_f1_macro": e.f1["macro"],
+    }
+
+
+def _regression_headline(e: AnyEvaluation) -> dict[str, float]:
+    assert isinstance(e, RegressionEvaluation)
+    # One target: test_rmse...; several: test_rmse_<target>... for each.
+    single = len(e.targets) == 1
+    return {
+        f"test_{metric}" if single else f"test_{metric}_{target}": value
+        for target, scores in e.targets.items()
+        for metric, value in scores.model_dump().items()
+        if value is not None  # R² of a target that does not vary
+    }
+
+
+# Per task: the manifest's headline test numbers.
+HEADLINES: dict[Task, Callable[[AnyEvaluation], dict[str, float]]] = {
+    Task.CLASSIFICATION: _classification_headline,
+    Task.MULTI_LABEL: _multi_label_headline,
+    Task.REGRESSION: _regression_headline,
+}
+
+
 def summary_metrics(
     scores: TestScores | None, history: list[dict[str, Any]], best: int | None
 ) -> dict[str, float]:
     """The manifest's headline numbers: test metrics when there is a test set, else the best epoch's."""
     if scores is not None:
-        e = scores.evaluation
-        return {
-            "test_accuracy": round(e.accuracy, 4),
-            "test_f1_macro": round(e.f1["macro"], 4),
-            "test_items": float(e.n),
-        }
+        headline = HEADLINES[scores.head.task](scores.evaluation)
+        rounded = {k: round(float(v), 4) for k, v in headline.items()}
+        return rounded | {"test_items": float(scores.evaluation.n)}
     row = history[best] if best is not None and history else {}
     return {f"valid_{k}": round(float(v), 4) for k, v in row.items() if k != "epoch" and v is not None}
 
@@ -244,12 +295,12 @@ def summary_metrics(
 def publish(
     learn: Any,
     *,
-    kind: ModelKind,
+    predictor_type: type[P],
     out_dir: Path,
     outcome: FitOutcome,
     seconds: float,
     seed: int,
-    score: Callable[[Path], TestScores | None],
+    score_test: Callable[[P], TestScores | None],
     description: str,
     augmented: bool,
     datablock_summary: str | None,
@@ -259,14 +310,24 @@ def publish(
     """What every recipe does once trained: export, score the test set with the serving predictor, write
     the manifest and the report."""
     path = export_learner(learn, out_dir)
-    scores = score(path)
+    # The exported file as the server loads it: its task and names, and what scores the test set.
+    predictor = serving_predictor(path, predictor_type)
+    kind, head = predictor.kind, predictor.head
+    scores = score_test(predictor)
     metrics = summary_metrics(scores, outcome.history, outcome.best_epoch)
     write_manifest(
         out_dir,
         kind=kind,
         description=description,
         metrics=metrics,
-        extra={"train_seconds": round(seconds, 2), "seed": seed, **(manifest_extra or {})},
+        extra={
+            "task": head.task.value,
+            "classes": head.classes,
+            "targets": head.targets,
+            "train_seconds": round(seconds, 2),
+            "seed": seed,
+            **(manifest_extra or {}),
+        },
     )
     report_dir = write_report(
         out_dir,
@@ -274,6 +335,7 @@ def publish(
         outcome=outcome,
         scores=scores,
         kind=kind,
+        task=head.task,
         seed=seed,
         augmented=augmented,
         train_seconds=seconds,

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from service.errors import MSG_UNREADABLE_CSV, TrainingInputError
-from service.inference.predictor import ModelKind
+from service.errors import MSG_UNREADABLE_CSV, MSG_UNTRAINED_TASK, TrainingInputError
 from service.inference.tabular import TabularPredictor
+from service.inference.tasks import Task
 from service.training.common import (
     FitOptions,
     TrainResult,
@@ -22,15 +22,15 @@ from service.training.common import (
     reseed_loaders,
     score_table,
     seed_everything,
-    serving_predictor,
 )
 from service.training.data import check_columns, check_one_batch, existing_file, first_line
+from service.training.tabular_targets import TARGET_TASKS, TargetData, check_targets, choose_task
 
 
 @dataclass
 class TabularRecipe:
     csv: Path
-    target: str
+    target: str | list[str]  # one column, or several (a regression of several targets)
     cat_names: list[str]
     cont_names: list[str]
     out_dir: Path
@@ -47,6 +47,11 @@ class TabularRecipe:
     max_rows: int | None = None
     description: str = ""
     fit: FitOptions = field(default_factory=FitOptions)
+    task: Task | None = None  # None: --task auto (`tabular_targets.choose_task`)
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.target] if isinstance(self.target, str) else list(self.target)
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -56,7 +61,7 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def check_inputs(recipe: TabularRecipe) -> None:
     """The CSV(s) exist, parse, and have the target and every named column: before any training."""
-    needed = {"--target": [recipe.target], "--cat": recipe.cat_names, "--cont": recipe.cont_names}
+    needed = {"--target": recipe.targets, "--cat": recipe.cat_names, "--cont": recipe.cont_names}
     files = [("--data", recipe.csv)] + ([("--test", recipe.test_csv)] if recipe.test_csv else [])
     for what, path in files:
         existing_file(path, what=what)
@@ -89,7 +94,7 @@ def _train_and_test(recipe: TabularRecipe) -> tuple[pd.DataFrame, pd.DataFrame |
     return df.iloc[keep].reset_index(drop=True), df.iloc[test_idx].reset_index(drop=True), source
 
 
-def tabular_summary(dls: Any) -> str:
+def tabular_summary(dls: Any, task: Task) -> str:
     """fastai has no DataBlock for tabular data; this is the same information as text."""
     procs = ", ".join(type(p).__name__ for p in dls.procs)
     categorify = getattr(dls.procs, "categorify", None)
@@ -97,7 +102,7 @@ def tabular_summary(dls: Any) -> str:
     lines = [
         f"TabularPandas: {len(dls.train_ds)} training rows, {len(dls.valid_ds)} validation rows",
         f"procs: {procs}",
-        f"target: {', '.join(dls.y_names)} -> classes {list(map(str, dls.vocab))}",
+        f"target ({task.value}): {', '.join(map(str, dls.y_names))}{_outcomes(dls)}",
         "categorical columns (categories incl. #na#):",
         *(f"  {c}: {len(categorify.classes[c]) if categorify else '?'}" for c in dls.cat_names),
         "continuous columns (mean, std after FillMissing):",
@@ -113,10 +118,20 @@ def tabular_summary(dls: Any) -> str:
     return "\n".join(lines)
 
 
-def _metrics(average: str) -> list[Any]:
-    from fastai.metrics import Precision, Recall, accuracy
+def _outcomes(dls: Any) -> str:
+    """A classifier's classes (multi_label: its labels); a regression has none."""
+    vocab = getattr(dls, "vocab", None)
+    return f" -> classes {list(map(str, vocab))}" if vocab is not None else ""
 
-    return [accuracy, Precision(average=average), Recall(average=average)]
+
+def _with_task(recipe: TabularRecipe, task: Task) -> TabularRecipe:
+    """The recipe for `task`, watching the task's own metric unless --monitor names one it records."""
+    if task not in TARGET_TASKS:
+        raise TrainingInputError(MSG_UNTRAINED_TASK.format(task=task, tasks=", ".join(TARGET_TASKS)))
+    entry = TARGET_TASKS[task]
+    recipe = replace(recipe, task=task, fit=recipe.fit.resolved(entry.monitor))
+    check_monitor(recipe.fit.watched, entry.metrics(None))  # the names do not depend on the data
+    return recipe
 
 
 def train_tabular(recipe: TabularRecipe) -> TrainResult:
@@ -129,9 +144,23 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
         tabular_learner,
     )
 
-    check_monitor(recipe.fit.monitor, _metrics("binary"))  # the names do not depend on `average`
+    if recipe.task is not None:  # asked for: an unknown --monitor is refused before any data is read
+        _with_task(recipe, recipe.task)
     check_inputs(recipe)
     train_df, test_df, test_source = _train_and_test(recipe)
+    task = choose_task(train_df, recipe.targets, recipe.task)
+    recipe, entry = _with_task(recipe, task), TARGET_TASKS[task]
+    given = TargetData(
+        train=train_df,
+        test=test_df,
+        targets=recipe.targets,
+        features=[*recipe.cat_names, *recipe.cont_names],
+        data_path=recipe.csv,
+        test_path=recipe.test_csv,
+    )
+    check_targets(given, entry)
+    targets = entry.prepare(given)
+    train_df, test_df = targets.train, targets.test
     _, valid_idx = split_indices(len(train_df), pct=recipe.valid_pct, seed=recipe.seed + 1)
 
     seed_everything(recipe.seed)
@@ -142,37 +171,39 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
         # Copies: FillMissing appends its `_na` flags to the list it is given.
         cat_names=list(recipe.cat_names),
         cont_names=list(recipe.cont_names),
-        y_names=recipe.target,
+        y_names=targets.y_names,
+        y_block=entry.y_block(targets.y_names),
         valid_idx=list(valid_idx),
         bs=recipe.bs,
         num_workers=0,
     )
     reseed_loaders(dls, recipe.seed)
     check_one_batch(dls, items="rows", bs=recipe.bs)
-    multiclass = len(dls.vocab) > 2
-    average = "macro" if multiclass else "binary"
     learn = tabular_learner(
         dls,
         layers=recipe.layers,
         config=tabular_config(ps=recipe.ps) if recipe.ps else None,
         wd=recipe.wd,
-        metrics=_metrics(average),
+        metrics=entry.metrics(dls),
+        y_range=targets.y_range,
     )
     seconds, outcome = fit(learn, epochs=recipe.epochs, lr=recipe.lr, options=recipe.fit)
+    target_text = ", ".join(recipe.targets)
     return publish(
         learn,
-        kind=ModelKind.TABULAR,
+        predictor_type=TabularPredictor,
         out_dir=recipe.out_dir,
         outcome=outcome,
         seconds=seconds,
         seed=recipe.seed,
-        score=lambda path: (
-            score_table(serving_predictor(path, TabularPredictor), test_df, source=test_source)
+        score_test=lambda predictor: (
+            score_table(predictor, test_df, source=test_source)
             if test_df is not None and test_source is not None
             else None
         ),
-        description=recipe.description or f"tabular_learner on {recipe.csv.name} predicting {recipe.target}",
+        description=recipe.description
+        or f"tabular_learner on {recipe.csv.name} predicting {target_text} ({entry.task.value})",
         augmented=False,
-        datablock_summary=tabular_summary(dls),
+        datablock_summary=tabular_summary(dls, entry.task),
         recipe=recipe_dict(recipe),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from service.errors import (
     MSG_UNKNOWN_TEST_CLASSES,
     TrainingInputError,
 )
-from service.inference.predictor import ModelKind
 from service.inference.vision import VisionPredictor
 from service.training.common import (
     FitOptions,
@@ -34,7 +33,6 @@ from service.training.common import (
     reseed_loaders,
     score_images,
     seed_everything,
-    serving_predictor,
 )
 from service.training.data import check_one_batch, existing_folder, first_line
 
@@ -211,7 +209,8 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
 
     arch = resolve_arch(recipe.arch)
     metrics = [accuracy, Precision(average="macro"), Recall(average="macro")]
-    check_monitor(recipe.fit.monitor, metrics)
+    recipe = replace(recipe, fit=recipe.fit.resolved("accuracy"))  # a classifier: accuracy by default
+    check_monitor(recipe.fit.watched, metrics)
     pretrained = recipe.pretrained and pretrained_weights_available(recipe.arch)
     stats = IMAGENET_STATS if pretrained else CIFAR_STATS
     train_files, test_files, test_source = _train_and_test(recipe)
@@ -253,13 +252,13 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
     )
     return publish(
         learn,
-        kind=ModelKind.VISION,
+        predictor_type=VisionPredictor,
         out_dir=recipe.out_dir,
         outcome=outcome,
         seconds=seconds,
         seed=recipe.seed,
-        score=lambda path: (
-            score_images(serving_predictor(path, VisionPredictor), test_files, source=test_source)
+        score_test=lambda predictor: (
+            score_images(predictor, test_files, source=test_source)
             if test_files and test_source is not None
             else None
         ),

@@ -48,7 +48,7 @@ def get_report(name: str, registry: RegistryDep) -> TrainingReport:
     responses={200: {"content": {"image/png": {}}}, **Problem.responses(404)},
 )
 def get_report_artifact(name: str, artifact: str, registry: RegistryDep) -> FileResponse:
-    """One plot of the report: `loss_curve`, `confusion_matrix` or `top_losses`."""
+    """One plot of the report: `loss_curve`, `top_losses` or its task's own (see `ReportArtifacts`)."""
     entry = registry.get(name)
     path = entry.folder / REPORT_DIR / f"{artifact}.png"
     # Only the known names: the path never comes from the client beyond choosing one of them.
