@@ -8,7 +8,7 @@ and any other protocol or deployment, are adapters over these three steps; none 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -90,11 +90,6 @@ class Predictor(Protocol[RequestT_contra, PreparedT]):
 AnyPredictor = Predictor[Any, Any]
 # A predictor version's `forward_many`; the batcher groups a batch by it (see `batching.BatcherPool`).
 ForwardMany = Callable[[list[Any]], list[np.ndarray]]
-
-
-def labels_of(probs: np.ndarray, classes: Sequence[str]) -> list[str]:
-    """The most likely class of each row of an (n, classes) probability matrix."""
-    return [classes[i] for i in probs.argmax(axis=1).tolist()]
 
 
 def split_rows(probs: np.ndarray, sizes: list[int]) -> list[np.ndarray]:

@@ -190,7 +190,8 @@ def score_images(predictor: VisionPredictor, files: list[Path], *, source: str) 
     for i in range(0, len(uploads), EVAL_CHUNK):
         prepared = predictor.prepare(uploads[i : i + EVAL_CHUNK])
         parts.append(predictor.scored_outputs(prepared, predictor.forward_many([prepared])[0]))
-    outputs = np.concatenate(parts) if parts else np.zeros((0, len(head.names)), dtype=np.float32)
+    # Vision training makes classifiers: with no test image, no probabilities of any class.
+    outputs = np.concatenate(parts) if parts else np.zeros((0, len(head.classes)), dtype=np.float32)
     items = [u.data for u in uploads]
     return _scores(source=source, head=head, actual=actual, outputs=outputs, items=items)
 

@@ -74,8 +74,8 @@ def test_every_served_kind_and_task_has_a_page_and_a_view_with_the_parts_it_uses
     assert not missing, f"the {task} view lacks {sorted(missing)}, which the {kind} page calls"
 
 
-# The model list, the model page and the pages of each kind (report.js has its own dispatch).
-DISPATCHING = ["models.js", "model.js", "tasks.js", "tabular.js", "vision.js"]
+# The model list, the model page, the pages of each kind and the report page.
+DISPATCHING = ["models.js", "model.js", "tasks.js", "tabular.js", "vision.js", "report.js"]
 
 
 @pytest.mark.parametrize("file", DISPATCHING)

@@ -70,7 +70,7 @@ KIND_BRANCH = re.compile(
     r"|isinstance\([^)]*(TabularPredictor|VisionPredictor)\)"
 )
 # The table itself (kinds.py) and the registry's own check that a route got the kind it asked for.
-ALLOWED = {"service/inference/kinds.py", "service/registry.py", "service/reports/writer.py"}
+ALLOWED = {"service/inference/kinds.py", "service/registry.py"}
 
 
 def test_nothing_branches_on_a_kind_outside_the_table() -> None:
