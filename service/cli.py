@@ -54,6 +54,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         log_config=logging_config(level=settings.log_level, fmt=settings.log_format),
         access_log=False,
+        # X-Forwarded-For is read by the app's AccessMiddleware, from FORWARDED_ALLOW_IPS only.
+        proxy_headers=False,
         timeout_keep_alive=int(settings.keep_alive_s),
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,  # in-flight requests finish
     )

@@ -37,6 +37,11 @@ MSG_NULL_CATEGORY = "{column}: missing value treated as #na#"
 MSG_RELOAD_FAILED = "model {name!r} was not reloaded, the previous version keeps serving: {reason}"
 MSG_API_KEY_MISSING = "this endpoint needs the X-API-Key header"
 MSG_API_KEY_WRONG = "the X-API-Key header does not match"
+MSG_PREDICT_KEY_MISSING = (
+    "this endpoint needs an API key: send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`"
+)
+MSG_PREDICT_KEY_WRONG = "the API key sent is not one of this server's keys"
+MSG_RATE_LIMITED = "too many requests from this client: try again in {seconds} s"
 MSG_ADMIN_DISABLED = "admin endpoints are disabled: set FASTAI_SERVE_API_KEY to enable them"
 MSG_MODEL_FAULT = "model {name!r} failed while predicting ({reason}); it is marked failed until reloaded"
 MSG_MODEL_OOM = "model {name!r} ran out of memory on this request; retry with fewer items"
@@ -245,6 +250,15 @@ class Unauthorized(ServiceError):
     def __init__(self, detail: str) -> None:
         super().__init__(
             detail=detail, status=401, title="Unauthorized", headers={"WWW-Authenticate": "ApiKey"}
+        )
+
+
+class RateLimited(ServiceError):
+    """A client over its `RATE_LIMIT`: refused at once, told when a request would be let through."""
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(
+            detail=detail, status=429, title="Too many requests", headers={"Retry-After": str(retry_after)}
         )
 
 

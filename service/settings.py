@@ -43,6 +43,18 @@ class Settings(BaseSettings):
 
     api_key: str | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    predict_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated; when set, every model route needs one (X-API-Key or Bearer)",
+    )
+    metrics_api_key: str | None = Field(default=None, description="when set, /metrics needs it")
+    rate_limit: str | None = Field(
+        default=None, description="per client on the model routes, e.g. 20/second;600/minute; unset = none"
+    )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="proxies (IPs or CIDRs, * = any) whose X-Forwarded-For names the client; unset = none",
+    )
 
     batch_max_size: int = Field(default=64, ge=1)
     batch_max_wait_ms: float = Field(default=0.0, ge=0, description="extra wait for co-travellers")
@@ -87,18 +99,44 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "api_key", "frontend_dir", "onnx_cache_dir", "ray_address", "ray_num_gpus", mode="before"
+        "api_key",
+        "metrics_api_key",
+        "rate_limit",
+        "frontend_dir",
+        "onnx_cache_dir",
+        "ray_address",
+        "ray_num_gpus",
+        mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "predict_api_keys", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         # Accept the common "a,b" form besides JSON lists, which is what people write in .env files.
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str | None) -> str | None:
+        from service.api.access import parse_rate_limit
+
+        if value is not None:
+            parse_rate_limit(value)
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            if entry != "*":
+                ipaddress.ip_network(entry, strict=False)
         return value
 
     @property

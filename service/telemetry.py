@@ -66,6 +66,11 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "fastai_serve_rate_limited",
+            "Requests refused with 429 because their client was over RATE_LIMIT",
+            registry=self.registry,
+        )
 
 
 # Timings a request collects on its way (e.g. the model's share), logged with its line. The request

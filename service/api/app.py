@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
+from service.api.access import AccessMiddleware, RateLimiter, parse_rate_limit
 from service.api.frontend import install_frontend
 from service.api.hot import install_hot_routes
 from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, RequestMetricsMiddleware
@@ -107,6 +108,15 @@ def create_app(
     app.state.metrics_note = ""  # comment lines /metrics starts with (on Ray: where the rest is)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    # Before the body is read: a client without a key, or over its rate, costs a header lookup.
+    app.add_middleware(
+        AccessMiddleware,
+        keys=settings.predict_api_keys,
+        metrics_key=settings.metrics_api_key,
+        limiter=RateLimiter(parse_rate_limit(settings.rate_limit)) if settings.rate_limit else None,
+        forwarded_allow=settings.forwarded_allow_ips,
+        metrics=metrics,
+    )
     # Around the others, so every answer (a 413 before parsing included) has an id, headers and a log line.
     app.add_middleware(RequestContextMiddleware, timeout_s=settings.request_timeout_s)
     if settings.cors_origins:
