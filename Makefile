@@ -10,7 +10,7 @@ export FASTAI_SERVE_CHROMIUM := $(CHROMIUM)
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install browser models run test test-slow lint format typecheck bench bench-peer bench-ray bench-record clean wrk
+.PHONY: help install browser models run test test-slow lint format typecheck bench bench-peer bench-access bench-ray bench-record clean wrk
 
 help:
 	@echo "make run        set up .venv, build demo models if missing, serve on 0.0.0.0:8000"
@@ -99,6 +99,11 @@ bench-peer: models wrk $(PEER_STAMP)
 	$(BIN)/python -m bench --store $(STORE) --peer-only
 
 # The same one-item requests through Ray Serve (1 and 2 replicas per model) and the plain server, in one run.
+# The cost of API keys and a rate limit on one-row requests, beside the same server without (added to the
+# last results).
+bench-access: models wrk
+	$(BIN)/python -m bench --store $(STORE) --access-only
+
 bench-ray: models wrk
 	$(BIN)/python -m bench.ray_bench --store $(STORE)
 

@@ -15,11 +15,11 @@ import torch
 import bench
 from bench import CACHE, DEFAULT_STORE
 from bench.cases import CASES, TASK_TARGET, Case, TabularCase, case_by_key
-from bench.http_rows import http
+from bench.http_rows import access_overhead, http
 from bench.inprocess import IMAGES, in_process
 from bench.models import bench_store
 from bench.peer import PEER_VENV, peer
-from bench.report import peer_table, table, task_lines, write_results
+from bench.report import access_lines, peer_table, table, task_lines, write_results
 from bench.timing import shorten
 from service.device import device_label, resolve_device
 from service.settings import Settings
@@ -88,6 +88,11 @@ def main() -> None:
     )
     parser.add_argument("--peer-venv", type=Path, default=PEER_VENV)
     parser.add_argument(
+        "--access-only",
+        action="store_true",
+        help="only the API-key and rate-limit overhead on one-row requests, added to the last results",
+    )
+    parser.add_argument(
         "--store",
         type=Path,
         default=DEFAULT_STORE,
@@ -128,6 +133,12 @@ def main() -> None:
         earlier = json.loads(results_path.read_text()) if results_path.exists() else {}
         results = {**earlier, "peer": {**peer(seconds, args.peer_venv, store=store), **results}}
         print("\n".join(peer_table(results["peer"])))
+        write_results(results, results_path)
+        return
+    if args.access_only:
+        earlier = json.loads(results_path.read_text()) if results_path.exists() else {}
+        results = {**earlier, "access": access_overhead(seconds, store=store)}
+        print("\n".join(access_lines(results["access"])))
         write_results(results, results_path)
         return
     # The demo models linked from `store` beside the bench's own models (trained here when missing).

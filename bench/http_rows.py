@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 
 from bench.cases import CASES, DEMO_TABULAR, Case
@@ -53,6 +54,58 @@ def http(
                 out[f"workers2_{request.name}_c{clients}"] = drive(base, request, clients, seconds)
     finally:
         stop_process(proc)
+    return out
+
+
+# The access step: a key that opens the model routes, and a limit no load step reaches (every request still
+# takes a token from its client's buckets: the limiter's cost is measured, not its refusals).
+ACCESS_KEY = "bench-key"
+ACCESS_LIMIT = "1000000/second;100000000/minute"
+ACCESS_ROUNDS = 4
+
+
+def access_overhead(seconds: float, *, store: Path, case: Case = DEMO_TABULAR) -> dict[str, Any]:
+    """One-item requests through a server with API keys and a rate limit beside the same server without,
+    in alternating rounds (the host's drift weighs on both alike); medians of the rounds."""
+    plain = one_item(case)
+    keyed = Request(
+        plain.name, plain.path, json=plain.json, files=plain.files, headers={"X-API-Key": ACCESS_KEY}
+    )
+    guarded_env = {
+        **server_env(store),
+        "FASTAI_SERVE_PREDICT_API_KEYS": f"other-key,{ACCESS_KEY}",
+        "FASTAI_SERVE_RATE_LIMIT": ACCESS_LIMIT,
+    }
+    ports = {"open": free_port(), "guarded": free_port()}
+    procs = {
+        "open": start_ours(ports["open"], server_env(store)),
+        "guarded": start_ours(ports["guarded"], guarded_env),
+    }
+    requests = {"open": plain, "guarded": keyed}
+    rounds: dict[str, list[dict[str, float]]] = {}
+    try:
+        for clients in (1, 32):
+            for i in range(ACCESS_ROUNDS):
+                order = ("open", "guarded") if i % 2 == 0 else ("guarded", "open")
+                for label in order:
+                    base = f"http://127.0.0.1:{ports[label]}"
+                    rounds.setdefault(f"{label}_c{clients}", []).append(
+                        drive(base, requests[label], clients, seconds)
+                    )
+    finally:
+        for proc in procs.values():
+            stop_process(proc)
+    out: dict[str, Any] = {}
+    for key, runs in rounds.items():
+        out[key] = {
+            "requests_per_s": float(np.median([r["requests_per_s"] for r in runs])),
+            "p50_ms": float(np.median([r["p50_ms"] for r in runs])),
+            "errors": sum(r["errors"] for r in runs),
+        }
+    for clients in (1, 32):
+        out[f"overhead_c{clients}"] = (
+            1 - out[f"guarded_c{clients}"]["requests_per_s"] / out[f"open_c{clients}"]["requests_per_s"]
+        )
     return out
 
 

@@ -34,15 +34,15 @@ class Request:
     def httpx_kwargs(self) -> dict[str, Any]:
         """What httpx's post takes for this request (it encodes the JSON or the form each time)."""
         if self.json is not None:
-            return {"json": self.json}
+            return {"json": self.json, "headers": self.headers}
         if self.files is not None:
-            return {"files": self.files}
+            return {"files": self.files, "headers": self.headers}
         return {"content": self.content, "headers": self.headers}
 
     def wrk_body(self) -> tuple[bytes, str, dict[str, str]]:
         """(body, content type, other headers) for wrk, which sends the same bytes every time."""
         if self.json is not None:
-            return json.dumps(self.json).encode(), "application/json", {}
+            return json.dumps(self.json).encode(), "application/json", dict(self.headers)
         if self.files is not None:
             name, content, mime = self.files[0][1]
             boundary = "fastaiservebench"
@@ -52,7 +52,7 @@ class Request:
                 + content
                 + f"\r\n--{boundary}--\r\n".encode()
             )
-            return body, f"multipart/form-data; boundary={boundary}", {}
+            return body, f"multipart/form-data; boundary={boundary}", dict(self.headers)
         extra = dict(self.headers)
         assert self.content is not None
         return self.content, extra.pop("Content-Type"), extra

@@ -204,3 +204,16 @@ def table(results: dict[str, Any], cases: tuple[Case, ...] = CASES) -> str:
     if "peer" in results:
         lines += ["", *peer_table(results["peer"])]
     return "\n".join(lines)
+
+
+def access_lines(access: dict[str, Any]) -> list[str]:
+    """The API-key and rate-limit step: each server's median of its rounds, and the cost (target <= 3%)."""
+    lines = ["API keys + rate limit on the one-row request (alternating rounds, medians):"]
+    for clients in (1, 32):
+        plain, guarded = access[f"open_c{clients}"], access[f"guarded_c{clients}"]
+        lines.append(
+            f"  clients {clients:>2}  open {plain['requests_per_s']:8.1f} req/s p50 {plain['p50_ms']:6.2f} ms | "
+            f"keys+limit {guarded['requests_per_s']:8.1f} req/s p50 {guarded['p50_ms']:6.2f} ms | "
+            f"overhead {access[f'overhead_c{clients}']:+.1%} (target <= 3%) err {guarded['errors']}"
+        )
+    return lines
