@@ -15,6 +15,7 @@ from service.errors import (
     PayloadTooLarge,
 )
 from service.inference.tasks import Task
+from service.registry import ModelEntry, ModelRegistry, P
 
 # The counts every front door shares (the byte limits are `BodySizeLimitMiddleware`'s and `hot.py`'s).
 MIN_TOP_K, MAX_TOP_K = 1, 1000  # `top_k` of an image classifier, on /api/v1 and /v2
@@ -51,3 +52,12 @@ def check_threshold(threshold: float | None, *, name: str, task: Task) -> None:
     """422 when a threshold is sent for a model that does not decode one (any but multi_label)."""
     if threshold is not None and task is not Task.MULTI_LABEL:
         raise InvalidInput(MSG_THRESHOLD_TASK.format(name=name, task=task.value))
+
+
+def served(
+    registry: ModelRegistry, name: str, predictor_type: type[P], *, threshold: float | None
+) -> tuple[ModelEntry, P]:
+    """The ready model of a kind's route, refusing a threshold its task does not take."""
+    entry, predictor = registry.predictor(name, predictor_type)
+    check_threshold(threshold, name=name, task=predictor.head.task)
+    return entry, predictor

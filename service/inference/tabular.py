@@ -34,7 +34,7 @@ from service.inference.tabular_spec import (
     normalise_category,
     spec_from_learner,
 )
-from service.inference.tasks import AnyHead, AnyPrediction, Decoding, Task
+from service.inference.tasks import AnyHead, AnyPrediction, Decoding, HeadFacts
 
 _UNMATCHED = object()
 _NUMBER_TYPES = {int, float, type(None)}
@@ -95,7 +95,7 @@ class PreparedRows:
         return [self.notes.get(i, []) for i in range(self.n)]
 
 
-class TabularPredictor:
+class TabularPredictor(HeadFacts):
     """Validates rows against the learner's schema and predicts them as one batch (a `Predictor`)."""
 
     kind: ClassVar[ModelKind] = ModelKind.TABULAR
@@ -110,14 +110,6 @@ class TabularPredictor:
         rows_type: Any = list[_row_type(self.spec)]  # type: ignore[misc]
         self._rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(rows_type)
         self._column_keys = dict.fromkeys(self.spec.column_names).keys()
-
-    @property
-    def classes(self) -> list[str]:
-        return self.head.classes
-
-    @property
-    def classifies(self) -> bool:
-        return self.head.task is Task.CLASSIFICATION
 
     def input_schema(self) -> dict[str, Any]:
         return self.spec.input_schema()

@@ -258,3 +258,18 @@ def unnamed_targets(count: int) -> list[str]:
 
 
 AnyHead = ClassificationHead | MultiLabelHead | RegressionHead | PointsHead
+
+
+class HeadFacts:
+    """What a predictor's `head` says about it, for the front doors and the runtime's parity check."""
+
+    head: AnyHead
+
+    @property
+    def classes(self) -> list[str]:
+        return self.head.classes
+
+    @property
+    def classifies(self) -> bool:
+        """Whether its outputs are one label's probabilities (single-label classification)."""
+        return self.head.task is Task.CLASSIFICATION

@@ -18,7 +18,7 @@ from service.inference.images import (
 )
 from service.inference.predictor import ModelKind, split_rows
 from service.inference.runtime import FastaiPipeline, ModelRuntime, TorchModel
-from service.inference.tasks import AnyHead, AnyPrediction, Decoding, PointsHead, Task
+from service.inference.tasks import AnyHead, AnyPrediction, Decoding, HeadFacts, PointsHead, Task
 
 # Item transforms whose validation-time output is a fixed-size tensor, so a batch can be stacked directly,
 # and batch transforms that are deterministic at validation time (augmentations are train-only there).
@@ -139,7 +139,7 @@ class PreparedImages:
         return len(self.images)
 
 
-class VisionPredictor:
+class VisionPredictor(HeadFacts):
     """Decodes uploads and predicts them as one batch through the learner's transforms (a `Predictor`)."""
 
     kind: ClassVar[ModelKind] = ModelKind.VISION
@@ -174,14 +174,6 @@ class VisionPredictor:
         if self.head.task is Task.POINTS and self._resize_box is None:
             found = [type(t).__name__ for t in valid.after_item.fs]
             raise LoadError(MSG_POINTS_RESIZE.format(found=found))
-
-    @property
-    def classes(self) -> list[str]:
-        return self.head.classes
-
-    @property
-    def classifies(self) -> bool:
-        return self.head.task is Task.CLASSIFICATION
 
     def input_schema(self) -> dict[str, Any]:
         return {

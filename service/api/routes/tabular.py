@@ -25,7 +25,7 @@ from service.api.deps import (
     get_batchers,
     get_registry,
 )
-from service.api.limits import ANSWER_ROWS, INLINE_ROWS, Threshold, check_rows, check_threshold
+from service.api.limits import ANSWER_ROWS, INLINE_ROWS, Threshold, check_rows, served
 from service.api.outputs import tabular_items
 from service.errors import MSG_INVALID_ROWS, InvalidInput
 from service.inference.batching import ModelPool
@@ -48,14 +48,6 @@ def _response(entry: ModelEntry, predictions: list[AnyPrediction]) -> TabularPre
     return TabularPredictResponse(
         model=entry.name, version=entry.version, predictions=tabular_items(predictions)
     )
-
-
-def _served(
-    registry: ModelRegistry, name: str, threshold: float | None
-) -> tuple[ModelEntry, TabularPredictor]:
-    entry, predictor = registry.predictor(name, TabularPredictor)
-    check_threshold(threshold, name=name, task=predictor.head.task)
-    return entry, predictor
 
 
 @router.post(
@@ -115,7 +107,7 @@ async def _predict_rows(
     settings: Settings,
     batchers: ModelPool,
 ) -> TabularPredictResponse:
-    entry, predictor = _served(registry, name, threshold)
+    entry, predictor = served(registry, name, TabularPredictor, threshold=threshold)
     check_rows(len(body.rows), settings.max_rows)
     prepare = partial(predictor.prepare, body.rows)
     prepared = prepare() if len(body.rows) <= INLINE_ROWS else await run_in_threadpool(prepare)
@@ -138,7 +130,7 @@ async def predict_csv(
     threshold: Threshold = None,
 ) -> Response | TabularPredictResponse:
     """Predict every row of a CSV upload; `Accept: text/csv` returns the CSV with prediction columns."""
-    entry, predictor = _served(registry, name, threshold)
+    entry, predictor = served(registry, name, TabularPredictor, threshold=threshold)
     filename = file.filename or "upload.csv"
     table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
     as_csv = "text/csv" in request.headers.get("accept", "")
@@ -181,7 +173,7 @@ async def evaluate_tabular(
 ) -> AnyEvaluation:
     """Scores of the model's task on a labelled CSV: classification accuracy, P/R/F1 and the confusion
     matrix; multi_label `accuracy_multi` and P/R/F1 at the threshold; regression RMSE, MAE, R² per target."""
-    entry, predictor = _served(registry, name, threshold)
+    entry, predictor = served(registry, name, TabularPredictor, threshold=threshold)
     filename = file.filename or "upload.csv"
     table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
     head = predictor.head

@@ -21,7 +21,7 @@ from service.api.deps import (
     get_batchers,
     get_registry,
 )
-from service.api.limits import MAX_TOP_K, MIN_TOP_K, Threshold, check_files, check_threshold
+from service.api.limits import MAX_TOP_K, MIN_TOP_K, Threshold, check_files, served
 from service.api.outputs import vision_items
 from service.api.uploads import read_images
 from service.errors import (
@@ -36,7 +36,7 @@ from service.inference.images import UploadedImage
 from service.inference.labelled import EVAL_CHUNK, LABEL_TARGETS, read_class_archive
 from service.inference.tasks import Task
 from service.inference.vision import VisionPredictor
-from service.registry import ModelEntry, ModelRegistry
+from service.registry import ModelRegistry
 from service.reports.scores import score
 from service.schemas.predict import VisionPredictResponse
 from service.schemas.problem import Problem
@@ -111,14 +111,6 @@ HOT_ROUTES: dict[str, hot.Hot] = {
 }
 
 
-def _served(
-    registry: ModelRegistry, name: str, threshold: float | None
-) -> tuple[ModelEntry, VisionPredictor]:
-    entry, predictor = registry.predictor(name, VisionPredictor)
-    check_threshold(threshold, name=name, task=predictor.head.task)
-    return entry, predictor
-
-
 async def _predict(
     name: str,
     files: Sequence[StarletteUploadFile],
@@ -129,7 +121,7 @@ async def _predict(
     settings: Settings,
     batchers: ModelPool,
 ) -> VisionPredictResponse:
-    entry, predictor = _served(registry, name, threshold)
+    entry, predictor = served(registry, name, VisionPredictor, threshold=threshold)
     check_files(len(files), settings.max_files)
     uploads = await read_images(files)
     prepared = await run_in_threadpool(predictor.prepare, uploads)
@@ -201,7 +193,7 @@ async def evaluate_vision(
 ) -> AnyEvaluation:
     """Scores of the model's task on labelled images: classification accuracy, P/R/F1 and the confusion
     matrix; multi_label `accuracy_multi` and P/R/F1; regression RMSE, MAE, R²; points mean pixel error."""
-    entry, predictor = _served(registry, name, threshold)
+    entry, predictor = served(registry, name, VisionPredictor, threshold=threshold)
     head = predictor.head
     uploads, raw_labels = await _labelled_uploads(
         files, labels, archive, settings=settings, name=name, task=head.task
