@@ -195,6 +195,8 @@ def test_x_forwarded_for_is_believed_from_the_sidecar_only(
     )
     assert set(ngrok["networks"]) == {"tunnel"}
     assert "tunnel" in api["networks"] and "default" in api["networks"]
+    # podman-compose: with one network declared, the undeclared `default` would be "missing".
+    assert set(compose["networks"]) == {"default", "tunnel"}
     [ipam] = compose["networks"]["tunnel"]["ipam"]["config"]
     subnet = ipaddress.IPv4Network(default(ipam["subnet"]))
     dynamic = ipaddress.IPv4Network(default(ipam["ip_range"]))
