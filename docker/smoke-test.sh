@@ -3,7 +3,10 @@
 #   1. build the image, run it: /health/ready, the HEALTHCHECK, the non-root user, /api/v1/share and one
 #      prediction of each demo model;
 #   2. the same through docker-compose.yml (default profile: the api alone, the named model_store volume);
-#   3. `--profile public`: /api/v1/share returns the ngrok sidecar's public URL.
+#   3. `--profile public`: refused without a way to sign in (share-policy exits 2, no agent, no URL);
+#      then with one (basic auth unless NGROK_* settings say otherwise): /api/v1/share returns the
+#      sidecar's public URL and `protected`, the agent got the rendered policy, and the api believes
+#      X-Forwarded-For from the sidecar's address only.
 # With --ray, instead: the image built with EXTRAS=ray, then `--profile ray` (ray-head + ray-worker):
 # both nodes in the cluster, every app deployment running, one prediction of each demo model through
 # Ray Serve answered with an X-Served-By header, the worker's healthcheck.
@@ -14,7 +17,8 @@
 #   bash docker/smoke-test.sh --ray      (or: make docker-smoke-ray)
 #
 # Environment: SMOKE_PORT (host port, default 18000); IMAGE (default fastai-serve:cpu, the compose file's
-# tag); NGROK_AUTHTOKEN (step 3 opens a real tunnel); SKIP_COMPOSE=1, SKIP_PUBLIC=1; KEEP=1 (leave the
+# tag); NGROK_AUTHTOKEN (step 3 opens a real tunnel, with your NGROK_OAUTH_* / NGROK_BASIC_AUTH settings,
+# basic auth smoke:<random> when none is set); SKIP_COMPOSE=1, SKIP_PUBLIC=1; KEEP=1 (leave the
 # containers running). With --ray: SMOKE_RAY_PORT (default 18001), RAY_IMAGE (default fastai-serve:cpu-ray,
 # the compose file's tag for the ray profile), RAY_DASHBOARD_HOST_PORT (default 18265). When the PyTorch
 # index is unreachable and this machine has a CPU torch wheel under /opt/wheels (see `pip config list`),
@@ -209,36 +213,87 @@ echo "volumes: $($ENGINE volume ls --format '{{.Name}}' | grep fastai-serve | tr
 
 # --- 3. compose --profile public ---------------------------------------------------------------------
 # With NGROK_AUTHTOKEN set: the real ngrok image and a real tunnel, checked end to end. Without one (or no
-# registry, as on machines with only a local base image): a stand-in agent built here that serves a
-# recorded /api/tunnels answer on :4040, which proves the wiring (profile, service name, port, api->agent).
+# registry, as on machines with only a local base image): the stand-in agent of tests/fixtures/ngrok/
+# fake-agent, which reads its --traffic-policy-file as the agent does and serves a recorded /api/tunnels
+# on :4040: that proves the wiring (profile, share-policy before the agent, the shared policy volume,
+# service name, port, api->agent, the sidecar's fixed address).
+service_container() {  # $1 = compose service name; also stopped ones
+  $ENGINE ps -a -q "${project[@]}" --filter "label=com.docker.compose.service=$1" | head -1
+}
 if [ "${SKIP_PUBLIC:-0}" != 1 ]; then
   if [ -n "${NGROK_AUTHTOKEN:-}" ]; then
     log "compose --profile public with the real ngrok agent"
     expected=https://
   else
-    log "compose --profile public with a stand-in ngrok agent (recorded /api/tunnels; no token here)"
-    fake=$(mktemp -d)
-    cp tests/fixtures/ngrok/api_tunnels_v3.json "$fake/tunnels"
-    printf '%s\n' 'FROM python:3.11-slim' 'COPY tunnels /srv/api/tunnels' \
-      'ENTRYPOINT ["python", "-c", "import functools, http.server as h; h.ThreadingHTTPServer((\"\", 4040), functools.partial(h.SimpleHTTPRequestHandler, directory=\"/srv\")).serve_forever()"]' \
-      > "$fake/Containerfile"
-    $ENGINE build -q -t localhost/fastai-serve-fake-ngrok:smoke -f "$fake/Containerfile" "$fake" >/dev/null
-    rm -rf "$fake"
+    log "compose --profile public with the stand-in ngrok agent (tests/fixtures/ngrok/fake-agent; no token here)"
+    $ENGINE build -q -t localhost/fastai-serve-fake-ngrok:smoke \
+      -f tests/fixtures/ngrok/fake-agent/Containerfile tests/fixtures/ngrok >/dev/null
     export NGROK_IMAGE=localhost/fastai-serve-fake-ngrok:smoke
     expected=$(python3 -c 'import json; print(json.load(open("tests/fixtures/ngrok/api_tunnels_v3.json"))["tunnels"][0]["public_url"])')
   fi
+  # 3a. Nothing says how visitors sign in: share-policy refuses, the agent never opens a tunnel.
+  NGROK_OAUTH_PROVIDER='' NGROK_OAUTH_ALLOW_EMAILS='' NGROK_OAUTH_ALLOW_DOMAINS='' NGROK_BASIC_AUTH='' \
+    NGROK_ALLOW_ANONYMOUS='' "${COMPOSE[@]}" --profile public up -d \
+    && echo "(compose up returned 0; checking the containers)" || echo "compose up refused, as it should"
+  deadline=$((SECONDS + 120))
+  until policy=$(service_container share-policy) && [ -n "$policy" ] \
+      && [ "$($ENGINE inspect -f '{{.State.Status}}' "$policy")" = exited ]; do
+    [ $SECONDS -lt $deadline ] || die "share-policy did not run"; sleep 2
+  done
+  code=$($ENGINE inspect -f '{{.State.ExitCode}}' "$policy")
+  $ENGINE logs "$policy" 2>&1 | grep -q "refusing to open a public tunnel" \
+    || die "share-policy without settings: no refusal in its log"
+  [ "$code" = 2 ] || die "share-policy without settings exited $code, not 2"
+  sleep 5  # time for an agent that should not start to fail
+  if curl -fsS -m 3 "http://127.0.0.1:${NGROK_WEB_PORT:-4040}/api/tunnels" >/dev/null 2>&1; then
+    die "an agent is serving although share-policy refused"
+  fi
+  echo "refused without a way to sign in: share-policy exit $code, no agent"
+
+  # 3b. With one: basic auth (or what NGROK_* say), the URL and `protected` at /api/v1/share.
+  if [ -z "${NGROK_OAUTH_PROVIDER:-}${NGROK_BASIC_AUTH:-}${NGROK_ALLOW_ANONYMOUS:-}" ]; then
+    export NGROK_BASIC_AUTH="smoke:$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')"
+  fi
   "${COMPOSE[@]}" --profile public up -d
   echo "containers: $($ENGINE ps "${project[@]}" --format '{{.Names}} ({{.Status}})' | tr '\n' ' ')"
+  want_protected=null
+  if [ -n "${NGROK_OAUTH_PROVIDER:-}" ]; then want_protected='"oauth"'
+  elif [ -n "${NGROK_BASIC_AUTH:-}" ]; then want_protected='"basic"'; fi
   deadline=$((SECONDS + 60))
-  until share=$(curl -fsS "$BASE/api/v1/share") && [[ "$share" == *"\"public_url\":\"$expected"* ]]; do
-    [ $SECONDS -lt $deadline ] || die "no public URL from /api/v1/share: $share"
+  until share=$(curl -fsS "$BASE/api/v1/share") && [[ "$share" == *"\"public_url\":\"$expected"* ]] \
+      && [[ "$share" == *"\"protected\":$want_protected"* ]]; do
+    [ $SECONDS -lt $deadline ] || die "no public URL protected by $want_protected from /api/v1/share: $share"
     sleep 2
   done
   echo "share (sidecar): $share"
-  echo "agent API on the host: $(curl -fsS "http://127.0.0.1:${NGROK_WEB_PORT:-4040}/api/tunnels" | cut -c1-120)..."
+  echo "agent API on this host: $(curl -fsS "http://127.0.0.1:${NGROK_WEB_PORT:-4040}/api/tunnels" | cut -c1-120)..."
+  ngrok_ip=$($ENGINE inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$(service_container ngrok)")
+  api=$(service_container api)
+  trusted=$($ENGINE exec "$api" printenv FASTAI_SERVE_FORWARDED_ALLOW_IPS)
+  [[ " $ngrok_ip " == *" $trusted "* ]] || die "FORWARDED_ALLOW_IPS=$trusted, but the sidecar is at $ngrok_ip"
+  echo "X-Forwarded-For believed from the sidecar only: $trusted"
   if [ -n "${NGROK_AUTHTOKEN:-}" ]; then
     url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["public_url"])' "$share")
-    echo "through the tunnel: $(curl -fsS "$url/health/ready")"
+    status=$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")
+    echo "through the tunnel, not signed in: HTTP $status"
+    if [ "$want_protected" != null ]; then
+      [ "$status" != 200 ] || die "the tunnel answered 200 to a visitor who did not sign in"
+    fi
+    if [ -n "${NGROK_BASIC_AUTH:-}" ]; then
+      echo "through the tunnel with basic auth: $(curl -fsS -u "$NGROK_BASIC_AUTH" "$url/health/ready")"
+    fi
+  else
+    started=$(curl -fsS "http://127.0.0.1:${NGROK_WEB_PORT:-4040}/fake/started")
+    python3 - "$started" "$want_protected" <<'PY' || die "the agent did not get the rendered policy"
+import json, sys
+started, want = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+args, policy = started["args"], started["traffic_policy"] or ""
+assert args[:2] == ["http", "http://api:8000"], args
+assert started["traffic_policy_file"] == "/app/tunnel-policy/traffic-policy.yml", started
+action = {"basic": "type: basic-auth", "oauth": "type: oauth"}.get(want)
+assert action is None or action in policy, policy
+print("agent started with", " ".join(args), "and a policy of", len(policy), "characters")
+PY
   fi
 fi
 echo "SMOKE OK"

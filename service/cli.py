@@ -1,4 +1,4 @@
-"""`fastai-serve` command line: `serve`, `train tabular|vision|demo`."""
+"""`fastai-serve` command line: `serve`, `train tabular|vision|demo`, `compare`, `share-policy`."""
 
 from __future__ import annotations
 
@@ -218,6 +218,21 @@ def _serve_on_ray(args: argparse.Namespace, settings: Settings, address: str) ->
     return 0
 
 
+def _share_policy(args: argparse.Namespace) -> int:
+    from service.share_policy import TunnelSettings, policy_yaml, render_policy, render_to
+
+    # The NGROK_* settings are the compose file's (the `public` profile passes them), not FASTAI_SERVE_*
+    # ones: read here, once, and handed on.
+    settings = TunnelSettings.from_env(os.environ)
+    if args.out_dir is None:
+        print(policy_yaml(render_policy(settings)), end="")
+        return 0
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    render_to(settings, out_dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastai-serve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -306,6 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("models", nargs="+", help="model names in the store")
     compare.add_argument("--store", default=None)
     compare.set_defaults(func=_compare)
+
+    share_policy = commands.add_parser(
+        "share-policy",
+        help="render the public tunnel's ngrok traffic policy from NGROK_* settings (or refuse: exit 2)",
+        description="Reads NGROK_OAUTH_PROVIDER (+ NGROK_OAUTH_ALLOW_EMAILS / NGROK_OAUTH_ALLOW_DOMAINS), "
+        "NGROK_BASIC_AUTH=user:password or NGROK_ALLOW_ANONYMOUS=1 and writes the traffic policy ngrok's "
+        "--traffic-policy-file takes. Without any of them it refuses (exit 2) and writes nothing.",
+    )
+    share_policy.add_argument(
+        "--out-dir",
+        default=None,
+        help="write DIR/traffic-policy.yml (removing an earlier one first); default: print it to stdout",
+    )
+    share_policy.set_defaults(func=_share_policy)
 
     demo = train.add_parser("demo", help="build both demo models when missing")
     demo.add_argument("--store", default=None)

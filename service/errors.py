@@ -85,6 +85,44 @@ MSG_SHARE_NO_SIDECAR = (
 MSG_SHARE_TIMEOUT = "the ngrok sidecar at {url} did not answer within {timeout:g} s"
 MSG_SHARE_BAD_ANSWER = "the ngrok sidecar at {url} answered {what}, not its list of tunnels"
 MSG_SHARE_NO_TUNNEL = "the ngrok sidecar at {url} has no https tunnel (yet); its log says why"
+# The tunnel's traffic policy (service.share_policy, `fastai-serve share-policy`, compose `public` profile).
+MSG_TUNNEL_UNPROTECTED = (
+    "refusing to open a public tunnel that asks nobody to sign in: set NGROK_OAUTH_PROVIDER (e.g. google, "
+    "with NGROK_OAUTH_ALLOW_EMAILS or NGROK_OAUTH_ALLOW_DOMAINS) or NGROK_BASIC_AUTH=user:password; "
+    "NGROK_ALLOW_ANONYMOUS=1 opens it to anyone instead"
+)
+MSG_TUNNEL_BOTH = "NGROK_OAUTH_PROVIDER and NGROK_BASIC_AUTH are both set: choose one way to sign in"
+MSG_TUNNEL_PROVIDER = (
+    "NGROK_OAUTH_PROVIDER={provider!r} is not one of the providers ngrok runs a managed OAuth app for: "
+    "{providers}"
+)
+MSG_TUNNEL_ALLOW_WITHOUT_PROVIDER = (
+    "NGROK_OAUTH_ALLOW_EMAILS and NGROK_OAUTH_ALLOW_DOMAINS need NGROK_OAUTH_PROVIDER, "
+    "the sign-in that tells whose e-mail it is"
+)
+MSG_TUNNEL_BAD_EMAIL = "NGROK_OAUTH_ALLOW_EMAILS: {value!r} is not an e-mail address"
+MSG_TUNNEL_BAD_DOMAIN = "NGROK_OAUTH_ALLOW_DOMAINS: {value!r} is not a domain name"
+MSG_TUNNEL_BASIC_FORMAT = "NGROK_BASIC_AUTH must be user:password (a user name, a colon, the password)"
+MSG_TUNNEL_BASIC_PASSWORD = (
+    "NGROK_BASIC_AUTH: ngrok takes a password of 8 to 128 characters; this one has {length}"
+)
+MSG_TUNNEL_BASIC_CEL = (
+    "NGROK_BASIC_AUTH: the password holds '${', which ngrok would read as an expression; choose another"
+)
+MSG_TUNNEL_BAD_OPT_IN = (
+    "NGROK_ALLOW_ANONYMOUS={value!r}: set it to 1 to open the tunnel to anyone, or leave it empty"
+)
+MSG_TUNNEL_ANONYMOUS = (
+    "WARNING: NGROK_ALLOW_ANONYMOUS=1: the public tunnel asks NOBODY to sign in. Anyone who finds its URL "
+    "can call every route the api leaves open - every prediction too, unless FASTAI_SERVE_PREDICT_API_KEYS "
+    "is set. Set NGROK_OAUTH_PROVIDER or NGROK_BASIC_AUTH to close it."
+)
+MSG_TUNNEL_OAUTH_ANYONE = (
+    "NGROK_OAUTH_PROVIDER={provider} without NGROK_OAUTH_ALLOW_EMAILS or NGROK_OAUTH_ALLOW_DOMAINS: "
+    "anyone with a {provider} account can sign in"
+)
+MSG_TUNNEL_OPT_IN_IGNORED = "NGROK_ALLOW_ANONYMOUS is set but the tunnel is protected ({protection}): ignored"
+MSG_TUNNEL_RENDERED = "traffic policy for the public tunnel: {what}, written to {path}"
 MSG_OVERLOADED = "model {name!r} is overloaded ({pending} items queued); retry shortly"
 MSG_REQUEST_INVALID = "{count} problem(s) in the request"
 # Ray Serve (service.rayserve).
@@ -299,6 +337,10 @@ class CliInputError(ValueError):
 
 class TrainingInputError(CliInputError):
     """Training input refused (a path, a column, an architecture, a metric)."""
+
+
+class TunnelPolicyRefused(CliInputError):
+    """The public tunnel's settings are refused: no traffic policy is rendered, so the agent cannot start."""
 
 
 # The Open Inference Protocol (/v2): what its tensors and requests can get wrong.

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     share_timeout_s: float = Field(default=1.0, gt=0, description="deadline for asking the ngrok sidecar")
     share_cache_s: float = Field(default=5.0, ge=0, description="how long /api/v1/share reuses an answer")
     ngrok_api_url: str = "http://ngrok:4040/api/tunnels"
+    ngrok_policy_file: Path | None = Field(
+        default=None,
+        description="the traffic policy the ngrok sidecar runs with (read for /api/v1/share's `protected`)",
+    )
     frontend_dir: Path | None = Field(
         default=Path("frontend"), description="static frontend served at /; unset or missing = /docs"
     )
@@ -106,6 +110,7 @@ class Settings(BaseSettings):
         "onnx_cache_dir",
         "ray_address",
         "ray_num_gpus",
+        "ngrok_policy_file",
         mode="before",
     )
     @classmethod

@@ -1,8 +1,10 @@
 """The public URL to share the service at: asked of the ngrok sidecar's local agent API, cached briefly.
 
 `docker compose --profile public up` starts an ngrok agent beside the api; its local API
-(`GET /api/tunnels`) lists the tunnels it opened, each with its `public_url`. Knows nothing about HTTP
-routes: the API layer turns a `ShareInfo` into the response.
+(`GET /api/tunnels`) lists the tunnels it opened, each with its `public_url`. How the tunnel asks visitors
+to sign in is read from the traffic policy file the agent was started with (`NGROK_POLICY_FILE`, the
+compose volume `share-policy` renders it into; `service.share_policy`): what ngrok enforces, not what the
+environment meant. Knows nothing about HTTP routes: the API layer turns a `ShareInfo` into the response.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -21,6 +24,7 @@ from service.errors import (
     MSG_SHARE_OFF,
     MSG_SHARE_TIMEOUT,
 )
+from service.share_policy import Protection, read_protection
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class ShareInfo:
     public_url: str | None
     source: Literal["ngrok"] | None
     reason: str | None = None
+    # Only with a tunnel: an old policy file left in the volume protects nothing while no agent runs.
+    protected: Protection | None = None
 
 
 def public_https_url(payload: Any) -> str | None:
@@ -43,8 +49,11 @@ def public_https_url(payload: Any) -> str | None:
 class ShareLookup:
     """Asks the sidecar at most once per `cache_s` (answers and failures alike), within `timeout_s`."""
 
-    def __init__(self, *, api_url: str, timeout_s: float, cache_s: float) -> None:
+    def __init__(
+        self, *, api_url: str, timeout_s: float, cache_s: float, policy_file: Path | None = None
+    ) -> None:
         self.api_url = api_url.strip()
+        self.policy_file = policy_file
         self.timeout_s = timeout_s
         self.cache_s = cache_s
         # The sidecar is a neighbour on the compose network: never route it through an HTTP(S)_PROXY.
@@ -83,7 +92,13 @@ class ShareLookup:
         url = public_https_url(payload)
         if url is None:
             return self._none(MSG_SHARE_NO_TUNNEL.format(url=self.api_url))
-        return ShareInfo(public_url=url, source="ngrok")
+        return ShareInfo(public_url=url, source="ngrok", protected=await self._protection())
+
+    async def _protection(self) -> Protection | None:
+        if self.policy_file is None:
+            return None
+        # A small local file, but still a disk read: off the event loop, like every other one.
+        return await asyncio.to_thread(read_protection, self.policy_file)
 
     def _bad_answer(self, what: str) -> ShareInfo:
         return self._none(MSG_SHARE_BAD_ANSWER.format(url=self.api_url, what=what))

@@ -84,6 +84,7 @@ def create_app(
             api_url=settings.ngrok_api_url,
             timeout_s=settings.share_timeout_s,
             cache_s=settings.share_cache_s,
+            policy_file=settings.ngrok_policy_file,
         )
         try:
             yield

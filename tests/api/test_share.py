@@ -1,4 +1,5 @@
-"""GET /api/v1/share against a real HTTP server on loopback playing the ngrok agent's local API."""
+"""GET /api/v1/share against a real HTTP server on loopback playing the ngrok agent's local API, and the
+traffic policy file the agent runs with (`protected`)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,14 @@ from service.errors import (
     MSG_SHARE_OFF,
     MSG_SHARE_TIMEOUT,
 )
+from service.share_policy import TunnelSettings, render_policy, write_policy
 from tests.helpers import FIXTURES, free_port, make_settings, started_client
 
 TUNNELS_V3 = (FIXTURES / "ngrok" / "api_tunnels_v3.json").read_bytes()
 TUNNELS_HTTP_THEN_HTTPS = (FIXTURES / "ngrok" / "api_tunnels_http_then_https.json").read_bytes()
 PUBLIC_URL_V3 = "https://7c3e-203-0-113-42.ngrok-free.app"
+# What the endpoint says about protection when nothing protects anything (the defaults).
+UNGUARDED = {"protected": None, "api_key_required": False}
 
 
 @dataclass
@@ -91,7 +95,7 @@ async def get_share(store: Path, **overrides: object) -> dict[str, object]:
 
 async def test_public_url_from_the_agent(tmp_path: Path, agent: FakeAgent) -> None:
     body = await get_share(tmp_path, ngrok_api_url=agent.url)
-    assert body == {"public_url": PUBLIC_URL_V3, "source": "ngrok", "reason": None}
+    assert body == {"public_url": PUBLIC_URL_V3, "source": "ngrok", "reason": None, **UNGUARDED}
     assert agent.paths == ["/api/tunnels"]
 
 
@@ -130,13 +134,15 @@ async def test_slow_sidecar_times_out(tmp_path: Path, agent: FakeAgent) -> None:
             "public_url": None,
             "source": None,
             "reason": MSG_SHARE_TIMEOUT.format(url=agent.url, timeout=0.3),
+            **UNGUARDED,
         }
 
 
 async def test_agent_without_https_tunnel(tmp_path: Path, agent: FakeAgent) -> None:
     agent.body = json.dumps({"tunnels": [], "uri": "/api/tunnels"}).encode()
     body = await get_share(tmp_path, ngrok_api_url=agent.url)
-    assert body == {"public_url": None, "source": None, "reason": MSG_SHARE_NO_TUNNEL.format(url=agent.url)}
+    reason = MSG_SHARE_NO_TUNNEL.format(url=agent.url)
+    assert body == {"public_url": None, "source": None, "reason": reason, **UNGUARDED}
 
 
 @pytest.mark.parametrize(
@@ -154,7 +160,7 @@ async def test_agent_answering_nonsense(
 
 async def test_sharing_off_when_url_empty(tmp_path: Path) -> None:
     body = await get_share(tmp_path, ngrok_api_url="")
-    assert body == {"public_url": None, "source": None, "reason": MSG_SHARE_OFF}
+    assert body == {"public_url": None, "source": None, "reason": MSG_SHARE_OFF, **UNGUARDED}
 
 
 async def test_answer_cached_briefly(tmp_path: Path, agent: FakeAgent) -> None:
@@ -175,3 +181,59 @@ async def test_in_openapi(tmp_path: Path) -> None:
         spec = (await client.get("/openapi.json")).json()
         schema = spec["paths"]["/api/v1/share"]["get"]["responses"]["200"]["content"]["application/json"]
         assert schema["schema"]["$ref"].endswith("/ShareResponse")
+
+
+def rendered(folder: Path, **env: str) -> Path:
+    """The policy file `fastai-serve share-policy` writes for these NGROK_* settings."""
+    return write_policy(render_policy(TunnelSettings.from_env(env)), folder)
+
+
+@pytest.mark.parametrize(
+    ("env", "protected"),
+    [
+        ({"NGROK_OAUTH_PROVIDER": "google", "NGROK_OAUTH_ALLOW_EMAILS": "me@example.com"}, "oauth"),
+        ({"NGROK_BASIC_AUTH": "demo:a-long-password"}, "basic"),
+        ({"NGROK_ALLOW_ANONYMOUS": "1"}, None),
+    ],
+)
+async def test_protected_is_what_the_agents_policy_asks(
+    tmp_path: Path, agent: FakeAgent, env: dict[str, str], protected: str | None
+) -> None:
+    policy = rendered(tmp_path, **env)
+    body = await get_share(tmp_path, ngrok_api_url=agent.url, ngrok_policy_file=policy)
+    assert body["public_url"] == PUBLIC_URL_V3
+    assert body["protected"] == protected
+
+
+async def test_protected_is_null_without_a_policy_file(tmp_path: Path, agent: FakeAgent) -> None:
+    # Not configured (a tunnel started by hand), or configured and absent: nothing proves a sign-in.
+    assert (await get_share(tmp_path, ngrok_api_url=agent.url))["protected"] is None
+    absent = tmp_path / "absent.yml"
+    assert (await get_share(tmp_path, ngrok_api_url=agent.url, ngrok_policy_file=absent))["protected"] is None
+
+
+async def test_protected_is_null_while_no_tunnel_runs(tmp_path: Path, agent: FakeAgent) -> None:
+    # An old policy in the volume protects nothing when no agent serves a URL.
+    agent.body = json.dumps({"tunnels": [], "uri": "/api/tunnels"}).encode()
+    policy = rendered(tmp_path, NGROK_BASIC_AUTH="demo:a-long-password")
+    body = await get_share(tmp_path, ngrok_api_url=agent.url, ngrok_policy_file=policy)
+    assert body["public_url"] is None
+    assert body["protected"] is None
+
+
+async def test_a_new_policy_is_seen_once_the_cached_answer_expires(tmp_path: Path, agent: FakeAgent) -> None:
+    policy = rendered(tmp_path, NGROK_ALLOW_ANONYMOUS="1")
+    async for client in share_client(
+        tmp_path, ngrok_api_url=agent.url, ngrok_policy_file=policy, share_cache_s=0.2
+    ):
+        assert (await client.get("/api/v1/share")).json()["protected"] is None
+        rendered(tmp_path, NGROK_BASIC_AUTH="demo:a-long-password")  # the public profile started again
+        await asyncio.sleep(0.3)
+        assert (await client.get("/api/v1/share")).json()["protected"] == "basic"
+
+
+async def test_api_key_required_follows_predict_api_keys(tmp_path: Path) -> None:
+    assert (await get_share(tmp_path, ngrok_api_url=""))["api_key_required"] is False
+    # The endpoint itself stays open: the page asks it before it has a key.
+    body = await get_share(tmp_path, ngrok_api_url="", predict_api_keys=["k1", "k2"])
+    assert body["api_key_required"] is True

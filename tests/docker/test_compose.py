@@ -5,6 +5,7 @@ No container engine needed: these run in CI. `docker/smoke-test.sh` runs the sam
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from service.settings import Settings
+from service.share_policy import POLICY_FILE_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +32,12 @@ def compose() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def api(compose: dict[str, Any]) -> dict[str, Any]:
     service: dict[str, Any] = compose["services"]["api"]
+    return service
+
+
+@pytest.fixture(scope="module")
+def share_policy(compose: dict[str, Any]) -> dict[str, Any]:
+    service: dict[str, Any] = compose["services"]["share-policy"]
     return service
 
 
@@ -57,8 +65,9 @@ def default(value: str) -> str:
 
 
 def test_services_and_profiles(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"api", "ngrok", "ray-head", "ray-worker"}
+    assert set(compose["services"]) == {"api", "share-policy", "ngrok", "ray-head", "ray-worker"}
     assert "profiles" not in compose["services"]["api"]  # started by a plain `docker compose up`
+    assert compose["services"]["share-policy"]["profiles"] == ["public"]
     assert compose["services"]["ngrok"]["profiles"] == ["public"]
     assert compose["services"]["ray-head"]["profiles"] == ["ray"]
     assert compose["services"]["ray-worker"]["profiles"] == ["ray"]
@@ -70,10 +79,25 @@ def test_api_builds_from_the_dockerfile(api: dict[str, Any]) -> None:
     assert default(build["args"]["TORCH_INDEX_URL"]) == "https://download.pytorch.org/whl/cpu"
 
 
+def store_volume(service: dict[str, Any]) -> str:
+    """The service's model store mount (`source:/app/model_store`)."""
+    [volume] = [v for v in service["volumes"] if default(v).split(":")[1] == "/app/model_store"]
+    return str(volume)
+
+
+def mount(service: dict[str, Any], volume: str) -> tuple[str, str]:
+    """Where `service` mounts the named `volume`, and how (`rw` or `ro`)."""
+    [(target, mode)] = [
+        (parts[1], parts[2] if len(parts) > 2 else "rw")
+        for parts in (default(v).split(":") for v in service.get("volumes", []))
+        if parts[0] == volume
+    ]
+    return target, mode
+
+
 def test_api_port_volume_env_restart(compose: dict[str, Any], api: dict[str, Any]) -> None:
     assert [default(p) for p in api["ports"]] == ["8000:8000"]
-    [volume] = api["volumes"]
-    source, target = default(volume).split(":")
+    source, target = default(store_volume(api)).split(":")
     assert target == "/app/model_store"
     assert source in compose["volumes"]  # a named volume by default (seeded from the image's demo models)
     assert api["env_file"] == [{"path": ".env", "required": False}]
@@ -100,15 +124,110 @@ def test_ngrok_sidecar(ngrok: dict[str, Any], api: dict[str, Any]) -> None:
     assert tag and tag != "latest"
     assert ngrok["environment"]["NGROK_AUTHTOKEN"] == "${NGROK_AUTHTOKEN:-}"  # `:?` would break plain `up`
     assert ngrok["command"][:2] == ["http", "http://api:8000"]
-    assert [default(p) for p in ngrok["ports"]] == ["4040:4040"]
-    assert ngrok["depends_on"] == {"api": {"condition": "service_healthy"}}
+    # The inspector shows whole requests, credentials included: this host only.
+    assert [default(p) for p in ngrok["ports"]] == ["127.0.0.1:4040:4040"]
+    assert ngrok["restart"] == "unless-stopped"
     # The api asks the sidecar's local API by its service name, on the port the agent listens on.
     assert api["environment"]["FASTAI_SERVE_NGROK_API_URL"] == "http://ngrok:4040/api/tunnels"
+
+
+def test_share_policy_renders_before_the_agent(
+    compose: dict[str, Any], api: dict[str, Any], share_policy: dict[str, Any]
+) -> None:
+    from service.cli import build_parser
+
+    # The api's own image (the CLI is in it), run once: a failure must stay a failure, not a restart loop.
+    assert (share_policy["build"], share_policy["image"]) == (api["build"], api["image"])
+    assert share_policy["restart"] == "no"
+    assert share_policy["healthcheck"] == {"disable": True}
+    args = build_parser().parse_args(share_policy["command"][1:])
+    assert share_policy["command"][0] == "fastai-serve"
+    assert args.command == "share-policy"
+    target, mode = mount(share_policy, "tunnel_policy")
+    assert (args.out_dir, mode) == (target, "rw")
+    assert "tunnel_policy" in compose["volumes"]
+
+
+def test_share_policy_reads_every_ngrok_setting(share_policy: dict[str, Any]) -> None:
+    names = {
+        "NGROK_OAUTH_PROVIDER",
+        "NGROK_OAUTH_ALLOW_EMAILS",
+        "NGROK_OAUTH_ALLOW_DOMAINS",
+        "NGROK_BASIC_AUTH",
+        "NGROK_ALLOW_ANONYMOUS",
+    }
+    assert set(share_policy["environment"]) == names
+    # Empty when unset, so the renderer (not compose) decides, and says why it refuses.
+    assert all(share_policy["environment"][name] == f"${{{name}:-}}" for name in names)
+
+
+def test_the_agent_starts_only_with_the_rendered_policy(
+    ngrok: dict[str, Any], share_policy: dict[str, Any]
+) -> None:
+    out_dir = share_policy["command"][share_policy["command"].index("--out-dir") + 1]
+    policy_file = flag(ngrok["command"], "--traffic-policy-file")
+    # Always passed: without a rendered file the agent fails to start instead of opening an open tunnel.
+    assert policy_file == f"{out_dir}/{POLICY_FILE_NAME}"
+    assert mount(ngrok, "tunnel_policy") == (out_dir, "ro")
+    assert ngrok["depends_on"] == {
+        "api": {"condition": "service_healthy"},
+        "share-policy": {"condition": "service_completed_successfully"},
+    }
+
+
+def test_the_api_reads_the_policy_the_agent_runs_with(
+    api: dict[str, Any], ngrok: dict[str, Any], share_policy: dict[str, Any]
+) -> None:
+    out_dir, _ = mount(share_policy, "tunnel_policy")
+    assert mount(api, "tunnel_policy") == (out_dir, "ro")
+    assert api["environment"]["FASTAI_SERVE_NGROK_POLICY_FILE"] == flag(
+        ngrok["command"], "--traffic-policy-file"
+    )
+
+
+def test_x_forwarded_for_is_believed_from_the_sidecar_only(
+    compose: dict[str, Any], api: dict[str, Any], ngrok: dict[str, Any]
+) -> None:
+    sidecar = default(ngrok["networks"]["tunnel"]["ipv4_address"])
+    assert default(api["environment"]["FASTAI_SERVE_FORWARDED_ALLOW_IPS"]) == sidecar
+    assert (
+        ngrok["networks"]["tunnel"]["ipv4_address"] == api["environment"]["FASTAI_SERVE_FORWARDED_ALLOW_IPS"]
+    )
+    assert set(ngrok["networks"]) == {"tunnel"}
+    assert "tunnel" in api["networks"] and "default" in api["networks"]
+    # podman-compose: with one network declared, the undeclared `default` would be "missing".
+    assert set(compose["networks"]) == {"default", "tunnel"}
+    [ipam] = compose["networks"]["tunnel"]["ipam"]["config"]
+    subnet = ipaddress.IPv4Network(default(ipam["subnet"]))
+    dynamic = ipaddress.IPv4Network(default(ipam["ip_range"]))
+    address = ipaddress.IPv4Address(sidecar)
+    # The sidecar's address is in the network, but outside the range other containers get theirs from.
+    assert address in subnet and dynamic.subnet_of(subnet)
+    assert address not in dynamic
+    assert address not in {subnet.network_address, subnet.broadcast_address, next(subnet.hosts())}
+
+
+def test_the_compose_file_names_the_companion_settings() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in ("FASTAI_SERVE_PREDICT_API_KEYS", "FASTAI_SERVE_RATE_LIMIT", "NGROK_ALLOW_ANONYMOUS"):
+        assert name in text
 
 
 def test_settings_default_matches_the_compose_wiring(api: dict[str, Any]) -> None:
     default_url = Settings.model_fields["ngrok_api_url"].default
     assert api["environment"]["FASTAI_SERVE_NGROK_API_URL"] == default_url
+
+
+def test_gpu_override_runs_share_policy_on_the_same_image() -> None:
+    services = load("docker-compose.gpu.yml")["services"]
+    assert services["share-policy"]["image"] == services["api"]["image"]
+    assert services["share-policy"]["build"] == services["api"]["build"]
+
+
+def test_env_example_lists_what_the_public_profile_reads() -> None:
+    listed = set(re.findall(r"^(NGROK_[A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    read = set(re.findall(r"\$\{(NGROK_[A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
+    assert read and read <= listed
 
 
 def test_gpu_override_reserves_an_nvidia_device() -> None:
@@ -166,7 +285,7 @@ def test_ray_nodes_read_the_store_at_the_same_path(
 ) -> None:
     fields = {f"FASTAI_SERVE_{name.upper()}" for name in Settings.model_fields}
     for node in (ray_head, ray_worker):
-        assert node["volumes"] == api["volumes"]  # the same (named) volume at the same path
+        assert node["volumes"] == [store_volume(api)]  # the same (named) volume at the same path
         [volume] = node["volumes"]
         source, target = default(volume).split(":")
         assert source in compose["volumes"]
