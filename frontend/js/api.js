@@ -1,4 +1,5 @@
 // The only module that talks HTTP: every call goes to the public API of docs/API.md.
+import { askForKey, forgetKey, keepKey, storedKey } from "./key.js";
 
 const config = window.FASTAI_SERVE_CONFIG || {};
 export const API_BASE = String(config.apiBase || "").replace(/\/+$/, "");
@@ -46,16 +47,47 @@ async function problemOf(response) {
   return new ApiError({ status: response.status, title: response.statusText, detail: text || undefined });
 }
 
-async function request(path, { method = "GET", body, headers = {}, signal, accept = "application/json" } = {}) {
-  let response;
+/** True for a URL of this API (the key is never sent anywhere else, e.g. a URL the API handed out). */
+function isApiUrl(url) {
+  if (API_BASE) return url.startsWith(`${API_BASE}/`);
+  return !/^[a-z][a-z0-9+.-]*:/i.test(url);
+}
+
+async function send(url, init) {
   try {
-    response = await fetch(apiUrl(path), { method, body, signal, headers: { Accept: accept, ...headers } });
+    return await fetch(url, init);
   } catch (err) {
     if (err.name === "AbortError") throw err;
-    throw new ApiError({ status: 0, detail: `cannot reach the API at ${apiUrl(path)} (${err.message})` });
+    throw new ApiError({ status: 0, detail: `cannot reach the API at ${url} (${err.message})` });
   }
-  if (!response.ok) throw await problemOf(response);
-  return response;
+}
+
+/**
+ * One call; with a kept API key it carries `X-API-Key`. A 401 asks the person for a key (key.js) and sends
+ * the call again with it, until the API takes one (then it is kept) or the person cancels (the 401 is thrown,
+ * so the page shows the API's detail like any other error).
+ */
+async function request(path, { method = "GET", body, headers = {}, signal, accept = "application/json" } = {}) {
+  const url = apiUrl(path);
+  let key = isApiUrl(url) ? storedKey() : "";
+  for (;;) {
+    const keyHeader = key ? { "X-API-Key": key } : {};
+    const response = await send(url, { method, body, signal, headers: { Accept: accept, ...headers, ...keyHeader } });
+    if (response.ok) {
+      if (key && key !== storedKey()) keepKey(key);
+      return response;
+    }
+    const problem = await problemOf(response);
+    if (response.status !== 401 || !isApiUrl(url)) throw problem;
+    const kept = storedKey();
+    if (kept && kept !== key) {
+      key = kept; // another call was given a key while this one was on its way: try that first
+      continue;
+    }
+    if (kept) forgetKey(); // the kept key is refused now (the server's keys changed)
+    key = await askForKey({ problem, refused: Boolean(key), signal });
+    if (!key) throw problem;
+  }
 }
 
 export async function getJSON(path, options = {}) {

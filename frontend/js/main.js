@@ -1,6 +1,7 @@
 // Hash router: #/ (models), #/models/<name> (predict), #/models/<name>/report. No server-side routes,
 // so any static server can serve this folder.
 import { apiUrl } from "./api.js";
+import { renderKeyControl } from "./key.js";
 import { renderModelPage } from "./model.js";
 import { renderModels } from "./models.js";
 import { renderReport } from "./report.js";
@@ -40,3 +41,4 @@ window.addEventListener("hashchange", () => {
 });
 route();
 renderShare(document.getElementById("share"));
+renderKeyControl(document.getElementById("key-control"));

@@ -1,4 +1,5 @@
-// The public URL (ngrok) when the API reports one, with a copy button; nothing otherwise.
+// The public URL (ngrok) when the API reports one, with a copy button, and a warning when nothing guards it
+// (the tunnel asks nobody to sign in and the model routes need no key); nothing otherwise.
 import { api } from "./api.js";
 import { clear, h } from "./dom.js";
 
@@ -11,6 +12,30 @@ async function copyText(text, input) {
     input.select();
     return document.execCommand && document.execCommand("copy");
   }
+}
+
+/** True only when the API says both guards are off; a server without these fields says nothing, so no warning. */
+export function isUnguarded(share) {
+  return Boolean(share.public_url) && share.protected === null && share.api_key_required === false;
+}
+
+function unguardedWarning() {
+  return h(
+    "p",
+    { id: "share-warning", class: "share-warning" },
+    h("strong", {}, "Warning: anyone with this URL can run your models, at your cost."),
+    " The tunnel asks nobody to sign in and the API asks for no key. Set ",
+    h("code", {}, "NGROK_OAUTH_PROVIDER"),
+    " (with ",
+    h("code", {}, "NGROK_OAUTH_ALLOW_EMAILS"),
+    " or ",
+    h("code", {}, "NGROK_OAUTH_ALLOW_DOMAINS"),
+    ") or ",
+    h("code", {}, "NGROK_BASIC_AUTH"),
+    ", and ",
+    h("code", {}, "FASTAI_SERVE_PREDICT_API_KEYS"),
+    ", then restart.",
+  );
 }
 
 export async function renderShare(slot) {
@@ -49,6 +74,8 @@ export async function renderShare(slot) {
     input,
     button,
     status,
+    isUnguarded(share) ? unguardedWarning() : null,
   );
+  slot.classList.toggle("unguarded", isUnguarded(share));
   slot.hidden = false;
 }

@@ -1,6 +1,7 @@
 """Browser tests: the real server (uvicorn, tiny real learners) on a free loopback port, driven by
 Playwright in Debian's chromium (/usr/bin/chromium; `make install` installs it, no browser download).
-One server, static server and browser serve every module of this package."""
+One server, static server and browser serve every module of this package; a second server, asking for an
+API key on its model routes (with its own static server), serves the key prompt's tests."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -37,9 +39,11 @@ CHROMIUM_ARGS = [
 BROKEN = "broken"  # a model that fails to load, so the list shows a reason
 BARE = "adult-bare"  # only an exported learner: never has a report
 SERVER_START_S = 180
+# The keyed server's PREDICT_API_KEYS: every model call needs one of them.
+API_KEYS = ("first-key-4c1d", "second-key-9e27")
 # Chromium logs every 4xx response as a console error; these statuses are answers the pages expect and
-# show (a model without a report, no share endpoint, a refused file), not faults of the page.
-EXPECTED_HTTP_NOISE = ("status of 404", "status of 415", "status of 422")
+# show (a missing API key, a model without a report, no share endpoint, a refused file), not page faults.
+EXPECTED_HTTP_NOISE = ("status of 401", "status of 404", "status of 415", "status of 422")
 
 
 @pytest.fixture(scope="session")
@@ -60,20 +64,19 @@ def static_port() -> int:
     return free_port()
 
 
-@pytest.fixture(scope="package")
-def live_server(
-    frontend_store: Path, tmp_path_factory: pytest.TempPathFactory, static_port: int
-) -> Iterator[str]:
-    """The real service under uvicorn on a free loopback port, frontend at `/`."""
+@contextmanager
+def running_server(store: Path, log_dir: Path, env: dict[str, str]) -> Iterator[str]:
+    """The real service under uvicorn on a free loopback port over `store`, frontend at `/`, with the
+    settings of `env` besides; its base URL once every model has loaded (or failed)."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log_path = log_dir / "server.log"
     env = {
         **os.environ,
-        "FASTAI_SERVE_MODEL_STORE": str(frontend_store),
+        "FASTAI_SERVE_MODEL_STORE": str(store),
         "FASTAI_SERVE_DEVICE": "cpu",
         "FASTAI_SERVE_FRONTEND_DIR": str(ROOT / "frontend"),
         "FASTAI_SERVE_TORCH_THREADS": "1",
-        "FASTAI_SERVE_CORS_ORIGINS": f"http://127.0.0.1:{static_port}",
+        **env,
     }
     cmd = [*UVICORN_APP, "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
@@ -100,9 +103,56 @@ def live_server(
             server.kill()
 
 
+@pytest.fixture(scope="package")
+def live_server(
+    frontend_store: Path, tmp_path_factory: pytest.TempPathFactory, static_port: int
+) -> Iterator[str]:
+    """The real service under uvicorn on a free loopback port, frontend at `/`."""
+    cors = {"FASTAI_SERVE_CORS_ORIGINS": f"http://127.0.0.1:{static_port}"}
+    with running_server(frontend_store, tmp_path_factory.mktemp("server"), cors) as base:
+        yield base
+
+
+@pytest.fixture(scope="package")
+def keyed_static_port() -> int:
+    """The port of the keyed server's own static frontend (its CORS origin)."""
+    return free_port()
+
+
+@pytest.fixture(scope="package")
+def keyed_server(
+    trained_store: Path, tmp_path_factory: pytest.TempPathFactory, keyed_static_port: int
+) -> Iterator[str]:
+    """The service with PREDICT_API_KEYS set (the two classifiers only): model calls need a key."""
+    store = clone_store(trained_store, tmp_path_factory.mktemp("keyed") / "store", [TABULAR, VISION])
+    env = {
+        "FASTAI_SERVE_PREDICT_API_KEYS": ",".join(API_KEYS),
+        "FASTAI_SERVE_CORS_ORIGINS": f"http://127.0.0.1:{keyed_static_port}",
+    }
+    with running_server(store, tmp_path_factory.mktemp("keyed-server"), env) as base:
+        yield base
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+@contextmanager
+def static_server(api_base: str, port: int, folder: Path) -> Iterator[str]:
+    """A copy of the frontend folder under `folder` on a plain static server on `port`, its config.js
+    pointing at the API at `api_base`."""
+    root = folder / "frontend"
+    shutil.copytree(ROOT / "frontend", root)
+    (root / "config.js").write_text(f'window.FASTAI_SERVE_CONFIG = {{ apiBase: "{api_base}" }};\n')
+    server = ThreadingHTTPServer(("127.0.0.1", port), partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="package")
@@ -110,17 +160,17 @@ def static_frontend(
     live_server: str, static_port: int, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The frontend folder on a plain static server of its own, its config.js pointing at the API."""
-    root = tmp_path_factory.mktemp("static") / "frontend"
-    shutil.copytree(ROOT / "frontend", root)
-    (root / "config.js").write_text(f'window.FASTAI_SERVE_CONFIG = {{ apiBase: "{live_server}" }};\n')
-    server = ThreadingHTTPServer(("127.0.0.1", static_port), partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{static_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with static_server(live_server, static_port, tmp_path_factory.mktemp("static")) as base:
+        yield base
+
+
+@pytest.fixture(scope="package")
+def keyed_static_frontend(
+    keyed_server: str, keyed_static_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The frontend on a static server of its own, pointing at the keyed server (another origin)."""
+    with static_server(keyed_server, keyed_static_port, tmp_path_factory.mktemp("keyed-static")) as base:
+        yield base
 
 
 @pytest.fixture(scope="package")
@@ -164,13 +214,14 @@ def page_log() -> PageLog:
     return PageLog()
 
 
-@pytest.fixture
-def page(
-    browser: Any, live_server: str, page_log: PageLog, request: pytest.FixtureRequest, tmp_path: Path
+@contextmanager
+def opened_page(
+    browser: Any, base_url: str, page_log: PageLog, viewport: dict[str, int] | None, tmp_path: Path
 ) -> Iterator[Any]:
-    """A fresh desktop-sized page on the live server; a screenshot is saved when the test ends."""
-    viewport = getattr(request, "param", None) or {"width": 1280, "height": 900}
-    context = browser.new_context(base_url=live_server, viewport=viewport, accept_downloads=True)
+    """A fresh page (desktop-sized unless `viewport` says otherwise) in a context of its own on `base_url`;
+    a screenshot is saved when it closes."""
+    viewport = viewport or {"width": 1280, "height": 900}
+    context = browser.new_context(base_url=base_url, viewport=viewport, accept_downloads=True)
     context.set_default_timeout(30_000)
     context.add_init_script(TRACK_OBJECT_URLS)
     pg = context.new_page()
@@ -184,18 +235,37 @@ def page(
         context.close()
 
 
+@pytest.fixture
+def page(
+    browser: Any, live_server: str, page_log: PageLog, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Any]:
+    """A fresh desktop-sized page on the live server; a screenshot is saved when the test ends."""
+    with opened_page(browser, live_server, page_log, getattr(request, "param", None), tmp_path) as pg:
+        yield pg
+
+
+@pytest.fixture
+def keyed_page(
+    browser: Any, keyed_server: str, page_log: PageLog, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Any]:
+    """A fresh page on the server that asks for an API key (a new context: an empty sessionStorage)."""
+    with opened_page(browser, keyed_server, page_log, getattr(request, "param", None), tmp_path) as pg:
+        yield pg
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """On a failure, screenshot the page as it is and name the file in the report."""
     report = yield
-    pg = getattr(item, "funcargs", {}).get("page")
+    funcargs = getattr(item, "funcargs", {})
+    pg = funcargs.get("page") or funcargs.get("keyed_page")
     if report.when == "call" and report.failed and pg is not None:
-        tmp = item.funcargs.get("tmp_path")
+        tmp = funcargs.get("tmp_path")
         path = Path(tmp if tmp else ".") / "failure.png"
         try:
             pg.screenshot(path=str(path), full_page=True)
             report.sections.append(("screenshot", f"page at failure: {path} ({pg.url})"))
-            log = item.funcargs.get("page_log")
+            log = funcargs.get("page_log")
             if isinstance(log, PageLog) and (log.console_errors or log.page_errors):
                 report.sections.append(("browser console", "\n".join(log.console_errors + log.page_errors)))
         except Exception as exc:  # a crashed page must not hide the test's own failure

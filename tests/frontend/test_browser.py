@@ -253,6 +253,59 @@ def test_a_public_url_is_shown_with_a_copy_button(page: Any, live_server: str) -
     assert page.evaluate("navigator.clipboard.readText()") == share["public_url"]
 
 
+def fake_share(page: Any, share: dict[str, Any]) -> None:
+    page.route(
+        "**/api/v1/share",
+        lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(share)),
+    )
+
+
+PUBLIC = {"public_url": "https://example-tunnel.ngrok.app", "source": "ngrok", "reason": None}
+UNGUARDED = {**PUBLIC, "protected": None, "api_key_required": False}
+
+
+@pytest.mark.parametrize(
+    ("share", "warned"),
+    [
+        pytest.param(UNGUARDED, True, id="unprotected"),
+        pytest.param({**UNGUARDED, "protected": "oauth"}, False, id="oauth-tunnel"),
+        pytest.param({**UNGUARDED, "protected": "basic"}, False, id="basic-auth-tunnel"),
+        pytest.param({**UNGUARDED, "api_key_required": True}, False, id="api-keys"),
+        pytest.param(PUBLIC, False, id="older-server-without-the-fields"),
+    ],
+)
+def test_a_public_url_that_nothing_protects_carries_a_warning(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path, share: dict[str, Any], warned: bool
+) -> None:
+    fake_share(page, share)
+    page.goto("/")
+    expect(page.locator("#share-url")).to_have_value(share["public_url"])
+    warning = page.locator("#share-warning")
+    if warned:
+        expect(warning).to_be_visible()
+        expect(warning).to_contain_text("anyone with this URL can run your models, at your cost")
+        for setting in ("NGROK_OAUTH_PROVIDER", "NGROK_BASIC_AUTH", "FASTAI_SERVE_PREDICT_API_KEYS"):
+            expect(warning.locator("code", has_text=setting)).to_have_count(1)
+        shot(page, tmp_path, "share-warning")
+    else:
+        expect(page.locator(".model-card").first).to_be_visible()
+        expect(warning).to_have_count(0)
+    assert_clean(page_log, live_server)
+
+
+@pytest.mark.parametrize("page", [{"width": 360, "height": 780}], indirect=True)
+def test_the_share_warning_fits_360_px(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    fake_share(page, UNGUARDED)
+    page.goto("/")
+    expect(page.locator("#share-warning")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    shot(page, tmp_path, "share-warning-narrow")
+    assert_clean(page_log, live_server)
+
+
 def test_report_page_shows_its_images_and_the_evaluate_form_reports_accuracy(
     page: Any, live_server: str, page_log: PageLog, tmp_path: Path, adult_frame: pd.DataFrame
 ) -> None:
