@@ -20,7 +20,6 @@ page, reports and `/api/v1/models` stay open; `/metrics` needs `METRICS_API_KEY`
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import math
@@ -92,25 +91,33 @@ class RateLimiter:
         self.rules = list(rules)
         self.max_clients = max_clients
         # client -> (tokens per rule, when they were counted)
-        self._buckets: OrderedDict[str, tuple[list[float], float]] = OrderedDict()
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def take(self, client: str, *, now: float | None = None) -> float:
         """A token from each of `client`'s buckets: 0 when allowed, else the seconds until one would be."""
         now = time.monotonic() if now is None else now
+        wait = 0.0
         with self._lock:
-            tokens, then = self._buckets.pop(client, ([float(r.count) for r in self.rules], now))
-            elapsed = max(0.0, now - then)
-            tokens = [
-                min(float(r.count), t + elapsed * r.rate) for t, r in zip(tokens, self.rules, strict=True)
-            ]
-            short = [(1.0 - t) / r.rate for t, r in zip(tokens, self.rules, strict=True) if t < 1.0]
-            if not short:
-                tokens = [t - 1.0 for t in tokens]
-            self._buckets[client] = (tokens, now)
-            if len(self._buckets) > self.max_clients:
-                self._buckets.popitem(last=False)
-        return max(short, default=0.0)
+            bucket = self._buckets.get(client)
+            if bucket is None:
+                bucket = self._buckets[client] = [now, *(float(r.count) for r in self.rules)]
+                if len(self._buckets) > self.max_clients:
+                    self._buckets.popitem(last=False)
+            else:
+                self._buckets.move_to_end(client)
+            # bucket = [when last counted, tokens of each rule], updated in place (one list per client)
+            elapsed = max(0.0, now - bucket[0])
+            bucket[0] = now
+            for i, rule in enumerate(self.rules, start=1):
+                tokens = min(float(rule.count), bucket[i] + elapsed * rule.rate)
+                bucket[i] = tokens
+                if tokens < 1.0:
+                    wait = max(wait, (1.0 - tokens) / rule.rate)
+            if wait == 0.0:
+                for i in range(1, len(bucket)):
+                    bucket[i] -= 1.0
+        return wait
 
 
 def _networks(entries: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -146,17 +153,20 @@ class AccessMiddleware:
             self._resolve_client(scope)
         path: str = scope["path"]
         if path == METRICS_PATH and self.metrics_key is not None:
-            if not self._matches(_presented_key(scope), [self.metrics_key]):
+            if _which_key(_presented_key(scope), [self.metrics_key]) is None:
                 await answer_for(path, Unauthorized(MSG_PREDICT_KEY_MISSING))(scope, receive, send)
                 return
-        elif is_protected(path) and (self.keys or self.limiter is not None):
+        elif path.startswith(PROTECTED) and (self.keys or self.limiter is not None):
             key = _presented_key(scope)
-            if self.keys and not self._matches(key, self.keys):
+            index = _which_key(key, self.keys) if self.keys else None
+            if self.keys and index is None:
                 detail = MSG_PREDICT_KEY_WRONG if key else MSG_PREDICT_KEY_MISSING
                 await answer_for(path, Unauthorized(detail))(scope, receive, send)
                 return
             if self.limiter is not None:
-                wait = self.limiter.take(self._client(scope, key if self.keys else None))
+                # A client is its key (which of the keys: no secret kept in memory twice), else its address.
+                client = f"key:{index}" if index is not None else f"ip:{(scope.get('client') or ('?',))[0]}"
+                wait = self.limiter.take(client)
                 if wait > 0:
                     self.metrics.rate_limited.inc()
                     retry = max(1, math.ceil(wait))
@@ -164,22 +174,6 @@ class AccessMiddleware:
                     await answer_for(path, error)(scope, receive, send)
                     return
         await self.app(scope, receive, send)
-
-    @staticmethod
-    def _matches(presented: bytes | None, keys: list[bytes]) -> bool:
-        if not presented:
-            return False
-        found = False
-        for key in keys:  # every key compared, whichever matches
-            found |= hmac.compare_digest(presented, key)
-        return found
-
-    @staticmethod
-    def _client(scope: Scope, key: bytes | None) -> str:
-        """The (valid) API key's digest, else the client's address."""
-        if key:
-            return "key:" + hashlib.sha256(key).hexdigest()[:32]
-        return "ip:" + str((scope.get("client") or ("unknown", 0))[0])
 
     def _resolve_client(self, scope: Scope) -> None:
         """Behind a trusted proxy, the client is the last `X-Forwarded-For` address no trusted proxy
@@ -214,11 +208,23 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def _presented_key(scope: Scope) -> bytes | None:
-    """`X-API-Key`, else the token of `Authorization: Bearer`."""
-    key = _header(scope, b"x-api-key")
-    if key:
-        return key.strip()
-    authorization = _header(scope, b"authorization")
-    if authorization and authorization[:7].lower() == b"bearer ":
-        return authorization[7:].strip() or None
-    return None
+    """`X-API-Key`, else the token of `Authorization: Bearer` (one pass over the headers)."""
+    bearer = None
+    for name, value in scope["headers"]:
+        if name == b"x-api-key" and value:
+            return bytes(value).strip()
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            bearer = bytes(value[7:]).strip() or None
+    return bearer
+
+
+def _which_key(presented: bytes | None, keys: list[bytes]) -> int | None:
+    """The index of the key `presented` is, comparing with every key in constant time (the time says
+    neither which key nor how much of it matched)."""
+    if not presented:
+        return None
+    found = None
+    for i, key in enumerate(keys):
+        if hmac.compare_digest(presented, key):
+            found = i
+    return found
