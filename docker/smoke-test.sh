@@ -251,6 +251,11 @@ if [ "${SKIP_PUBLIC:-0}" != 1 ]; then
   echo "refused without a way to sign in: share-policy exit $code, no agent"
 
   # 3b. With one: basic auth (or what NGROK_* say), the URL and `protected` at /api/v1/share.
+  # podman-compose 1.x does not recreate an agent whose share-policy failed; start 3b without either.
+  for service in ngrok share-policy; do
+    container=$(service_container "$service")
+    [ -z "$container" ] || $ENGINE rm -f "$container" >/dev/null
+  done
   if [ -z "${NGROK_OAUTH_PROVIDER:-}${NGROK_BASIC_AUTH:-}${NGROK_ALLOW_ANONYMOUS:-}" ]; then
     export NGROK_BASIC_AUTH="smoke:$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')"
   fi
