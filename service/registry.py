@@ -289,11 +289,16 @@ class ModelRegistry:
         """The ready predictor of `name`, whatever its kind (a front door that serves every kind then
         looks the kind up in its own table): 404 when there is none, 503 while it loads or once it failed."""
         entry = self.get(name)
+        return entry, self._ready(entry)
+
+    @staticmethod
+    def _ready(entry: ModelEntry) -> AnyPredictor:
+        """The entry's predictor; 503 while it loads or once it failed."""
         if entry.status is ModelStatus.LOADING:
-            raise ModelNotReady(MSG_MODEL_LOADING.format(name=name))
+            raise ModelNotReady(MSG_MODEL_LOADING.format(name=entry.name))
         if entry.status is ModelStatus.FAILED or entry.predictor is None:
-            raise ModelNotReady(MSG_MODEL_FAILED.format(name=name, reason=entry.error))
-        return entry, entry.predictor
+            raise ModelNotReady(MSG_MODEL_FAILED.format(name=entry.name, reason=entry.error))
+        return entry.predictor
 
     def predictor(self, name: str, predictor_type: type[P]) -> tuple[ModelEntry, P]:
         """The ready predictor of `name`, which must be a `predictor_type` (so of that type's kind).
@@ -305,11 +310,7 @@ class ModelRegistry:
         wanted = predictor_type.kind
         if entry.kind is not None and entry.kind != wanted:
             raise WrongModelKind(name=name, kind=entry.kind, wanted=wanted)
-        if entry.status is ModelStatus.LOADING:
-            raise ModelNotReady(MSG_MODEL_LOADING.format(name=name))
-        predictor = entry.predictor
-        if entry.status is ModelStatus.FAILED or predictor is None:
-            raise ModelNotReady(MSG_MODEL_FAILED.format(name=name, reason=entry.error))
+        predictor = self._ready(entry)
         if not isinstance(predictor, predictor_type):
             raise WrongModelKind(name=name, kind=predictor.kind, wanted=wanted)
         return entry, predictor

@@ -295,18 +295,30 @@ def _sample(n: int) -> np.ndarray:
     return np.arange(n) if n <= SCATTER_POINTS else np.linspace(0, n - 1, SCATTER_POINTS).astype(np.int64)
 
 
-def plot_predicted_vs_actual(scores: TestScores, path: Path) -> None:
-    """regression: predicted against actual per target, with the line a perfect model would sit on."""
+def _regression_panels(
+    scores: TestScores,
+) -> tuple[RegressionEvaluation, Any, list[tuple[Any, str, np.ndarray, np.ndarray]]]:
+    """A regression's evaluation, a figure with an axis per target, and per target (axis, name, actual,
+    predicted) for the sampled items."""
     evaluation = scores.evaluation
     assert isinstance(evaluation, RegressionEvaluation)
     targets = scores.head.targets
     fig, axes = _target_axes(len(targets))
     keep = _sample(len(scores.actual))
-    for i, (ax, target) in enumerate(zip(axes, targets, strict=True)):
-        actual, predicted = scores.actual[keep, i], scores.outputs[keep, i]
+    panels = [
+        (ax, target, scores.actual[keep, i], scores.outputs[keep, i])
+        for i, (ax, target) in enumerate(zip(axes, targets, strict=True))
+    ]
+    return evaluation, fig, panels
+
+
+def plot_predicted_vs_actual(scores: TestScores, path: Path) -> None:
+    """regression: predicted against actual per target, with the line a perfect model would sit on."""
+    evaluation, fig, panels = _regression_panels(scores)
+    for ax, target, actual, predicted in panels:
         ax.scatter(actual, predicted, s=8, alpha=0.5)
-        low = float(min(actual.min(), predicted.min())) if len(keep) else 0.0
-        high = float(max(actual.max(), predicted.max())) if len(keep) else 1.0
+        low = float(min(actual.min(), predicted.min())) if len(actual) else 0.0
+        high = float(max(actual.max(), predicted.max())) if len(actual) else 1.0
         ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
         ax.set_xlabel(f"actual {target}")
         ax.set_ylabel(f"predicted {target}")
@@ -319,14 +331,9 @@ def plot_predicted_vs_actual(scores: TestScores, path: Path) -> None:
 
 def plot_residuals(scores: TestScores, path: Path) -> None:
     """regression: predicted minus actual against the prediction, per target (a pattern = a bias)."""
-    evaluation = scores.evaluation
-    assert isinstance(evaluation, RegressionEvaluation)
-    targets = scores.head.targets
-    fig, axes = _target_axes(len(targets))
-    keep = _sample(len(scores.actual))
-    for i, (ax, target) in enumerate(zip(axes, targets, strict=True)):
-        predicted = scores.outputs[keep, i]
-        residual = predicted - scores.actual[keep, i]
+    evaluation, fig, panels = _regression_panels(scores)
+    for ax, target, actual, predicted in panels:
+        residual = predicted - actual
         ax.scatter(predicted, residual, s=8, alpha=0.5)
         ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
         ax.set_xlabel(f"predicted {target}")

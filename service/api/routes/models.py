@@ -93,9 +93,8 @@ INPUT_SCHEMAS: dict[ModelKind, Callable[[Any], dict[str, Any]] | None] = {
 @router.get("/{name}/schema", responses=Problem.responses(404, 503))
 async def model_schema(name: str, registry: RegistryDep) -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of one input of a model (a tabular row); 404 for image models."""
-    entry = registry.get(name)
-    schema = INPUT_SCHEMAS.get(entry.kind) if entry.kind is not None else None
-    if entry.kind is not None and schema is None:
+    kind = registry.get(name).kind  # known from model.json before the learner loads
+    if kind is not None and INPUT_SCHEMAS.get(kind) is None:
         raise ModelNotFound(MSG_NO_SCHEMA_FOR_VISION.format(name=name))
     _, predictor = registry.ready(name)
     schema = INPUT_SCHEMAS.get(predictor.kind)
