@@ -107,3 +107,22 @@ def learners(trained_store: Path) -> Iterator[dict[str, object]]:
         TABULAR: load_learner(trained_store / TABULAR / "model.pkl"),
         VISION: load_learner(trained_store / VISION / "model.pkl"),
     }
+
+
+# -- text models (tests/tiny_text.py) ---------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def text_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny text classifiers (single-label and multi-label), trained in seconds."""
+    from tests.tiny_text import build_text_learners
+
+    store = tmp_path_factory.mktemp("text-store")
+    build_text_learners(store)
+    return store
+
+
+@pytest.fixture(scope="session")
+async def text_client(text_store: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """One app over the text store, shared by the tests that only read."""
+    settings = make_settings(text_store, max_rows=20, max_text_chars=400, max_upload_mb=1.0)
+    async for c in started_client(create_app(settings)):
+        yield c

@@ -13,6 +13,9 @@ from service.schemas.predict import (
     TabularMultiLabelPrediction,
     TabularPrediction,
     TabularRegressionPrediction,
+    TextItem,
+    TextMultiLabelPrediction,
+    TextPrediction,
     TopK,
     VisionItem,
     VisionMultiLabelPrediction,
@@ -46,6 +49,19 @@ VISION_ITEMS: dict[Task, Callable[[Any, str, int], VisionItem]] = {
     Task.POINTS: lambda p, filename, k: VisionPointsPrediction(filename=filename, points=p.points),
 }
 
+# (prediction, top_k) -> item
+TEXT_ITEMS: dict[Task, Callable[[Any, int], TextItem]] = {
+    Task.CLASSIFICATION: lambda p, k: TextPrediction(
+        label=p.label,
+        probabilities=p.probabilities,
+        top_k=[TopK(label=label, probability=prob) for label, prob in p.top_k(k)],
+        warnings=p.warnings,
+    ),
+    Task.MULTI_LABEL: lambda p, k: TextMultiLabelPrediction(
+        labels=p.labels, probabilities=p.probabilities, threshold=p.threshold, warnings=p.warnings
+    ),
+}
+
 
 def tabular_items(predictions: list[AnyPrediction]) -> list[TabularItem]:
     """Each row's prediction as its task's item."""
@@ -57,8 +73,14 @@ def vision_items(predictions: list[AnyPrediction], filenames: list[str], *, top_
     return [VISION_ITEMS[p.task](p, f, top_k) for p, f in zip(predictions, filenames, strict=True)]
 
 
+def text_items(predictions: list[AnyPrediction], *, top_k: int) -> list[TextItem]:
+    """Each text's prediction as its task's item."""
+    return [TEXT_ITEMS[p.task](p, top_k) for p in predictions]
+
+
 # The v1 codecs of each kind's routes, for the check that every served task has one.
 V1_ITEMS: dict[ModelKind, dict[Task, Any]] = {
     ModelKind.TABULAR: TABULAR_ITEMS,
     ModelKind.VISION: VISION_ITEMS,
+    ModelKind.TEXT: TEXT_ITEMS,
 }
