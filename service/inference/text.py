@@ -321,24 +321,20 @@ class TextPredictor(HeadFacts):
         self.finish(prepared, outputs)
 
     def parity_inputs(self) -> list[tuple[Any, ...]]:
-        """The self-check text encoded, then a seeded random micro-batch of one neutral group that spans
-        several `bptt` chunks with rows ending in different chunks (so a runtime must handle the lengths
-        and the rows that drop out, not one shape)."""
+        """The self-check text encoded, then a seeded random micro-batch of another length, spanning several
+        `bptt` chunks with rows that end in different chunks: a runtime must handle every length and the
+        rows `SentenceEncoder` drops as they end, not the one shape it was exported with (a traced export
+        unrolls the chunk loop for its example's length, so it fails here and torch serves)."""
         import torch
 
         check = self.padded(self.encode([self._check_text()]).ids)
-        generator = torch.Generator().manual_seed(0)
         longest = 2 * self.bptt + 3
-        if self.max_len is not None:
-            longest = min(longest, self.max_len)
-        lengths = sorted(
-            {longest, max(1, longest - self.bptt // 2), max(1, longest - self.bptt)}, reverse=True
-        )
-        low = min(len(self.vocab), 2)
-        rows = [
-            torch.randint(low, max(low + 1, len(self.vocab)), (n,), generator=generator).numpy()
-            for n in lengths
-        ]
+        if longest == check.shape[1]:
+            longest += 1
+        lengths = sorted({longest, longest - self.bptt // 2, longest - self.bptt}, reverse=True)
+        generator = torch.Generator().manual_seed(0)
+        low = min(2, len(self.vocab) - 1)  # past xxunk and xxpad, fastai's first two tokens
+        rows = [torch.randint(low, len(self.vocab), (n,), generator=generator).numpy() for n in lengths]
         rows = [np.where(r == self.pad_idx, self.unk_idx, r).astype(np.int64) for r in rows]
         return [(check,), (self.padded(rows),)]
 
