@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import MSG_MASK_PNG_ONE_FILE
+from service.errors import MSG_EVAL_MASK_COUNT, MSG_MASK_PNG_ONE_FILE
 from tests.helpers import image_bytes, problem
 from tests.tiny_segmentation import CODES, SEGMENTATION, shapes
 
@@ -141,13 +141,16 @@ async def test_evaluate_refuses_a_class_index_out_of_range(seg_client: httpx.Asy
     assert "'mask0.png'" in detail and "[7]" in detail
 
 
-async def test_evaluate_refuses_labels_or_an_rgb_mask(seg_client: httpx.AsyncClient) -> None:
+async def test_evaluate_refuses_labels_an_rgb_mask_or_a_missing_mask(seg_client: httpx.AsyncClient) -> None:
     parts, _ = _labelled((32, 32))
     files_only = [p for p in parts if p[0] == "files"]
     labels = await seg_client.post(EVALUATE, files=files_only, data={"labels": ["square"]})
     assert "masks" in problem(labels, 422)["detail"]
     rgb = [parts[0], ("masks", ("rgb.png", image_bytes(size=(32, 32)), "image/png"))]
     assert "one channel" in problem(await seg_client.post(EVALUATE, files=rgb), 422)["detail"]
+    two_files = [*files_only, ("files", ("b.png", image_bytes(size=(32, 32)), "image/png")), parts[1]]
+    detail = problem(await seg_client.post(EVALUATE, files=two_files), 422)["detail"]
+    assert detail == MSG_EVAL_MASK_COUNT.format(files=2, masks=1)
 
 
 # -- the Open Inference Protocol --------------------------------------------------------------------------

@@ -149,3 +149,14 @@ def test_a_mask_png_has_a_palette_and_class_indices_as_pixels() -> None:
     colours = palette(256)
     assert len({tuple(colours[i : i + 3]) for i in range(0, len(colours), 3)}) == 256
     assert image.getpalette()[:9] == colours[:9]
+
+
+def test_a_segmentation_learner_without_a_resize_is_refused_saying_why(seg_store: Path) -> None:
+    """Without fastai's Resize there is no box to take a mask back to the uploaded image through."""
+    from fastai.vision.augment import Resize
+
+    learn = _learner(seg_store)
+    for dl in (learn.dls.train, learn.dls.valid):
+        dl.after_item.fs = [t for t in dl.after_item.fs if not isinstance(t, Resize)]
+    with pytest.raises(LoadError, match="segmentation model needs fastai's Resize"):
+        predictor_for(learn)
