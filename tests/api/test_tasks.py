@@ -81,7 +81,6 @@ async def test_refused_learners_fail_with_what_they_are_and_what_is_served(refus
             assert "AttributeError" not in model["error"]
         assert models["collab-dot"]["kind"] == "collab"  # never "tabular", though its model is tabular-like
         assert models["collab-dot"]["error"].startswith(MSG_NOT_SERVED_YET.split("{")[0] + "collab rating")
-        assert models["unet-mask"]["task"] == "segmentation"
         assert "TensorBBox.create" in models["vision-bbox"]["error"]
         assert "DynamicUnet" in models["image-to-image"]["error"]
         assert "model Linear" in models["plain-learner"]["error"]

@@ -24,6 +24,7 @@ from service.loading import load_exported_learner
 from service.reports.scores import SCORERS
 from tests.helpers import ROOT, TABULAR, VISION
 from tests.tiny import REFUSED, TASK_MODELS
+from tests.tiny_segmentation import SEGMENTATION
 
 # Per kind, the front doors whose codecs are keyed by task (beside v1 items, V2 outputs and scores).
 DOORS_BY_KIND = {
@@ -50,10 +51,10 @@ def _stores(trained_store: Path, task_store: Path, refused_store: Path) -> list[
 
 
 def test_recognition_picks_exactly_one_entry_or_none(
-    trained_store: Path, task_store: Path, refused_store: Path
+    trained_store: Path, task_store: Path, refused_store: Path, seg_store: Path
 ) -> None:
     seen = set()
-    for folder in _stores(trained_store, task_store, refused_store):
+    for folder in [*_stores(trained_store, task_store, refused_store), seg_store / SEGMENTATION]:
         facts = read_facts(load_exported_learner(folder / "model.pkl").learn)
         matched = [t for t in LEARNER_TYPES if t.matches(facts)]
         assert len(matched) <= 1, (folder.name, matched)

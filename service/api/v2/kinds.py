@@ -3,7 +3,8 @@ tensors turned into what the kind's `Predictor.prepare` takes, and predictions t
 
 Inputs per kind (`V2_KINDS`), outputs per task (`V2_TASKS`: classification `label` + `probabilities`
 (+ `top_k` for images), multi_label `probabilities` + `predicted` BOOL, regression `values`, points
-`points` FP32 [N, K, 2] in the input image's pixels).
+`points` FP32 [N, K, 2] in the input image's pixels, segmentation `mask` UINT8 [N, H, W] in the input
+image's pixels: the images of one request share a size).
 
 Tabular: one input per column of the learner's schema, shape [N] or [N, 1]; continuous columns FP64
 (or FP32, INT64, INT32), categorical ones BYTES. A missing value is JSON `null` (or NaN in a float
@@ -25,6 +26,7 @@ from service.api.limits import INLINE_ROWS, check_files, check_rows
 from service.api.v2.codec import OutputTensor, Tensor
 from service.errors import (
     MSG_V2_DATATYPE,
+    MSG_V2_MASK_SIZES,
     MSG_V2_MISSING_INPUTS,
     MSG_V2_NOT_BASE64,
     MSG_V2_NOT_UTF8,
@@ -45,6 +47,7 @@ CONTINUOUS_TYPES = ("FP64", "FP32", "INT64", "INT32")
 IMAGE_INPUT = "image"
 LABEL, PROBABILITIES, TOP_K = "label", "probabilities", "top_k"
 PREDICTED, VALUES, POINTS = "predicted", "values", "points"
+MASK = "mask"
 TOP_K_FORMAT = "probability:index:label"
 
 
@@ -308,6 +311,28 @@ def _points_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> d
     return {POINTS: OutputTensor(POINTS, "FP32", pixels)}
 
 
+def _segmentation_metadata(head: Any) -> list[MetadataTensor]:
+    return [
+        MetadataTensor(
+            name=MASK,
+            datatype="UINT8",
+            shape=[-1, -1, -1],
+            parameters={
+                "classes": head.classes,
+                "content": "[N, H, W]: per pixel of the input image, its class's index in `classes`",
+            },
+        )
+    ]
+
+
+def _segmentation_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> dict[str, OutputTensor]:
+    sizes = sorted({(p.size[1], p.size[0]) for p in predictions})
+    if len(sizes) > 1:
+        raise BadRequest(MSG_V2_MASK_SIZES.format(sizes=", ".join(f"{w}x{h}" for w, h in sizes)))
+    masks = np.stack([p.mask for p in predictions]).astype(np.uint8)
+    return {MASK: OutputTensor(MASK, "UINT8", masks, {"classes": head.classes})}
+
+
 @dataclass(frozen=True)
 class V2Task:
     """How one task's outputs travel as tensors: in model metadata, and from a request's predictions."""
@@ -321,6 +346,7 @@ V2_TASKS: dict[Task, V2Task] = {
     Task.MULTI_LABEL: V2Task(_multi_label_metadata, _multi_label_outputs),
     Task.REGRESSION: V2Task(_regression_metadata, _regression_outputs),
     Task.POINTS: V2Task(_points_metadata, _points_outputs),
+    Task.SEGMENTATION: V2Task(_segmentation_metadata, _segmentation_outputs),
 }
 
 
