@@ -24,6 +24,7 @@ import pytest
 
 from tests.helpers import TABULAR, UVICORN_APP, VISION, clone_store, free_port
 from tests.tiny import TASK_MODELS
+from tests.tiny_segmentation import SEGMENTATION
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("FASTAI_SERVE_CHROMIUM", "/usr/bin/chromium"))
@@ -47,10 +48,14 @@ EXPECTED_HTTP_NOISE = ("status of 401", "status of 404", "status of 415", "statu
 
 
 @pytest.fixture(scope="session")
-def frontend_store(trained_store: Path, task_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The two classifiers, a tiny learner of every other task (tests/tiny.py), a broken and a bare model."""
+def frontend_store(
+    trained_store: Path, task_store: Path, seg_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The two classifiers, a tiny learner of every other task (tests/tiny.py) and kind
+    (tests/tiny_segmentation.py), a broken and a bare model."""
     store = clone_store(trained_store, tmp_path_factory.mktemp("frontend") / "store", [TABULAR, VISION])
     clone_store(task_store, store, TASK_MODELS)
+    clone_store(seg_store, store, [SEGMENTATION])
     (store / BROKEN).mkdir()
     (store / BROKEN / "model.pkl").write_bytes(b"this is not a pickle")
     (store / BARE).mkdir()
