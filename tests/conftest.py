@@ -23,6 +23,7 @@ from service.training.tabular import TabularRecipe, train_tabular
 from service.training.vision import VisionRecipe, train_vision
 from tests.helpers import TABULAR, VISION, make_settings, started_client
 from tests.tiny import build_refused_learners, build_task_learners
+from tests.tiny_collab import build_collab_learners
 from tests.tiny_segmentation import build_segmentation_learners
 
 
@@ -76,8 +77,8 @@ def task_store(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.DataFra
 
 @pytest.fixture(scope="session")
 def refused_store(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.DataFrame) -> Path:
-    """Learners the service must refuse (collab, object detection, image-to-image, a plain Learner),
-    exported untrained: recognition reads what they are, not how good they are."""
+    """Learners the service must refuse (object detection, image-to-image, a plain Learner), exported
+    untrained: recognition reads what they are, not how good they are."""
     store = tmp_path_factory.mktemp("refused-store")
     build_refused_learners(store, adult_frame)
     return store
@@ -125,10 +126,27 @@ def seg_store(tmp_path_factory: pytest.TempPathFactory, seg_data: Path) -> Path:
     return store
 
 
+# -- collab (tests/tiny_collab.py) ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def collab_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both tiny collab learners (EmbeddingDotBias with items.csv titles, EmbeddingNN), in seconds."""
+    store = tmp_path_factory.mktemp("collab-store")
+    build_collab_learners(store)
+    return store
+
+
 @pytest.fixture(scope="session")
 async def seg_client(seg_store: Path) -> AsyncIterator[httpx.AsyncClient]:
     """One app over the segmentation store (images over 64 x 64 pixels are too large), for tests that
     only read."""
     settings = make_settings(seg_store, max_files=4, max_upload_mb=1.0, max_image_pixels=64 * 64)
+    async for c in started_client(create_app(settings)):
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def collab_client(collab_store: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """One app over the collab store (ONNX Runtime where it passes parity), shared by the tests that read."""
+    settings = make_settings(collab_store, max_rows=50, max_upload_mb=1.0, runtime="auto")
     async for c in started_client(create_app(settings)):
         yield c

@@ -10,6 +10,7 @@ from typing import Any
 from service.inference.masks import mask_png
 from service.inference.predictor import ModelKind
 from service.inference.tasks import AnyPrediction, Task
+from service.schemas.collab import CollabPrediction
 from service.schemas.predict import (
     TabularItem,
     TabularMultiLabelPrediction,
@@ -63,6 +64,13 @@ VISION_IMAGES: dict[Task, Callable[[Any], bytes]] = {
 }
 
 
+COLLAB_ITEMS: dict[Task, Callable[[Any], CollabPrediction]] = {
+    Task.RATING: lambda p: CollabPrediction(
+        user=p.user, item=p.item, rating=p.rating, title=p.title, warnings=p.warnings
+    ),
+}
+
+
 def tabular_items(predictions: list[AnyPrediction]) -> list[TabularItem]:
     """Each row's prediction as its task's item."""
     return [TABULAR_ITEMS[p.task](p) for p in predictions]
@@ -73,8 +81,14 @@ def vision_items(predictions: list[AnyPrediction], filenames: list[str], *, top_
     return [VISION_ITEMS[p.task](p, f, top_k) for p, f in zip(predictions, filenames, strict=True)]
 
 
+def collab_items(predictions: list[AnyPrediction]) -> list[CollabPrediction]:
+    """Each pair's prediction as its task's item."""
+    return [COLLAB_ITEMS[p.task](p) for p in predictions]
+
+
 # The v1 codecs of each kind's routes, for the check that every served task has one.
 V1_ITEMS: dict[ModelKind, dict[Task, Any]] = {
     ModelKind.TABULAR: TABULAR_ITEMS,
     ModelKind.VISION: VISION_ITEMS,
+    ModelKind.COLLAB: COLLAB_ITEMS,
 }

@@ -69,8 +69,23 @@ class SegmentationEvaluation(BaseModel):
     dice: dict[str, float] = Field(description="Per class present, and `mean`.")
 
 
+class RatingEvaluation(BaseModel):
+    """rating: RMSE and MAE of the predicted ratings over the pairs the learner knows; pairs with a user or
+    item it does not know are counted apart (`unknown`), never scored."""
+
+    n: int = Field(description="pairs scored")
+    rmse: float | None = Field(description="null when no pair could be scored")
+    mae: float | None
+    unknown: int = Field(description="pairs left out: their user or item is not one the learner knows")
+
+
 AnyEvaluation = (
-    Evaluation | MultiLabelEvaluation | RegressionEvaluation | PointsEvaluation | SegmentationEvaluation
+    Evaluation
+    | MultiLabelEvaluation
+    | RegressionEvaluation
+    | PointsEvaluation
+    | SegmentationEvaluation
+    | RatingEvaluation
 )
 
 

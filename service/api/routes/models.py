@@ -87,6 +87,7 @@ async def model_detail(name: str, registry: RegistryDep, batchers: BatchersDep) 
 INPUT_SCHEMAS: dict[ModelKind, Callable[[Any], dict[str, Any]] | None] = {
     ModelKind.TABULAR: lambda predictor: predictor.row_json_schema(),
     ModelKind.VISION: None,
+    ModelKind.COLLAB: lambda predictor: predictor.pair_json_schema(),
 }
 
 
