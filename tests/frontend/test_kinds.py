@@ -14,14 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
 from service.inference.masks import mask_png
 from tests.frontend.conftest import PageLog
 from tests.frontend.test_browser import assert_clean, shot
-from tests.frontend.test_tasks import detail_of, predicted
+from tests.frontend.test_tasks import check_multi_label, detail_of, flipping_threshold, predicted
+from tests.tiny_collab import COLLAB_DOT, COLLAB_NN, title_of
 from tests.tiny_segmentation import SEGMENTATION, shapes
+from tests.tiny_text import TEXT_CLS, TEXT_MULTI
 
 PERCENT = re.compile(r"^\d+\.\d%$")
 
@@ -194,3 +198,293 @@ def test_the_page_reads_each_pixels_class_index_from_the_mask_png_however_it_is_
         assert [decoded["height"], decoded["width"]] == list(mask.shape), name
         np.testing.assert_array_equal(np.array(decoded["indices"]).reshape(mask.shape), mask, err_msg=name)
     assert_clean(page_log, live_server)
+
+
+# -- the recommender (collab) ------------------------------------------------------------------------------
+def answered(page: Any, path: str, action: Any) -> dict[str, Any]:
+    """The JSON of the API call to `path` (e.g. `/recommend`) that `action` makes the page ask for."""
+    with page.expect_response(lambda r: f"{path}?" in r.url or r.url.endswith(path)) as response:
+        action()
+    body: dict[str, Any] = response.value.json()
+    return body
+
+
+def listed(page: Any, selector: str) -> list[dict[str, str]]:
+    """The items a list shows: the item id it carries, its name and its id line (shown beside a title)."""
+    rows: list[dict[str, str]] = page.locator(selector).evaluate_all(
+        """els => els.map(e => ({
+            item: e.dataset.item,
+            score: e.dataset.score,
+            name: e.querySelector(".item-name").textContent,
+            id: e.querySelector(".item-id")?.textContent ?? null,
+        }))"""
+    )
+    return rows
+
+
+def recommend(page: Any, user: str, n: int) -> dict[str, Any]:
+    page.locator("#rec-user").fill(user)
+    page.locator("#rec-n").fill(str(n))
+    return answered(page, "/recommend", lambda: page.get_by_role("button", name="Recommend").click())
+
+
+def test_recommender_shows_a_users_top_items_by_title_and_more_like_an_item(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    schema = detail_of(live_server, COLLAB_DOT)["input_schema"]
+    page.goto(f"/#/models/{COLLAB_DOT}")
+    expect(page.locator('label[for="rec-user"]')).to_have_text(f"User ({schema['user']['name']})")
+    expect(page.locator("#rec-user-hint")).to_contain_text(f"{schema['user']['count']} users known")
+    top = recommend(page, "3", 5)
+    assert len(top["items"]) == 5
+    assert any("user=3&n=5" in u for u in page_log.requests)
+    expect(page.locator("#recommended-items li")).to_have_count(5)
+    shown = listed(page, "#recommended-items li")
+    # Titles (from the model folder's items.csv), the ids beside them, the scores the API gave, in its order.
+    assert [s["item"] for s in shown] == [str(e["item"]) for e in top["items"]]
+    assert [s["name"] for s in shown] == [title_of(str(e["item"])) for e in top["items"]]
+    assert [s["id"] for s in shown] == [f"id {e['item']}" for e in top["items"]]
+    assert [float(s["score"]) for s in shown] == [e["score"] for e in top["items"]]
+    shot(page, tmp_path, "collab-recommend")
+
+    # More like the second item: its neighbours by title, never the item itself.
+    chosen = top["items"][1]
+    more = page.get_by_role("button", name=f"More like {title_of(str(chosen['item']))}")
+    like = answered(page, "/similar", more.click)
+    expect(page.locator("#similar-title")).to_have_text(f"More like {title_of(str(chosen['item']))}")
+    expect(page.locator("#similar-items li")).to_have_count(len(like["items"]))
+    shown = listed(page, "#similar-items li")
+    assert [s["name"] for s in shown] == [title_of(str(e["item"])) for e in like["items"]]
+    assert [float(s["score"]) for s in shown] == [e["similarity"] for e in like["items"]]
+    assert str(chosen["item"]) not in [s["item"] for s in shown]
+    assert len(shown) == 5  # as many as the list it came from asked for
+    # ... and from there, more like one of those.
+    third = like["items"][0]
+    again = answered(
+        page, "/similar", page.get_by_role("button", name=f"More like {title_of(str(third['item']))}").click
+    )
+    expect(page.locator("#similar-title")).to_have_text(f"More like {title_of(str(third['item']))}")
+    assert [s["item"] for s in listed(page, "#similar-items li")] == [str(e["item"]) for e in again["items"]]
+    shot(page, tmp_path, "collab-similar")
+    assert_clean(page_log, live_server)
+
+
+def test_recommender_without_titles_shows_ids_and_an_unknown_user_gets_the_apis_reason(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    page.goto(f"/#/models/{COLLAB_NN}")
+    top = recommend(page, "u1", 4)
+    expect(page.locator("#recommended-items li")).to_have_count(4)
+    shown = listed(page, "#recommended-items li")
+    assert [s["name"] for s in shown] == [str(e["item"]) for e in top["items"]]  # no items.csv: the ids
+    assert [s["id"] for s in shown] == [None] * 4
+
+    with page.expect_response(lambda r: "/recommend?" in r.url) as response:
+        page.locator("#rec-user").fill("nobody")
+        page.get_by_role("button", name="Recommend").click()
+    assert response.value.status == 404
+    detail = response.value.json()["detail"]
+    expect(page.locator("#recommendations .error-detail")).to_have_text(detail)
+    assert "nobody" in detail
+    expect(page.locator("#recommended-items")).to_have_count(0)
+    shot(page, tmp_path, "collab-unknown-user")
+    assert_clean(page_log, live_server)
+
+
+def test_a_pairs_rating_is_shown_and_an_unknown_user_is_said_so_with_the_warning(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    page.goto(f"/#/models/{COLLAB_DOT}")
+    expect(page.locator("#rating-heading")).to_have_text("Predict a rating")
+    page.locator("#pair-user").fill("3")
+    page.locator("#pair-item").fill("m1")
+    button = page.get_by_role("button", name="Predict rating")
+    [known] = answered(page, "/predict", button.click)["predictions"]
+    assert isinstance(known["rating"], float)
+    result = page.locator("#rating-prediction")
+    rating = result.locator(".rating")
+    expect(rating).to_have_attribute("data-rating", str(known["rating"]))
+    assert float(rating.inner_text()) == pytest.approx(known["rating"], rel=1e-2)
+    expect(result.locator(".warning")).to_have_count(0)
+    shot(page, tmp_path, "collab-rating")
+
+    page.locator("#pair-user").fill("999")
+    [unknown] = answered(page, "/predict", button.click)["predictions"]
+    assert unknown["rating"] is None and unknown["warnings"]
+    expect(result.locator(".rating-unknown")).to_have_text("No rating: unknown user/item")
+    expect(result.locator(".rating")).to_have_count(0)
+    expect(result.locator(".warning")).to_have_text(unknown["warnings"])
+    assert any("999" in w for w in unknown["warnings"])
+    shot(page, tmp_path, "collab-rating-unknown")
+    assert_clean(page_log, live_server)
+
+
+# -- text ------------------------------------------------------------------------------------------------
+def predict_texts(page: Any, lines: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """Types `lines` in the text box and predicts: the texts the page sent and the items it got back."""
+    page.locator("#texts").fill(lines)
+    with page.expect_response(lambda r: r.url.endswith("/predict") or "/predict?" in r.url) as response:
+        page.get_by_role("button", name="Predict", exact=True).click()
+    assert response.value.ok, response.value.text()
+    sent: list[str] = response.value.request.post_data_json["texts"]
+    items: list[dict[str, Any]] = response.value.json()["predictions"]
+    return sent, items
+
+
+def test_text_box_predicts_each_line_with_a_bar_per_class_and_its_warnings(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    classes = detail_of(live_server, TEXT_CLS)["classes"]
+    page.goto(f"/#/models/{TEXT_CLS}")
+    expect(page.get_by_role("tab", name="Texts")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#texts-hint")).to_contain_text("tokens in its vocabulary")
+    lines = ["It was a lovely film and the acting was excellent.", "zebra qwerty xyzzy plugh", "Bad, boring."]
+    sent, items = predict_texts(page, f"{lines[0]}\n\n{lines[1]}\n   \n{lines[2]}\n")
+    assert sent == lines  # one text per line; blank lines are not texts
+    cards = page.locator("#text-predictions .text-prediction")
+    expect(cards).to_have_count(3)
+    expect(page.locator("#text-summary")).to_have_text("3 text(s) predicted in one request.")
+    for i, item in enumerate(items):
+        card = cards.nth(i)
+        expect(card.locator(".text-quote")).to_have_text(lines[i])
+        expect(card.locator(".predicted-label")).to_have_text(item["label"])
+        bars = card.locator(".probs .prob")
+        expect(bars).to_have_count(len(classes))
+        labels = bars.evaluate_all("els => els.map(e => e.dataset.label)")
+        assert labels == sorted(
+            item["probabilities"], key=lambda c: -item["probabilities"][c]
+        )  # likeliest first
+        widths = card.locator(".prob-fill").evaluate_all("els => els.map(e => parseFloat(e.style.width))")
+        assert widths == pytest.approx([item["probabilities"][c] * 100 for c in labels])
+        if item["warnings"]:
+            expect(card.locator(".warning")).to_have_text(item["warnings"])
+        else:
+            expect(card.locator(".warning")).to_have_count(0)
+            expect(card).to_contain_text("No warnings for this text.")
+    # Words the model never saw: the share of unknown tokens is said on that text, not on the others.
+    assert any("(xxunk)" in w for w in items[1]["warnings"])
+    expect(cards.nth(1).locator(".warning")).to_contain_text(["(xxunk)"])
+    assert not items[0]["warnings"]
+    shot(page, tmp_path, "text")
+    assert_clean(page_log, live_server)
+
+
+def test_text_box_refuses_no_text_itself_and_shows_the_apis_reason_for_a_text_too_long(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    page.goto(f"/#/models/{TEXT_CLS}")
+    page.locator("#texts").fill(" \n\n  ")
+    page.get_by_role("button", name="Predict", exact=True).click()
+    expect(page.locator("#text-result .error")).to_have_text("write at least one text (one per line)")
+    assert not [u for u in page_log.requests if "/api/v1/text/" in u]  # nothing sent
+
+    page.locator("#texts").fill("fine\n" + "long " * 5000)
+    with page.expect_response(lambda r: "/api/v1/text/" in r.url) as response:
+        page.get_by_role("button", name="Predict", exact=True).click()
+    assert response.value.status == 413
+    expect(page.locator("#text-result .error-detail")).to_have_text(response.value.json()["detail"])
+    expect(page.locator("#text-result .error-detail")).to_contain_text("text 1")
+    shot(page, tmp_path, "text-too-long")
+    assert page_log.page_errors == []
+
+
+def test_text_multi_label_shows_chips_bars_and_threshold_and_a_new_threshold_asks_again(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    classes = detail_of(live_server, TEXT_MULTI)["classes"]
+    page.goto(f"/#/models/{TEXT_MULTI}")
+    lines = ["a great lovely movie and the plot was really quite nice", "awful"]
+    _, items = predict_texts(page, "\n".join(lines))
+    cards = page.locator("#text-predictions .text-prediction")
+    expect(cards).to_have_count(2)
+    for i, item in enumerate(items):
+        check_multi_label(cards.nth(i), item, classes)
+    shot(page, tmp_path, "text-multi-label")
+
+    value = flipping_threshold(items[0])
+    threshold = page.get_by_label("Threshold")
+    with page.expect_response(lambda r: "/predict?threshold=" in r.url) as response:
+        threshold.fill(f"{value:g}")
+        threshold.press("Enter")
+    again = response.value.json()["predictions"]
+    expect(cards.locator(".threshold")).to_have_text([f"{value:g}"] * 2)
+    for i, item in enumerate(again):
+        assert item["threshold"] == pytest.approx(value)
+        check_multi_label(cards.nth(i), item, classes)
+    assert again[0]["labels"] != items[0]["labels"]
+    assert_clean(page_log, live_server)
+
+
+def test_text_csv_upload_shows_the_scored_rows_and_another_text_column_can_be_named(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    classes = detail_of(live_server, TEXT_CLS)["classes"]
+    page.goto(f"/#/models/{TEXT_CLS}")
+    page.get_by_role("tab", name="CSV file").click()
+    expect(page.locator("#mode-texts")).to_be_hidden()
+    texts = ["A great, lovely film.", 'It was "awful", really.', "the plot was dull"]
+    frame = pd.DataFrame({"id": [1, 2, 3], "text": texts})
+    page.locator("#csv-file").set_input_files(
+        {"name": "reviews.csv", "mimeType": "text/csv", "buffer": frame.to_csv(index=False).encode()}
+    )
+    page.get_by_role("button", name="Score CSV").click()
+    table = page.locator("#mode-csv table.results-table")
+    expect(table.locator("tbody tr")).to_have_count(3)
+    header = table.locator("thead th").all_inner_texts()
+    assert header == ["prediction", *(f"p_{c}" for c in classes), "id", "text"]  # the answer first
+    rows = [r.locator("td").all_inner_texts() for r in table.locator("tbody tr").all()]
+    assert [r[-1] for r in rows] == texts  # quotes and commas kept, in the file's order
+    assert all(r[0] in classes for r in rows)
+    expect(page.locator("#csv-download")).to_have_attribute("download", "reviews-scored.csv")
+    shot(page, tmp_path, "text-csv")
+
+    # A file whose texts are in another column: named in the form, sent as ?column=.
+    renamed = frame.rename(columns={"text": "review"}).to_csv(index=False).encode()
+    page.locator("#csv-file").set_input_files(
+        {"name": "other.csv", "mimeType": "text/csv", "buffer": renamed}
+    )
+    page.get_by_label("Text column").fill("review")
+    with page.expect_response(lambda r: "/predict/csv" in r.url) as response:
+        page.get_by_role("button", name="Score CSV").click()
+    assert response.value.ok and "column=review" in response.value.url
+    expect(table.locator("thead th").last).to_have_text("review")
+    expect(table.locator("tbody tr")).to_have_count(3)
+    assert_clean(page_log, live_server)
+
+
+# -- a model still training ----------------------------------------------------------------------------
+# The models list's progress line for what a server may send (the page reads it defensively).
+PROGRESS = """async (progress) => {
+    const { progressView } = await import("/js/models.js");
+    const el = progressView({ name: "m", status: "training", progress });
+    const bar = el?.querySelector("progress");
+    return el && { text: el.querySelector(".progress-text").textContent, bar: bar && [bar.value, bar.max] };
+}"""
+
+
+@pytest.mark.parametrize(
+    ("progress", "text", "bar"),
+    [
+        ({"epoch": 3, "epochs": 8}, "epoch 3 of 8", [3, 8]),
+        (
+            {"epoch": 0, "epochs": None, "started_at": "2026-12-04T08:00:00+00:00"},
+            "epoch 0 · started at 2026-12-04T08:00:00+00:00",
+            None,
+        ),
+        ({"epoch": 9, "epochs": 8, "stage": "language model"}, "epoch 9 of 8 · stage language model", [8, 8]),
+        (0.25, "25%", [0.25, 1]),
+        (40, "40%", [0.4, 1]),
+        ("tokenising", "tokenising", None),
+        ({"epoch": "three", "nested": {"a": 1}}, "", None),
+        (None, None, None),
+    ],
+)
+def test_training_progress_is_read_defensively_whatever_its_shape(
+    page: Any, live_server: str, progress: Any, text: str | None, bar: list[float] | None
+) -> None:
+    page.goto("/")
+    shown = page.evaluate(PROGRESS, progress)
+    if text is None:
+        assert shown is None
+    else:
+        assert shown == {"text": text, "bar": bar}
