@@ -260,6 +260,23 @@ MSG_LABEL_IS_FEATURE = (
 )
 MSG_UNKNOWN_TEST_LABELS = "{what} {path}: label(s) in {target!r} the training data has not: {unknown}"
 
+# Text models (`inference/text.py`, `api/routes/text.py`).
+MSG_TOO_MANY_TEXTS = "{count} texts sent; at most {limit} are accepted per request"
+MSG_TEXT_TOO_LONG = "text {index} has {length} characters; at most {limit} are accepted (MAX_TEXT_CHARS)"
+MSG_TEXT_EMPTY = "{count} text(s) are empty or whitespace-only (index {indices}); send the text to classify"
+MSG_TEXT_INVALID = (
+    "{count} item(s) are not usable texts: empty, whitespace-only or not a string (index {indices})"
+)
+MSG_TEXT_UNKNOWN_TOKENS = "{share} of the tokens are unknown to the model (xxunk)"
+MSG_TEXT_NO_ENCODER = (
+    "a text classifier is served as fastai's SentenceEncoder then PoolingLinearClassifier (found {found}); "
+    "its padding rules are what keep each text's answer independent of its batch"
+)
+MSG_TEXT_NO_TOKENIZER = (
+    "a text learner needs fastai's Tokenizer and Numericalize (with its vocab) as its input transforms "
+    "(found {found})"
+)
+
 
 @dataclass
 class ServiceError(Exception):

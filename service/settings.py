@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(default=60.0, gt=0, description="longest a request may take")
     log_format: str = Field(default="json", pattern="^(json|text)$")
+    max_text_chars: int = Field(default=20_000, ge=1, description="characters of one text (text models)")
     max_eval_files: int = Field(default=5000, ge=1, description="images in one evaluation archive")
     max_archive_mb: float = Field(default=200.0, gt=0, description="unpacked size of one evaluation archive")
     default_top_k: int = Field(default=3, ge=1)

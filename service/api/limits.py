@@ -3,14 +3,17 @@ limit is `BodySizeLimitMiddleware`'s)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 from fastapi import Query
 
 from service.errors import (
+    MSG_TEXT_TOO_LONG,
     MSG_THRESHOLD_TASK,
     MSG_TOO_MANY_FILES,
     MSG_TOO_MANY_ROWS,
+    MSG_TOO_MANY_TEXTS,
     InvalidInput,
     PayloadTooLarge,
 )
@@ -46,6 +49,16 @@ def check_files(count: int, limit: int) -> None:
     """413 when a request carries more files than MAX_FILES."""
     if count > limit:
         raise PayloadTooLarge(MSG_TOO_MANY_FILES.format(count=count, limit=limit))
+
+
+def check_texts(texts: Sequence[Any], *, max_texts: int, max_chars: int) -> None:
+    """413 when a request carries more texts than MAX_ROWS, or a text longer than MAX_TEXT_CHARS (naming
+    the first such index); what a text must hold is the predictor's to check."""
+    if len(texts) > max_texts:
+        raise PayloadTooLarge(MSG_TOO_MANY_TEXTS.format(count=len(texts), limit=max_texts))
+    for index, text in enumerate(texts):
+        if isinstance(text, str) and len(text) > max_chars:
+            raise PayloadTooLarge(MSG_TEXT_TOO_LONG.format(index=index, length=len(text), limit=max_chars))
 
 
 def check_threshold(threshold: float | None, *, name: str, task: Task) -> None:

@@ -16,6 +16,9 @@ from service.schemas.predict import (
     TabularMultiLabelPrediction,
     TabularPrediction,
     TabularRegressionPrediction,
+    TextItem,
+    TextMultiLabelPrediction,
+    TextPrediction,
     TopK,
     VisionItem,
     VisionMultiLabelPrediction,
@@ -70,6 +73,19 @@ COLLAB_ITEMS: dict[Task, Callable[[Any], CollabPrediction]] = {
     ),
 }
 
+# (prediction, top_k) -> item
+TEXT_ITEMS: dict[Task, Callable[[Any, int], TextItem]] = {
+    Task.CLASSIFICATION: lambda p, k: TextPrediction(
+        label=p.label,
+        probabilities=p.probabilities,
+        top_k=[TopK(label=label, probability=prob) for label, prob in p.top_k(k)],
+        warnings=p.warnings,
+    ),
+    Task.MULTI_LABEL: lambda p, k: TextMultiLabelPrediction(
+        labels=p.labels, probabilities=p.probabilities, threshold=p.threshold, warnings=p.warnings
+    ),
+}
+
 
 def tabular_items(predictions: list[AnyPrediction]) -> list[TabularItem]:
     """Each row's prediction as its task's item."""
@@ -86,9 +102,15 @@ def collab_items(predictions: list[AnyPrediction]) -> list[CollabPrediction]:
     return [COLLAB_ITEMS[p.task](p) for p in predictions]
 
 
+def text_items(predictions: list[AnyPrediction], *, top_k: int) -> list[TextItem]:
+    """Each text's prediction as its task's item."""
+    return [TEXT_ITEMS[p.task](p, top_k) for p in predictions]
+
+
 # The v1 codecs of each kind's routes, for the check that every served task has one.
 V1_ITEMS: dict[ModelKind, dict[Task, Any]] = {
     ModelKind.TABULAR: TABULAR_ITEMS,
     ModelKind.VISION: VISION_ITEMS,
     ModelKind.COLLAB: COLLAB_ITEMS,
+    ModelKind.TEXT: TEXT_ITEMS,
 }

@@ -181,6 +181,11 @@ def _classes(learn: Any) -> list[str]:
     return [str(c) for c in learn.dls.vocab]
 
 
+def _text_classes(learn: Any) -> list[str]:
+    """A text classifier's classes: its `dls.vocab` is [tokens, classes]."""
+    return [str(c) for c in learn.dls.vocab[-1]]
+
+
 def _threshold(learn: Any) -> float:
     return float(getattr(learn.loss_func, "thresh", DEFAULT_THRESHOLD))
 
@@ -232,6 +237,15 @@ def _collab(learn: Any, options: BuildOptions) -> AnyPredictor:
         return CollabPredictor(learn)
     # Titles for the items, when the folder has them (read inside the store only, like the learner).
     return CollabPredictor(learn, items_file=ensure_inside(folder / ITEMS_FILE, folder))
+
+
+def _text(head: Callable[[Any], Any]) -> Callable[[Any, BuildOptions], AnyPredictor]:
+    def build(learn: Any, options: BuildOptions) -> AnyPredictor:
+        from service.inference.text import TextPredictor
+
+        return TextPredictor(learn, head=head(learn))
+
+    return build
 
 
 TABULAR_SOURCE = "tabular_learner"
@@ -300,14 +314,14 @@ LEARNER_TYPES: list[LearnerType] = [
         Task.CLASSIFICATION,
         "text_classifier_learner (TextBlock, CategoryBlock)",
         lambda f: f.kind is ModelKind.TEXT and _classifies(f),
-        None,
+        _text(lambda learn: ClassificationHead(_text_classes(learn))),
     ),
     LearnerType(
         ModelKind.TEXT,
         Task.MULTI_LABEL,
         "text_classifier_learner (TextBlock, MultiCategoryBlock)",
         lambda f: f.kind is ModelKind.TEXT and _multi_labels(f),
-        None,
+        _text(lambda learn: MultiLabelHead(_text_classes(learn), _threshold(learn))),
     ),
     LearnerType(
         ModelKind.COLLAB,

@@ -176,6 +176,41 @@ TABLE_TARGETS: dict[Task, Callable[[CsvTable, Sequence[str], Sequence[str]], np.
 }
 
 
+def table_label_sets(table: CsvTable, *, target: str, classes: Sequence[str]) -> np.ndarray:
+    """One target column of labels joined by ';' (blank: none), as fastai's `MultiCategoryBlock` reads a
+    `label_delim` column, as (n, classes) booleans; 422 naming every row with a label not in `classes`."""
+    index = {c: i for i, c in enumerate(classes)}
+    stripped = {c.strip(): i for i, c in enumerate(classes)}
+    cells = _column(table, target).to_pylist()
+    flags = np.zeros((len(cells), len(classes)), dtype=bool)
+    errors, unknown = [], set()
+    for row, text in enumerate(cells):
+        for name in (p.strip() for p in str(text or "").split(";")):
+            j = index.get(name, stripped.get(name)) if name else None
+            if j is not None:
+                flags[row, j] = True
+            elif name:
+                unknown.add(name)
+                errors.append(
+                    {"loc": ["rows", row, target], "msg": f"unknown label {name!r}", "type": "unknown_label"}
+                )
+    if errors:
+        raise InvalidInput(
+            MSG_EVAL_UNKNOWN_LABELS.format(classes=list(classes), labels=sorted(unknown)), errors[:100]
+        )
+    return flags
+
+
+# Per task: (table, the target column, the head's classes) -> `actual` for `scores.SCORERS`: a text model's
+# one target column (its class, or its labels joined by ';').
+TEXT_TARGETS: dict[Task, Callable[[CsvTable, str, Sequence[str]], np.ndarray]] = {
+    Task.CLASSIFICATION: lambda table, target, classes: table_target_codes(
+        table, target=target, classes=classes
+    ),
+    Task.MULTI_LABEL: lambda table, target, classes: table_label_sets(table, target=target, classes=classes),
+}
+
+
 # -- one `labels` text per image -------------------------------------------------------------------------
 def _label_error(index: int, text: str, expected: str) -> InvalidInput:
     return InvalidInput(

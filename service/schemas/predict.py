@@ -113,3 +113,33 @@ class VisionPredictResponse(BaseModel):
     model: str
     version: str | None
     predictions: list[VisionItem]
+
+
+class TextPredictRequest(BaseModel):
+    texts: list[str] = Field(
+        min_length=1,
+        description="The texts to classify, one prediction each, in order (see the model's /schema).",
+        examples=[["a lovely, warm film"]],
+    )
+
+
+class TextPrediction(BaseModel):
+    """classification: the most likely class, every class's probability and the `top_k` most likely."""
+
+    label: str
+    probabilities: dict[str, float]
+    top_k: list[TopK]
+    warnings: list[str] = Field(default_factory=list)
+
+
+class TextMultiLabelPrediction(MultiLabels):
+    warnings: list[str] = Field(default_factory=list)
+
+
+TextItem = TextPrediction | TextMultiLabelPrediction
+
+
+class TextPredictResponse(BaseModel):
+    model: str
+    version: str | None
+    predictions: list[TextItem]

@@ -88,12 +88,13 @@ INPUT_SCHEMAS: dict[ModelKind, Callable[[Any], dict[str, Any]] | None] = {
     ModelKind.TABULAR: lambda predictor: predictor.row_json_schema(),
     ModelKind.VISION: None,
     ModelKind.COLLAB: lambda predictor: predictor.pair_json_schema(),
+    ModelKind.TEXT: lambda predictor: predictor.text_json_schema(),
 }
 
 
 @router.get("/{name}/schema", responses=Problem.responses(404, 503))
 async def model_schema(name: str, registry: RegistryDep) -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of one input of a model (a tabular row); 404 for image models."""
+    """JSON Schema (draft 2020-12) of one input of a model (a tabular row, a text); 404 for image models."""
     kind = registry.get(name).kind  # known from model.json before the learner loads
     if kind is not None and INPUT_SCHEMAS.get(kind) is None:
         raise ModelNotFound(MSG_NO_SCHEMA_FOR_VISION.format(name=name))

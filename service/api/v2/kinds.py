@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from service.api.limits import INLINE_ROWS, check_files, check_rows
+from service.api.limits import INLINE_ROWS, check_files, check_rows, check_texts
 from service.api.v2.codec import OutputTensor, Tensor
 from service.errors import (
     MSG_V2_DATATYPE,
@@ -41,12 +41,14 @@ from service.inference.images import ACCEPTED_TYPES, UploadedImage
 from service.inference.predictor import AnyPredictor, ModelKind
 from service.inference.tabular import PreparedRows, TabularPredictor
 from service.inference.tasks import Task
+from service.inference.text import PreparedTexts, TextPredictor
 from service.inference.vision import PreparedImages, VisionPredictor
 from service.schemas.v2 import MetadataTensor
 from service.settings import Settings
 
 CONTINUOUS_TYPES = ("FP64", "FP32", "INT64", "INT32")
 IMAGE_INPUT = "image"
+TEXT_INPUT = "text"
 LABEL, PROBABILITIES, TOP_K = "label", "probabilities", "top_k"
 PREDICTED, VALUES, POINTS = "predicted", "values", "points"
 MASK = "mask"
@@ -248,6 +250,34 @@ def prepare_collab(predictor: CollabPredictor, tensors: list[Tensor], *, max_row
     return predictor.prepare(list(zip(users, items, strict=True)))
 
 
+# -- text ------------------------------------------------------------------------------------------------
+def text_inputs(predictor: TextPredictor) -> list[MetadataTensor]:
+    schema = predictor.input_schema()
+    return [
+        MetadataTensor(
+            name=TEXT_INPUT,
+            datatype="BYTES",
+            shape=[-1],
+            parameters={
+                "content": "one UTF-8 text per element",
+                "tokenizer": schema["tokenizer"],
+                "vocab_size": schema["vocab_size"],
+            },
+        )
+    ]
+
+
+def prepare_text(predictor: TextPredictor, tensors: list[Tensor], *, settings: Settings) -> PreparedTexts:
+    """`text` BYTES [N] as /api/v1's texts: the same limits, the same `prepare`."""
+    tensor = _check_names(tensors, [TEXT_INPUT])[TEXT_INPUT]
+    if tensor.datatype != "BYTES":
+        raise BadRequest(MSG_V2_DATATYPE.format(name=TEXT_INPUT, datatype=tensor.datatype, accepted="BYTES"))
+    _rows_of(tensor)
+    texts = _text(tensor)
+    check_texts(texts, max_texts=settings.max_rows, max_chars=settings.max_text_chars)
+    return predictor.prepare(texts, where=(TEXT_INPUT,))
+
+
 # -- the tables: inputs per kind, outputs per task -------------------------------------------------------
 @dataclass(frozen=True)
 class V2Kind:
@@ -278,6 +308,12 @@ V2_KINDS: dict[ModelKind, V2Kind] = {
         prepare=lambda p, tensors, settings: prepare_collab(p, tensors, max_rows=settings.max_rows),
         inline_rows=INLINE_ROWS,
         ranks=False,
+    ),
+    ModelKind.TEXT: V2Kind(
+        inputs=text_inputs,
+        prepare=lambda p, tensors, settings: prepare_text(p, tensors, settings=settings),
+        inline_rows=0,
+        ranks=True,
     ),
 }
 
