@@ -26,6 +26,7 @@ from tests.helpers import TABULAR, UVICORN_APP, VISION, clone_store, free_port
 from tests.tiny import TASK_MODELS
 from tests.tiny_collab import COLLAB_MODELS
 from tests.tiny_segmentation import SEGMENTATION
+from tests.tiny_text import TEXT_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("FASTAI_SERVE_CHROMIUM", "/usr/bin/chromium"))
@@ -54,14 +55,16 @@ def frontend_store(
     task_store: Path,
     seg_store: Path,
     collab_store: Path,
+    text_store: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """The two classifiers, a tiny learner of every other task (tests/tiny.py) and kind
-    (tests/tiny_segmentation.py, tests/tiny_collab.py), a broken and a bare model."""
+    (tests/tiny_segmentation.py, tests/tiny_collab.py, tests/tiny_text.py), a broken and a bare model."""
     store = clone_store(trained_store, tmp_path_factory.mktemp("frontend") / "store", [TABULAR, VISION])
     clone_store(task_store, store, TASK_MODELS)
     clone_store(seg_store, store, [SEGMENTATION])
     clone_store(collab_store, store, COLLAB_MODELS)
+    clone_store(text_store, store, TEXT_MODELS)
     (store / BROKEN).mkdir()
     (store / BROKEN / "model.pkl").write_bytes(b"this is not a pickle")
     (store / BARE).mkdir()

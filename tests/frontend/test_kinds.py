@@ -23,7 +23,7 @@ from service.inference.masks import mask_png
 from tests.frontend.conftest import PageLog
 from tests.frontend.test_browser import assert_clean, shot
 from tests.frontend.test_tasks import check_multi_label, detail_of, flipping_threshold, predicted
-from tests.tiny_collab import COLLAB_DOT, COLLAB_NN, title_of
+from tests.tiny_collab import COLLAB_DOT, COLLAB_NN, ratings, title_of
 from tests.tiny_segmentation import SEGMENTATION, shapes
 from tests.tiny_text import TEXT_CLS, TEXT_MULTI
 
@@ -402,7 +402,8 @@ def test_text_multi_label_shows_chips_bars_and_threshold_and_a_new_threshold_ask
     shot(page, tmp_path, "text-multi-label")
 
     value = flipping_threshold(items[0])
-    threshold = page.get_by_label("Threshold")
+    threshold = page.locator("#texts-threshold")
+    expect(page.locator('label[for="texts-threshold"]')).to_have_text("Threshold")
     with page.expect_response(lambda r: "/predict?threshold=" in r.url) as response:
         threshold.fill(f"{value:g}")
         threshold.press("Enter")
@@ -488,3 +489,106 @@ def test_training_progress_is_read_defensively_whatever_its_shape(
         assert shown is None
     else:
         assert shown == {"text": text, "bar": bar}
+
+
+# -- every new page at 360 px ---------------------------------------------------------------------------
+def _answer_segmentation(page: Any) -> None:
+    predicted(page, lambda: page.locator("#image-files").set_input_files([shape_file(104, (40, 28))]))
+    expect(page.locator("canvas.mask-overlay")).to_have_count(1)
+
+
+def _answer_text(page: Any) -> None:
+    predict_texts(page, "It was a lovely film and the acting was excellent.\nzebra qwerty")
+    expect(page.locator(".text-prediction")).to_have_count(2)
+
+
+def _answer_collab(page: Any) -> None:
+    recommend(page, "3", 5)
+    page.locator("#recommended-items .more-like").first.click()
+    expect(page.locator("#similar-items li")).to_have_count(5)
+    page.locator("#pair-user").fill("999")
+    page.locator("#pair-item").fill("m1")
+    page.get_by_role("button", name="Predict rating").click()
+    expect(page.locator("#rating-prediction .warning")).not_to_have_count(0)
+
+
+ANSWERS = {SEGMENTATION: _answer_segmentation, TEXT_CLS: _answer_text, COLLAB_DOT: _answer_collab}
+
+
+@pytest.mark.parametrize("page", [{"width": 360, "height": 780}], indirect=True)
+@pytest.mark.parametrize("name", list(ANSWERS))
+def test_kind_pages_with_an_answer_fit_360_px_and_every_input_is_labelled(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path, name: str
+) -> None:
+    page.goto(f"/#/models/{name}")
+    page.wait_for_selector("main h1")
+    page.wait_for_load_state("networkidle")
+    ANSWERS[name](page)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    unlabelled = page.evaluate(
+        """[...document.querySelectorAll('input, select, textarea')]
+            .filter(e => e.type !== 'hidden' && !e.labels?.length && !e.getAttribute('aria-label'))
+            .map(e => e.id || e.name || e.className)"""
+    )
+    assert unlabelled == []
+    shot(page, tmp_path, f"narrow-{name}")
+    assert_clean(page_log, live_server)
+
+
+# -- the report page's evaluate form for the new kinds ------------------------------------------------------
+def evaluated(page: Any) -> dict[str, Any]:
+    with page.expect_response(lambda r: "/evaluate" in r.url) as response:
+        page.get_by_role("button", name="Evaluate").click()
+    assert response.value.ok, response.value.text()
+    body: dict[str, Any] = response.value.json()
+    return body
+
+
+def test_recommender_evaluates_a_csv_of_ratings_and_counts_unknown_pairs_apart(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    frame = ratings(text_users=False).iloc[:20].copy()
+    frame.loc[len(frame)] = {"userId": 999, "movieId": "m1", "rating": 3.0}  # a user the model never saw
+    page.goto(f"/#/models/{COLLAB_DOT}/report")
+    expect(page.locator("#eval-csv-hint")).to_contain_text("userId, movieId and rating")
+    page.locator("#eval-csv").set_input_files(
+        {"name": "ratings.csv", "mimeType": "text/csv", "buffer": frame.to_csv(index=False).encode()}
+    )
+    evaluation = evaluated(page)
+    assert evaluation["n"] == 20 and evaluation["unknown"] == 1
+    result = page.locator("#evaluation-result")
+    expect(result).to_have_attribute("data-task", "rating")
+    assert float(result.locator(".rmse").inner_text()) == pytest.approx(evaluation["rmse"], rel=1e-3)
+    assert float(result.locator(".mae").inner_text()) == pytest.approx(evaluation["mae"], rel=1e-3)
+    expect(result.locator(".unknown-pairs")).to_contain_text("1 pair(s)")
+    shot(page, tmp_path, "collab-evaluate")
+    assert_clean(page_log, live_server)
+
+
+def test_segmentation_evaluates_images_with_a_mask_each(
+    page: Any, live_server: str, page_log: PageLog, tmp_path: Path
+) -> None:
+    sizes = [(32, 32), (40, 28)]
+    images = [shape_file(110 + i, size) for i, size in enumerate(sizes)]
+    masks = []
+    for i, size in enumerate(sizes):
+        buffer = io.BytesIO()
+        Image.fromarray(shapes(110 + i, size)[1]).save(buffer, format="PNG")
+        masks.append({"name": f"mask-{i}.png", "mimeType": "image/png", "buffer": buffer.getvalue()})
+    page.goto(f"/#/models/{SEGMENTATION}/report")
+    page.locator("#eval-files").set_input_files(images)
+    expect(page.locator("#eval-labels li")).to_have_count(2)
+    for i, mask in enumerate(masks):
+        page.locator(f"#eval-label-{i}").set_input_files(mask)
+    evaluation = evaluated(page)
+    assert evaluation["n"] == 2
+    result = page.locator("#evaluation-result")
+    expect(result).to_have_attribute("data-task", "segmentation")
+    shown = result.locator(".pixel-accuracy").inner_text()
+    assert float(shown.removesuffix("%")) == pytest.approx(evaluation["pixel_accuracy"] * 100, abs=0.051)
+    rows = result.locator("table.segmentation-scores tbody tr")
+    classes = [c for c in evaluation["iou"] if c != "mean"]
+    expect(rows).to_have_count(len(classes) + 1)
+    expect(rows.locator("td:first-child")).to_have_text([*classes, "mean"])
+    shot(page, tmp_path, "segmentation-evaluate")
+    assert_clean(page_log, live_server)
