@@ -41,7 +41,7 @@ CHROMIUM_ARGS = [
 ]
 BROKEN = "broken"  # a model that fails to load, so the list shows a reason
 BARE = "adult-bare"  # only an exported learner: never has a report
-SERVER_START_S = 180
+SERVER_START_S = 300  # every kind's tiny learners load (and pass their ONNX parity checks) first
 # The keyed server's PREDICT_API_KEYS: every model call needs one of them.
 API_KEYS = ("first-key-4c1d", "second-key-9e27")
 # Chromium logs every 4xx response as a console error; these statuses are answers the pages expect and

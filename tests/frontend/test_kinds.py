@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import struct
 import zlib
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -461,6 +463,56 @@ PROGRESS = """async (progress) => {
     const bar = el?.querySelector("progress");
     return el && { text: el.querySelector(".progress-text").textContent, bar: bar && [bar.value, bar.max] };
 }"""
+
+
+def write_board(path: Path, board: dict[str, Any]) -> None:
+    """The trainer's progress board, replaced whole (as the trainer does: a reader never sees half)."""
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_text(json.dumps(board))
+    tmp.replace(path)
+
+
+def test_a_model_training_in_the_background_shows_a_badge_its_progress_and_no_link(
+    page: Any, live_server: str, frontend_store: Path, page_log: PageLog, tmp_path: Path
+) -> None:
+    progress = pytest.importorskip(
+        "service.training.progress", reason="the training board comes with the train-other branch"
+    )
+    name = "demo-in-training"
+    board = {
+        name: {
+            "status": "training",
+            "kind": "text",
+            "task": "classification",
+            "epoch": 3,
+            "epochs": 8,
+            "started_at": "2026-12-04T08:00:00+00:00",
+        }
+    }
+    path = progress.progress_path(frontend_store)
+    write_board(path, board)
+    try:
+        models = httpx.get(f"{live_server}/api/v1/models").json()["models"]
+        assert next(m for m in models if m["name"] == name)["status"] == "training"
+        page.goto("/")
+        card = page.locator(f'.model-card[data-model="{name}"]')
+        expect(card.locator(".badge")).to_have_text("training")
+        expect(card.locator(".progress-text")).to_have_text(re.compile(r"^epoch 3 of 8"))
+        expect(card.locator("progress")).to_have_attribute("value", "3")
+        expect(card.locator("progress")).to_have_attribute("max", "8")
+        expect(card.locator("a")).to_have_count(0)  # nothing to predict with or report on yet
+        expect(page.locator("#models-pending")).to_contain_text("still training")
+        shot(page, tmp_path, "training")
+        # The list follows the training by itself: the next epoch, then the model leaves the board.
+        board[name]["epoch"] = 4
+        write_board(path, board)
+        expect(card.locator(".progress-text")).to_have_text(re.compile(r"^epoch 4 of 8"), timeout=20_000)
+        path.unlink()
+        expect(card).to_have_count(0, timeout=20_000)
+        expect(page.locator("#models-pending")).to_have_count(0)
+    finally:
+        path.unlink(missing_ok=True)
+    assert_clean(page_log, live_server)
 
 
 @pytest.mark.parametrize(
