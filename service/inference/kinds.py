@@ -198,7 +198,8 @@ def _codes(learn: Any, width: int) -> list[str]:
     if width > MAX_CLASSES:
         raise LoadError(MSG_SEGMENTATION_TOO_MANY.format(count=width))
     add_codes = _tfm("AddMaskCodes")
-    found = [t.codes for t in learn.dls.after_item.fs if isinstance(t, add_codes) and t.codes is not None]
+    tfms: list[Any] = [t for t in learn.dls.after_item.fs if isinstance(t, add_codes)]
+    found = [t.codes for t in tfms if t.codes is not None]
     if not found:
         vocab = getattr(learn.dls, "vocab", None)  # a DataLoaders without one raises, or answers None
         found = [vocab] if vocab is not None else []

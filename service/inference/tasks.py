@@ -18,6 +18,9 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
+from service.errors import MSG_MASK_CROPPED
+from service.inference.masks import crops, to_image_pixels
+
 
 class Task(StrEnum):
     """What a learner gives back: decides its prediction item, CSV columns, V2 outputs and scores."""
@@ -299,9 +302,6 @@ class SegmentationHead:
     ) -> list[SegmentationPrediction]:
         """Each image's mask in its own pixels: `how.boxes[i]` is the part of image i that became the model's
         input, `how.sizes[i]` its (width, height)."""
-        from service.errors import MSG_MASK_CROPPED
-        from service.inference.masks import crops, to_image_pixels
-
         if how.boxes is None or how.sizes is None:
             raise ValueError("masks are decoded with their images' boxes and sizes")
         classes, count = self.classes, len(self.classes)
