@@ -127,13 +127,12 @@ def score_ratings(learn: Any, test: pd.DataFrame, *, recipe: CollabRecipe) -> Ra
     """The learner's predictions (y_range included: it is inside the model) for the known test pairs."""
     known = known_mask(learn, test, user=recipe.user, item=recipe.item)
     rows = test[known]
-    if len(rows):
-        dl = learn.dls.test_dl(rows[[recipe.user, recipe.item]].copy(), num_workers=0)
-        with learn.no_bar(), learn.no_logging():
-            preds, _ = learn.get_preds(dl=dl)
-        predicted = preds.reshape(-1).numpy()
-    else:
-        predicted = np.zeros(0, dtype=np.float32)
+    dl = learn.dls.test_dl(rows[[recipe.user, recipe.item]].copy(), num_workers=0)
+    # The model batch by batch, as get_preds runs it (fastai's get_preds fails on a single row).
+    learn.model.eval()
+    with torch.no_grad():
+        parts = [learn.model(*batch[: learn.dls.n_inp]).reshape(-1) for batch in dl]
+    predicted = torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.float32)
     return RatingScores(
         actual=rows[recipe.rating].to_numpy(np.float32),
         predicted=predicted,
@@ -196,7 +195,7 @@ def train_collab(recipe: CollabRecipe) -> TrainResult:
     from fastai.metrics import mae, rmse
 
     metrics = [rmse, mae]
-    recipe = replace(recipe, fit=recipe.fit.resolved("rmse"))
+    recipe = replace(recipe, fit=recipe.fit.resolved("valid_loss"))
     check_monitor(recipe.fit.watched, metrics)
     check_inputs(recipe)
     train, test = split_test(read_ratings(recipe), pct=recipe.test_pct, seed=recipe.seed)
