@@ -58,7 +58,34 @@ class PointsEvaluation(BaseModel):
     mean_pixel_error: float
 
 
-AnyEvaluation = Evaluation | MultiLabelEvaluation | RegressionEvaluation | PointsEvaluation
+class RatingEvaluation(BaseModel):
+    """rating: RMSE and MAE over the pairs of known users and items; pairs naming an unknown one are
+    counted apart (`unknown`), never scored."""
+
+    n: int
+    rmse: float
+    mae: float
+    unknown: int
+
+
+class SegmentationEvaluation(BaseModel):
+    """segmentation: pixel accuracy, and IoU and Dice per code (a code absent from both the true and the
+    predicted masks has none) and their `mean`."""
+
+    n: int
+    pixel_accuracy: float
+    iou: dict[str, float]
+    dice: dict[str, float]
+
+
+AnyEvaluation = (
+    Evaluation
+    | MultiLabelEvaluation
+    | RegressionEvaluation
+    | PointsEvaluation
+    | RatingEvaluation
+    | SegmentationEvaluation
+)
 
 
 def _artifact(description: str | None = None) -> Any:
@@ -74,8 +101,10 @@ class ReportArtifacts(BaseModel):
     top_losses: str | None = _artifact()
     per_class_scores: str | None = _artifact("multi_label: precision, recall and F1 per class, micro, macro")
     f1_vs_threshold: str | None = _artifact("multi_label: micro and macro F1 by threshold")
-    predicted_vs_actual: str | None = _artifact("regression: a scatter per target")
+    predicted_vs_actual: str | None = _artifact("regression: a scatter per target; rating: per actual rating")
     residuals: str | None = _artifact("regression: predicted - actual, per target")
+    per_class_iou: str | None = _artifact("segmentation: IoU per class and their mean")
+    sample_overlays: str | None = _artifact("segmentation: test images, true and predicted masks")
 
 
 class TrainingReport(BaseModel):

@@ -19,6 +19,7 @@ from service.loading import load_exported_learner
 from service.reports.store import read_report
 from service.training.collab import ITEMS_FILE, score_ratings, split_test, train_collab
 from service.training.common import TrainResult
+from tests.helpers import client_for
 from tests.training.conftest import collab_recipe, tiny_ratings
 
 
@@ -142,3 +143,15 @@ def test_cli_refuses_a_y_range_upside_down(
 ) -> None:
     argv = ["train", "collab", "--data", str(ratings_csv), "--y-range", "5", "0", "--store", str(tmp_path)]
     assert "--y-range takes two numbers, low < high" in _refused(capsys, argv)
+
+
+async def test_the_report_route_serves_the_rating_report(collab_model: TrainResult) -> None:
+    folder = collab_model.learner_path.parent
+    async for client in client_for(folder.parent):
+        answer = await client.get(f"/api/v1/models/{folder.name}/report")
+        assert answer.status_code == 200
+        body = answer.json()
+        assert set(body["test"]) == {"n", "rmse", "mae", "unknown"}
+        url = body["artifacts"]["predicted_vs_actual"]
+        plot = await client.get(url)
+        assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"

@@ -20,6 +20,7 @@ from service.reports.store import read_report
 from service.training import shapes
 from service.training.common import TrainResult
 from service.training.segmentation import MaskScores, train_segmentation
+from tests.helpers import client_for
 from tests.training.conftest import segmentation_recipe
 
 
@@ -131,3 +132,15 @@ def test_cli_refuses_a_folder_without_masks(capsys: pytest.CaptureFixture[str], 
 def test_cli_refuses_an_unknown_architecture(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     line = _refused(capsys, ["train", "segmentation", "--arch", "vgg99", "--store", str(tmp_path)])
     assert "unknown --arch 'vgg99'" in line and "small" in line
+
+
+async def test_the_report_route_serves_the_segmentation_report(segmentation_model: TrainResult) -> None:
+    folder = segmentation_model.learner_path.parent
+    async for client in client_for(folder.parent):
+        answer = await client.get(f"/api/v1/models/{folder.name}/report")
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["test"]["iou"]["mean"] == read_report(folder)["test"]["iou"]["mean"]  # type: ignore[index]
+        for name in ("per_class_iou", "sample_overlays"):
+            plot = await client.get(body["artifacts"][name])
+            assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
