@@ -36,12 +36,13 @@ from service.training.reporting import write_scored_report
 SAMPLES = 6  # test images in the overlays figure
 # One colour per class (a class past the list takes matplotlib's tab20 colours).
 PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180)]
-SMALL_WIDTHS = (32, 64, 128, 256)
+SMALL_WIDTHS = (16, 32, 64, 128)
 
 
 def small_encoder(pretrained: bool = False) -> nn.Sequential:
     """A four-stage convolutional encoder (each stage halves the size), ended by a pooling layer that
-    `unet_learner` cuts off; no weights to download. Enough for shapes at 64 px, and fast on a CPU."""
+    `unet_learner` cuts off; no weights to download. Enough for shapes at 48 px, and fast on a CPU: the
+    decoder `unet_learner` builds follows the encoder's widths, and at full size it costs the most."""
     from fastai.layers import ConvLayer
 
     stages: list[nn.Module] = []
@@ -64,12 +65,12 @@ class SegmentationRecipe:
     out_dir: Path
     folder: Path | None = None  # `images/<name>` and `masks/<name>`; None: generated shapes
     codes: list[str] = field(default_factory=lambda: list(shapes.CODES))
-    n_images: int = 1200  # generated shapes only
-    size: int = 64
+    n_images: int = 800  # generated shapes only
+    size: int = 48
     arch: str = "small"
-    epochs: int = 8
+    epochs: int = 10
     lr: float = 1e-2
-    bs: int = 32
+    bs: int = 16
     seed: int = 42
     valid_pct: float = 0.1
     test_pct: float = 0.1

@@ -27,7 +27,7 @@ def draw(rng: np.random.Generator, size: int) -> tuple[Image.Image, Image.Image]
     pen, marker = ImageDraw.Draw(image), ImageDraw.Draw(mask)
     for _ in range(int(rng.integers(1, MAX_SHAPES + 1))):
         code = int(rng.integers(1, len(CODES)))
-        radius = float(rng.uniform(size * 0.1, size * 0.22))
+        radius = float(rng.uniform(size * 0.15, size * 0.3))
         cx, cy = (float(v) for v in rng.uniform(radius, size - radius, 2))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         box = [cx - radius, cy - radius, cx + radius, cy + radius]
