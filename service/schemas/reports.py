@@ -63,8 +63,8 @@ class RatingEvaluation(BaseModel):
     counted apart (`unknown`), never scored."""
 
     n: int
-    rmse: float
-    mae: float
+    rmse: float | None = Field(description="null when no pair could be scored")
+    mae: float | None
     unknown: int
 
 

@@ -76,8 +76,8 @@ class RatingScores:
         n = len(error)
         return {
             "n": n,
-            "rmse": float(np.sqrt(np.mean(error**2))) if n else float("nan"),
-            "mae": float(np.mean(np.abs(error))) if n else float("nan"),
+            "rmse": float(np.sqrt(np.mean(error**2))) if n else None,  # null: no known pair to score
+            "mae": float(np.mean(np.abs(error))) if n else None,
             "unknown": self.unknown,
         }
 
@@ -160,8 +160,8 @@ def plot_predicted_vs_actual(scores: RatingScores, path: Path, *, rating: str) -
     ax.set_xlabel(f"actual {rating}")
     ax.set_ylabel(f"predicted {rating}")
     ax.set_title(
-        f"predicted vs actual (n={evaluation['n']} known pairs, RMSE {evaluation['rmse']:.3f}, "
-        f"MAE {evaluation['mae']:.3f}; {evaluation['unknown']} unknown)",
+        f"predicted vs actual (n={evaluation['n']} known pairs, RMSE {evaluation['rmse'] or 0:.3f}, "
+        f"MAE {evaluation['mae'] or 0:.3f}; {evaluation['unknown']} unknown)",
         fontsize=10,
     )
     fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
@@ -222,8 +222,7 @@ def train_collab(recipe: CollabRecipe) -> TrainResult:
     evaluation = scores.evaluation()
     n_items = write_items(recipe, served, out_dir)
     metrics_out = {
-        "test_rmse": round(evaluation["rmse"], 4),
-        "test_mae": round(evaluation["mae"], 4),
+        **{f"test_{k}": round(evaluation[k], 4) for k in ("rmse", "mae") if evaluation[k] is not None},
         "test_items": float(evaluation["n"]),
         "test_unknown": float(evaluation["unknown"]),
     }
