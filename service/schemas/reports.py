@@ -102,8 +102,10 @@ class ReportArtifacts(BaseModel):
     top_losses: str | None = _artifact()
     per_class_scores: str | None = _artifact("multi_label: precision, recall and F1 per class, micro, macro")
     f1_vs_threshold: str | None = _artifact("multi_label: micro and macro F1 by threshold")
-    predicted_vs_actual: str | None = _artifact("regression: a scatter per target")
+    predicted_vs_actual: str | None = _artifact("regression: a scatter per target; rating: per actual rating")
     residuals: str | None = _artifact("regression: predicted - actual, per target")
+    per_class_iou: str | None = _artifact("segmentation: IoU per class and their mean")
+    sample_overlays: str | None = _artifact("segmentation: test images, true and predicted masks")
 
 
 class TrainingReport(BaseModel):
