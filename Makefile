@@ -13,9 +13,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: help install browser models run test test-slow lint format typecheck bench bench-peer bench-access bench-ray bench-record clean wrk
 
 help:
-	@echo "make run        set up .venv, build demo models if missing, serve on 0.0.0.0:8000"
+	@echo "make run        set up .venv, build the tabular/vision demos if missing, serve on 0.0.0.0:8000"
+	@echo "                (the text, collab and segmentation demos train in the background meanwhile)"
 	@echo "make test       same set-up (plus Debian's chromium for the browser tests), then the whole test suite"
-	@echo "make models     (re)build missing demo models into $(STORE)/"
+	@echo "make models     build the missing demo models (all five) into $(STORE)/"
 	@echo "make lint       ruff + mypy"
 
 $(BIN)/python:
@@ -38,11 +39,21 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
+# All five demo models, in the foreground (tests and the Docker build need every one).
 models: install
 	$(BIN)/fastai-serve train demo --store $(STORE)
 
-run: models
-	FASTAI_SERVE_MODEL_STORE=$(STORE) $(BIN)/fastai-serve serve
+# Serving starts once the tabular and vision demos are there (about a minute the first time); the text,
+# collab and segmentation demos train meanwhile in a background process (its log: $(STORE)/.training.log),
+# listed as "training" with their progress, and appear when done (the server rescans the store every
+# RESCAN_S seconds). Stopping the server stops that process; the next `make run` trains what is missing.
+RESCAN_S ?= 5
+run: install
+	$(BIN)/fastai-serve train demo --store $(STORE) --only existing
+	@mkdir -p $(STORE); \
+	$(BIN)/fastai-serve train demo --store $(STORE) --only new > $(STORE)/.training.log 2>&1 & trainer=$$!; \
+	trap 'kill $$trainer 2>/dev/null' EXIT INT TERM; \
+	FASTAI_SERVE_RESCAN_S=$(RESCAN_S) FASTAI_SERVE_MODEL_STORE=$(STORE) $(BIN)/fastai-serve serve
 
 test: models browser
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -1,4 +1,5 @@
-"""`fastai-serve` command line: `serve`, `train tabular|vision|demo`, `compare`, `share-policy`."""
+"""`fastai-serve` command line: `serve`, `train tabular|vision|collab|segmentation|demo`, `compare`,
+`share-policy`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
 
 DEMO_TABULAR = "adult-income"
 DEMO_VISION = "cifar10"
+DEMO_COLLAB = "movie-recommender"
+DEMO_SEGMENTATION = "shapes-segmentation"
+DEMO_GROUPS = ("all", "existing", "new")
 # `train tabular --task`: auto or a key of `tabular_targets.TARGET_TASKS` (spelled out: keeps --help light).
 TABULAR_TASKS = ("auto", "classification", "multi_label", "regression")
 # fastai's own layers use torch.jit.script at import; torch warns on every run, about nothing a user can do.
@@ -160,17 +164,81 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _train_demo(args: argparse.Namespace) -> int:
-    """Build both demo models unless they already exist (`--force` rebuilds)."""
+    """Build the demo models that are missing (`--force` rebuilds), each moved into the store when done."""
+    import signal
+
+    from service.training.demo import build_demos
+
+    # SIGTERM (make run's exit, docker stop) unwinds like Ctrl-C: the half-built folder and this process's
+    # names on the progress board are removed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     store = _store(args)
-    parser = build_parser()
     started = time.perf_counter()
-    for name, argv in ((DEMO_TABULAR, ["train", "tabular"]), (DEMO_VISION, ["train", "vision"])):
-        if (store / name / "model.pkl").is_file() and not args.force:
-            print(f"{name}: present in {store}, skipping (use --force to rebuild)")
-            continue
-        sub = parser.parse_args([*argv, "--name", name, "--store", str(store)])
-        sub.func(sub)
-    print(f"demo models ready in {time.perf_counter() - started:.1f}s")
+    failed = build_demos(store, group=args.only, names=args.models, force=args.force)
+    print(f"demo models ({args.only}) done in {time.perf_counter() - started:.1f}s", flush=True)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _train_collab(args: argparse.Namespace) -> int:
+    from service.errors import MSG_BAD_Y_RANGE, CliInputError
+    from service.training.collab import DEMO_ITEMS, DEMO_RATINGS, CollabRecipe, train_collab
+
+    if args.y_range is not None and not args.y_range[0] < args.y_range[1]:
+        raise CliInputError(MSG_BAD_Y_RANGE.format(low=args.y_range[0], high=args.y_range[1]))
+    demo = args.data is None
+    recipe = CollabRecipe(
+        ratings=Path(args.data) if args.data else DEMO_RATINGS,
+        items=Path(args.items) if args.items else (DEMO_ITEMS if demo else None),
+        out_dir=_store(args) / args.name,
+        user=args.user,
+        item=args.item,
+        rating=args.rating,
+        use_nn=args.use_nn,
+        factors=args.factors,
+        layers=args.layers,
+        y_range=None
+        if args.no_y_range
+        else (args.y_range[0], args.y_range[1])
+        if args.y_range
+        else (0.0, 5.5),
+        epochs=args.epochs,
+        lr=args.lr,
+        wd=args.wd,
+        bs=args.bs,
+        seed=args.seed,
+        valid_pct=args.valid_pct,
+        test_pct=args.test_pct,
+        max_rows=args.max_rows,
+        fit=_fit_options(args),
+    )
+    result = train_collab(recipe)
+    print(f"{result.name}: {result.metrics} in {result.train_seconds:.1f}s -> {result.learner_path}")
+    return 0
+
+
+def _train_segmentation(args: argparse.Namespace) -> int:
+    from service.training.segmentation import SegmentationRecipe, train_segmentation
+
+    recipe = SegmentationRecipe(
+        out_dir=_store(args) / args.name,
+        folder=Path(args.data) if args.data else None,
+        **({"codes": args.codes} if args.codes else {}),
+        n_images=args.n_images,
+        size=args.size,
+        arch=args.arch,
+        epochs=args.epochs,
+        lr=args.lr,
+        bs=args.bs,
+        seed=args.seed,
+        valid_pct=args.valid_pct,
+        test_pct=args.test_pct,
+        fit=_fit_options(args),
+    )
+    result = train_segmentation(recipe)
+    print(f"{result.name}: {result.metrics} in {result.train_seconds:.1f}s -> {result.learner_path}")
     return 0
 
 
@@ -336,9 +404,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     share_policy.set_defaults(func=_share_policy)
 
-    demo = train.add_parser("demo", help="build both demo models when missing")
+    col = train.add_parser(
+        "collab", help="collab_learner on a ratings CSV (default: the shipped MovieLens ml-latest-small)"
+    )
+    _common(col, name=DEMO_COLLAB)
+    col.add_argument("--items", default=None, help="CSV of item titles (its --item column first or named)")
+    col.add_argument("--user", default="userId", help="the user column")
+    col.add_argument("--item", default="movieId", help="the item column")
+    col.add_argument("--rating", default="rating", help="the rating column")
+    col.add_argument("--use-nn", action="store_true", help="EmbeddingNN instead of the dot product")
+    col.add_argument("--factors", type=int, default=50, help="embedding width of the dot product")
+    col.add_argument("--layers", type=int, nargs="+", default=[100], help="EmbeddingNN's hidden layers")
+    col.add_argument("--y-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
+    col.add_argument("--no-y-range", action="store_true", help="no sigmoid range on the output")
+    col.add_argument("--epochs", type=int, default=5)
+    col.add_argument("--lr", type=float, default=5e-3)
+    col.add_argument("--wd", type=float, default=0.1)
+    col.add_argument("--bs", type=int, default=64)
+    col.add_argument("--valid-pct", type=float, default=0.1)
+    col.add_argument("--test-pct", type=float, default=0.1, help="ratings held out for the report")
+    col.add_argument("--max-rows", type=int, default=None)
+    col.set_defaults(func=_train_collab)
+
+    seg = train.add_parser(
+        "segmentation",
+        help="unet_learner on images/ and masks/ folders (default: shapes generated from the seed)",
+    )
+    _common(seg, name=DEMO_SEGMENTATION)
+    seg.add_argument("--codes", nargs="+", default=None, help="class names, index order of the masks")
+    seg.add_argument("--n-images", type=int, default=800, help="generated shapes only")
+    seg.add_argument("--size", type=int, default=48)
+    seg.add_argument("--arch", default="small", help="small (a 4-stage encoder), resnet18 or resnet34")
+    seg.add_argument("--epochs", type=int, default=10)
+    seg.add_argument("--lr", type=float, default=1e-2)
+    seg.add_argument("--bs", type=int, default=16)
+    seg.add_argument("--valid-pct", type=float, default=0.1)
+    seg.add_argument("--test-pct", type=float, default=0.1, help="images held out for the report")
+    seg.set_defaults(func=_train_segmentation)
+
+    demo = train.add_parser("demo", help="build the demo models that are missing")
     demo.add_argument("--store", default=None)
     demo.add_argument("--force", action="store_true")
+    demo.add_argument(
+        "--only",
+        choices=DEMO_GROUPS,
+        default="all",
+        help="existing: the tabular and vision demos; new: text, collab, segmentation (make run trains "
+        "these in the background); default all",
+    )
+    demo.add_argument("--models", nargs="+", default=None, help="only these demo models (by name)")
     demo.set_defaults(func=_train_demo)
     return parser
 

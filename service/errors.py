@@ -259,6 +259,13 @@ MSG_LABEL_IS_FEATURE = (
     "a target column of its own, so rename the label or the column"
 )
 MSG_UNKNOWN_TEST_LABELS = "{what} {path}: label(s) in {target!r} the training data has not: {unknown}"
+MSG_NO_MASKS = (
+    "--data {path} has no images with masks (expected {path}/images/<name> and {path}/masks/<name>, one "
+    "class index per pixel)"
+)
+MSG_UNKNOWN_SEG_ARCH = "unknown --arch {arch!r} for segmentation; choose one of: {choices}"
+MSG_BAD_Y_RANGE = "--y-range takes two numbers, low < high; got {low:g} {high:g}"
+MSG_UNKNOWN_DEMO = "unknown demo model(s) {names}; the demo models are: {choices}"
 
 # Text models (`inference/text.py`, `api/routes/text.py`).
 MSG_TOO_MANY_TEXTS = "{count} texts sent; at most {limit} are accepted per request"

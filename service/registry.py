@@ -42,6 +42,7 @@ from service.loading import (
     prepare_for_serving,
     sha256_of,
 )
+from service.training.progress import read_progress
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +250,28 @@ class ModelRegistry:
                 entries[name] = fresh
             self._entries = entries
             return list(entries.values())
+
+    def store_signature(self) -> tuple[tuple[str, str, int, int], ...]:
+        """What a rescan would act on, cheaply: each model folder's learner file, its size and mtime (a
+        new folder moved in, one removed, a file replaced), without hashing anything."""
+        signature = []
+        for folder in self._folders():
+            learner = find_learner_file(folder)
+            stat = learner.stat() if learner is not None else None
+            signature.append(
+                (
+                    folder.name,
+                    learner.name if learner else "",
+                    stat.st_mtime_ns if stat else 0,
+                    stat.st_size if stat else 0,
+                )
+            )
+        return tuple(signature)
+
+    def training(self) -> dict[str, dict[str, Any]]:
+        """Models being trained into the store and not in it yet (`<store>/.training.json`, written by
+        `fastai-serve train demo`): name -> status (`training` or `failed`), kind, task, epochs, error."""
+        return {name: e for name, e in read_progress(self.store).items() if name not in self._entries}
 
     def _load_fresh(self, name: str, folder: Path) -> ModelEntry:
         fresh = ModelEntry(name=name, folder=folder)

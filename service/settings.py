@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         default=None,
         description="the traffic policy the ngrok sidecar runs with (read for /api/v1/share's `protected`)",
     )
+    rescan_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="every this many seconds, load models moved into the store (or changed, or removed); "
+        "0 = only on POST /api/v1/models/reload",
+    )
     frontend_dir: Path | None = Field(
         default=Path("frontend"), description="static frontend served at /; unset or missing = /docs"
     )

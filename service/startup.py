@@ -14,6 +14,7 @@ import os
 
 import torch
 
+from service.inference.batching import ModelPool
 from service.registry import ModelRegistry
 from service.settings import Settings
 
@@ -64,3 +65,24 @@ async def start_models(registry: ModelRegistry, settings: Settings) -> None:
     await asyncio.to_thread(registry.load_all)
     freeze_heap()
     logger.info("%d model(s) loaded, %d torch thread(s)", len(registry.entries()), threads)
+
+
+async def watch_store(registry: ModelRegistry, pool: ModelPool, *, every_s: float) -> None:
+    """Every `every_s` seconds, once the first load is done: when a model folder was moved in, removed or
+    its file replaced (`store_signature`, no hashing), rescan as `POST /api/v1/models/reload` does. This is
+    how demo models trained in the background appear while the server runs (`make run`)."""
+    await asyncio.to_thread(registry.wait_loaded)
+    seen = await asyncio.to_thread(registry.store_signature)
+    while True:
+        await asyncio.sleep(every_s)
+        now = await asyncio.to_thread(registry.store_signature)
+        if now == seen:
+            continue
+        try:
+            await pool.before_reload([entry.name for entry in registry.entries()])
+            await asyncio.to_thread(registry.rescan)
+        except Exception:  # noqa: BLE001 - a failed rescan is logged and tried again at the next change
+            logger.exception("rescanning the model store failed")
+            continue
+        seen = now
+        logger.info("model store rescanned: %d model(s)", len(registry.entries()))

@@ -111,42 +111,6 @@ def learners(trained_store: Path) -> Iterator[dict[str, object]]:
     }
 
 
-# -- text models (tests/tiny_text.py) ---------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def text_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny text classifiers (single-label and multi-label), trained in seconds."""
-    from tests.tiny_text import build_text_learners
-
-    store = tmp_path_factory.mktemp("text-store")
-    build_text_learners(store)
-    return store
-
-
-@pytest.fixture(scope="session")
-async def text_client(text_store: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """One app over the text store, shared by the tests that only read."""
-    settings = make_settings(text_store, max_rows=20, max_text_chars=400, max_upload_mb=1.0)
-    async for c in started_client(create_app(settings)):
-        yield c
-
-
-# -- collab (tests/tiny_collab.py) ------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def collab_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Both tiny collab learners (EmbeddingDotBias with items.csv titles, EmbeddingNN), in seconds."""
-    store = tmp_path_factory.mktemp("collab-store")
-    build_collab_learners(store)
-    return store
-
-
-@pytest.fixture(scope="session")
-async def collab_client(collab_store: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """One app over the collab store (ONNX Runtime where it passes parity), shared by the tests that read."""
-    settings = make_settings(collab_store, max_rows=50, max_upload_mb=1.0, runtime="auto")
-    async for c in started_client(create_app(settings)):
-        yield c
-
-
 # -- segmentation (tests/tiny_segmentation.py) ------------------------------------------------------------
 @pytest.fixture(scope="session")
 def seg_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -162,10 +126,46 @@ def seg_store(tmp_path_factory: pytest.TempPathFactory, seg_data: Path) -> Path:
     return store
 
 
+# -- collab (tests/tiny_collab.py) ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def collab_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both tiny collab learners (EmbeddingDotBias with items.csv titles, EmbeddingNN), in seconds."""
+    store = tmp_path_factory.mktemp("collab-store")
+    build_collab_learners(store)
+    return store
+
+
+# -- text models (tests/tiny_text.py) ---------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def text_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny text classifiers (single-label and multi-label), trained in seconds."""
+    from tests.tiny_text import build_text_learners
+
+    store = tmp_path_factory.mktemp("text-store")
+    build_text_learners(store)
+    return store
+
+
 @pytest.fixture(scope="session")
 async def seg_client(seg_store: Path) -> AsyncIterator[httpx.AsyncClient]:
     """One app over the segmentation store (images over 64 x 64 pixels are too large), for tests that
     only read."""
     settings = make_settings(seg_store, max_files=4, max_upload_mb=1.0, max_image_pixels=64 * 64)
+    async for c in started_client(create_app(settings)):
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def collab_client(collab_store: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """One app over the collab store (ONNX Runtime where it passes parity), shared by the tests that read."""
+    settings = make_settings(collab_store, max_rows=50, max_upload_mb=1.0, runtime="auto")
+    async for c in started_client(create_app(settings)):
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def text_client(text_store: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """One app over the text store, shared by the tests that only read."""
+    settings = make_settings(text_store, max_rows=20, max_text_chars=400, max_upload_mb=1.0)
     async for c in started_client(create_app(settings)):
         yield c

@@ -24,11 +24,13 @@ export function apiUrl(path) {
 
 export const enc = encodeURIComponent;
 
-/** `path?k=v&…` from the query's non-empty values (a task's controls give them: top_k, threshold). */
+/** `path?k=v&…` from the query's non-empty values (a task's controls give them: top_k, threshold); an
+ * array value repeats its key (`exclude=a&exclude=b`). */
 export function withQuery(path, query = {}) {
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(query))
-    if (value !== undefined && value !== null && value !== "") params.append(key, String(value));
+    for (const one of Array.isArray(value) ? value : [value])
+      if (one !== undefined && one !== null && one !== "") params.append(key, String(one));
   const text = params.toString();
   return text ? `${path}?${text}` : path;
 }
@@ -120,10 +122,16 @@ export const api = {
   model: (name, o) => getJSON(`/api/v1/models/${enc(name)}`, o),
   predictRows: (name, rows, { query, ...o } = {}) =>
     postJSON(withQuery(`/api/v1/tabular/${enc(name)}/predict`, query), { rows }, o),
-  predictCsv: (name, form, { query, ...o } = {}) =>
-    postForm(withQuery(`/api/v1/tabular/${enc(name)}/predict/csv`, query), form, o),
+  predictCsv: (name, form, { query, kind = "tabular", ...o } = {}) =>
+    postForm(withQuery(`/api/v1/${enc(kind)}/${enc(name)}/predict/csv`, query), form, o),
   predictImages: (name, form, { query, ...o } = {}) =>
     postForm(withQuery(`/api/v1/vision/${enc(name)}/predict`, query), form, o),
+  predictTexts: (name, texts, { query, ...o } = {}) =>
+    postJSON(withQuery(`/api/v1/text/${enc(name)}/predict`, query), { texts }, o),
+  predictPairs: (name, pairs, o) => postJSON(`/api/v1/collab/${enc(name)}/predict`, { pairs }, o),
+  recommend: (name, { user, n, exclude }, o) =>
+    getJSON(withQuery(`/api/v1/collab/${enc(name)}/recommend`, { user, n, exclude }), o),
+  similar: (name, { item, n }, o) => getJSON(withQuery(`/api/v1/collab/${enc(name)}/similar`, { item, n }), o),
   report: (name, o) => getOptional(`/api/v1/models/${enc(name)}/report`, o),
   evaluate: (kind, name, form, o) => postForm(`/api/v1/${enc(kind)}/${enc(name)}/evaluate`, form, o),
   share: (o) => getOptional("/api/v1/share", o),

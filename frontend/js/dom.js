@@ -112,3 +112,33 @@ export async function busy(region, button, promise) {
     if (button) button.disabled = false;
   }
 }
+
+/** Input modes as tabs (one row | CSV file; texts | CSV file): `modes` = [{key, text, panel}], the first
+ * selected; arrow keys move between them. Each tab is `#tab-<key>`; the panels keep their own ids. */
+export function modeTabs(modes) {
+  const tablist = h("div", { class: "tabs", role: "tablist", "aria-label": "Input mode" });
+  const tabs = modes.map(({ key, text, panel }) => {
+    const tab = h("button", { type: "button", role: "tab", id: `tab-${key}`, "aria-controls": panel.id }, text);
+    panel.setAttribute("role", "tabpanel");
+    panel.setAttribute("aria-labelledby", `tab-${key}`);
+    tablist.append(tab);
+    return tab;
+  });
+  const select = (index) => {
+    tabs.forEach((tab, i) => {
+      tab.setAttribute("aria-selected", String(i === index));
+      tab.tabIndex = i === index ? 0 : -1;
+      modes[i].panel.hidden = i !== index;
+    });
+  };
+  tabs.forEach((tab, i) => tab.addEventListener("click", () => select(i)));
+  tablist.addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowRight" && event.key !== "ArrowLeft") return;
+    const now = tabs.findIndex((tab) => tab.getAttribute("aria-selected") === "true");
+    const next = (now + (event.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length;
+    select(next);
+    tabs[next].focus();
+  });
+  select(0);
+  return tablist;
+}

@@ -1,15 +1,19 @@
 // One model's page: its facts, then the page of its kind (KIND_PAGES: the tabular form, the image
-// uploader); each kind's page shows predictions through the view of the model's task (tasks.js).
+// uploader, the text box, the recommender); each kind's page shows predictions through the view of the model's task (tasks.js).
 import { api } from "./api.js";
 import { clear, errorBox, h, loading } from "./dom.js";
-import { reportHref } from "./models.js";
+import { progressView, reportHref } from "./models.js";
+import { renderCollab } from "./collab.js";
 import { renderTabular } from "./tabular.js";
+import { renderText } from "./text.js";
 import { renderVision } from "./vision.js";
 
 /** The page of each kind, keyed by the API's `kind` (tests read the keys of this table). */
 export const KIND_PAGES = {
   tabular: renderTabular,
   vision: renderVision,
+  text: renderText,
+  collab: renderCollab,
 };
 
 export function modelHeader(detail, { page }) {
@@ -51,6 +55,13 @@ export async function renderModelPage(root, { name, signal }) {
   clear(root, modelHeader(detail, { page: "predict" }), body);
   if (detail.status === "loading") {
     body.append(h("p", { class: "hint" }, "This model is still loading. Reload the page in a moment."));
+    return null;
+  }
+  if (detail.status === "training") {
+    body.append(
+      h("p", { class: "hint" }, "This model is still training; it can predict once it is ready (the models list updates by itself)."),
+      progressView(detail),
+    );
     return null;
   }
   if (detail.status !== "ready") return null;

@@ -15,6 +15,8 @@ const ARTIFACTS = [
   ["predicted_vs_actual", "Predicted vs actual"],
   ["residuals", "Residuals"],
   ["top_losses", "Top losses"],
+  ["per_class_iou", "IoU per class"],
+  ["sample_overlays", "Predicted masks over test images"],
 ];
 // The plots each task's report has (a missing one says so); a report made before tasks is a classifier's.
 const TASK_ARTIFACTS = {
@@ -22,6 +24,8 @@ const TASK_ARTIFACTS = {
   multi_label: ["loss_curve", "per_class_scores", "f1_vs_threshold", "top_losses"],
   regression: ["loss_curve", "predicted_vs_actual", "residuals", "top_losses"],
   points: ["loss_curve", "top_losses"],
+  segmentation: ["loss_curve", "per_class_iou", "sample_overlays"],
+  rating: ["loss_curve", "predicted_vs_actual"],
 };
 const DEFAULT_TASK = "classification";
 const TOP_CONFUSED = 10; // the 10-class demo has ~80 confused pairs: the rest wait behind "Show all"
@@ -119,17 +123,57 @@ function pointsView(evaluation) {
   ];
 }
 
+function segmentationView(evaluation) {
+  const classes = Object.keys(evaluation.iou || {}).filter((c) => c !== "mean");
+  return [
+    headline(
+      "Pixel accuracy ",
+      h("strong", { class: "pixel-accuracy" }, pct(evaluation.pixel_accuracy)),
+      ", mean IoU ",
+      h("strong", { class: "mean-iou" }, num(evaluation.iou?.mean)),
+      ` on ${evaluation.n} image(s)`,
+    ),
+    table(
+      ["class", "IoU", "Dice"],
+      [
+        ...classes.map((c) => [c, num(evaluation.iou[c]), num(evaluation.dice?.[c])]),
+        [h("em", {}, "mean"), num(evaluation.iou?.mean), num(evaluation.dice?.mean)],
+      ],
+      { caption: "Per class present (in the masks or the predictions)", className: "segmentation-scores" },
+    ),
+  ];
+}
+
+function ratingView(evaluation) {
+  return [
+    headline(
+      "RMSE ",
+      h("strong", { class: "rmse" }, num(evaluation.rmse)),
+      ", MAE ",
+      h("strong", { class: "mae" }, num(evaluation.mae)),
+      ` on ${evaluation.n} pair(s) the model knows`,
+    ),
+    evaluation.unknown
+      ? h("p", { class: "hint unknown-pairs" }, `${evaluation.unknown} pair(s) with a user or item the model does not know: not scored.`)
+      : null,
+  ];
+}
+
 // An Evaluation's task, by the field only that task's Evaluation has; classification has none of them.
 const EVALUATION_MARKS = [
   ["regression", "targets"],
   ["multi_label", "accuracy_multi"],
   ["points", "mean_pixel_error"],
+  ["segmentation", "pixel_accuracy"],
+  ["rating", "unknown"],
 ];
 const EVALUATION_VIEWS = {
   classification: classificationView,
   multi_label: multiLabelView,
   regression: regressionView,
   points: pointsView,
+  segmentation: segmentationView,
+  rating: ratingView,
 };
 
 function evaluationTask(evaluation) {
@@ -239,6 +283,11 @@ function textControl(placeholder) {
   };
 }
 
+function maskControl(detail, file, id) {
+  const input = h("input", { id, type: "file", accept: "image/png", required: true, dataset: { file: file.name } });
+  return { control: input, value: () => input.files[0] ?? new Blob([]) };
+}
+
 const LABEL_CONTROLS = {
   classification: { make: classControl, hint: "Its class." },
   multi_label: { make: classesControl, hint: "Its classes (choose several, or none)." },
@@ -247,6 +296,11 @@ const LABEL_CONTROLS = {
     hint: (detail) => `Its value(s) of ${(detail.targets || []).join(", ") || "the targets"}: a number, or a JSON list in that order.`,
   },
   points: { make: textControl("[[x, y], ...]"), hint: "Its points as JSON [[x, y], ...] in the image's pixels." },
+  segmentation: {
+    make: maskControl,
+    hint: "Its mask: a PNG of the image's size, one class index per pixel.",
+    field: "masks",
+  },
 };
 // Only a classifier's labels can come as a zip with a folder per class.
 const ARCHIVE_TASKS = ["classification"];
@@ -290,7 +344,8 @@ function visionEvaluateFields(detail) {
     }
     if (!files.files.length) return null;
     [...files.files].forEach((file) => form.append("files", file, file.name));
-    for (const value of values) form.append("labels", value());
+    // Each image's label goes in the field its task's evaluate takes (a mask file: `masks`).
+    for (const value of values) form.append(labelling.field || "labels", value());
     return form;
   };
   return { fields, build };
@@ -325,8 +380,44 @@ function tabularEvaluateFields(detail) {
   return { fields, build };
 }
 
+/** A labelled CSV for the kinds that read one (text: texts and their targets; collab: rated pairs). */
+function csvEvaluateFields(hintOf) {
+  return (detail) => {
+    const file = h("input", { id: "eval-csv", type: "file", accept: ".csv,text/csv", "aria-describedby": "eval-csv-hint" });
+    const fields = h(
+      "div",
+      { class: "field" },
+      h("label", { for: "eval-csv" }, "Labelled CSV"),
+      file,
+      h("span", { class: "hint", id: "eval-csv-hint" }, hintOf(detail)),
+    );
+    const build = () => {
+      if (!file.files.length) return null;
+      const form = new FormData();
+      form.append("file", file.files[0], file.files[0].name);
+      return form;
+    };
+    return { fields, build };
+  };
+}
+
+const textEvaluateFields = csvEvaluateFields(
+  () => "A text column (text) and the target column the learner was trained on (labels joined by ; for several).",
+);
+const collabEvaluateFields = csvEvaluateFields((detail) => {
+  const schema = detail.input_schema || {};
+  const [user, item] = [schema.user?.name || "user", schema.item?.name || "item"];
+  const rating = detail.targets?.[0] || "rating";
+  return `The columns ${user}, ${item} and ${rating}; pairs with an id the model does not know are counted apart.`;
+});
+
 // Per kind: the evaluate form's fields (a kind without an evaluate endpoint here gets no form).
-const EVALUATE_FIELDS = { tabular: tabularEvaluateFields, vision: visionEvaluateFields };
+const EVALUATE_FIELDS = {
+  tabular: tabularEvaluateFields,
+  vision: visionEvaluateFields,
+  text: textEvaluateFields,
+  collab: collabEvaluateFields,
+};
 
 function evaluateForm(detail, signal) {
   const makeFields = EVALUATE_FIELDS[detail.kind];

@@ -2,7 +2,7 @@
 // What a prediction looks like, and the controls a request takes, come from the view of the model's task.
 import { api, ApiError } from "./api.js";
 import { parseCsv } from "./csv.js";
-import { busy, clear, errorBox, h, num, table } from "./dom.js";
+import { busy, clear, errorBox, h, modeTabs, num, table } from "./dom.js";
 import { taskView } from "./tasks.js";
 
 const MISSING = "";
@@ -90,11 +90,11 @@ function predictionView(view, prediction) {
 }
 
 /** The task's own request controls (e.g. a multi-label threshold), or nothing. */
-function controlsLine(controls) {
+export function controlsLine(controls) {
   return controls.length ? h("p", { class: "inline-field task-controls" }, controls.map((c) => c.el)) : null;
 }
 
-const queryOf = (controls) => Object.assign({}, ...controls.map((c) => c.query()));
+export const queryOf = (controls) => Object.assign({}, ...controls.map((c) => c.query()));
 
 function rowForm(view, detail, signal) {
   const { columns } = detail.input_schema;
@@ -160,10 +160,12 @@ function rowForm(view, detail, signal) {
   );
 }
 
-function csvForm(view, detail, signal) {
+/** The CSV mode: a file scored by the model's kind's predict/csv (`kind`), shown as a table with the task's
+ * columns first, and the scored CSV to download. `controls` are the kind's own (text: its column). */
+export function csvForm(view, detail, signal, { kind = "tabular", intro = "Each row is scored", controls: own = [] } = {}) {
   const result = h("div", { class: "result", "aria-live": "polite" });
   const submit = h("button", { type: "submit" }, "Score CSV");
-  const controls = view.controls(detail, { place: "csv", id: "csv-" });
+  const controls = [...own, ...view.controls(detail, { place: "csv", id: "csv-" })];
   const file = h("input", { id: "csv-file", name: "file", type: "file", accept: ".csv,text/csv", required: true });
   let downloadUrl = null;
   const revoke = () => {
@@ -187,7 +189,7 @@ function csvForm(view, detail, signal) {
     clear(result, h("p", { class: "loading", role: "status" }, h("span", { class: "spinner" }), `Scoring ${chosen.name}…`));
     try {
       const query = queryOf(controls);
-      const text = await busy(result, submit, api.predictCsv(detail.name, body, { accept: "text/csv", query, signal }));
+      const text = await busy(result, submit, api.predictCsv(detail.name, body, { accept: "text/csv", query, kind, signal }));
       const [fileHeader, ...fileRows] = parseCsv(text).filter((r) => r.length > 1 || r[0] !== "");
       downloadUrl = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
       const scoredName = chosen.name.replace(/\.csv$/i, "") + "-scored.csv";
@@ -220,7 +222,7 @@ function csvForm(view, detail, signal) {
     "section",
     { id: "mode-csv", "aria-labelledby": "mode-csv-title" },
     h("h2", { id: "mode-csv-title" }, "CSV file"),
-    h("p", { class: "hint" }, "Each row is scored; the table and the download add ", view.csvHint(detail), "."),
+    h("p", { class: "hint" }, `${intro}; the table and the download add `, view.csvHint(detail), "."),
     form,
     result,
   );
@@ -236,29 +238,10 @@ export function renderTabular(root, detail, { signal }) {
   }
   const row = rowForm(view, detail, signal);
   const csv = csvForm(view, detail, signal);
-  const panels = { row, csv: csv.section };
-  const tabs = {};
-  const select = (key) => {
-    for (const [k, tab] of Object.entries(tabs)) {
-      tab.setAttribute("aria-selected", String(k === key));
-      tab.tabIndex = k === key ? 0 : -1;
-      panels[k].hidden = k !== key;
-    }
-  };
-  const tablist = h("div", { class: "tabs", role: "tablist", "aria-label": "Input mode" });
-  for (const [key, text] of [["row", "One row"], ["csv", "CSV file"]]) {
-    tabs[key] = h("button", { type: "button", role: "tab", id: `tab-${key}`, "aria-controls": panels[key].id, onclick: () => select(key) }, text);
-    panels[key].setAttribute("role", "tabpanel");
-    panels[key].setAttribute("aria-labelledby", `tab-${key}`);
-    tablist.append(tabs[key]);
-  }
-  tablist.addEventListener("keydown", (event) => {
-    if (event.key !== "ArrowRight" && event.key !== "ArrowLeft") return;
-    const next = tabs.row.getAttribute("aria-selected") === "true" ? "csv" : "row";
-    select(next);
-    tabs[next].focus();
-  });
-  select("row");
+  const tablist = modeTabs([
+    { key: "row", text: "One row", panel: row },
+    { key: "csv", text: "CSV file", panel: csv.section },
+  ]);
   root.append(tablist, row, csv.section);
   return csv.revoke;
 }

@@ -264,12 +264,210 @@ const points = {
   },
 };
 
+// -- segmentation: the mask coloured over the thumbnail, a legend (class, colour, fraction), an opacity slider
+/** A colour per class index: distinct for the first ten (Okabe–Ito and Tableau), then spread on the hue wheel. */
+const CLASS_COLOURS = [
+  [230, 159, 0],
+  [86, 180, 233],
+  [0, 158, 115],
+  [240, 228, 66],
+  [0, 114, 178],
+  [213, 94, 0],
+  [204, 121, 167],
+  [148, 103, 189],
+  [140, 86, 75],
+  [127, 127, 127],
+];
+
+export function classColour(index) {
+  if (index < CLASS_COLOURS.length) return CLASS_COLOURS[index];
+  // Golden-angle hues: neighbouring indices never get close colours (HSL with s = 0.7, l = 0.5, to RGB).
+  const hue = (index * 137.508) % 360;
+  const f = (n) => {
+    const k = (n + hue / 30) % 12;
+    return Math.round(255 * (0.5 - 0.35 * Math.max(-1, Math.min(k - 3, 9 - k, 1))));
+  };
+  return [f(0), f(8), f(4)];
+}
+
+const rgb = ([r, g, b]) => `rgb(${r}, ${g}, ${b})`;
+
+async function inflate(bytes) {
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/**
+ * The class index of every pixel of the API's mask PNG (8-bit or fewer bits per pixel, palette or grey, not
+ * interlaced: what an 8-bit mask is written as). Read from the file's own samples, never from the colours a
+ * browser draws, so a palette's colours (or colour management) cannot change which class a pixel is.
+ */
+export async function maskIndices(base64) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  const data = new DataView(bytes.buffer);
+  const PNG = [137, 80, 78, 71, 13, 10, 26, 10];
+  if (bytes.length < 33 || PNG.some((b, i) => bytes[i] !== b)) throw new Error("the mask is not a PNG");
+  let header = null;
+  const idat = [];
+  for (let at = 8; at + 8 <= bytes.length; ) {
+    const length = data.getUint32(at);
+    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    if (type === "IHDR")
+      header = {
+        width: data.getUint32(at + 8),
+        height: data.getUint32(at + 12),
+        depth: bytes[at + 16],
+        colour: bytes[at + 17],
+        interlace: bytes[at + 20],
+      };
+    else if (type === "IDAT") idat.push(bytes.subarray(at + 8, at + 8 + length));
+    else if (type === "IEND") break;
+    at += 12 + length;
+  }
+  if (!header || ![0, 3].includes(header.colour) || ![1, 2, 4, 8].includes(header.depth) || header.interlace)
+    throw new Error("the mask PNG is not one 8-bit (or fewer) channel of class indices");
+  const { width, height, depth } = header;
+  const joined = new Uint8Array(idat.reduce((n, part) => n + part.length, 0));
+  idat.reduce((at, part) => (joined.set(part, at), at + part.length), 0);
+  const raw = await inflate(joined);
+  const stride = Math.ceil((width * depth) / 8);
+  let previous = new Uint8Array(stride);
+  const indices = new Uint8Array(width * height);
+  const mask = (1 << depth) - 1;
+  for (let y = 0; y < height; y++) {
+    const start = y * (stride + 1);
+    const filter = raw[start];
+    const line = raw.subarray(start + 1, start + 1 + stride);
+    const row = new Uint8Array(stride);
+    for (let x = 0; x < stride; x++) {
+      const a = x > 0 ? row[x - 1] : 0; // one byte per pixel at most: the left neighbour is one byte back
+      const b = previous[x];
+      const c = x > 0 ? previous[x - 1] : 0;
+      let predictor = 0;
+      if (filter === 1) predictor = a;
+      else if (filter === 2) predictor = b;
+      else if (filter === 3) predictor = (a + b) >> 1;
+      else if (filter === 4) {
+        const p = a + b - c;
+        const [pa, pb, pc] = [Math.abs(p - a), Math.abs(p - b), Math.abs(p - c)];
+        predictor = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      }
+      row[x] = (line[x] + predictor) & 255;
+    }
+    for (let x = 0; x < width; x++) {
+      const bit = x * depth;
+      indices[y * width + x] = depth === 8 ? row[x] : (row[bit >> 3] >> (8 - depth - (bit & 7))) & mask;
+    }
+    previous = row;
+  }
+  return { width, height, indices };
+}
+
+/** A canvas of the mask's own size, each pixel its class's legend colour (drawn over the thumbnail and
+ * fitted as it is: object-fit: contain on both, and the mask has the uploaded image's size). */
+function maskCanvas({ width, height, indices }, { name }) {
+  const canvas = h("canvas", { class: "mask-overlay", width, height, role: "img", "aria-label": `class mask of ${name}` });
+  const context = canvas.getContext("2d");
+  const image = context.createImageData(width, height);
+  const table = new Uint8ClampedArray(256 * 4);
+  for (let index = 0; index < 256; index++) table.set([...classColour(index), 255], index * 4);
+  const pixels = image.data;
+  for (let i = 0; i < indices.length; i++) {
+    const from = indices[i] * 4;
+    pixels[i * 4] = table[from];
+    pixels[i * 4 + 1] = table[from + 1];
+    pixels[i * 4 + 2] = table[from + 2];
+    pixels[i * 4 + 3] = 255;
+  }
+  context.putImageData(image, 0, 0);
+  return canvas;
+}
+
+function legend(item, { name }) {
+  return h(
+    "ul",
+    { class: "legend", "aria-label": `classes of ${name}` },
+    item.classes.map((code, index) => {
+      const colour = rgb(classColour(index));
+      const fraction = item.class_fractions?.[code] ?? 0;
+      return h(
+        "li",
+        { class: "legend-entry", dataset: { class: code, index: String(index), colour, fraction: String(fraction) } },
+        h("span", { class: "swatch", style: { background: colour }, "aria-hidden": "true" }),
+        h("span", { class: "legend-class" }, code),
+        h("span", { class: "legend-fraction" }, pct(fraction)),
+      );
+    }),
+  );
+}
+
+const segmentation = {
+  title: "Segment images",
+  facts: classFacts,
+  controls: () => [],
+  tile(item, { file, frame }) {
+    const opacity = h("input", { class: "mask-opacity", type: "range", min: "0", max: "100", step: "1", value: "50" });
+    const note = h("p", { class: "hint mask-note", "aria-live": "polite" });
+    let overlay = null;
+    const apply = () => {
+      if (overlay) overlay.style.opacity = String(Number(opacity.value) / 100);
+    };
+    opacity.addEventListener("input", apply);
+    maskIndices(item.mask_png)
+      .then((mask) => {
+        overlay = maskCanvas(mask, { name: file.name });
+        frame.append(overlay);
+        apply();
+      })
+      .catch((err) => {
+        note.textContent = `The mask cannot be drawn here (${err.message}); its PNG is below.`;
+      });
+    const [height, width] = item.size;
+    return [
+      h("p", { class: "tile-label" }, `mask ${width}×${height}`),
+      legend(item, { name: file.name }),
+      h("label", { class: "opacity-control" }, "Mask opacity ", opacity),
+      note,
+      h(
+        "a",
+        {
+          class: "mask-download",
+          href: `data:image/png;base64,${item.mask_png}`,
+          download: `${file.name.replace(/\.[^.]*$/, "")}-mask.png`,
+        },
+        "mask PNG",
+      ),
+    ];
+  },
+};
+
+// -- rating: a user–item pair's predicted rating; null = an unknown user or item (the warning says which) --
+const rating = {
+  title: "Predict a rating",
+  facts: () => [["predicts", "a rating per user–item pair"]],
+  controls: () => [],
+  row(item) {
+    if (item.rating === null || item.rating === undefined)
+      return [h("p", { class: "label-line rating-unknown" }, "No rating: unknown user/item")];
+    return [
+      h(
+        "p",
+        { class: "label-line" },
+        "Predicted rating ",
+        h("strong", { class: "rating", dataset: { rating: String(item.rating) } }, num(item.rating, 3)),
+      ),
+    ];
+  },
+};
+
 /** The view of every task the pages show, keyed by the API's `task` (tests read the keys of this table). */
 export const TASK_VIEWS = {
   classification: classification,
   multi_label: multiLabel,
   regression: regression,
   points: points,
+  segmentation: segmentation,
+  rating: rating,
 };
 
 /** The view of a model's task, or null when this page has none (e.g. a newer server's task). */

@@ -37,7 +37,7 @@ function tile(file, index) {
 
 function showPrediction(view, t, prediction) {
   t.el.classList.add("done");
-  for (const old of t.frame.querySelectorAll(".points-overlay")) old.remove();
+  for (const old of t.frame.querySelectorAll(".points-overlay, .mask-overlay")) old.remove();
   clear(t.status, view.tile(prediction, { file: t.file, frame: t.frame, img: t.frame.querySelector("img.thumb") }));
 }
 

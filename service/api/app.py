@@ -28,7 +28,7 @@ from service.inference.runtime import RuntimeOptions
 from service.registry import ModelRegistry
 from service.settings import Settings, get_settings
 from service.share import ShareLookup
-from service.startup import start_models
+from service.startup import start_models, watch_store
 from service.telemetry import Metrics
 from service.workers import publish_forever, shared_dir
 
@@ -80,6 +80,12 @@ def create_app(
         shared = shared_dir() if settings.workers > 1 else None
         publishing = asyncio.create_task(publish_forever(shared, registry)) if shared else None
         app.state.batchers = pool(settings, metrics)
+        # Off by default: models moved into the store load on the admin reload, or every RESCAN_S seconds.
+        watching = (
+            asyncio.create_task(watch_store(registry, app.state.batchers, every_s=settings.rescan_s))
+            if settings.rescan_s > 0
+            else None
+        )
         app.state.share = ShareLookup(
             api_url=settings.ngrok_api_url,
             timeout_s=settings.share_timeout_s,
@@ -89,6 +95,10 @@ def create_app(
         try:
             yield
         finally:
+            if watching is not None:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
             if publishing is not None:
                 publishing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -130,7 +140,7 @@ def create_app(
             expose_headers=["Retry-After", "Content-Disposition"],
         )
     install_problem_handlers(app)
-    for module in (health, admin, models, tabular, vision, text, collab, reports, ops, share, v2):
+    for module in (health, admin, models, tabular, vision, collab, text, reports, ops, share, v2):
         app.include_router(module.router)
     install_hot_routes(app, [tabular, vision])  # plain predict requests skip FastAPI's per-request work
     # Last: the frontend's mount at / would otherwise shadow routes added after it.

@@ -66,6 +66,13 @@ VISION_IMAGES: dict[Task, Callable[[Any], bytes]] = {
     Task.SEGMENTATION: lambda p: mask_png(p.mask, len(p.classes)),
 }
 
+
+COLLAB_ITEMS: dict[Task, Callable[[Any], CollabPrediction]] = {
+    Task.RATING: lambda p: CollabPrediction(
+        user=p.user, item=p.item, rating=p.rating, title=p.title, warnings=p.warnings
+    ),
+}
+
 # (prediction, top_k) -> item
 TEXT_ITEMS: dict[Task, Callable[[Any, int], TextItem]] = {
     Task.CLASSIFICATION: lambda p, k: TextPrediction(
@@ -80,13 +87,6 @@ TEXT_ITEMS: dict[Task, Callable[[Any, int], TextItem]] = {
 }
 
 
-COLLAB_ITEMS: dict[Task, Callable[[Any], CollabPrediction]] = {
-    Task.RATING: lambda p: CollabPrediction(
-        user=p.user, item=p.item, rating=p.rating, title=p.title, warnings=p.warnings
-    ),
-}
-
-
 def tabular_items(predictions: list[AnyPrediction]) -> list[TabularItem]:
     """Each row's prediction as its task's item."""
     return [TABULAR_ITEMS[p.task](p) for p in predictions]
@@ -97,20 +97,20 @@ def vision_items(predictions: list[AnyPrediction], filenames: list[str], *, top_
     return [VISION_ITEMS[p.task](p, f, top_k) for p, f in zip(predictions, filenames, strict=True)]
 
 
-def text_items(predictions: list[AnyPrediction], *, top_k: int) -> list[TextItem]:
-    """Each text's prediction as its task's item."""
-    return [TEXT_ITEMS[p.task](p, top_k) for p in predictions]
-
-
 def collab_items(predictions: list[AnyPrediction]) -> list[CollabPrediction]:
     """Each pair's prediction as its task's item."""
     return [COLLAB_ITEMS[p.task](p) for p in predictions]
+
+
+def text_items(predictions: list[AnyPrediction], *, top_k: int) -> list[TextItem]:
+    """Each text's prediction as its task's item."""
+    return [TEXT_ITEMS[p.task](p, top_k) for p in predictions]
 
 
 # The v1 codecs of each kind's routes, for the check that every served task has one.
 V1_ITEMS: dict[ModelKind, dict[Task, Any]] = {
     ModelKind.TABULAR: TABULAR_ITEMS,
     ModelKind.VISION: VISION_ITEMS,
-    ModelKind.TEXT: TEXT_ITEMS,
     ModelKind.COLLAB: COLLAB_ITEMS,
+    ModelKind.TEXT: TEXT_ITEMS,
 }

@@ -229,15 +229,6 @@ def _vision(head: Callable[[Any, int], Any]) -> Callable[[Any, BuildOptions], An
     return build
 
 
-def _text(head: Callable[[Any], Any]) -> Callable[[Any, BuildOptions], AnyPredictor]:
-    def build(learn: Any, options: BuildOptions) -> AnyPredictor:
-        from service.inference.text import TextPredictor
-
-        return TextPredictor(learn, head=head(learn))
-
-    return build
-
-
 def _collab(learn: Any, options: BuildOptions) -> AnyPredictor:
     from service.inference.collab import ITEMS_FILE, CollabPredictor
     from service.loading import ensure_inside
@@ -247,6 +238,15 @@ def _collab(learn: Any, options: BuildOptions) -> AnyPredictor:
         return CollabPredictor(learn)
     # Titles for the items, when the folder has them (read inside the store only, like the learner).
     return CollabPredictor(learn, items_file=ensure_inside(folder / ITEMS_FILE, folder))
+
+
+def _text(head: Callable[[Any], Any]) -> Callable[[Any, BuildOptions], AnyPredictor]:
+    def build(learn: Any, options: BuildOptions) -> AnyPredictor:
+        from service.inference.text import TextPredictor
+
+        return TextPredictor(learn, head=head(learn))
+
+    return build
 
 
 TABULAR_SOURCE = "tabular_learner"

@@ -84,19 +84,6 @@ class PointsPrediction:
 
 
 @dataclass(slots=True)
-class RatingPrediction:
-    """A (user, item) pair's predicted rating; None when the learner does not know the user or the item
-    (their warnings say which). `user`, `item` and `title` echo the pair for the front doors."""
-
-    rating: float | None
-    warnings: list[str] = field(default_factory=list)
-    user: str | int | None = None
-    item: str | int | None = None
-    title: str | None = None  # the item's title, from the model folder's items.csv
-    task: ClassVar[Task] = Task.RATING
-
-
-@dataclass(slots=True)
 class SegmentationPrediction:
     """A class per pixel of the uploaded image: `mask` (height, width) uint8 indices into `classes`
     (fastai's codes), and each class's share of the image's pixels."""
@@ -107,6 +94,19 @@ class SegmentationPrediction:
     mask: np.ndarray
     warnings: list[str] = field(default_factory=list)
     task: ClassVar[Task] = Task.SEGMENTATION
+
+
+@dataclass(slots=True)
+class RatingPrediction:
+    """A (user, item) pair's predicted rating; None when the learner does not know the user or the item
+    (their warnings say which). `user`, `item` and `title` echo the pair for the front doors."""
+
+    rating: float | None
+    warnings: list[str] = field(default_factory=list)
+    user: str | int | None = None
+    item: str | int | None = None
+    title: str | None = None  # the item's title, from the model folder's items.csv
+    task: ClassVar[Task] = Task.RATING
 
 
 AnyPrediction = (
@@ -284,38 +284,6 @@ class PointsHead:
 
 
 @dataclass(frozen=True)
-class RatingHead:
-    """A rating per (user, item) pair as the model gives it: a collab model's `y_range` sigmoid is inside
-    the model and `MSELossFlat` decodes nothing. A NaN row is a pair the learner cannot rate (an unknown
-    user or item, found before the model ever saw it): its prediction is None."""
-
-    target: str = "rating"
-    rating_range: tuple[float, float] | None = None
-    classes: list[str] = field(default_factory=list, init=False)
-    task: ClassVar[Task] = Task.RATING
-
-    @property
-    def targets(self) -> list[str]:
-        return [self.target]
-
-    def decode(
-        self, outputs: np.ndarray, warnings: Sequence[list[str]] | None = None, how: Decoding = PLAIN
-    ) -> list[RatingPrediction]:
-        rows = outputs[:, 0].astype(np.float64).tolist()
-        return [
-            RatingPrediction(None if value != value else value, note)
-            for value, note in zip(rows, _notes(warnings, len(rows)), strict=True)
-        ]
-
-    def check(self, outputs: np.ndarray) -> None:
-        _check_width(outputs, 1)
-        if self.rating_range is not None:
-            low, high = self.rating_range
-            if ((outputs < low - 1e-3) | (outputs > high + 1e-3)).any():
-                raise ValueError(f"the learner's ratings are outside its y_range {list(self.rating_range)}")
-
-
-@dataclass(frozen=True)
 class SegmentationHead:
     """Per pixel, softmax probabilities over the classes on axis 1 of the model's (n, classes, H, W)
     outputs; the mask is their argmax (`CrossEntropyLossFlat(axis=1).decodes`), taken back to each uploaded
@@ -369,6 +337,38 @@ class SegmentationHead:
             raise ValueError("the learner's outputs are not finite")
         if not np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
             raise ValueError("the learner's per-pixel outputs are not probabilities that sum to 1")
+
+
+@dataclass(frozen=True)
+class RatingHead:
+    """A rating per (user, item) pair as the model gives it: a collab model's `y_range` sigmoid is inside
+    the model and `MSELossFlat` decodes nothing. A NaN row is a pair the learner cannot rate (an unknown
+    user or item, found before the model ever saw it): its prediction is None."""
+
+    target: str = "rating"
+    rating_range: tuple[float, float] | None = None
+    classes: list[str] = field(default_factory=list, init=False)
+    task: ClassVar[Task] = Task.RATING
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.target]
+
+    def decode(
+        self, outputs: np.ndarray, warnings: Sequence[list[str]] | None = None, how: Decoding = PLAIN
+    ) -> list[RatingPrediction]:
+        rows = outputs[:, 0].astype(np.float64).tolist()
+        return [
+            RatingPrediction(None if value != value else value, note)
+            for value, note in zip(rows, _notes(warnings, len(rows)), strict=True)
+        ]
+
+    def check(self, outputs: np.ndarray) -> None:
+        _check_width(outputs, 1)
+        if self.rating_range is not None:
+            low, high = self.rating_range
+            if ((outputs < low - 1e-3) | (outputs > high + 1e-3)).any():
+                raise ValueError(f"the learner's ratings are outside its y_range {list(self.rating_range)}")
 
 
 def _check_width(outputs: np.ndarray, width: int) -> None:

@@ -202,6 +202,12 @@ def _score_points(
     return evaluate_points(actual, outputs)
 
 
+def _score_segmentation(
+    head: Any, actual: np.ndarray, outputs: np.ndarray, threshold: float | None
+) -> AnyEvaluation:
+    return evaluate_masks(list(actual), list(outputs), head.classes)
+
+
 def evaluate_ratings(actual: np.ndarray, predicted: np.ndarray) -> RatingEvaluation:
     """`actual` and `predicted`: (n, 1) ratings; a NaN prediction (unknown user or item) is not scored."""
     known = np.isfinite(predicted[:, 0])
@@ -221,12 +227,6 @@ def _score_rating(
     return evaluate_ratings(actual, outputs)
 
 
-def _score_segmentation(
-    head: Any, actual: np.ndarray, outputs: np.ndarray, threshold: float | None
-) -> AnyEvaluation:
-    return evaluate_masks(list(actual), list(outputs), head.classes)
-
-
 # Per task: (head, actual, outputs, threshold) -> its Evaluation. Actual: class indices (classification),
 # (n, classes) booleans (multi_label), (n, targets) values (regression), (n, points, 2) pixels (points);
 # points' outputs are the decoded pixels too; segmentation: object arrays of (height, width) masks, actual and
@@ -236,8 +236,8 @@ SCORERS: dict[Task, Callable[[Any, np.ndarray, np.ndarray, float | None], AnyEva
     Task.MULTI_LABEL: _score_multi_label,
     Task.REGRESSION: _score_regression,
     Task.POINTS: _score_points,
-    Task.RATING: _score_rating,
     Task.SEGMENTATION: _score_segmentation,
+    Task.RATING: _score_rating,
 }
 
 

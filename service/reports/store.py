@@ -19,6 +19,8 @@ ARTIFACTS = (
     "f1_vs_threshold",
     "predicted_vs_actual",
     "residuals",
+    "per_class_iou",
+    "sample_overlays",
 )
 
 

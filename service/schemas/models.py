@@ -15,7 +15,9 @@ class ModelSummary(BaseModel):
     kind: ModelKind | None = Field(description="what goes in: the path segment of its routes")
     task: Task | None = Field(default=None, description="what comes out (null until the learner is read)")
     version: str | None
-    status: Literal["ready", "loading", "failed"]
+    status: Literal["ready", "loading", "failed", "training"] = Field(
+        description="training: a demo model still being trained into the store (see `progress`)"
+    )
     device: str | None
     classes: list[str] = Field(description="class names (classification, multi_label); else empty")
     targets: list[str] = Field(default_factory=list, description="target names (regression); else empty")
@@ -23,6 +25,17 @@ class ModelSummary(BaseModel):
         default=None, description="multi_label: the learner's own threshold (its loss's `thresh`); else null"
     )
     error: str | None = None
+    progress: TrainingProgress | None = Field(
+        default=None, description="while `training` (or once its training failed): how far it got"
+    )
+
+
+class TrainingProgress(BaseModel):
+    """A model being trained into the store (`fastai-serve train demo`, e.g. in `make run`'s background)."""
+
+    epoch: int | None = Field(default=None, description="epochs done in the current fit")
+    epochs: int | None = Field(default=None, description="epochs of the current fit (null before it starts)")
+    started_at: str | None = None
 
 
 class FrameworkVersions(BaseModel):

@@ -58,16 +58,6 @@ class PointsEvaluation(BaseModel):
     mean_pixel_error: float
 
 
-class RatingEvaluation(BaseModel):
-    """rating: RMSE and MAE of the predicted ratings over the pairs the learner knows; pairs with a user or
-    item it does not know are counted apart (`unknown`), never scored."""
-
-    n: int = Field(description="pairs scored")
-    rmse: float | None = Field(description="null when no pair could be scored")
-    mae: float | None
-    unknown: int = Field(description="pairs left out: their user or item is not one the learner knows")
-
-
 class SegmentationEvaluation(BaseModel):
     """segmentation: over every pixel of every image (each in its own size), the share classed right, and
     per class IoU and Dice; a class in neither the masks nor the predictions is left out, as fastai's
@@ -79,13 +69,23 @@ class SegmentationEvaluation(BaseModel):
     dice: dict[str, float] = Field(description="Per class present, and `mean`.")
 
 
+class RatingEvaluation(BaseModel):
+    """rating: RMSE and MAE of the predicted ratings over the pairs the learner knows; pairs with a user or
+    item it does not know are counted apart (`unknown`), never scored."""
+
+    n: int = Field(description="pairs scored")
+    rmse: float | None = Field(description="null when no pair could be scored")
+    mae: float | None
+    unknown: int = Field(description="pairs left out: their user or item is not one the learner knows")
+
+
 AnyEvaluation = (
     Evaluation
     | MultiLabelEvaluation
     | RegressionEvaluation
     | PointsEvaluation
-    | RatingEvaluation
     | SegmentationEvaluation
+    | RatingEvaluation
 )
 
 
@@ -102,8 +102,10 @@ class ReportArtifacts(BaseModel):
     top_losses: str | None = _artifact()
     per_class_scores: str | None = _artifact("multi_label: precision, recall and F1 per class, micro, macro")
     f1_vs_threshold: str | None = _artifact("multi_label: micro and macro F1 by threshold")
-    predicted_vs_actual: str | None = _artifact("regression: a scatter per target")
+    predicted_vs_actual: str | None = _artifact("regression: a scatter per target; rating: per actual rating")
     residuals: str | None = _artifact("regression: predicted - actual, per target")
+    per_class_iou: str | None = _artifact("segmentation: IoU per class and their mean")
+    sample_overlays: str | None = _artifact("segmentation: test images, true and predicted masks")
 
 
 class TrainingReport(BaseModel):

@@ -32,6 +32,7 @@ from service.loading import load_exported_learner, prepare_for_serving, sha256_o
 from service.reports.scores import score
 from service.reports.writer import FitOutcome, TestScores, fit_outcome, lower_is_better, write_report
 from service.schemas.reports import AnyEvaluation, Evaluation, MultiLabelEvaluation, RegressionEvaluation
+from service.training import progress
 
 logger = logging.getLogger(__name__)
 P = TypeVar("P", TabularPredictor, VisionPredictor)
@@ -135,6 +136,8 @@ def fit(
     # when it grows.
     comp = np.less if lower_is_better(monitor) else np.greater
     cbs: list[Any] = [log_epochs_callback()]
+    if (reporter := progress.current()) is not None:  # a demo model the server shows as training
+        cbs.append(progress.epoch_callback(reporter))
     if options.early_stopping:
         cbs.append(
             EarlyStoppingCallback(

@@ -79,7 +79,6 @@ async def test_refused_learners_fail_with_what_they_are_and_what_is_served(refus
             assert "served: tabular classification" in model["error"], model
             assert "vision points" in model["error"]
             assert "AttributeError" not in model["error"]
-
         assert "TensorBBox.create" in models["vision-bbox"]["error"]
         assert "DynamicUnet" in models["image-to-image"]["error"]
         assert "model Linear" in models["plain-learner"]["error"]

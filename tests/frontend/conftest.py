@@ -24,6 +24,9 @@ import pytest
 
 from tests.helpers import TABULAR, UVICORN_APP, VISION, clone_store, free_port
 from tests.tiny import TASK_MODELS
+from tests.tiny_collab import COLLAB_MODELS
+from tests.tiny_segmentation import SEGMENTATION
+from tests.tiny_text import TEXT_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("FASTAI_SERVE_CHROMIUM", "/usr/bin/chromium"))
@@ -38,7 +41,7 @@ CHROMIUM_ARGS = [
 ]
 BROKEN = "broken"  # a model that fails to load, so the list shows a reason
 BARE = "adult-bare"  # only an exported learner: never has a report
-SERVER_START_S = 180
+SERVER_START_S = 300  # every kind's tiny learners load (and pass their ONNX parity checks) first
 # The keyed server's PREDICT_API_KEYS: every model call needs one of them.
 API_KEYS = ("first-key-4c1d", "second-key-9e27")
 # Chromium logs every 4xx response as a console error; these statuses are answers the pages expect and
@@ -47,10 +50,21 @@ EXPECTED_HTTP_NOISE = ("status of 401", "status of 404", "status of 415", "statu
 
 
 @pytest.fixture(scope="session")
-def frontend_store(trained_store: Path, task_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The two classifiers, a tiny learner of every other task (tests/tiny.py), a broken and a bare model."""
+def frontend_store(
+    trained_store: Path,
+    task_store: Path,
+    seg_store: Path,
+    collab_store: Path,
+    text_store: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """The two classifiers, a tiny learner of every other task (tests/tiny.py) and kind
+    (tests/tiny_segmentation.py, tests/tiny_collab.py, tests/tiny_text.py), a broken and a bare model."""
     store = clone_store(trained_store, tmp_path_factory.mktemp("frontend") / "store", [TABULAR, VISION])
     clone_store(task_store, store, TASK_MODELS)
+    clone_store(seg_store, store, [SEGMENTATION])
+    clone_store(collab_store, store, COLLAB_MODELS)
+    clone_store(text_store, store, TEXT_MODELS)
     (store / BROKEN).mkdir()
     (store / BROKEN / "model.pkl").write_bytes(b"this is not a pickle")
     (store / BARE).mkdir()

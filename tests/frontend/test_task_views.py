@@ -52,7 +52,8 @@ SERVED = sorted({(t.kind.value, t.task.value) for t in served_types()})
 def test_the_tables_are_read_and_name_only_real_kinds_and_tasks() -> None:
     views = table_entries((JS / "tasks.js").read_text(), "TASK_VIEWS")
     pages = table_entries((JS / "model.js").read_text(), "KIND_PAGES")
-    assert {"classification", "multi_label", "regression", "points"} <= set(views)
+    assert {"classification", "multi_label", "regression", "points", "segmentation", "rating"} <= set(views)
+    assert {"tabular", "vision", "text", "collab"} <= set(pages)
     assert set(views) <= {t.value for t in Task}
     assert set(pages) <= {k.value for k in ModelKind}
     assert SERVED, "served_types() lists nothing"
@@ -75,7 +76,16 @@ def test_every_served_kind_and_task_has_a_page_and_a_view_with_the_parts_it_uses
 
 
 # The model list, the model page, the pages of each kind and the report page.
-DISPATCHING = ["models.js", "model.js", "tasks.js", "tabular.js", "vision.js", "report.js"]
+DISPATCHING = [
+    "models.js",
+    "model.js",
+    "tasks.js",
+    "tabular.js",
+    "vision.js",
+    "report.js",
+    "text.js",
+    "collab.js",
+]
 
 
 @pytest.mark.parametrize("file", DISPATCHING)

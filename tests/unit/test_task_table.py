@@ -32,8 +32,8 @@ from tests.tiny_text import TEXT_MODELS
 DOORS_BY_KIND = {
     ModelKind.TABULAR: {"csv": CSV_COLUMNS, "evaluate": TABLE_TARGETS},
     ModelKind.VISION: {"evaluate": LABEL_TARGETS},
-    ModelKind.TEXT: {"csv": CSV_COLUMNS, "evaluate": TEXT_TARGETS},
     ModelKind.COLLAB: {"csv": CSV_COLUMNS, "evaluate": TABLE_TARGETS},
+    ModelKind.TEXT: {"csv": CSV_COLUMNS, "evaluate": TEXT_TARGETS},
 }
 
 
@@ -49,13 +49,13 @@ def test_every_served_task_has_a_codec_at_every_front_door(entry: object) -> Non
 
 
 def _stores(
-    trained_store: Path, task_store: Path, refused_store: Path, text_store: Path, collab_store: Path
+    trained_store: Path, task_store: Path, refused_store: Path, collab_store: Path, text_store: Path
 ) -> list[Path]:
     return (
         [trained_store / TABULAR, trained_store / VISION, *(task_store / n for n in TASK_MODELS)]
         + [refused_store / n for n in REFUSED]
-        + [text_store / n for n in TEXT_MODELS]
         + [collab_store / n for n in COLLAB_MODELS]
+        + [text_store / n for n in TEXT_MODELS]
     )
 
 
@@ -63,12 +63,12 @@ def test_recognition_picks_exactly_one_entry_or_none(
     trained_store: Path,
     task_store: Path,
     refused_store: Path,
-    text_store: Path,
     collab_store: Path,
     seg_store: Path,
+    text_store: Path,
 ) -> None:
     seen = set()
-    stores = _stores(trained_store, task_store, refused_store, text_store, collab_store)
+    stores = _stores(trained_store, task_store, refused_store, collab_store, text_store)
     for folder in [*stores, seg_store / SEGMENTATION]:
         facts = read_facts(load_exported_learner(folder / "model.pkl").learn)
         matched = [t for t in LEARNER_TYPES if t.matches(facts)]

@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from service.api.deps import BatchersDep, RegistryDep
 from service.errors import MSG_NO_SCHEMA_FOR_VISION, ModelNotFound
 from service.inference.predictor import ModelKind
+from service.inference.tasks import Task
 from service.registry import ModelEntry
 from service.schemas.models import (
     CompatInfo,
@@ -20,6 +21,7 @@ from service.schemas.models import (
     ModelList,
     ModelSummary,
     ReplicaStatus,
+    TrainingProgress,
 )
 from service.schemas.problem import Problem
 
@@ -41,10 +43,27 @@ def summary_of(entry: ModelEntry) -> ModelSummary:
     )
 
 
+def training_summary(name: str, board: dict[str, Any]) -> ModelSummary:
+    """A model still training into the store, from the trainer's progress board."""
+    kind, task = board.get("kind"), board.get("task")
+    return ModelSummary(
+        name=name,
+        kind=ModelKind(kind) if kind in set(ModelKind) else None,
+        task=Task(task) if task in set(Task) else None,
+        version=None,
+        status="failed" if board.get("status") == "failed" else "training",
+        device=None,
+        classes=[],
+        error=board.get("error"),
+        progress=TrainingProgress.model_validate(board),
+    )
+
+
 @router.get("", response_model=ModelList)
 async def list_models(registry: RegistryDep) -> ModelList:
-    """Every model in the store with its kind, status, version and device."""
-    return ModelList(models=[summary_of(entry) for entry in registry.entries()])
+    """Every model in the store with its kind, status, version and device, then those still training."""
+    training = [training_summary(name, board) for name, board in registry.training().items()]
+    return ModelList(models=[summary_of(entry) for entry in registry.entries()] + training)
 
 
 @router.get("/{name}", response_model=ModelDetail, responses=Problem.responses(404))
@@ -87,8 +106,8 @@ async def model_detail(name: str, registry: RegistryDep, batchers: BatchersDep) 
 INPUT_SCHEMAS: dict[ModelKind, Callable[[Any], dict[str, Any]] | None] = {
     ModelKind.TABULAR: lambda predictor: predictor.row_json_schema(),
     ModelKind.VISION: None,
-    ModelKind.TEXT: lambda predictor: predictor.text_json_schema(),
     ModelKind.COLLAB: lambda predictor: predictor.pair_json_schema(),
+    ModelKind.TEXT: lambda predictor: predictor.text_json_schema(),
 }
 
 

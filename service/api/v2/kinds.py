@@ -4,7 +4,7 @@ tensors turned into what the kind's `Predictor.prepare` takes, and predictions t
 Inputs per kind (`V2_KINDS`), outputs per task (`V2_TASKS`: classification `label` + `probabilities`
 (+ `top_k` for images), multi_label `probabilities` + `predicted` BOOL, regression `values`, points
 `points` FP32 [N, K, 2] in the input image's pixels, segmentation `mask` UINT8 [N, H, W] in the input
-image's pixels (the images of one request share a size), rating `rating` FP32 [N], NaN for an unknown id).
+image's pixels: the images of one request share a size, rating `rating` FP32 [N], NaN for an unknown id).
 
 Tabular: one input per column of the learner's schema, shape [N] or [N, 1]; continuous columns FP64
 (or FP32, INT64, INT32), categorical ones BYTES. A missing value is JSON `null` (or NaN in a float
@@ -51,9 +51,9 @@ IMAGE_INPUT = "image"
 TEXT_INPUT = "text"
 LABEL, PROBABILITIES, TOP_K = "label", "probabilities", "top_k"
 PREDICTED, VALUES, POINTS = "predicted", "values", "points"
+MASK = "mask"
 USER_INPUT, ITEM_INPUT, RATING = "user", "item", "rating"
 ID_TYPES = ("BYTES", "INT64", "INT32")
-MASK = "mask"
 TOP_K_FORMAT = "probability:index:label"
 
 
@@ -211,34 +211,6 @@ def prepare_vision(predictor: VisionPredictor, tensors: list[Tensor], *, max_fil
     )
 
 
-# -- text ------------------------------------------------------------------------------------------------
-def text_inputs(predictor: TextPredictor) -> list[MetadataTensor]:
-    schema = predictor.input_schema()
-    return [
-        MetadataTensor(
-            name=TEXT_INPUT,
-            datatype="BYTES",
-            shape=[-1],
-            parameters={
-                "content": "one UTF-8 text per element",
-                "tokenizer": schema["tokenizer"],
-                "vocab_size": schema["vocab_size"],
-            },
-        )
-    ]
-
-
-def prepare_text(predictor: TextPredictor, tensors: list[Tensor], *, settings: Settings) -> PreparedTexts:
-    """`text` BYTES [N] as /api/v1's texts: the same limits, the same `prepare`."""
-    tensor = _check_names(tensors, [TEXT_INPUT])[TEXT_INPUT]
-    if tensor.datatype != "BYTES":
-        raise BadRequest(MSG_V2_DATATYPE.format(name=TEXT_INPUT, datatype=tensor.datatype, accepted="BYTES"))
-    _rows_of(tensor)
-    texts = _text(tensor)
-    check_texts(texts, max_texts=settings.max_rows, max_chars=settings.max_text_chars)
-    return predictor.prepare(texts, where=(TEXT_INPUT,))
-
-
 # -- collab ----------------------------------------------------------------------------------------------
 def collab_inputs(predictor: CollabPredictor) -> list[MetadataTensor]:
     return [
@@ -278,6 +250,34 @@ def prepare_collab(predictor: CollabPredictor, tensors: list[Tensor], *, max_row
     return predictor.prepare(list(zip(users, items, strict=True)))
 
 
+# -- text ------------------------------------------------------------------------------------------------
+def text_inputs(predictor: TextPredictor) -> list[MetadataTensor]:
+    schema = predictor.input_schema()
+    return [
+        MetadataTensor(
+            name=TEXT_INPUT,
+            datatype="BYTES",
+            shape=[-1],
+            parameters={
+                "content": "one UTF-8 text per element",
+                "tokenizer": schema["tokenizer"],
+                "vocab_size": schema["vocab_size"],
+            },
+        )
+    ]
+
+
+def prepare_text(predictor: TextPredictor, tensors: list[Tensor], *, settings: Settings) -> PreparedTexts:
+    """`text` BYTES [N] as /api/v1's texts: the same limits, the same `prepare`."""
+    tensor = _check_names(tensors, [TEXT_INPUT])[TEXT_INPUT]
+    if tensor.datatype != "BYTES":
+        raise BadRequest(MSG_V2_DATATYPE.format(name=TEXT_INPUT, datatype=tensor.datatype, accepted="BYTES"))
+    _rows_of(tensor)
+    texts = _text(tensor)
+    check_texts(texts, max_texts=settings.max_rows, max_chars=settings.max_text_chars)
+    return predictor.prepare(texts, where=(TEXT_INPUT,))
+
+
 # -- the tables: inputs per kind, outputs per task -------------------------------------------------------
 @dataclass(frozen=True)
 class V2Kind:
@@ -303,17 +303,17 @@ V2_KINDS: dict[ModelKind, V2Kind] = {
         inline_rows=0,
         ranks=True,
     ),
-    ModelKind.TEXT: V2Kind(
-        inputs=text_inputs,
-        prepare=lambda p, tensors, settings: prepare_text(p, tensors, settings=settings),
-        inline_rows=0,
-        ranks=True,
-    ),
     ModelKind.COLLAB: V2Kind(
         inputs=collab_inputs,
         prepare=lambda p, tensors, settings: prepare_collab(p, tensors, max_rows=settings.max_rows),
         inline_rows=INLINE_ROWS,
         ranks=False,
+    ),
+    ModelKind.TEXT: V2Kind(
+        inputs=text_inputs,
+        prepare=lambda p, tensors, settings: prepare_text(p, tensors, settings=settings),
+        inline_rows=0,
+        ranks=True,
     ),
 }
 
@@ -396,6 +396,20 @@ def _points_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> d
     return {POINTS: OutputTensor(POINTS, "FP32", pixels)}
 
 
+def _segmentation_metadata(head: Any) -> list[MetadataTensor]:
+    return [
+        MetadataTensor(
+            name=MASK,
+            datatype="UINT8",
+            shape=[-1, -1, -1],
+            parameters={
+                "classes": head.classes,
+                "content": "[N, H, W]: per pixel of the input image, its class's index in `classes`",
+            },
+        )
+    ]
+
+
 def _rating_metadata(head: Any) -> list[MetadataTensor]:
     return [
         MetadataTensor(
@@ -411,31 +425,17 @@ def _rating_metadata(head: Any) -> list[MetadataTensor]:
     ]
 
 
-def _segmentation_metadata(head: Any) -> list[MetadataTensor]:
-    return [
-        MetadataTensor(
-            name=MASK,
-            datatype="UINT8",
-            shape=[-1, -1, -1],
-            parameters={
-                "classes": head.classes,
-                "content": "[N, H, W]: per pixel of the input image, its class's index in `classes`",
-            },
-        )
-    ]
-
-
-def _rating_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> dict[str, OutputTensor]:
-    ratings = np.asarray([np.nan if p.rating is None else p.rating for p in predictions], dtype=np.float32)
-    return {RATING: OutputTensor(RATING, "FP32", ratings, {"target": head.target})}
-
-
 def _segmentation_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> dict[str, OutputTensor]:
     sizes = sorted({(p.size[1], p.size[0]) for p in predictions})
     if len(sizes) > 1:
         raise BadRequest(MSG_V2_MASK_SIZES.format(sizes=", ".join(f"{w}x{h}" for w, h in sizes)))
     masks = np.stack([p.mask for p in predictions]).astype(np.uint8)
     return {MASK: OutputTensor(MASK, "UINT8", masks, {"classes": head.classes})}
+
+
+def _rating_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> dict[str, OutputTensor]:
+    ratings = np.asarray([np.nan if p.rating is None else p.rating for p in predictions], dtype=np.float32)
+    return {RATING: OutputTensor(RATING, "FP32", ratings, {"target": head.target})}
 
 
 @dataclass(frozen=True)
@@ -451,8 +451,8 @@ V2_TASKS: dict[Task, V2Task] = {
     Task.MULTI_LABEL: V2Task(_multi_label_metadata, _multi_label_outputs),
     Task.REGRESSION: V2Task(_regression_metadata, _regression_outputs),
     Task.POINTS: V2Task(_points_metadata, _points_outputs),
-    Task.RATING: V2Task(_rating_metadata, _rating_outputs),
     Task.SEGMENTATION: V2Task(_segmentation_metadata, _segmentation_outputs),
+    Task.RATING: V2Task(_rating_metadata, _rating_outputs),
 }
 
 
