@@ -219,6 +219,12 @@ MSG_LABEL_IS_FEATURE = (
     "a target column of its own, so rename the label or the column"
 )
 MSG_UNKNOWN_TEST_LABELS = "{what} {path}: label(s) in {target!r} the training data has not: {unknown}"
+MSG_TEXT_NO_ROWS = "{what} {path}: no row has both a text in {text!r} and a label in {label!r}"
+MSG_TEXT_ONE_CLASS = (
+    "{what} {path}: column {label!r} holds one label ({name}); a classifier needs two or more"
+)
+MSG_TEXT_SAME_COLUMN = "--text-col and --label-col are both {column!r}: a model would see the answer"
+MSG_OPTION_RANGE = "{option} must be {expected}, got {value}"
 
 
 @dataclass
