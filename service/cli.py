@@ -1,4 +1,4 @@
-"""`fastai-serve` command line: `serve`, `train tabular|vision|collab|segmentation|demo`, `compare`,
+"""`fastai-serve` command line: `serve`, `train tabular|vision|text|collab|segmentation|demo`, `compare`,
 `share-policy`."""
 
 from __future__ import annotations
@@ -139,6 +139,46 @@ def _train_vision(args: argparse.Namespace) -> int:
         max_per_class=args.max_per_class,
     )
     result = train_vision(recipe)
+    print(f"{result.name}: {result.metrics} in {result.train_seconds:.1f}s -> {result.learner_path}")
+    return 0
+
+
+def _train_text(args: argparse.Namespace) -> int:
+    from service.training import data
+    from service.training.text import TextRecipe, train_text
+
+    if args.download:
+        csv: Path | None = data.downloaded("IMDB_SAMPLE") / "texts.csv"
+    else:
+        csv = Path(args.data) if args.data else None
+    recipe = TextRecipe(
+        out_dir=_store(args) / args.name,
+        csv=csv,
+        text_col=args.text_col,
+        label_col=args.label_col,
+        test_csv=Path(args.test) if args.test else None,
+        epochs=args.epochs,
+        lr=args.lr,
+        lm_epochs=args.lm_epochs,
+        lm_lr=args.lm_lr,
+        gradual=args.gradual,
+        bs=args.bs,
+        seq_len=args.seq_len,
+        emb_sz=args.emb_sz,
+        n_hid=args.n_hid,
+        n_layers=args.n_layers,
+        drop_mult=args.drop_mult,
+        wd=args.wd,
+        label_smoothing=args.label_smoothing,
+        min_freq=args.min_freq,
+        max_vocab=args.max_vocab,
+        seed=args.seed,
+        valid_pct=args.valid_pct,
+        test_pct=args.test_pct,
+        max_rows=args.max_rows,
+        fit=_fit_options(args),
+    )
+    result = train_text(recipe)
     print(f"{result.name}: {result.metrics} in {result.train_seconds:.1f}s -> {result.learner_path}")
     return 0
 
@@ -301,6 +341,59 @@ def _share_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text_parser(train: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from service.training.text import DEMO_TEXT, TextRecipe
+
+    defaults = TextRecipe(out_dir=Path())
+    text = train.add_parser(
+        "text",
+        help="text_classifier_learner (AWD_LSTM, ULMFiT) on a CSV of texts and labels "
+        "(default: the shipped movie-review sentences)",
+    )
+    _common(text, name=DEMO_TEXT)
+    text.add_argument("--text-col", default=defaults.text_col, help="the CSV column holding the texts")
+    text.add_argument("--label-col", default=defaults.label_col, help="the CSV column holding the labels")
+    text.add_argument("--epochs", type=int, default=defaults.epochs, help="the classifier's epochs")
+    text.add_argument("--lr", type=float, default=defaults.lr, help="the classifier's (head's) learning rate")
+    text.add_argument(
+        "--lm-epochs",
+        type=int,
+        default=defaults.lm_epochs,
+        help="epochs of the language model trained on the training texts first (ULMFiT); 0: from scratch",
+    )
+    text.add_argument("--lm-lr", type=float, default=defaults.lm_lr)
+    text.add_argument(
+        "--gradual",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.gradual,
+        help="ULMFiT's gradual unfreezing: an epoch on the head, one with the last layer, then --epochs",
+    )
+    text.add_argument("--bs", type=int, default=defaults.bs)
+    text.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per BPTT chunk")
+    text.add_argument("--emb-sz", type=int, default=defaults.emb_sz, help="AWD_LSTM embedding width")
+    text.add_argument("--n-hid", type=int, default=defaults.n_hid, help="AWD_LSTM hidden width")
+    text.add_argument("--n-layers", type=int, default=defaults.n_layers, help="AWD_LSTM layers")
+    text.add_argument("--drop-mult", type=float, default=defaults.drop_mult, help="scales every dropout")
+    text.add_argument("--wd", type=float, default=defaults.wd)
+    text.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=defaults.label_smoothing,
+        help="eps of LabelSmoothingCrossEntropyFlat (0 = plain CE)",
+    )
+    text.add_argument("--min-freq", type=int, default=defaults.min_freq, help="rarer tokens become xxunk")
+    text.add_argument("--max-vocab", type=int, default=defaults.max_vocab)
+    text.add_argument("--valid-pct", type=float, default=defaults.valid_pct)
+    text.add_argument(
+        "--test-pct",
+        type=float,
+        default=defaults.test_pct,
+        help="share of the texts held out as the report's test set when there is no --test",
+    )
+    text.add_argument("--max-rows", type=int, default=None, help="a seeded sample of this many texts")
+    text.set_defaults(func=_train_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastai-serve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -384,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vis.add_argument("--max-per-class", type=int, default=None)
     vis.set_defaults(func=_train_vision)
+
+    _text_parser(train)
 
     compare = commands.add_parser("compare", help="two or more models' test metrics side by side")
     compare.add_argument("models", nargs="+", help="model names in the store")

@@ -283,6 +283,12 @@ MSG_TEXT_NO_TOKENIZER = (
     "a text learner needs fastai's Tokenizer and Numericalize (with its vocab) as its input transforms "
     "(found {found})"
 )
+MSG_TEXT_NO_ROWS = "{what} {path}: no row has both a text in {text!r} and a label in {label!r}"
+MSG_TEXT_ONE_CLASS = (
+    "{what} {path}: column {label!r} holds one label ({name}); a classifier needs two or more"
+)
+MSG_TEXT_SAME_COLUMN = "--text-col and --label-col are both {column!r}: a model would see the answer"
+MSG_OPTION_RANGE = "{option} must be {expected}, got {value}"
 
 
 @dataclass

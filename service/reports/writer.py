@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ LOWER_IS_BETTER = frozenset({"rmse", "_rmse", "mae", "mse", "msle", "_exp_rmspe"
 # The F1-vs-threshold curve's thresholds, and the most points a scatter draws (a sample beyond that).
 THRESHOLDS = np.round(np.linspace(0.05, 0.95, 19), 2)
 SCATTER_POINTS = 5000
+TEXT_WRAP = 110  # characters a line in the text top losses
 
 
 @dataclass
@@ -410,6 +412,35 @@ def plot_top_losses_table(rows: Sequence[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
+def plot_top_losses_texts(scores: TestScores, path: Path) -> list[dict[str, Any]] | None:
+    """Text top losses: the worst test texts in full (wrapped), each with actual, prediction, probability
+    and loss — what fastai's `plot_top_losses` shows for text, as a picture."""
+    rows = top_loss_rows(scores)
+    blocks = [
+        (
+            f"{i + 1}. actual {row['actual']}, predicted {row['predicted']} "
+            f"(probability {_cell(row.get('probability'))}, loss {_cell(row['loss'])})",
+            textwrap.wrap(str(row.get("text", "")), width=TEXT_WRAP) or [""],
+        )
+        for i, row in enumerate(rows)
+    ]
+    lines = sum(1 + len(wrapped) for _, wrapped in blocks) + len(blocks)
+    fig = Figure(figsize=(10, 0.22 * lines + 0.8))
+    ax = fig.subplots()
+    ax.axis("off")
+    y, step = 1.0, 1.0 / max(lines, 1)
+    for title, wrapped in blocks:
+        ax.text(0, y, title, fontsize=9, fontweight="bold", va="top", transform=ax.transAxes)
+        y -= step
+        for line in wrapped:
+            ax.text(0.02, y, line, fontsize=9, va="top", transform=ax.transAxes)
+            y -= step
+        y -= step
+    fig.suptitle("test texts with the highest loss")
+    _save(fig, path)
+    return rows
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -428,6 +459,7 @@ TASK_PLOTS: dict[Task, dict[str, Callable[[TestScores, Path], None]]] = {
 TOP_LOSSES_PLOTS: dict[ModelKind, Callable[[TestScores, Path], list[dict[str, Any]] | None]] = {
     ModelKind.VISION: plot_top_losses_images,
     ModelKind.TABULAR: plot_top_losses_rows,
+    ModelKind.TEXT: plot_top_losses_texts,
 }
 
 
