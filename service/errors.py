@@ -386,3 +386,18 @@ MSG_V2_NOT_READY = "the server is not ready: models are loading or none loaded"
 
 class RuntimeUnavailable(Exception):
     """ONNX Runtime cannot serve this model; the message says why (torch serves it instead)."""
+
+
+# Collaborative filtering (service.inference.collab, /api/v1/collab).
+MSG_COLLAB_UNKNOWN_ID = "{side} {value!r} is not one the learner knows ({column}); no rating"
+MSG_COLLAB_MISSING_ID = "{side} is missing ({column}); no rating"
+MSG_COLLAB_UNKNOWN_USER = (
+    "user {value!r} is not one the learner knows ({column}, {count} users); it recommends only for the users "
+    "it was trained on"
+)
+MSG_COLLAB_UNKNOWN_ITEM = "item {value!r} is not one the learner knows ({column}, {count} items)"
+MSG_COLLAB_EXCLUDE_UNKNOWN = "exclude: {value!r} is not an item the learner knows; ignored"
+MSG_COLLAB_TWO_COLUMNS = (
+    "a collab learner takes a user and an item column; this one has {count} categorical column(s): {names}"
+)
+MSG_COLLAB_ITEMS_FILE = "{file}: {reason}; it names items (first column) and their `title`"

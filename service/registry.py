@@ -165,7 +165,9 @@ class ModelRegistry:
         learner_type = recognise(learn)
         kind = entry.kind = learner_type.kind
         entry.task = learner_type.task
-        predictor = build_predictor(learner_type, learn, max_image_pixels=self.max_image_pixels)
+        predictor = build_predictor(
+            learner_type, learn, max_image_pixels=self.max_image_pixels, folder=entry.folder
+        )
         try:
             predictor.self_check()
         except Exception as exc:  # noqa: BLE001 - a learner that cannot predict is not servable

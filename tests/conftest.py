@@ -23,6 +23,7 @@ from service.training.tabular import TabularRecipe, train_tabular
 from service.training.vision import VisionRecipe, train_vision
 from tests.helpers import TABULAR, VISION, make_settings, started_client
 from tests.tiny import build_refused_learners, build_task_learners
+from tests.tiny_collab import build_collab_learners
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +76,8 @@ def task_store(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.DataFra
 
 @pytest.fixture(scope="session")
 def refused_store(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.DataFrame) -> Path:
-    """Learners the service must refuse (collab, object detection, image-to-image, a plain Learner, a
-    segmentation unet), exported untrained: recognition reads what they are, not how good they are."""
+    """Learners the service must refuse (object detection, image-to-image, a plain Learner, a segmentation
+    unet), exported untrained: recognition reads what they are, not how good they are."""
     store = tmp_path_factory.mktemp("refused-store")
     build_refused_learners(store, adult_frame)
     return store
@@ -124,5 +125,22 @@ def text_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def text_client(text_store: Path) -> AsyncIterator[httpx.AsyncClient]:
     """One app over the text store, shared by the tests that only read."""
     settings = make_settings(text_store, max_rows=20, max_text_chars=400, max_upload_mb=1.0)
+    async for c in started_client(create_app(settings)):
+        yield c
+
+
+# -- collab (tests/tiny_collab.py) ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def collab_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both tiny collab learners (EmbeddingDotBias with items.csv titles, EmbeddingNN), in seconds."""
+    store = tmp_path_factory.mktemp("collab-store")
+    build_collab_learners(store)
+    return store
+
+
+@pytest.fixture(scope="session")
+async def collab_client(collab_store: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """One app over the collab store (ONNX Runtime where it passes parity), shared by the tests that read."""
+    settings = make_settings(collab_store, max_rows=50, max_upload_mb=1.0, runtime="auto")
     async for c in started_client(create_app(settings)):
         yield c

@@ -23,7 +23,7 @@ VIS_POINTS = "cifar-points"  # vision points, two points
 TASK_MODELS = [TAB_REGRESSION, TAB_REGRESSION_2, TAB_MULTI, VIS_MULTI, VIS_REGRESSION, VIS_POINTS]
 
 # Learners the service refuses (names say what they are).
-REFUSED = ["collab-dot", "vision-bbox", "image-to-image", "plain-learner", "unet-mask"]
+REFUSED = ["vision-bbox", "image-to-image", "plain-learner", "unet-mask"]
 
 TAB_CAT = ["workclass", "education", "sex"]
 TAB_CONT = ["age", "fnlwgt", "education-num"]
@@ -174,7 +174,6 @@ def build_task_learners(store: Path, frame: pd.DataFrame) -> None:
 # -- learners the service must refuse (never trained: recognition reads what they are) --------------------
 def refused_learners(frame: pd.DataFrame) -> dict[str, Any]:
     import torch
-    from fastai.collab import CollabDataLoaders, collab_learner
     from fastai.data.core import Datasets
     from fastai.learner import Learner
     from fastai.vision.all import (
@@ -192,10 +191,6 @@ def refused_learners(frame: pd.DataFrame) -> dict[str, Any]:
     )
 
     files = cifar_files(per_class=2)
-    ratings = pd.DataFrame(
-        {"user": np.arange(60) % 7, "item": np.arange(60) % 11, "rating": (np.arange(60) % 5) + 1.0}
-    )
-    collab = collab_learner(CollabDataLoaders.from_df(ratings, bs=16), n_factors=4, y_range=(0.5, 5.5))
 
     boxes = DataBlock(
         blocks=(ImageBlock, BBoxBlock, BBoxLblBlock),
@@ -235,7 +230,6 @@ def refused_learners(frame: pd.DataFrame) -> dict[str, Any]:
     )
     plain = Learner(dsets.dataloaders(bs=8), torch.nn.Linear(3, 1), loss_func=torch.nn.MSELoss())
     return {
-        "collab-dot": collab,
         "vision-bbox": bbox,
         "image-to-image": image_to_image,
         "plain-learner": plain,

@@ -21,7 +21,7 @@ from service.api.frontend import install_frontend
 from service.api.hot import install_hot_routes
 from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
-from service.api.routes import admin, health, models, ops, reports, share, tabular, text, vision
+from service.api.routes import admin, collab, health, models, ops, reports, share, tabular, text, vision
 from service.api.v2 import routes as v2
 from service.inference.batching import BatcherPool, ModelPool
 from service.inference.runtime import RuntimeOptions
@@ -130,7 +130,7 @@ def create_app(
             expose_headers=["Retry-After", "Content-Disposition"],
         )
     install_problem_handlers(app)
-    for module in (health, admin, models, tabular, vision, text, reports, ops, share, v2):
+    for module in (health, admin, models, tabular, vision, text, collab, reports, ops, share, v2):
         app.include_router(module.router)
     install_hot_routes(app, [tabular, vision])  # plain predict requests skip FastAPI's per-request work
     # Last: the frontend's mount at / would otherwise shadow routes added after it.

@@ -8,6 +8,7 @@ from typing import Any
 
 from service.inference.predictor import ModelKind
 from service.inference.tasks import AnyPrediction, Task
+from service.schemas.collab import CollabPrediction
 from service.schemas.predict import (
     TabularItem,
     TabularMultiLabelPrediction,
@@ -63,6 +64,13 @@ TEXT_ITEMS: dict[Task, Callable[[Any, int], TextItem]] = {
 }
 
 
+COLLAB_ITEMS: dict[Task, Callable[[Any], CollabPrediction]] = {
+    Task.RATING: lambda p: CollabPrediction(
+        user=p.user, item=p.item, rating=p.rating, title=p.title, warnings=p.warnings
+    ),
+}
+
+
 def tabular_items(predictions: list[AnyPrediction]) -> list[TabularItem]:
     """Each row's prediction as its task's item."""
     return [TABULAR_ITEMS[p.task](p) for p in predictions]
@@ -78,9 +86,15 @@ def text_items(predictions: list[AnyPrediction], *, top_k: int) -> list[TextItem
     return [TEXT_ITEMS[p.task](p, top_k) for p in predictions]
 
 
+def collab_items(predictions: list[AnyPrediction]) -> list[CollabPrediction]:
+    """Each pair's prediction as its task's item."""
+    return [COLLAB_ITEMS[p.task](p) for p in predictions]
+
+
 # The v1 codecs of each kind's routes, for the check that every served task has one.
 V1_ITEMS: dict[ModelKind, dict[Task, Any]] = {
     ModelKind.TABULAR: TABULAR_ITEMS,
     ModelKind.VISION: VISION_ITEMS,
     ModelKind.TEXT: TEXT_ITEMS,
+    ModelKind.COLLAB: COLLAB_ITEMS,
 }

@@ -31,6 +31,7 @@ PREDICT_PATHS = {
     ModelKind.TABULAR: "/api/v1/tabular/{name}/predict",
     ModelKind.VISION: "/api/v1/vision/{name}/predict",
     ModelKind.TEXT: "/api/v1/text/{name}/predict",
+    ModelKind.COLLAB: "/api/v1/collab/{name}/predict",
 }
 
 

@@ -426,6 +426,11 @@ def _regressed(head: Any, outputs: np.ndarray, threshold: float | None) -> dict[
     return {f"prediction_{t}": outputs[:, j].astype(np.float64) for j, t in enumerate(targets)}
 
 
+def _rated(head: Any, outputs: np.ndarray, threshold: float | None) -> dict[str, Any]:
+    # NaN (an unknown user or item) is an empty cell.
+    return {"prediction": outputs[:, 0].astype(np.float64)}
+
+
 def _probabilities(classes: list[str], outputs: np.ndarray) -> dict[str, Any]:
     return {f"p_{c}": np.round(outputs[:, j].astype(np.float64), 6) for j, c in enumerate(classes)}
 
@@ -434,6 +439,7 @@ CSV_COLUMNS: dict[Task, Callable[[Any, np.ndarray, float | None], dict[str, Any]
     Task.CLASSIFICATION: _classified,
     Task.MULTI_LABEL: _multi_labelled,
     Task.REGRESSION: _regressed,
+    Task.RATING: _rated,
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from service.errors import MSG_NOT_SERVED_YET, MSG_UNSUPPORTED_LEARNER, LoadError
@@ -51,6 +52,7 @@ class LearnerFacts:
 @dataclass(frozen=True)
 class BuildOptions:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    folder: Path | None = None  # the model's folder in the store, for files served beside the learner
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,17 @@ def _text(head: Callable[[Any], Any]) -> Callable[[Any, BuildOptions], AnyPredic
     return build
 
 
+def _collab(learn: Any, options: BuildOptions) -> AnyPredictor:
+    from service.inference.collab import ITEMS_FILE, CollabPredictor
+    from service.loading import ensure_inside
+
+    folder = options.folder
+    if folder is None or not (folder / ITEMS_FILE).is_file():
+        return CollabPredictor(learn)
+    # Titles for the items, when the folder has them (read inside the store only, like the learner).
+    return CollabPredictor(learn, items_file=ensure_inside(folder / ITEMS_FILE, folder))
+
+
 TABULAR_SOURCE = "tabular_learner"
 VISION_SOURCE = "vision_learner"
 
@@ -290,7 +303,7 @@ LEARNER_TYPES: list[LearnerType] = [
         Task.RATING,
         "collab_learner (EmbeddingDotBias or EmbeddingNN)",
         lambda f: f.kind is ModelKind.COLLAB,
-        None,
+        _collab,
     ),
 ]
 
@@ -313,7 +326,7 @@ def recognise(learn: Any) -> LearnerType:
 
 
 def build_predictor(
-    learner_type: LearnerType, learn: Any, *, max_image_pixels: int | None = None
+    learner_type: LearnerType, learn: Any, *, max_image_pixels: int | None = None, folder: Path | None = None
 ) -> AnyPredictor:
     """The predictor for a learner already prepared for serving (device, eval mode); LoadError when its
     type is recognised but not served."""
@@ -323,7 +336,7 @@ def build_predictor(
                 learner=learner_type, source=learner_type.source, supported=_supported()
             )
         )
-    return learner_type.build(learn, BuildOptions(max_image_pixels or DEFAULT_MAX_PIXELS))
+    return learner_type.build(learn, BuildOptions(max_image_pixels or DEFAULT_MAX_PIXELS, folder=folder))
 
 
 def predictor_for(learn: Any, *, max_image_pixels: int | None = None) -> AnyPredictor:

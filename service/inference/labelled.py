@@ -170,6 +170,7 @@ TABLE_TARGETS: dict[Task, Callable[[CsvTable, Sequence[str], Sequence[str]], np.
     ),
     Task.MULTI_LABEL: lambda table, targets, classes: table_flags(table, targets=targets),
     Task.REGRESSION: lambda table, targets, classes: table_values(table, targets=targets),
+    Task.RATING: lambda table, targets, classes: table_values(table, targets=targets),
 }
 
 

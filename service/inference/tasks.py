@@ -79,7 +79,20 @@ class PointsPrediction:
     task: ClassVar[Task] = Task.POINTS
 
 
-AnyPrediction = Prediction | MultiLabelPrediction | RegressionPrediction | PointsPrediction
+@dataclass(slots=True)
+class RatingPrediction:
+    """A (user, item) pair's predicted rating; None when the learner does not know the user or the item
+    (their warnings say which). `user`, `item` and `title` echo the pair for the front doors."""
+
+    rating: float | None
+    warnings: list[str] = field(default_factory=list)
+    user: str | int | None = None
+    item: str | int | None = None
+    title: str | None = None  # the item's title, from the model folder's items.csv
+    task: ClassVar[Task] = Task.RATING
+
+
+AnyPrediction = Prediction | MultiLabelPrediction | RegressionPrediction | PointsPrediction | RatingPrediction
 
 
 # -- heads: outputs -> predictions ------------------------------------------------------------------------
@@ -245,6 +258,38 @@ class PointsHead:
         _check_width(outputs, 2 * self.n_points)
 
 
+@dataclass(frozen=True)
+class RatingHead:
+    """A rating per (user, item) pair as the model gives it: a collab model's `y_range` sigmoid is inside
+    the model and `MSELossFlat` decodes nothing. A NaN row is a pair the learner cannot rate (an unknown
+    user or item, found before the model ever saw it): its prediction is None."""
+
+    target: str = "rating"
+    rating_range: tuple[float, float] | None = None
+    classes: list[str] = field(default_factory=list, init=False)
+    task: ClassVar[Task] = Task.RATING
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.target]
+
+    def decode(
+        self, outputs: np.ndarray, warnings: Sequence[list[str]] | None = None, how: Decoding = PLAIN
+    ) -> list[RatingPrediction]:
+        rows = outputs[:, 0].astype(np.float64).tolist()
+        return [
+            RatingPrediction(None if value != value else value, note)
+            for value, note in zip(rows, _notes(warnings, len(rows)), strict=True)
+        ]
+
+    def check(self, outputs: np.ndarray) -> None:
+        _check_width(outputs, 1)
+        if self.rating_range is not None:
+            low, high = self.rating_range
+            if ((outputs < low - 1e-3) | (outputs > high + 1e-3)).any():
+                raise ValueError(f"the learner's ratings are outside its y_range {list(self.rating_range)}")
+
+
 def _check_width(outputs: np.ndarray, width: int) -> None:
     if outputs.ndim != 2 or outputs.shape[1] != width:
         raise ValueError(f"the learner's outputs have shape {tuple(outputs.shape)}, expected (n, {width})")
@@ -257,7 +302,7 @@ def unnamed_targets(count: int) -> list[str]:
     return [f"target_{i}" for i in range(count)]
 
 
-AnyHead = ClassificationHead | MultiLabelHead | RegressionHead | PointsHead
+AnyHead = ClassificationHead | MultiLabelHead | RegressionHead | PointsHead | RatingHead
 
 
 class HeadFacts:

@@ -1,6 +1,7 @@
 """The metric maths of every task, in one place: classification (accuracy, per-class and macro precision,
 recall and F1, the confusion matrix), multi_label (`accuracy_multi`, per-class, micro and macro P/R/F1 at
-the threshold), regression (RMSE, MAE, R² per target) and points (mean pixel error).
+the threshold), regression (RMSE, MAE, R² per target), points (mean pixel error) and rating (RMSE and MAE over
+the pairs the learner knows, the others counted apart).
 
 Used for the training report's test set and by the evaluate endpoints, always on outputs made by the
 serving predictors themselves; `SCORERS` is this front door's codec per task. Macro averages run over the
@@ -22,6 +23,7 @@ from service.schemas.reports import (
     Evaluation,
     MultiLabelEvaluation,
     PointsEvaluation,
+    RatingEvaluation,
     RegressionEvaluation,
     TargetScores,
 )
@@ -171,6 +173,25 @@ def _score_points(
     return evaluate_points(actual, outputs)
 
 
+def evaluate_ratings(actual: np.ndarray, predicted: np.ndarray) -> RatingEvaluation:
+    """`actual` and `predicted`: (n, 1) ratings; a NaN prediction (unknown user or item) is not scored."""
+    known = np.isfinite(predicted[:, 0])
+    error = predicted[known, 0].astype(np.float64) - actual[known, 0].astype(np.float64)
+    scored = int(known.sum())
+    return RatingEvaluation(
+        n=scored,
+        rmse=float(np.sqrt((error**2).mean())) if scored else None,
+        mae=float(np.abs(error).mean()) if scored else None,
+        unknown=len(known) - scored,
+    )
+
+
+def _score_rating(
+    head: Any, actual: np.ndarray, outputs: np.ndarray, threshold: float | None
+) -> AnyEvaluation:
+    return evaluate_ratings(actual, outputs)
+
+
 # Per task: (head, actual, outputs, threshold) -> its Evaluation. Actual: class indices (classification),
 # (n, classes) booleans (multi_label), (n, targets) values (regression), (n, points, 2) pixels (points);
 # points' outputs are the decoded pixels too.
@@ -179,6 +200,7 @@ SCORERS: dict[Task, Callable[[Any, np.ndarray, np.ndarray, float | None], AnyEva
     Task.MULTI_LABEL: _score_multi_label,
     Task.REGRESSION: _score_regression,
     Task.POINTS: _score_points,
+    Task.RATING: _score_rating,
 }
 
 

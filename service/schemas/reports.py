@@ -58,7 +58,17 @@ class PointsEvaluation(BaseModel):
     mean_pixel_error: float
 
 
-AnyEvaluation = Evaluation | MultiLabelEvaluation | RegressionEvaluation | PointsEvaluation
+class RatingEvaluation(BaseModel):
+    """rating: RMSE and MAE of the predicted ratings over the pairs the learner knows; pairs with a user or
+    item it does not know are counted apart (`unknown`), never scored."""
+
+    n: int = Field(description="pairs scored")
+    rmse: float | None = Field(description="null when no pair could be scored")
+    mae: float | None
+    unknown: int = Field(description="pairs left out: their user or item is not one the learner knows")
+
+
+AnyEvaluation = Evaluation | MultiLabelEvaluation | RegressionEvaluation | PointsEvaluation | RatingEvaluation
 
 
 def _artifact(description: str | None = None) -> Any:

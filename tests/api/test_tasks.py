@@ -79,15 +79,14 @@ async def test_refused_learners_fail_with_what_they_are_and_what_is_served(refus
             assert "served: tabular classification" in model["error"], model
             assert "vision points" in model["error"]
             assert "AttributeError" not in model["error"]
-        assert models["collab-dot"]["kind"] == "collab"  # never "tabular", though its model is tabular-like
-        assert models["collab-dot"]["error"].startswith(MSG_NOT_SERVED_YET.split("{")[0] + "collab rating")
         assert models["unet-mask"]["task"] == "segmentation"
+        assert models["unet-mask"]["error"].startswith(
+            MSG_NOT_SERVED_YET.split("{")[0] + "vision segmentation"
+        )
         assert "TensorBBox.create" in models["vision-bbox"]["error"]
         assert "DynamicUnet" in models["image-to-image"]["error"]
         assert "model Linear" in models["plain-learner"]["error"]
         assert (await client.get("/health/ready")).status_code == 503  # nothing servable
-        answer = await client.post("/api/v1/tabular/collab-dot/predict", json={"rows": [{"user": 1}]})
-        assert problem(answer, 404)["detail"].startswith("model 'collab-dot' is a collab model")
 
 
 # -- tabular regression -----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from service.loading import load_exported_learner
 from service.reports.scores import SCORERS
 from tests.helpers import ROOT, TABULAR, VISION
 from tests.tiny import REFUSED, TASK_MODELS
+from tests.tiny_collab import COLLAB_MODELS
 from tests.tiny_text import TEXT_MODELS
 
 # Per kind, the front doors whose codecs are keyed by task (beside v1 items, V2 outputs and scores).
@@ -31,6 +32,7 @@ DOORS_BY_KIND = {
     ModelKind.TABULAR: {"csv": CSV_COLUMNS, "evaluate": TABLE_TARGETS},
     ModelKind.VISION: {"evaluate": LABEL_TARGETS},
     ModelKind.TEXT: {"csv": CSV_COLUMNS, "evaluate": TEXT_TARGETS},
+    ModelKind.COLLAB: {"csv": CSV_COLUMNS, "evaluate": TABLE_TARGETS},
 }
 
 
@@ -45,19 +47,22 @@ def test_every_served_task_has_a_codec_at_every_front_door(entry: object) -> Non
         assert task in codecs, f"{entry}: no {door} codec"
 
 
-def _stores(trained_store: Path, task_store: Path, refused_store: Path, text_store: Path) -> list[Path]:
+def _stores(
+    trained_store: Path, task_store: Path, refused_store: Path, text_store: Path, collab_store: Path
+) -> list[Path]:
     return (
         [trained_store / TABULAR, trained_store / VISION, *(task_store / n for n in TASK_MODELS)]
         + [refused_store / n for n in REFUSED]
         + [text_store / n for n in TEXT_MODELS]
+        + [collab_store / n for n in COLLAB_MODELS]
     )
 
 
 def test_recognition_picks_exactly_one_entry_or_none(
-    trained_store: Path, task_store: Path, refused_store: Path, text_store: Path
+    trained_store: Path, task_store: Path, refused_store: Path, text_store: Path, collab_store: Path
 ) -> None:
     seen = set()
-    for folder in _stores(trained_store, task_store, refused_store, text_store):
+    for folder in _stores(trained_store, task_store, refused_store, text_store, collab_store):
         facts = read_facts(load_exported_learner(folder / "model.pkl").learn)
         matched = [t for t in LEARNER_TYPES if t.matches(facts)]
         assert len(matched) <= 1, (folder.name, matched)

@@ -88,6 +88,7 @@ INPUT_SCHEMAS: dict[ModelKind, Callable[[Any], dict[str, Any]] | None] = {
     ModelKind.TABULAR: lambda predictor: predictor.row_json_schema(),
     ModelKind.VISION: None,
     ModelKind.TEXT: lambda predictor: predictor.text_json_schema(),
+    ModelKind.COLLAB: lambda predictor: predictor.pair_json_schema(),
 }
 
 

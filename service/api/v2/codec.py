@@ -250,7 +250,11 @@ def encode_response(
             parameters["binary_data_size"] = len(raw)
             binary_parts.append(raw)
         else:
-            entry["data"] = output.data.reshape(-1).tolist()
+            data = output.data.reshape(-1).tolist()
+            # NaN (an unknown id's rating) goes as JSON null, as a request's null is NaN.
+            if output.datatype.startswith("FP") and np.isnan(output.data).any():
+                data = [None if v != v else v for v in data]
+            entry["data"] = data
         if parameters:
             entry["parameters"] = parameters
         described.append(entry)

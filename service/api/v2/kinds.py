@@ -3,12 +3,13 @@ tensors turned into what the kind's `Predictor.prepare` takes, and predictions t
 
 Inputs per kind (`V2_KINDS`), outputs per task (`V2_TASKS`: classification `label` + `probabilities`
 (+ `top_k` for images), multi_label `probabilities` + `predicted` BOOL, regression `values`, points
-`points` FP32 [N, K, 2] in the input image's pixels).
+`points` FP32 [N, K, 2] in the input image's pixels, rating `rating` FP32 [N], NaN for an unknown id).
 
 Tabular: one input per column of the learner's schema, shape [N] or [N, 1]; continuous columns FP64
 (or FP32, INT64, INT32), categorical ones BYTES. A missing value is JSON `null` (or NaN in a float
 tensor); the learner's fill then applies with the same warning as /api/v1. Vision: `image`, BYTES [N]
-of encoded files (base64 text when sent as JSON), or UINT8 [N, H, W, 3] pixels.
+of encoded files (base64 text when sent as JSON), or UINT8 [N, H, W, 3] pixels. Collab: `user` and
+`item`, [N] each, BYTES (ids as text) or INT64/INT32 (whole-number ids).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from service.errors import (
     MSG_V2_UNKNOWN_INPUTS,
     BadRequest,
 )
+from service.inference.collab import CollabPredictor, PreparedPairs
 from service.inference.images import ACCEPTED_TYPES, UploadedImage
 from service.inference.predictor import AnyPredictor, ModelKind
 from service.inference.tabular import PreparedRows, TabularPredictor
@@ -47,6 +49,8 @@ IMAGE_INPUT = "image"
 TEXT_INPUT = "text"
 LABEL, PROBABILITIES, TOP_K = "label", "probabilities", "top_k"
 PREDICTED, VALUES, POINTS = "predicted", "values", "points"
+USER_INPUT, ITEM_INPUT, RATING = "user", "item", "rating"
+ID_TYPES = ("BYTES", "INT64", "INT32")
 TOP_K_FORMAT = "probability:index:label"
 
 
@@ -232,6 +236,45 @@ def prepare_text(predictor: TextPredictor, tensors: list[Tensor], *, settings: S
     return predictor.prepare(texts, where=(TEXT_INPUT,))
 
 
+# -- collab ----------------------------------------------------------------------------------------------
+def collab_inputs(predictor: CollabPredictor) -> list[MetadataTensor]:
+    return [
+        MetadataTensor(
+            name=name,
+            datatype="BYTES",
+            shape=[-1],
+            parameters={
+                "accepted_datatypes": list(ID_TYPES),
+                "column": ids.column,
+                "known": ids.count,
+                "content": f"a {ids.side} id per element (text, or whole numbers as INT64/INT32)",
+            },
+        )
+        for name, ids in ((USER_INPUT, predictor.users), (ITEM_INPUT, predictor.items))
+    ]
+
+
+def _ids(tensor: Tensor) -> list[Any]:
+    if tensor.datatype == "BYTES":
+        return _text(tensor)
+    if tensor.datatype in ("INT64", "INT32"):
+        return list(tensor.data.reshape(-1).tolist())
+    raise BadRequest(
+        MSG_V2_DATATYPE.format(name=tensor.name, datatype=tensor.datatype, accepted=", ".join(ID_TYPES))
+    )
+
+
+def prepare_collab(predictor: CollabPredictor, tensors: list[Tensor], *, max_rows: int) -> PreparedPairs:
+    """`user` and `item` tensors as the pairs /api/v1 takes (the same `prepare` resolves them)."""
+    by_name = _check_names(tensors, [USER_INPUT, ITEM_INPUT])
+    counts = {name: _rows_of(tensor) for name, tensor in by_name.items()}
+    if len(set(counts.values())) > 1:
+        raise BadRequest(MSG_V2_UNEQUAL_N.format(counts=counts))
+    check_rows(counts[USER_INPUT], max_rows)
+    users, items = _ids(by_name[USER_INPUT]), _ids(by_name[ITEM_INPUT])
+    return predictor.prepare(list(zip(users, items, strict=True)))
+
+
 # -- the tables: inputs per kind, outputs per task -------------------------------------------------------
 @dataclass(frozen=True)
 class V2Kind:
@@ -262,6 +305,12 @@ V2_KINDS: dict[ModelKind, V2Kind] = {
         prepare=lambda p, tensors, settings: prepare_text(p, tensors, settings=settings),
         inline_rows=0,
         ranks=True,
+    ),
+    ModelKind.COLLAB: V2Kind(
+        inputs=collab_inputs,
+        prepare=lambda p, tensors, settings: prepare_collab(p, tensors, max_rows=settings.max_rows),
+        inline_rows=INLINE_ROWS,
+        ranks=False,
     ),
 }
 
@@ -344,6 +393,26 @@ def _points_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> d
     return {POINTS: OutputTensor(POINTS, "FP32", pixels)}
 
 
+def _rating_metadata(head: Any) -> list[MetadataTensor]:
+    return [
+        MetadataTensor(
+            name=RATING,
+            datatype="FP32",
+            shape=[-1],
+            parameters={
+                "target": head.target,
+                "rating_range": list(head.rating_range) if head.rating_range else None,
+                "unknown": "NaN (null in JSON) where the learner does not know the user or the item",
+            },
+        )
+    ]
+
+
+def _rating_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> dict[str, OutputTensor]:
+    ratings = np.asarray([np.nan if p.rating is None else p.rating for p in predictions], dtype=np.float32)
+    return {RATING: OutputTensor(RATING, "FP32", ratings, {"target": head.target})}
+
+
 @dataclass(frozen=True)
 class V2Task:
     """How one task's outputs travel as tensors: in model metadata, and from a request's predictions."""
@@ -357,6 +426,7 @@ V2_TASKS: dict[Task, V2Task] = {
     Task.MULTI_LABEL: V2Task(_multi_label_metadata, _multi_label_outputs),
     Task.REGRESSION: V2Task(_regression_metadata, _regression_outputs),
     Task.POINTS: V2Task(_points_metadata, _points_outputs),
+    Task.RATING: V2Task(_rating_metadata, _rating_outputs),
 }
 
 

@@ -1,0 +1,190 @@
+"""Collab models (recommenders): rate (user, item) pairs as JSON or a CSV, recommend items for a user, list
+items like an item, and evaluate on a CSV of known ratings.
+
+Pairs and recommendations go through the model's batcher like every other prediction; `similar` reads the
+item embeddings copied at load (no model call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from service.api import hot
+from service.api.content import require_json
+from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.limits import INLINE_ROWS, check_rows
+from service.api.outputs import collab_items
+from service.inference.batching import ModelPool
+from service.inference.collab import CollabPredictor, PreparedPairs, RankedItem
+from service.inference.csvio import CsvTable, read_csv_table, scored_csv_parts
+from service.inference.labelled import TABLE_TARGETS
+from service.registry import ModelEntry
+from service.reports.scores import score
+from service.schemas.collab import (
+    CollabPredictRequest,
+    CollabPredictResponse,
+    RecommendedItem,
+    RecommendResponse,
+    SimilarItem,
+    SimilarResponse,
+)
+from service.schemas.problem import Problem
+from service.schemas.reports import AnyEvaluation
+
+router = APIRouter(prefix="/api/v1/collab", tags=["collab"])
+ERRORS = Problem.responses(400, 404, 413, 415, 422, 503)
+# How many items a recommendation or a similarity list may ask for (`n`; more is 422).
+MIN_ITEMS, MAX_ITEMS, DEFAULT_ITEMS = 1, 1000, 10
+
+Count = Annotated[
+    int, Query(ge=MIN_ITEMS, le=MAX_ITEMS, description=f"how many items to list ({MIN_ITEMS}-{MAX_ITEMS})")
+]
+
+
+@router.post(
+    "/{name}/predict",
+    response_model=CollabPredictResponse,
+    responses=ERRORS,
+    dependencies=[Depends(require_json)],
+)
+async def predict_pairs(
+    name: str, body: CollabPredictRequest, registry: RegistryDep, settings: SettingsDep, batchers: BatchersDep
+) -> CollabPredictResponse:
+    """Rate (user, item) pairs, one prediction per pair in order; an unknown user or item rates null."""
+    entry, predictor = registry.predictor(name, CollabPredictor)
+    check_rows(len(body.pairs), settings.max_rows)
+    prepare = partial(predictor.prepare, [(pair.user, pair.item) for pair in body.pairs])
+    prepared = prepare() if len(body.pairs) <= INLINE_ROWS else await run_in_threadpool(prepare)
+    outputs = await batchers.run(entry, predictor, prepared)
+    predictions = collab_items(predictor.finish(prepared, outputs))
+    return CollabPredictResponse(model=entry.name, version=entry.version, predictions=predictions)
+
+
+def _recommended(items: list[RankedItem]) -> list[RecommendedItem]:
+    return [RecommendedItem(item=i.item, score=i.score, title=i.title) for i in items]
+
+
+@router.get("/{name}/recommend", response_model=RecommendResponse, responses=Problem.responses(404, 422, 503))
+async def recommend(
+    name: str,
+    registry: RegistryDep,
+    batchers: BatchersDep,
+    user: Annotated[str, Query(min_length=1, description="a user id the learner knows")],
+    n: Count = DEFAULT_ITEMS,
+    exclude: Annotated[
+        list[str] | None, Query(description="item ids to leave out (e.g. those the user rated already)")
+    ] = None,
+) -> RecommendResponse:
+    """The n items with the highest predicted rating for a user the learner knows (404 for any other)."""
+    entry, predictor = registry.predictor(name, CollabPredictor)
+    prepared = predictor.prepare_recommend(user, count=n, exclude=exclude or [])
+    scores = await batchers.run(entry, predictor, prepared)
+    ranked = await run_in_threadpool(predictor.recommended, prepared, scores)
+    return RecommendResponse(
+        model=entry.name,
+        version=entry.version,
+        user=prepared.user_id,
+        items=_recommended(ranked),
+        warnings=prepared.notes,
+    )
+
+
+@router.get("/{name}/similar", response_model=SimilarResponse, responses=Problem.responses(404, 422, 503))
+async def similar(
+    name: str,
+    registry: RegistryDep,
+    item: Annotated[str, Query(min_length=1, description="an item id the learner knows")],
+    n: Count = DEFAULT_ITEMS,
+) -> SimilarResponse:
+    """The n items most like an item: cosine similarity of the learner's item embeddings (404 for an
+    item it does not know)."""
+    entry, predictor = registry.predictor(name, CollabPredictor)
+    found, ranked = await run_in_threadpool(partial(predictor.similar, item, count=n))
+    return SimilarResponse(
+        model=entry.name,
+        version=entry.version,
+        item=found,
+        title=predictor.title(found),
+        items=[SimilarItem(item=i.item, similarity=i.score, title=i.title) for i in ranked],
+    )
+
+
+@router.post(
+    "/{name}/predict/csv",
+    response_model=CollabPredictResponse,
+    responses={**ERRORS, 200: {"content": {"application/json": {}, "text/csv": {}}}},
+)
+async def predict_csv(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    batchers: BatchersDep,
+    file: Annotated[UploadFile, File(description="CSV with the model's user and item columns")],
+) -> Response:
+    """Rate the user and item of every row of a CSV upload; `Accept: text/csv` returns the CSV with a
+    `prediction` column (empty where the learner does not know the user or the item)."""
+    entry, predictor = registry.predictor(name, CollabPredictor)
+    filename = file.filename or "upload.csv"
+    table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
+    scored = await _score_table(entry, predictor, batchers, table, filename)
+    if "text/csv" in request.headers.get("accept", ""):
+        ratings = np.concatenate([predictor.ratings(p, o) for p, o in scored])
+        parts = iterate_in_threadpool(scored_csv_parts(table, ratings, predictor.head))
+        return StreamingResponse(parts, media_type="text/csv")
+    answer = iterate_in_threadpool(_answer_parts(entry, predictor, scored))
+    return StreamingResponse(answer, media_type="application/json")
+
+
+def _answer_parts(
+    entry: ModelEntry, predictor: CollabPredictor, scored: list[tuple[PreparedPairs, np.ndarray]]
+) -> Iterator[bytes]:
+    """A CSV's `CollabPredictResponse`, serialised a chunk of rows at a time: the bytes FastAPI writes for
+    the whole model, without an object per row of the whole file at once."""
+    empty = hot.json_bytes(CollabPredictResponse(model=entry.name, version=entry.version, predictions=[]))
+    yield empty[:-2]  # {"model":..,"version":..,"predictions":[
+    for i, (prepared, outputs) in enumerate(scored):
+        answer = CollabPredictResponse(
+            model=entry.name,
+            version=entry.version,
+            predictions=collab_items(predictor.finish(prepared, outputs)),
+        )
+        yield (b"," if i else b"") + hot.json_bytes(answer)[len(empty) - 2 : -2]
+    yield empty[-2:]
+
+
+@router.post("/{name}/evaluate", response_model=AnyEvaluation, responses=ERRORS)
+async def evaluate_collab(
+    name: str,
+    registry: RegistryDep,
+    batchers: BatchersDep,
+    file: Annotated[UploadFile, File(description="CSV with the model's user, item and rating columns")],
+) -> AnyEvaluation:
+    """RMSE and MAE of the predicted ratings on a CSV of known ratings; pairs whose user or item the
+    learner does not know are counted apart (`unknown`), never scored."""
+    entry, predictor = registry.predictor(name, CollabPredictor)
+    filename = file.filename or "upload.csv"
+    table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
+    head = predictor.head
+    actual = await run_in_threadpool(partial(TABLE_TARGETS[head.task], table, head.targets, head.classes))
+    scored = await _score_table(entry, predictor, batchers, table, filename)
+    ratings = np.concatenate([predictor.ratings(p, o) for p, o in scored])
+    return score(head, actual, ratings)
+
+
+async def _score_table(
+    entry: ModelEntry, predictor: CollabPredictor, batchers: ModelPool, table: CsvTable, filename: str
+) -> list[tuple[PreparedPairs, np.ndarray]]:
+    """Every row of a CSV, a bounded chunk at a time through the model's batcher."""
+    scored = []
+    chunks = table.chunks()  # a large file is parsed as its chunks are taken: off the event loop
+    while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
+        prepared = await run_in_threadpool(partial(predictor.prepare_chunk, chunk, filename=filename))
+        scored.append((prepared, await batchers.run(entry, predictor, prepared)))
+    return scored
