@@ -153,6 +153,46 @@ MSG_POINTS_RESIZE = (
     "a points model needs fastai's Resize as its item transform to map points back to the uploaded image "
     "(found {found})"
 )
+# Segmentation (unet_learner with MaskBlock): its codes, its masks in and out.
+MSG_SEGMENTATION_RESIZE = (
+    "a segmentation model needs fastai's Resize as its item transform to map masks back to the uploaded "
+    "image (found {found})"
+)
+MSG_SEGMENTATION_CODES = (
+    "the learner's codes {codes} name {count} class(es) but its model gives {width} per pixel; re-export it "
+    "with MaskBlock(codes=...) matching unet_learner's n_out"
+)
+MSG_SEGMENTATION_TOO_MANY = "a segmentation model of {count} classes: masks are 8-bit, at most 256 classes"
+MSG_MASK_CROPPED = (
+    "the learner's centre crop showed the model {seen_w}x{seen_h} of this {width}x{height} image; mask "
+    "pixels outside that part repeat the nearest predicted pixel"
+)
+MSG_MASK_PNG_ONE_FILE = (
+    "Accept: image/png answers with one mask PNG, so send exactly one file ({count} sent); for several "
+    "images ask for JSON, whose items carry each mask as `mask_png`"
+)
+MSG_EVAL_MASKS_TASK = (
+    "`masks` label a segmentation model's images; {name} is a {task} model: send one `labels` field per "
+    "file ({expected})"
+)
+MSG_EVAL_NEEDS_MASKS = (
+    "{name} is a segmentation model: send one `masks` PNG per file (8-bit, one class index per pixel, the "
+    "image's size), in the same order, instead of `labels` or an archive"
+)
+MSG_EVAL_MASK_COUNT = "{files} file(s) but {masks} mask(s): send one `masks` PNG per file, in order"
+MSG_MASK_NOT_INDEXED = (
+    "mask {filename!r} is a {mode} image; a mask has one channel, a class index per pixel (8-bit grey or "
+    "palette PNG)"
+)
+MSG_MASK_SIZE = "mask {filename!r} is {mask_w}x{mask_h} pixels but its image {image!r} is {width}x{height}"
+MSG_MASK_OUT_OF_RANGE = (
+    "mask {filename!r} holds class index(es) {values}; this model has {count} classes (0 to {last}): "
+    "{classes}"
+)
+MSG_V2_MASK_SIZES = (
+    "output 'mask' is one [N, H, W] tensor, so the images of one request must share a size; got {sizes} "
+    "(width x height): send images of different sizes in separate requests"
+)
 MSG_NOT_A_LEARNER = "{file} does not hold a fastai Learner (found {type})"
 MSG_OUTSIDE_STORE = "{file} is outside the model store; only files inside it are ever unpickled"
 MSG_OLD_FASTAI = (

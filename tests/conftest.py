@@ -24,6 +24,7 @@ from service.training.vision import VisionRecipe, train_vision
 from tests.helpers import TABULAR, VISION, make_settings, started_client
 from tests.tiny import build_refused_learners, build_task_learners
 from tests.tiny_collab import build_collab_learners
+from tests.tiny_segmentation import build_segmentation_learners
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +77,8 @@ def task_store(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.DataFra
 
 @pytest.fixture(scope="session")
 def refused_store(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.DataFrame) -> Path:
-    """Learners the service must refuse (object detection, image-to-image, a plain Learner, a segmentation
-    unet), exported untrained: recognition reads what they are, not how good they are."""
+    """Learners the service must refuse (object detection, image-to-image, a plain Learner), exported
+    untrained: recognition reads what they are, not how good they are."""
     store = tmp_path_factory.mktemp("refused-store")
     build_refused_learners(store, adult_frame)
     return store
@@ -142,5 +143,29 @@ def collab_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def collab_client(collab_store: Path) -> AsyncIterator[httpx.AsyncClient]:
     """One app over the collab store (ONNX Runtime where it passes parity), shared by the tests that read."""
     settings = make_settings(collab_store, max_rows=50, max_upload_mb=1.0, runtime="auto")
+    async for c in started_client(create_app(settings)):
+        yield c
+
+
+# -- segmentation (tests/tiny_segmentation.py) ------------------------------------------------------------
+@pytest.fixture(scope="session")
+def seg_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generated shapes the tiny segmentation learner trains on: `images/` and `masks/`."""
+    return tmp_path_factory.mktemp("seg-data")
+
+
+@pytest.fixture(scope="session")
+def seg_store(tmp_path_factory: pytest.TempPathFactory, seg_data: Path) -> Path:
+    """A tiny real `unet_learner` (MaskBlock with codes), trained in seconds."""
+    store = tmp_path_factory.mktemp("seg-store")
+    build_segmentation_learners(store, seg_data)
+    return store
+
+
+@pytest.fixture(scope="session")
+async def seg_client(seg_store: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """One app over the segmentation store (images over 64 x 64 pixels are too large), for tests that
+    only read."""
+    settings = make_settings(seg_store, max_files=4, max_upload_mb=1.0, max_image_pixels=64 * 64)
     async for c in started_client(create_app(settings)):
         yield c

@@ -23,7 +23,7 @@ VIS_POINTS = "cifar-points"  # vision points, two points
 TASK_MODELS = [TAB_REGRESSION, TAB_REGRESSION_2, TAB_MULTI, VIS_MULTI, VIS_REGRESSION, VIS_POINTS]
 
 # Learners the service refuses (names say what they are).
-REFUSED = ["vision-bbox", "image-to-image", "plain-learner", "unet-mask"]
+REFUSED = ["vision-bbox", "image-to-image", "plain-learner"]
 
 TAB_CAT = ["workclass", "education", "sex"]
 TAB_CONT = ["age", "fnlwgt", "education-num"]
@@ -181,7 +181,6 @@ def refused_learners(frame: pd.DataFrame) -> dict[str, Any]:
         BBoxLblBlock,
         DataBlock,
         ImageBlock,
-        MaskBlock,
         MSELossFlat,
         Resize,
         TensorBBox,
@@ -215,13 +214,6 @@ def refused_learners(frame: pd.DataFrame) -> dict[str, Any]:
         loss_func=MSELossFlat(),
     )
 
-    masks = DataBlock(
-        blocks=(ImageBlock, MaskBlock(codes=["background", "object"])),
-        get_y=_mask_for,
-        item_tfms=Resize(IMAGE_SIZE),
-    )
-    unet = unet_learner(masks.dataloaders(files, bs=4, num_workers=0), resnet18, pretrained=False, n_out=2)
-
     x, y = torch.randn(32, 3), torch.randn(32, 1)
     dsets = Datasets(
         list(range(32)),
@@ -233,16 +225,7 @@ def refused_learners(frame: pd.DataFrame) -> dict[str, Any]:
         "vision-bbox": bbox,
         "image-to-image": image_to_image,
         "plain-learner": plain,
-        "unet-mask": unet,
     }
-
-
-def _mask_for(path: Path) -> Any:
-    from fastai.vision.all import PILMask
-    from PIL import Image
-
-    pixels = (np.asarray(Image.open(path).convert("L")) > 128).astype(np.uint8)
-    return PILMask.create(Image.fromarray(pixels))
 
 
 def build_refused_learners(store: Path, frame: pd.DataFrame) -> None:

@@ -3,9 +3,11 @@ task"). Keyed by `Task`; `tests/unit/test_task_table.py` checks every served tas
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
+from service.inference.masks import mask_png
 from service.inference.predictor import ModelKind
 from service.inference.tasks import AnyPrediction, Task
 from service.schemas.collab import CollabPrediction
@@ -23,6 +25,7 @@ from service.schemas.predict import (
     VisionPointsPrediction,
     VisionPrediction,
     VisionRegressionPrediction,
+    VisionSegmentationPrediction,
 )
 
 TABULAR_ITEMS: dict[Task, Callable[[Any], TabularItem]] = {
@@ -48,6 +51,19 @@ VISION_ITEMS: dict[Task, Callable[[Any, str, int], VisionItem]] = {
     ),
     Task.REGRESSION: lambda p, filename, k: VisionRegressionPrediction(filename=filename, values=p.values),
     Task.POINTS: lambda p, filename, k: VisionPointsPrediction(filename=filename, points=p.points),
+    Task.SEGMENTATION: lambda p, filename, k: VisionSegmentationPrediction(
+        filename=filename,
+        classes=p.classes,
+        size=p.size,
+        class_fractions=p.class_fractions,
+        mask_png=base64.b64encode(mask_png(p.mask, len(p.classes))).decode(),
+        warnings=p.warnings,
+    ),
+}
+
+# Tasks whose one-image answer can be an image itself (`Accept: image/png`): prediction -> PNG bytes.
+VISION_IMAGES: dict[Task, Callable[[Any], bytes]] = {
+    Task.SEGMENTATION: lambda p: mask_png(p.mask, len(p.classes)),
 }
 
 # (prediction, top_k) -> item

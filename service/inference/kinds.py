@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.errors import MSG_NOT_SERVED_YET, MSG_UNSUPPORTED_LEARNER, LoadError
+from service.errors import (
+    MSG_NOT_SERVED_YET,
+    MSG_SEGMENTATION_CODES,
+    MSG_SEGMENTATION_TOO_MANY,
+    MSG_UNSUPPORTED_LEARNER,
+    LoadError,
+)
 from service.inference.images import DEFAULT_MAX_PIXELS
 from service.inference.predictor import AnyPredictor, ModelKind
 from service.inference.tasks import (
@@ -28,6 +34,7 @@ from service.inference.tasks import (
     MultiLabelHead,
     PointsHead,
     RegressionHead,
+    SegmentationHead,
     Task,
     unnamed_targets,
 )
@@ -183,6 +190,25 @@ def _threshold(learn: Any) -> float:
     return float(getattr(learn.loss_func, "thresh", DEFAULT_THRESHOLD))
 
 
+def _codes(learn: Any, width: int) -> list[str]:
+    """A segmentation learner's class names: `MaskBlock(codes)` as its `AddMaskCodes` keeps them, else
+    `dls.vocab` (where some fastai versions put them), else the class indices 0 … width-1."""
+    from service.inference.masks import MAX_CLASSES
+
+    if width > MAX_CLASSES:
+        raise LoadError(MSG_SEGMENTATION_TOO_MANY.format(count=width))
+    add_codes = _tfm("AddMaskCodes")
+    tfms: list[Any] = [t for t in learn.dls.after_item.fs if isinstance(t, add_codes)]
+    found = [t.codes for t in tfms if t.codes is not None]
+    if not found:
+        vocab = getattr(learn.dls, "vocab", None)  # a DataLoaders without one raises, or answers None
+        found = [vocab] if vocab is not None else []
+    codes = [str(c) for c in found[0]] if found else [str(i) for i in range(width)]
+    if len(codes) != width:
+        raise LoadError(MSG_SEGMENTATION_CODES.format(codes=codes, count=len(codes), width=width))
+    return codes
+
+
 def _tabular(head: Callable[[Any], Any]) -> Callable[[Any, BuildOptions], AnyPredictor]:
     def build(learn: Any, options: BuildOptions) -> AnyPredictor:
         from service.inference.tabular import TabularPredictor
@@ -282,7 +308,7 @@ LEARNER_TYPES: list[LearnerType] = [
         Task.SEGMENTATION,
         "unet_learner (MaskBlock)",
         lambda f: _single(f, ModelKind.VISION) and _segments(f),
-        None,
+        _vision(lambda learn, width: SegmentationHead(_codes(learn, width))),
     ),
     LearnerType(
         ModelKind.TEXT,

@@ -13,6 +13,7 @@ import json
 import math
 import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -38,6 +39,7 @@ from service.errors import (
 )
 from service.inference.csvio import CsvTable, text_cells
 from service.inference.images import UploadedImage
+from service.inference.masks import check_mask_size, image_size, objects, read_mask
 from service.inference.tasks import Task
 
 # Images are decoded and scored this many at a time, so a large archive never holds every decoded image.
@@ -283,13 +285,36 @@ def point_lists(labels: Sequence[str], head: Any) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(len(labels), k, 2)
 
 
+@dataclass(frozen=True)
+class LabelledMask:
+    """An image and its mask (segmentation's label): the `files` and `masks` parts at one position."""
+
+    image: UploadedImage
+    mask: UploadedImage
+
+
+def mask_targets(labels: Sequence[Any], head: Any) -> np.ndarray:
+    """Each `LabelledMask`'s mask as (height, width) class indices, checked against the model's classes and
+    its image's size (from the image file's header); an object array, one mask per image."""
+    masks = []
+    for pair in labels:
+        mask = read_mask(pair.mask, classes=head.classes)
+        size = image_size(pair.image)
+        check_mask_size(mask, mask_name=pair.mask.filename, image_name=pair.image.filename, size=size)
+        masks.append(mask)
+    return objects(masks)
+
+
 # Per task: (labels, head) -> `actual` for `scores.SCORERS`; the text says what a label looks like.
 LABEL_TARGETS: dict[Task, tuple[Callable[[Sequence[str], Any], np.ndarray], str]] = {
     Task.CLASSIFICATION: (class_codes, "a class name"),
     Task.MULTI_LABEL: (class_sets, "class names joined by ';'"),
     Task.REGRESSION: (target_values, "a number, a JSON list of numbers or an object by target"),
     Task.POINTS: (point_lists, "JSON [[x, y], ...] in pixels"),
+    Task.SEGMENTATION: (mask_targets, "one `masks` PNG per file: a class index per pixel, the image's size"),
 }
+# Tasks labelled by a mask image per image (`masks` parts, as `LabelledMask`s) rather than `labels` text.
+MASK_TASKS = frozenset({Task.SEGMENTATION})
 
 
 def _no_target(target: str, filename: str) -> InvalidInput:

@@ -59,7 +59,8 @@ class RuntimeSetting(StrEnum):
 
 class ModelRuntime(Protocol):
     """The forward under a fast path: encoded tensors in, (n, width) float32 activated outputs out
-    (probabilities for classifiers, values for a regression, scaled coordinates for points)."""
+    (probabilities for classifiers, values for a regression, scaled coordinates for points; a segmentation
+    model's are (n, classes, height, width), its loss's softmax over axis 1). Only axis 0 is the batch."""
 
     name: str
 

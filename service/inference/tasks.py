@@ -1,10 +1,11 @@
 """What a learner gives back (`Task`), and how its model's outputs become predictions the learner's way.
 
 A model's forward runs the learner's model and its loss's `activation` (softmax, sigmoid, or nothing):
-`runtime.ModelRuntime.outputs`, an (n, width) float32 matrix per batch. A `Head` turns those rows into
-`Prediction`s of its task, exactly as the loss's `decodes` would (argmax, `> thresh`, identity), and knows
-the names of its columns: the classes of a classifier, the targets of a regression, the points of a
-points model. Heads know nothing about any wire format; each front door (v1 JSON, CSV, V2 tensors,
+`runtime.ModelRuntime.outputs`, an (n, width) float32 matrix per batch (a segmentation model's: (n, classes,
+height, width), softmax over axis 1). A `Head` turns those rows into `Prediction`s of its task, exactly as
+the loss's `decodes` would (argmax, `> thresh`, identity), and knows the names of its columns: the classes
+of a classifier or a segmentation model (its codes), the targets of a regression, the points of a points
+model. Heads know nothing about any wire format; each front door (v1 JSON, CSV, V2 tensors,
 evaluation) has its own codec per `Task`.
 """
 
@@ -92,7 +93,27 @@ class RatingPrediction:
     task: ClassVar[Task] = Task.RATING
 
 
-AnyPrediction = Prediction | MultiLabelPrediction | RegressionPrediction | PointsPrediction | RatingPrediction
+@dataclass(slots=True)
+class SegmentationPrediction:
+    """A class per pixel of the uploaded image: `mask` (height, width) uint8 indices into `classes`
+    (fastai's codes), and each class's share of the image's pixels."""
+
+    classes: list[str]
+    size: list[int]  # [height, width] of the uploaded image, the mask's own
+    class_fractions: dict[str, float]
+    mask: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+    task: ClassVar[Task] = Task.SEGMENTATION
+
+
+AnyPrediction = (
+    Prediction
+    | MultiLabelPrediction
+    | RegressionPrediction
+    | PointsPrediction
+    | RatingPrediction
+    | SegmentationPrediction
+)
 
 
 # -- heads: outputs -> predictions ------------------------------------------------------------------------
@@ -102,6 +123,7 @@ class Decoding:
 
     threshold: float | None = None
     boxes: Boxes | None = None
+    sizes: Sequence[tuple[int, int]] | None = None  # per image, its (width, height) (segmentation)
 
 
 PLAIN = Decoding()
@@ -290,6 +312,65 @@ class RatingHead:
                 raise ValueError(f"the learner's ratings are outside its y_range {list(self.rating_range)}")
 
 
+@dataclass(frozen=True)
+class SegmentationHead:
+    """Per pixel, softmax probabilities over the classes on axis 1 of the model's (n, classes, H, W)
+    outputs; the mask is their argmax (`CrossEntropyLossFlat(axis=1).decodes`), taken back to each uploaded
+    image's pixels through the learner's resize box, nearest neighbour."""
+
+    classes: list[str]
+    targets: list[str] = field(default_factory=list, init=False)
+    task: ClassVar[Task] = Task.SEGMENTATION
+
+    def masks(self, outputs: np.ndarray) -> np.ndarray:
+        """(n, H, W) uint8 class indices on the model's input (fastai's decoded masks)."""
+        return np.asarray(outputs.argmax(axis=1).astype(np.uint8))
+
+    def decode(
+        self, outputs: np.ndarray, warnings: Sequence[list[str]] | None = None, how: Decoding = PLAIN
+    ) -> list[SegmentationPrediction]:
+        """Each image's mask in its own pixels: `how.boxes[i]` is the part of image i that became the model's
+        input, `how.sizes[i]` its (width, height)."""
+        from service.errors import MSG_MASK_CROPPED
+        from service.inference.masks import crops, to_image_pixels
+
+        if how.boxes is None or how.sizes is None:
+            raise ValueError("masks are decoded with their images' boxes and sizes")
+        classes, count = self.classes, len(self.classes)
+        predictions = []
+        for small, box, size, note in zip(
+            self.masks(outputs), how.boxes, how.sizes, _notes(warnings, len(outputs)), strict=True
+        ):
+            mask = to_image_pixels(small, box, size)
+            shares = np.bincount(mask.ravel(), minlength=count)[:count] / max(mask.size, 1)
+            if crops(box, size):  # the model never saw those pixels: say so rather than pass them off
+                seen_w, seen_h = int(box[2]), int(box[3])
+                note = [
+                    *note,
+                    MSG_MASK_CROPPED.format(seen_w=seen_w, seen_h=seen_h, width=size[0], height=size[1]),
+                ]
+            predictions.append(
+                SegmentationPrediction(
+                    classes=list(classes),
+                    size=[int(size[1]), int(size[0])],
+                    class_fractions=dict(zip(classes, shares.tolist(), strict=True)),
+                    mask=mask,
+                    warnings=note,
+                )
+            )
+        return predictions
+
+    def check(self, outputs: np.ndarray) -> None:
+        count = len(self.classes)
+        if outputs.ndim != 4 or outputs.shape[1] != count:
+            shape = tuple(outputs.shape)
+            raise ValueError(f"the learner's outputs have shape {shape}, expected (n, {count}, H, W)")
+        if not np.isfinite(outputs).all():
+            raise ValueError("the learner's outputs are not finite")
+        if not np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
+            raise ValueError("the learner's per-pixel outputs are not probabilities that sum to 1")
+
+
 def _check_width(outputs: np.ndarray, width: int) -> None:
     if outputs.ndim != 2 or outputs.shape[1] != width:
         raise ValueError(f"the learner's outputs have shape {tuple(outputs.shape)}, expected (n, {width})")
@@ -302,7 +383,9 @@ def unnamed_targets(count: int) -> list[str]:
     return [f"target_{i}" for i in range(count)]
 
 
-AnyHead = ClassificationHead | MultiLabelHead | RegressionHead | PointsHead | RatingHead
+AnyHead = ClassificationHead | MultiLabelHead | RegressionHead | PointsHead | RatingHead | SegmentationHead
+# Tasks decoded with their images' resize boxes (and sizes): their outputs live in the model's input.
+BOXED_TASKS = frozenset({Task.POINTS, Task.SEGMENTATION})
 
 
 class HeadFacts:

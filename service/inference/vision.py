@@ -8,7 +8,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from service.errors import MSG_IMAGE_TOO_LARGE, MSG_POINTS_RESIZE, LoadError, PayloadTooLarge
+from service.errors import (
+    MSG_IMAGE_TOO_LARGE,
+    MSG_POINTS_RESIZE,
+    MSG_SEGMENTATION_RESIZE,
+    LoadError,
+    PayloadTooLarge,
+)
 from service.inference.images import (
     ACCEPTED_TYPES,
     DEFAULT_MAX_PIXELS,
@@ -16,16 +22,34 @@ from service.inference.images import (
     UploadedImage,
     decode_image,
 )
+from service.inference.masks import objects
 from service.inference.predictor import ModelKind, split_rows
 from service.inference.runtime import FastaiPipeline, ModelRuntime, TorchModel
-from service.inference.tasks import AnyHead, AnyPrediction, Decoding, HeadFacts, PointsHead, Task
+from service.inference.tasks import (
+    BOXED_TASKS,
+    AnyHead,
+    AnyPrediction,
+    Decoding,
+    HeadFacts,
+    PointsHead,
+    SegmentationPrediction,
+    Task,
+)
 
 # Item transforms whose validation-time output is a fixed-size tensor, so a batch can be stacked directly,
 # and batch transforms that are deterministic at validation time (augmentations are train-only there).
-FAST_ITEM_TFMS = {"Resize", "ToTensor", "FlipItem", "RandomResizedCrop", "DihedralItem", "PointScaler"}
+FAST_ITEM_TFMS = {
+    "Resize",
+    "ToTensor",
+    "FlipItem",
+    "RandomResizedCrop",
+    "DihedralItem",
+    "PointScaler",
+    "AddMaskCodes",
+}
 # Train-only item transforms, and those that leave an image as it is (PointScaler scales the target's
-# points; on an image alone it only notes its size).
-TRAIN_ONLY_ITEM_TFMS = {"FlipItem", "DihedralItem", "PointScaler"}
+# points; on an image alone it only notes its size; AddMaskCodes only decodes a target mask).
+TRAIN_ONLY_ITEM_TFMS = {"FlipItem", "DihedralItem", "PointScaler", "AddMaskCodes"}
 FAST_BATCH_TFMS = {
     "IntToFloatTensor",
     "Normalize",
@@ -174,6 +198,9 @@ class VisionPredictor(HeadFacts):
         if self.head.task is Task.POINTS and self._resize_box is None:
             found = [type(t).__name__ for t in valid.after_item.fs]
             raise LoadError(MSG_POINTS_RESIZE.format(found=found))
+        if self.head.task is Task.SEGMENTATION and self._resize_box is None:
+            found = [type(t).__name__ for t in valid.after_item.fs]
+            raise LoadError(MSG_SEGMENTATION_RESIZE.format(found=found))
 
     def input_schema(self) -> dict[str, Any]:
         return {
@@ -247,14 +274,21 @@ class VisionPredictor(HeadFacts):
     def finish(
         self, prepared: PreparedImages, outputs: np.ndarray, *, threshold: float | None = None
     ) -> list[AnyPrediction]:
-        boxes = self.boxes(prepared) if self.head.task is Task.POINTS else None
-        return list(self.head.decode(outputs, how=Decoding(threshold=threshold, boxes=boxes)))
+        if self.head.task not in BOXED_TASKS:
+            return list(self.head.decode(outputs, how=Decoding(threshold=threshold)))
+        sizes = [_pil_size(image) for image in prepared.images]
+        how = Decoding(threshold=threshold, boxes=self.boxes(prepared), sizes=sizes)
+        return list(self.head.decode(outputs, how=how))
 
     def scored_outputs(self, prepared: PreparedImages, outputs: np.ndarray) -> np.ndarray:
-        """What evaluation scores: the outputs, or for points their pixels in each uploaded image."""
+        """What evaluation scores: the outputs, or for points their pixels in each uploaded image, or for
+        segmentation each image's mask in its own pixels (an object array: the sizes differ)."""
         if self.head.task is Task.POINTS:
             assert isinstance(self.head, PointsHead)
             return self.head.pixels(outputs, self.boxes(prepared))
+        if self.head.task is Task.SEGMENTATION:
+            masks = [p.mask for p in self.finish(prepared, outputs) if isinstance(p, SegmentationPrediction)]
+            return objects(masks)
         return outputs
 
     def boxes(self, prepared: PreparedImages) -> list[tuple[float, float, float, float]]:

@@ -1,7 +1,8 @@
 """The metric maths of every task, in one place: classification (accuracy, per-class and macro precision,
 recall and F1, the confusion matrix), multi_label (`accuracy_multi`, per-class, micro and macro P/R/F1 at
-the threshold), regression (RMSE, MAE, R² per target), points (mean pixel error) and rating (RMSE and MAE over
-the pairs the learner knows, the others counted apart).
+the threshold), regression (RMSE, MAE, R² per target), points (mean pixel error), rating (RMSE and MAE over
+the pairs the learner knows, the others counted apart) and segmentation (pixel accuracy, IoU and Dice per
+class).
 
 Used for the training report's test set and by the evaluate endpoints, always on outputs made by the
 serving predictors themselves; `SCORERS` is this front door's codec per task. Macro averages run over the
@@ -25,6 +26,7 @@ from service.schemas.reports import (
     PointsEvaluation,
     RatingEvaluation,
     RegressionEvaluation,
+    SegmentationEvaluation,
     TargetScores,
 )
 
@@ -148,6 +150,33 @@ def evaluate_points(actual: np.ndarray, predicted: np.ndarray) -> PointsEvaluati
     return PointsEvaluation(n=len(actual), mean_pixel_error=float(distance.mean()) if distance.size else 0.0)
 
 
+def evaluate_masks(
+    actual: Sequence[np.ndarray], predicted: Sequence[np.ndarray], classes: Sequence[str]
+) -> SegmentationEvaluation:
+    """`actual` and `predicted`: per image, (height, width) class indices of the same size. Pixel accuracy,
+    and per class IoU = TP / (TP + FP + FN) and Dice = 2 TP / (2 TP + FP + FN) over all pixels."""
+    count = len(classes)
+    counts = np.zeros((count, count), dtype=np.int64)
+    for truth, guess in zip(actual, predicted, strict=True):
+        counts += confusion_of_codes(truth.astype(np.int64).ravel(), guess.astype(np.int64).ravel(), count)
+    hits = np.diag(counts).astype(np.float64)
+    union = counts.sum(axis=0) + counts.sum(axis=1) - np.diag(counts)
+    present = [i for i in range(count) if union[i] > 0]
+    total = int(counts.sum())
+
+    def per_class(values: np.ndarray) -> dict[str, float]:
+        out = {classes[i]: float(values[i]) for i in present}
+        out["mean"] = float(values[present].mean()) if present else 0.0
+        return out
+
+    return SegmentationEvaluation(
+        n=len(actual),
+        pixel_accuracy=float(hits.sum() / total) if total else 0.0,
+        iou=per_class(_ratio(hits, union.astype(np.float64))),
+        dice=per_class(_ratio(2 * hits, (union + np.diag(counts)).astype(np.float64))),
+    )
+
+
 def _score_classification(
     head: Any, actual: np.ndarray, outputs: np.ndarray, threshold: float | None
 ) -> AnyEvaluation:
@@ -192,15 +221,23 @@ def _score_rating(
     return evaluate_ratings(actual, outputs)
 
 
+def _score_segmentation(
+    head: Any, actual: np.ndarray, outputs: np.ndarray, threshold: float | None
+) -> AnyEvaluation:
+    return evaluate_masks(list(actual), list(outputs), head.classes)
+
+
 # Per task: (head, actual, outputs, threshold) -> its Evaluation. Actual: class indices (classification),
 # (n, classes) booleans (multi_label), (n, targets) values (regression), (n, points, 2) pixels (points);
-# points' outputs are the decoded pixels too.
+# points' outputs are the decoded pixels too; segmentation: object arrays of (height, width) masks, actual and
+# predicted, each in its image's pixels.
 SCORERS: dict[Task, Callable[[Any, np.ndarray, np.ndarray, float | None], AnyEvaluation]] = {
     Task.CLASSIFICATION: _score_classification,
     Task.MULTI_LABEL: _score_multi_label,
     Task.REGRESSION: _score_regression,
     Task.POINTS: _score_points,
     Task.RATING: _score_rating,
+    Task.SEGMENTATION: _score_segmentation,
 }
 
 

@@ -87,8 +87,25 @@ class VisionPointsPrediction(BaseModel):
     points: list[list[float]]
 
 
+class VisionSegmentationPrediction(BaseModel):
+    """segmentation: a class per pixel of the uploaded image, as a palette PNG of class indices."""
+
+    filename: str
+    classes: list[str] = Field(description="the learner's codes: a mask pixel's value indexes this list")
+    size: list[int] = Field(description="[height, width] of the uploaded image, and of the mask")
+    class_fractions: dict[str, float] = Field(description="per class, its share of the image's pixels")
+    mask_png: str = Field(
+        description="base64 PNG with a palette: one 8-bit class index per pixel, a distinct colour per class"
+    )
+    warnings: list[str] = Field(default_factory=list)
+
+
 VisionItem = (
-    VisionPrediction | VisionMultiLabelPrediction | VisionRegressionPrediction | VisionPointsPrediction
+    VisionPrediction
+    | VisionMultiLabelPrediction
+    | VisionRegressionPrediction
+    | VisionPointsPrediction
+    | VisionSegmentationPrediction
 )
 
 

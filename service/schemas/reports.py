@@ -68,7 +68,25 @@ class RatingEvaluation(BaseModel):
     unknown: int = Field(description="pairs left out: their user or item is not one the learner knows")
 
 
-AnyEvaluation = Evaluation | MultiLabelEvaluation | RegressionEvaluation | PointsEvaluation | RatingEvaluation
+class SegmentationEvaluation(BaseModel):
+    """segmentation: over every pixel of every image (each in its own size), the share classed right, and
+    per class IoU and Dice; a class in neither the masks nor the predictions is left out, as fastai's
+    `DiceMulti` does, and `mean` averages the classes present."""
+
+    n: int
+    pixel_accuracy: float
+    iou: dict[str, float] = Field(description="Per class present, and `mean`.")
+    dice: dict[str, float] = Field(description="Per class present, and `mean`.")
+
+
+AnyEvaluation = (
+    Evaluation
+    | MultiLabelEvaluation
+    | RegressionEvaluation
+    | PointsEvaluation
+    | RatingEvaluation
+    | SegmentationEvaluation
+)
 
 
 def _artifact(description: str | None = None) -> Any:

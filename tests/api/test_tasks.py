@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.errors import MSG_EVAL_ARCHIVE_TASK, MSG_NOT_SERVED_YET, MSG_THRESHOLD_TASK
+from service.errors import MSG_EVAL_ARCHIVE_TASK, MSG_THRESHOLD_TASK
 from tests.helpers import client_for, image_bytes, problem
 from tests.tiny import (
     MULTI_TAGS,
@@ -79,10 +79,6 @@ async def test_refused_learners_fail_with_what_they_are_and_what_is_served(refus
             assert "served: tabular classification" in model["error"], model
             assert "vision points" in model["error"]
             assert "AttributeError" not in model["error"]
-        assert models["unet-mask"]["task"] == "segmentation"
-        assert models["unet-mask"]["error"].startswith(
-            MSG_NOT_SERVED_YET.split("{")[0] + "vision segmentation"
-        )
         assert "TensorBBox.create" in models["vision-bbox"]["error"]
         assert "DynamicUnet" in models["image-to-image"]["error"]
         assert "model Linear" in models["plain-learner"]["error"]

@@ -25,6 +25,7 @@ from service.reports.scores import SCORERS
 from tests.helpers import ROOT, TABULAR, VISION
 from tests.tiny import REFUSED, TASK_MODELS
 from tests.tiny_collab import COLLAB_MODELS
+from tests.tiny_segmentation import SEGMENTATION
 from tests.tiny_text import TEXT_MODELS
 
 # Per kind, the front doors whose codecs are keyed by task (beside v1 items, V2 outputs and scores).
@@ -59,10 +60,16 @@ def _stores(
 
 
 def test_recognition_picks_exactly_one_entry_or_none(
-    trained_store: Path, task_store: Path, refused_store: Path, text_store: Path, collab_store: Path
+    trained_store: Path,
+    task_store: Path,
+    refused_store: Path,
+    text_store: Path,
+    collab_store: Path,
+    seg_store: Path,
 ) -> None:
     seen = set()
-    for folder in _stores(trained_store, task_store, refused_store, text_store, collab_store):
+    stores = _stores(trained_store, task_store, refused_store, text_store, collab_store)
+    for folder in [*stores, seg_store / SEGMENTATION]:
         facts = read_facts(load_exported_learner(folder / "model.pkl").learn)
         matched = [t for t in LEARNER_TYPES if t.matches(facts)]
         assert len(matched) <= 1, (folder.name, matched)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
@@ -22,18 +22,22 @@ from service.api.deps import (
     get_registry,
 )
 from service.api.limits import MAX_TOP_K, MIN_TOP_K, Threshold, check_files, served
-from service.api.outputs import vision_items
+from service.api.outputs import VISION_IMAGES, vision_items
 from service.api.uploads import read_images
 from service.errors import (
     MSG_EVAL_ARCHIVE_TASK,
     MSG_EVAL_BOTH,
     MSG_EVAL_LABEL_COUNT,
+    MSG_EVAL_MASK_COUNT,
+    MSG_EVAL_MASKS_TASK,
+    MSG_EVAL_NEEDS_MASKS,
     MSG_EVAL_NOTHING,
+    MSG_MASK_PNG_ONE_FILE,
     InvalidInput,
 )
 from service.inference.batching import ModelPool
 from service.inference.images import UploadedImage
-from service.inference.labelled import EVAL_CHUNK, LABEL_TARGETS, read_class_archive
+from service.inference.labelled import EVAL_CHUNK, LABEL_TARGETS, MASK_TASKS, LabelledMask, read_class_archive
 from service.inference.tasks import Task
 from service.inference.vision import VisionPredictor
 from service.registry import ModelRegistry
@@ -45,11 +49,24 @@ from service.settings import Settings
 
 router = APIRouter(prefix="/api/v1/vision", tags=["vision"])
 ERRORS = Problem.responses(400, 404, 413, 415, 422, 503)
+PNG = "image/png"
+# A segmentation model's answer for one image can be its mask itself (`Accept: image/png`).
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    200: {"content": {PNG: {"schema": {"type": "string", "format": "binary"}}}},
+}
 
 
-@router.post("/{name}/predict", response_model=VisionPredictResponse, responses=ERRORS)
+def wants_png(request: Request) -> bool:
+    """Whether the client asks for image/png (a media range of the Accept header, parameters ignored)."""
+    accept = request.headers.get("accept", "")
+    return any(part.split(";")[0].strip().lower() == PNG for part in accept.split(","))
+
+
+@router.post("/{name}/predict", response_model=VisionPredictResponse, responses=PREDICT_RESPONSES)
 async def predict_images(
     name: str,
+    request: Request,
     registry: RegistryDep,
     settings: SettingsDep,
     batchers: BatchersDep,
@@ -63,11 +80,19 @@ async def predict_images(
         ),
     ] = None,
     threshold: Threshold = None,
-) -> VisionPredictResponse:
-    """Predict each uploaded image as the model's task does (class, labels, values or points); predictions
-    come back in upload order."""
+) -> VisionPredictResponse | Response:
+    """Predict each uploaded image as the model's task does (class, labels, values, points or a mask);
+    predictions come back in upload order. A segmentation model answers one image with `Accept: image/png`
+    by its mask PNG."""
     return await _predict(
-        name, files, top_k, threshold, registry=registry, settings=settings, batchers=batchers
+        name,
+        files,
+        top_k,
+        threshold,
+        registry=registry,
+        settings=settings,
+        batchers=batchers,
+        png=wants_png(request),
     )
 
 
@@ -75,7 +100,7 @@ async def predict_images_hot(request: Request, body: bytes) -> Response | None:
     """`predict_images` for a plain request (image files only; `top_k` and `threshold` absent or in range),
     or None."""
     query = hot.plain_query(request, {"top_k": (MIN_TOP_K, MAX_TOP_K)}, fractions=frozenset({"threshold"}))
-    if query is None:
+    if query is None or wants_png(request):  # a mask PNG is the declared route's answer
         return None
     settings = await get_app_settings(request)
     parts = await hot.file_parts(request, body, field="files", max_files=settings.max_files)
@@ -97,6 +122,7 @@ async def predict_images_hot(request: Request, body: bytes) -> Response | None:
         )
     finally:
         await form.close()
+    assert isinstance(answer, VisionPredictResponse)  # JSON: `png` was not asked for
     return hot.json_response(answer)
 
 
@@ -120,13 +146,23 @@ async def _predict(
     registry: ModelRegistry,
     settings: Settings,
     batchers: ModelPool,
-) -> VisionPredictResponse:
+    png: bool = False,
+) -> VisionPredictResponse | Response:
     entry, predictor = served(registry, name, VisionPredictor, threshold=threshold)
     check_files(len(files), settings.max_files)
+    image_of = VISION_IMAGES.get(predictor.head.task) if png else None
+    if image_of is not None and len(files) != 1:
+        raise InvalidInput(
+            MSG_MASK_PNG_ONE_FILE.format(count=len(files)),
+            [{"loc": ["files"], "msg": "one file with Accept: image/png", "type": "one_file"}],
+        )
     uploads = await read_images(files)
     prepared = await run_in_threadpool(predictor.prepare, uploads)
     outputs = await batchers.run(entry, predictor, prepared)
     predictions = predictor.finish(prepared, outputs, threshold=threshold)
+    if image_of is not None:
+        content = await run_in_threadpool(image_of, predictions[0])
+        return Response(content, media_type=PNG)
     return VisionPredictResponse(
         model=name,
         version=entry.version,
@@ -136,17 +172,43 @@ async def _predict(
     )
 
 
+async def _masked_uploads(
+    files: list[UploadFile] | None,
+    masks: list[UploadFile] | None,
+    *,
+    labelled: bool,
+    settings: Settings,
+    name: str,
+    task: Task,
+) -> tuple[list[UploadedImage], list[Any]]:
+    """Images and their masks (a segmentation model's labels): one `masks` part per `files` part."""
+    if task not in MASK_TASKS:
+        expected = LABEL_TARGETS[task][1]
+        raise InvalidInput(MSG_EVAL_MASKS_TASK.format(name=name, task=task.value, expected=expected))
+    if labelled or not files or not masks:
+        raise InvalidInput(MSG_EVAL_NEEDS_MASKS.format(name=name))
+    check_files(len(files), settings.max_files)
+    if len(masks) != len(files):
+        raise InvalidInput(MSG_EVAL_MASK_COUNT.format(files=len(files), masks=len(masks)))
+    images, mask_files = await read_images(files), await read_images(masks)
+    return images, [LabelledMask(image, mask) for image, mask in zip(images, mask_files, strict=True)]
+
+
 async def _labelled_uploads(
     files: list[UploadFile] | None,
     labels: list[str] | None,
     archive: UploadFile | None,
+    masks: list[UploadFile] | None = None,
     *,
     settings: Settings,
     name: str,
     task: Task,
-) -> tuple[list[UploadedImage], list[str]]:
+) -> tuple[list[UploadedImage], list[Any]]:
     """Images and their labels: from `files` with one `labels` field each, or (a classifier's) from one
-    class-folder zip."""
+    class-folder zip, or (a segmentation model's) `files` with one `masks` image each."""
+    if masks or task in MASK_TASKS:
+        labelled = bool(labels) or archive is not None
+        return await _masked_uploads(files, masks, labelled=labelled, settings=settings, name=name, task=task)
     if archive is not None and files:
         raise InvalidInput(MSG_EVAL_BOTH)
     if archive is not None and task is not Task.CLASSIFICATION:
@@ -189,16 +251,25 @@ async def evaluate_vision(
     archive: Annotated[
         UploadFile | None, File(description="classifiers: a zip with one folder per class")
     ] = None,
+    masks: Annotated[
+        list[UploadFile] | None,
+        File(
+            description="segmentation: per file, in the same order, its mask (PNG, one 8-bit class index "
+            "per pixel, the image's size)"
+        ),
+    ] = None,
     threshold: Threshold = None,
 ) -> AnyEvaluation:
     """Scores of the model's task on labelled images: classification accuracy, P/R/F1 and the confusion
-    matrix; multi_label `accuracy_multi` and P/R/F1; regression RMSE, MAE, R²; points mean pixel error."""
+    matrix; multi_label `accuracy_multi` and P/R/F1; regression RMSE, MAE, R²; points mean pixel error;
+    segmentation pixel accuracy, IoU and Dice per class."""
     entry, predictor = served(registry, name, VisionPredictor, threshold=threshold)
     head = predictor.head
     uploads, raw_labels = await _labelled_uploads(
-        files, labels, archive, settings=settings, name=name, task=head.task
+        files, labels, archive, masks, settings=settings, name=name, task=head.task
     )
-    actual = LABEL_TARGETS[head.task][0](raw_labels, head)
+    # Masks are decoded here: off the event loop.
+    actual = await run_in_threadpool(LABEL_TARGETS[head.task][0], raw_labels, head)
     parts = []
     for start in range(0, len(uploads), EVAL_CHUNK):
         prepared = await run_in_threadpool(predictor.prepare, uploads[start : start + EVAL_CHUNK])

@@ -3,7 +3,8 @@ tensors turned into what the kind's `Predictor.prepare` takes, and predictions t
 
 Inputs per kind (`V2_KINDS`), outputs per task (`V2_TASKS`: classification `label` + `probabilities`
 (+ `top_k` for images), multi_label `probabilities` + `predicted` BOOL, regression `values`, points
-`points` FP32 [N, K, 2] in the input image's pixels, rating `rating` FP32 [N], NaN for an unknown id).
+`points` FP32 [N, K, 2] in the input image's pixels, rating `rating` FP32 [N], NaN for an unknown id,
+segmentation `mask` UINT8 [N, H, W] in the input image's pixels: the images of one request share a size).
 
 Tabular: one input per column of the learner's schema, shape [N] or [N, 1]; continuous columns FP64
 (or FP32, INT64, INT32), categorical ones BYTES. A missing value is JSON `null` (or NaN in a float
@@ -26,6 +27,7 @@ from service.api.limits import INLINE_ROWS, check_files, check_rows, check_texts
 from service.api.v2.codec import OutputTensor, Tensor
 from service.errors import (
     MSG_V2_DATATYPE,
+    MSG_V2_MASK_SIZES,
     MSG_V2_MISSING_INPUTS,
     MSG_V2_NOT_BASE64,
     MSG_V2_NOT_UTF8,
@@ -51,6 +53,7 @@ LABEL, PROBABILITIES, TOP_K = "label", "probabilities", "top_k"
 PREDICTED, VALUES, POINTS = "predicted", "values", "points"
 USER_INPUT, ITEM_INPUT, RATING = "user", "item", "rating"
 ID_TYPES = ("BYTES", "INT64", "INT32")
+MASK = "mask"
 TOP_K_FORMAT = "probability:index:label"
 
 
@@ -408,9 +411,31 @@ def _rating_metadata(head: Any) -> list[MetadataTensor]:
     ]
 
 
+def _segmentation_metadata(head: Any) -> list[MetadataTensor]:
+    return [
+        MetadataTensor(
+            name=MASK,
+            datatype="UINT8",
+            shape=[-1, -1, -1],
+            parameters={
+                "classes": head.classes,
+                "content": "[N, H, W]: per pixel of the input image, its class's index in `classes`",
+            },
+        )
+    ]
+
+
 def _rating_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> dict[str, OutputTensor]:
     ratings = np.asarray([np.nan if p.rating is None else p.rating for p in predictions], dtype=np.float32)
     return {RATING: OutputTensor(RATING, "FP32", ratings, {"target": head.target})}
+
+
+def _segmentation_outputs(head: Any, predictions: list[Any], outputs: np.ndarray) -> dict[str, OutputTensor]:
+    sizes = sorted({(p.size[1], p.size[0]) for p in predictions})
+    if len(sizes) > 1:
+        raise BadRequest(MSG_V2_MASK_SIZES.format(sizes=", ".join(f"{w}x{h}" for w, h in sizes)))
+    masks = np.stack([p.mask for p in predictions]).astype(np.uint8)
+    return {MASK: OutputTensor(MASK, "UINT8", masks, {"classes": head.classes})}
 
 
 @dataclass(frozen=True)
@@ -427,6 +452,7 @@ V2_TASKS: dict[Task, V2Task] = {
     Task.REGRESSION: V2Task(_regression_metadata, _regression_outputs),
     Task.POINTS: V2Task(_points_metadata, _points_outputs),
     Task.RATING: V2Task(_rating_metadata, _rating_outputs),
+    Task.SEGMENTATION: V2Task(_segmentation_metadata, _segmentation_outputs),
 }
 
 
