@@ -268,6 +268,10 @@ MSG_TEXT_INVALID = (
     "{count} item(s) are not usable texts: empty, whitespace-only or not a string (index {indices})"
 )
 MSG_TEXT_UNKNOWN_TOKENS = "{share} of the tokens are unknown to the model (xxunk)"
+MSG_TEXT_NO_ENCODER = (
+    "a text classifier is served as fastai's SentenceEncoder then PoolingLinearClassifier (found {found}); "
+    "its padding rules are what keep each text's answer independent of its batch"
+)
 MSG_TEXT_NO_TOKENIZER = (
     "a text learner needs fastai's Tokenizer and Numericalize (with its vocab) as its input transforms "
     "(found {found})"
