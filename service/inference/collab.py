@@ -204,11 +204,18 @@ class _DotScores:
         self.rating_range = rating_range
 
     def all_items(self, user: int) -> np.ndarray:
-        raw = self.item_factors @ self.user_factors[user] + self.item_bias + self.user_bias[user]
+        raw = _times(self.item_factors, self.user_factors[user]) + self.item_bias + self.user_bias[user]
         if self.rating_range is None:
             return np.asarray(raw, dtype=np.float32)
         low, high = self.rating_range
         return np.asarray(1.0 / (1.0 + np.exp(-raw)) * (high - low) + low, dtype=np.float32)
+
+
+def _times(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """matrix @ vector on this thread alone: BLAS's own threads (numpy's OpenBLAS) would wait for cores
+    that torch's threads spin on in the same process, 100x slower under load (measured: 22 ms against
+    0.2 ms for 10,000 x 50)."""
+    return np.asarray(np.einsum("ij,j->i", matrix, vector))
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -429,7 +436,7 @@ class CollabPredictor(HeadFacts):
                 MSG_COLLAB_UNKNOWN_ITEM.format(value=item, column=self.items.column, count=self.items.count)
             )
         units = self._item_units
-        similarity = units @ units[code]
+        similarity = _times(units, units[code])
         allowed = np.ones(len(similarity), dtype=bool)
         allowed[[0, code]] = False
         return self.items.ids[code], self._ranked(similarity, np.flatnonzero(allowed), count)
