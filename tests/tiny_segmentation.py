@@ -17,6 +17,7 @@ IMAGE_SIZE = 32  # the learner's Resize
 # Raw sizes of the generated images (width, height): the centre crop cuts the non-square ones.
 SIZES = [(32, 32), (40, 28), (28, 40)]
 N_IMAGES = 24
+EPOCHS, LR = 4, 1e-2
 
 
 def shapes(index: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -58,8 +59,22 @@ def mask_path(path: Path):  # type: ignore[no-untyped-def]
     return path.parent.parent / "masks" / path.name
 
 
+def tiny_body(pretrained: bool = False) -> Any:
+    """A three-stage convolutional body, as `unet_learner` takes an `arch`: it cuts at the pooling layer and
+    builds the decoder on the rest (nothing pretrained, nothing downloaded)."""
+    from fastai.layers import ConvLayer
+    from torch import nn
+
+    return nn.Sequential(
+        ConvLayer(3, 16, stride=2),
+        ConvLayer(16, 32, stride=2),
+        ConvLayer(32, 64, stride=2),
+        nn.AdaptiveAvgPool2d(1),
+    )
+
+
 def segmentation_learner(folder: Path) -> Any:
-    """`unet_learner` (resnet18 body, no pretrained weights: nothing downloaded) on the generated shapes."""
+    """`unet_learner` (a tiny custom body, no pretrained weights) on the generated shapes."""
     from fastai.callback.progress import ProgressCallback
     from fastai.vision.all import (
         DataBlock,
@@ -67,7 +82,6 @@ def segmentation_learner(folder: Path) -> Any:
         MaskBlock,
         RandomSplitter,
         Resize,
-        resnet18,
         set_seed,
         unet_learner,
     )
@@ -79,13 +93,13 @@ def segmentation_learner(folder: Path) -> Any:
         item_tfms=Resize(IMAGE_SIZE),
         splitter=RandomSplitter(0.25, seed=0),
     )
-    dls = block.dataloaders(write_shapes(folder), bs=8, num_workers=0)
+    dls = block.dataloaders(write_shapes(folder), bs=4, num_workers=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        learn = unet_learner(dls, resnet18, pretrained=False, n_out=len(CODES))
+        learn = unet_learner(dls, tiny_body, pretrained=False, n_out=len(CODES))
         learn.remove_cb(ProgressCallback)
         learn.logger = lambda *args: None
-        learn.fit_one_cycle(2, 1e-2)
+        learn.fit_one_cycle(EPOCHS, LR)
     return learn
 
 

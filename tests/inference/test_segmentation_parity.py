@@ -20,8 +20,7 @@ from service.inference.masks import mask_png, palette, to_image_pixels
 from service.inference.runtime import RuntimeOptions, RuntimeSetting, select_runtime
 from service.inference.tasks import SegmentationHead, Task
 from service.loading import load_exported_learner
-from tests.helpers import image_bytes
-from tests.tiny_segmentation import CODES, IMAGE_SIZE, SEGMENTATION
+from tests.tiny_segmentation import CODES, IMAGE_SIZE, SEGMENTATION, shapes
 
 TOLERANCE = 1e-4
 # Upload sizes (width, height): square, wider, taller, smaller than the model's input.
@@ -41,7 +40,13 @@ def _learner(store: Path, *, method: str = "crop") -> Any:
 
 
 def _uploads(sizes: list[tuple[int, int]] = SIZES) -> list[UploadedImage]:
-    return [UploadedImage(f"{i}.png", image_bytes(size=s, seed=i)) for i, s in enumerate(sizes)]
+    """Generated shapes of `sizes`, which the tiny learner tells apart (then its argmax is no one class)."""
+    uploads = []
+    for i, size in enumerate(sizes):
+        buffer = io.BytesIO()
+        Image.fromarray(shapes(50 + i, size)[0]).save(buffer, format="PNG")
+        uploads.append(UploadedImage(f"{i}.png", buffer.getvalue()))
+    return uploads
 
 
 def _runtimes(predictor: Any, tmp_path: Path) -> Iterator[str]:
@@ -73,6 +78,7 @@ def test_segmentation_equals_fastai_on_both_runtimes(method: str, seg_store: Pat
     uploads = _uploads()
     reference, decoded = _fastai(learn, predictor.prepare(uploads).images)
     assert reference.shape == (len(uploads), len(CODES), IMAGE_SIZE, IMAGE_SIZE)
+    assert set(np.unique(decoded)) == {0, 1, 2}  # every class predicted somewhere: the argmax is no formality
     for runtime in _runtimes(predictor, tmp_path):
         assert predictor.runtime.name == runtime
         prepared = predictor.prepare(uploads)
