@@ -128,7 +128,7 @@ def collab_rows(case: CollabCase, learn: Any, predictor: CollabPredictor) -> dic
     one = case.pairs(1)
     one_pair, one_frame = [(p["user"], p["item"]) for p in one], frame(one)
     ours_one = per_call(lambda: predictor.predict(one_pair))
-    naive_one = per_call(lambda: get_preds(learn, one_frame), seconds=2.0)
+    naive_one = per_call(lambda: get_preds(learn, one_frame, reorder=False), seconds=2.0)
     many = case.pairs(PAIRS)
     pairs, many_frame = [(p["user"], p["item"]) for p in many], frame(many)
     ours = per_call(lambda: predictor.predict(pairs), seconds=3.0)
@@ -280,8 +280,9 @@ def vision_row(
     }
 
 
-def get_preds(learn: Any, items: Any) -> Any:
-    """fastai's batch path: a test DataLoader over the items, then get_preds."""
+def get_preds(learn: Any, items: Any, *, reorder: bool = True) -> Any:
+    """fastai's batch path: a test DataLoader over the items, then get_preds (reorder=False for a collab
+    model's single row, whose 0-d output get_preds' reordering cannot index)."""
     dl = learn.dls.test_dl(items, num_workers=0)
     with learn.no_bar():
-        return learn.get_preds(dl=dl)
+        return learn.get_preds(dl=dl, reorder=reorder)

@@ -202,7 +202,7 @@ def recommender_10k(folder: Path) -> str:
     return f"bench: collab_learner (50 factors) over synthetic ids, {RECOMMEND_USERS} users, {n_items} items"
 
 
-SHAPES_TRAIN = 400
+SHAPES_TRAIN = 200  # enough to learn the shapes a little: the model's speed is what is timed
 
 
 def small_encoder(pretrained: bool = False) -> Any:

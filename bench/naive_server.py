@@ -113,8 +113,10 @@ def predict_pairs(name: str, body: dict[str, Any]) -> dict[str, Any]:
     for pair in body["pairs"]:
         frame = pd.DataFrame({user: [pair["user"]], item: [pair["item"]]})
         with LOCK, collab.no_bar():
-            preds, _ = collab.get_preds(dl=collab.dls.test_dl(frame))
-        out.append({"user": pair["user"], "item": pair["item"], "rating": float(preds[0])})
+            # reorder=False: a collab model's one-row output is 0-d, which get_preds' reordering indexes
+            # (IndexError); one row needs no reordering.
+            preds, _ = collab.get_preds(dl=collab.dls.test_dl(frame), reorder=False)
+        out.append({"user": pair["user"], "item": pair["item"], "rating": float(preds.reshape(-1)[0])})
     return {"predictions": out}
 
 

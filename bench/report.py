@@ -273,6 +273,9 @@ def table(results: dict[str, Any], cases: tuple[Case, ...] = CASES) -> str:
         lines += ["", *large_csv_lines(big)]
     if "peer" in results:
         lines += ["", *peer_table(results["peer"])]
+    if results.get("models"):
+        # A stand-in the bench built is not the demo model: say which files were timed.
+        lines += ["", "Models timed:", *(f"  {name}: {what}" for name, what in results["models"].items())]
     return "\n".join(lines)
 
 
