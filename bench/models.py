@@ -225,7 +225,15 @@ def shapes_segmentation(folder: Path) -> str:
 
     import pandas as pd
     from fastai.data.transforms import ColReader, RandomSplitter
-    from fastai.vision.all import DataBlock, ImageBlock, MaskBlock, Normalize, imagenet_stats, unet_learner
+    from fastai.vision.all import (
+        DataBlock,
+        ImageBlock,
+        MaskBlock,
+        Normalize,
+        Resize,
+        imagenet_stats,
+        unet_learner,
+    )
 
     from bench import shapes
 
@@ -243,6 +251,8 @@ def shapes_segmentation(folder: Path) -> str:
             get_x=ColReader("image"),
             get_y=ColReader("mask"),
             splitter=RandomSplitter(valid_pct=0.1, seed=SEED),
+            # The server maps masks back to the uploaded image through the learner's Resize (as the demo's).
+            item_tfms=[Resize(shapes.SIZE)],
             batch_tfms=[Normalize.from_stats(*imagenet_stats)],
         )
         _seed()
