@@ -136,9 +136,13 @@ def kind_ratio_lines(ratios: dict[str, Any]) -> list[str]:
         return []
     w = max(len(key) for key in ratios)
     lines = ["Ours vs the naive server per model (32 clients: requests/s; 1 client: naive p50 / ours):"]
+
+    def shown(value: float | None) -> str:
+        return "   n/a " if value is None else f"{value:6.1f}x"
+
     for key, r in ratios.items():
         lines.append(
-            f"  {key.replace('_', ' '):<{w}}  @32 {r['c32_requests_vs_naive']:6.1f}x   @1 p50 {r['c1_naive_p50_over_ours']:6.1f}x"
+            f"  {key.replace('_', ' '):<{w}}  @32 {shown(r['c32_requests_vs_naive'])}   @1 p50 {shown(r['c1_naive_p50_over_ours'])}"
         )
     return lines
 

@@ -144,6 +144,11 @@ def test_kind_ratios_and_their_lines() -> None:
     assert ratios == {"text": {"c32_requests_vs_naive": 8.0, "c1_naive_p50_over_ours": 2.0}}
     lines = kind_ratio_lines(ratios)
     assert "text" in lines[1] and "8.0x" in lines[1] and "2.0x" in lines[1]
+    # A step that answered nothing (a slow first call in a --quick run) has no ratio, not a crash.
+    h["ours_text_c1"] = row(0, 0)
+    ratios = kind_ratios(h, (TINY_TEXT,))
+    assert ratios["text"]["c1_naive_p50_over_ours"] is None
+    assert "n/a" in kind_ratio_lines(ratios)[1]
 
 
 def test_recommend_lines_without_and_with_http() -> None:
