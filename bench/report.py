@@ -157,7 +157,9 @@ def _beside(
             o, other = h[f"ours_{case.key}_c{c}"], h.get(f"{prefix}_{case.key}_c{c}")
             if other is None:
                 continue
-            ratio = f" ({other['requests_per_s'] / o['requests_per_s']:.0%} of {names[0]})" if share else ""
+            # A step that answered nothing (a 1 s --quick step on a busy machine) has no share.
+            of = f"{other['requests_per_s'] / o['requests_per_s']:.0%}" if o["requests_per_s"] else "n/a"
+            ratio = f" ({of} of {names[0]})" if share else ""
             lines.append(
                 f"{case.label:<{w}} clients {c:>3}   {names[0]} {o['requests_per_s']:8.1f} req/s p50 {o['p50_ms']:6.1f} ms |"
                 f" {names[1]} {other['requests_per_s']:8.1f} req/s p50 {other['p50_ms']:6.1f} ms"
