@@ -87,7 +87,9 @@ PEER_TORCH = $(shell $(BIN)/python -c "from importlib.metadata import version; \
 
 # In-process and HTTP benchmark against fastai's own paths, the naive server and the compute floor
 # (the bench/ package; the models it times are its cases, bench/cases.py: the demo models, and a tabular
-# regression and a vision multi-label model that it trains once into .cache/bench/store). Results go to
+# regression and a vision multi-label model that it trains once into .cache/bench/store; the text,
+# collab and segmentation demo models, or stand-ins it trains there while they are missing; a 10,000-item
+# recommender for the recommend latency). Results go to
 # .cache/bench/results.json (ignored); `make bench-record` keeps the last run in bench/results.json, the
 # tracked reference, on purpose only. `make bench PEER=1` adds the BentoML rows. A smoke run that only
 # checks it runs: `$(BIN)/python -m bench --quick [--skip-http]` (every timing a fraction of a second,

@@ -14,12 +14,12 @@ import torch
 
 import bench
 from bench import CACHE, DEFAULT_STORE
-from bench.cases import CASES, TASK_TARGET, Case, TabularCase, case_by_key
-from bench.http_rows import access_overhead, http
+from bench.cases import CASES, RECOMMEND, TASK_TARGET, Case, TabularCase, case_by_key
+from bench.http_rows import access_overhead, http, kind_ratios
 from bench.inprocess import IMAGES, in_process
-from bench.models import bench_store
+from bench.models import bench_store, descriptions
 from bench.peer import PEER_VENV, peer
-from bench.report import access_lines, peer_table, table, task_lines, write_results
+from bench.report import access_lines, peer_table, recommend_lines, table, task_lines, write_results
 from bench.timing import shorten
 from service.device import device_label, resolve_device
 from service.settings import Settings
@@ -142,7 +142,10 @@ def main() -> None:
         write_results(results, results_path)
         return
     # The demo models linked from `store` beside the bench's own models (trained here when missing).
-    served = bench_store(store, [case.model for case in CASES])
+    models = [case.model for case in CASES] + [RECOMMEND.model]
+    served = bench_store(store, models)
+    # Which files were timed: a demo model's, or the bench's stand-in for one the demo store lacks.
+    results["models"] = descriptions(served, models)
     results["in_process"] = in_process(device, served)
     if args.peer:
         results["peer"] = peer(seconds, args.peer_venv, store=store)
@@ -150,11 +153,13 @@ def main() -> None:
         results["http"] = http(seconds, rss_requests, store=served)
         results["ratios"] = ratios(results["http"], results["in_process"])
         results["task_ratios"] = task_ratios(results)
+        results["kind_ratios"] = kind_ratios(results["http"], CASES)
         print(table(results))
     else:
         results["task_ratios"] = task_ratios(results)
         print(json.dumps(results["in_process"], indent=1))
         print("\n".join(task_lines(results["task_ratios"])))
+        print("\n".join(recommend_lines(results["in_process"], None)))
     write_results(results, results_path)
 
 

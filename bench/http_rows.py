@@ -1,4 +1,5 @@
-"""HTTP rows: ours vs the naive server per case, /v2 beside /api/v1, two workers, memory, one large CSV."""
+"""HTTP rows: ours vs the naive server per case, /v2 beside /api/v1, two workers, memory, one large CSV, and
+`recommend` over all the items of a 10,000-item recommender."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from bench.cases import CASES, DEMO_TABULAR, Case
+from bench.cases import CASES, DEMO_TABULAR, RECOMMEND, Case, RecommendCase
 from bench.load import Request, drive, one_item, one_item_v2
 from bench.servers import free_port, rss_kb, server_env, start_naive, start_ours, stop_process
 from service.training import data
@@ -20,9 +21,15 @@ LARGE_CSV_ROWS = 100_000
 
 
 def http(
-    seconds: float, rss_requests: int, *, store: Path, cases: tuple[Case, ...] = CASES
+    seconds: float,
+    rss_requests: int,
+    *,
+    store: Path,
+    cases: tuple[Case, ...] = CASES,
+    recommend: RecommendCase | None = RECOMMEND,
 ) -> dict[str, Any]:
-    """Every case's one-item requests through ours and the naive server, then ours with two workers."""
+    """Every case's one-item requests through ours and the naive server, then ours with two workers;
+    `recommend` through ours (the naive server has no such route: the cookbook has no recommend)."""
     env = server_env(store)
     v1 = {case.key: one_item(case) for case in cases}
     v2 = {case.key: one_item_v2(case, v1[case.key]) for case in cases}
@@ -33,11 +40,16 @@ def http(
         try:
             base = f"http://127.0.0.1:{port}"
             for request in v1.values():
+                warm_up(base, request)
                 for clients in (1, 8, 32):
                     out[f"{label}_{request.name}_c{clients}"] = drive(base, request, clients, seconds)
             for request in v2.values() if label == "ours" else ():
                 for clients in (1, 32):
                     out[f"ours_{request.name}_c{clients}"] = drive(base, request, clients, seconds)
+            if label == "ours" and recommend is not None:
+                request = recommend_request(recommend)
+                for clients in (1, 32):
+                    out[f"ours_{recommend.key}_c{clients}"] = drive(base, request, clients, seconds)
             if label == "ours":
                 out["ours_memory"] = memory_growth(base, proc.pid, v1[DEMO_TABULAR.key], rss_requests)
                 out["ours_large_csv"] = large_csv(base, proc.pid)
@@ -54,6 +66,38 @@ def http(
                 out[f"workers2_{request.name}_c{clients}"] = drive(base, request, clients, seconds)
     finally:
         stop_process(proc)
+    return out
+
+
+def warm_up(base: str, request: Request) -> None:
+    """One request before a model's load steps: its first call's one-off costs (a learner's first
+    `predict`, lazy initialisation) are not its speed, and a short step could hold nothing else."""
+    with httpx.Client(base_url=base, timeout=300) as client:
+        client.request(request.method, request.path, **request.httpx_kwargs())
+
+
+def _share(a: float, b: float) -> float | None:
+    """a / b, or None (null in results.json) when a step answered nothing to divide by."""
+    return a / b if b else None
+
+
+def recommend_request(case: RecommendCase, user: str = "1") -> Request:
+    """GET recommend for one user the synthetic recommender knows: every item scored, the best `count`."""
+    return Request(
+        case.key, f"/api/v1/collab/{case.model}/recommend?user={user}&n={case.count}", method="GET"
+    )
+
+
+def kind_ratios(h: dict[str, Any], cases: tuple[Case, ...]) -> dict[str, Any]:
+    """Per case, ours vs the naive server: requests/s at 32 clients, and the naive p50 over ours at 1."""
+    out: dict[str, Any] = {}
+    for case in cases:
+        ours1, naive1 = h[f"ours_{case.key}_c1"], h[f"naive_{case.key}_c1"]
+        ours32, naive32 = h[f"ours_{case.key}_c32"], h[f"naive_{case.key}_c32"]
+        out[case.key] = {
+            "c32_requests_vs_naive": _share(ours32["requests_per_s"], naive32["requests_per_s"]),
+            "c1_naive_p50_over_ours": _share(naive1["p50_ms"], ours1["p50_ms"]),
+        }
     return out
 
 

@@ -10,32 +10,61 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.cases import CASES, Case, TabularCase, VisionCase, ratio_key
-from bench.timing import floor, paired, per_call
+from bench.cases import (
+    CASES,
+    RECOMMEND,
+    Case,
+    CollabCase,
+    RecommendCase,
+    TabularCase,
+    TextCase,
+    VisionCase,
+    ratio_key,
+)
+from bench.timing import floor, latencies, paired, per_call
+from service.inference.collab import CollabPredictor
 from service.inference.csvio import CsvTable, read_csv_table
 from service.inference.images import UploadedImage
-from service.inference.kinds import predictor_for
+from service.inference.kinds import build_predictor, recognise
 from service.inference.runtime import RuntimeOptions, select_runtime
 from service.inference.tabular import TabularPredictor
+from service.inference.text import TextPredictor
 from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner, prepare_for_serving, sha256_of
 from service.settings import Settings
 
 TABULAR_ROWS = 10_000
 IMAGES = 256
+TEXTS = 1_000
+PAIRS = 10_000
+# The predictor the server must build for each kind of case.
+PREDICTORS: dict[str, type] = {
+    "tabular": TabularPredictor,
+    "vision": VisionPredictor,
+    "segmentation": VisionPredictor,
+    "text": TextPredictor,
+    "collab": CollabPredictor,
+}
 
 
-def in_process(device: torch.device, store: Path, cases: tuple[Case, ...] = CASES) -> dict[str, Any]:
-    """Every case's rows, after loading every model as the server does (runtime chosen, heap frozen)."""
+def in_process(
+    device: torch.device,
+    store: Path,
+    cases: tuple[Case, ...] = CASES,
+    recommend: RecommendCase | None = RECOMMEND,
+) -> dict[str, Any]:
+    """Every case's rows, after loading every model as the server does (runtime chosen, heap frozen), then
+    `recommend`'s latency."""
     out: dict[str, Any] = {}
-    loaded: list[tuple[Case, Any, Any]] = []
-    for case in cases:
-        learn = prepare_for_serving(load_exported_learner(store / case.model / "model.pkl").learn, device)
+    loaded: list[tuple[Any, Any, Any]] = []
+    for case in (*cases, *([recommend] if recommend else [])):
+        folder = store / case.model
+        learn = prepare_for_serving(load_exported_learner(folder / "model.pkl").learn, device)
         # The predictor the server builds for it (its kind and task recognised from the learner).
-        predictor = predictor_for(learn)
-        wanted = TabularPredictor if isinstance(case, TabularCase) else VisionPredictor
+        predictor = build_predictor(recognise(learn), learn, folder=folder)
+        wanted = PREDICTORS["collab" if isinstance(case, RecommendCase) else case.kind]
         if not isinstance(predictor, wanted):
-            raise TypeError(f"{case.model} is a {predictor.kind} model; its case wants {wanted.kind}")
+            raise TypeError(f"{case.model} is a {predictor.kind} model; its case wants {wanted.kind}")  # type: ignore[attr-defined]
         loaded.append((case, learn, predictor))
     # The runtime the server would pick (FASTAI_SERVE_RUNTIME, default auto: ONNX Runtime when it matches).
     settings = Settings()
@@ -53,9 +82,88 @@ def in_process(device: torch.device, store: Path, cases: tuple[Case, ...] = CASE
     for case, learn, predictor in loaded:
         if isinstance(case, TabularCase):
             out.update(tabular_rows(case, learn, predictor, device))
-        else:
+        elif isinstance(case, VisionCase):
             out[f"{case.key}_{IMAGES}_images"] = vision_row(case, learn, predictor, device)
+        elif isinstance(case, TextCase):
+            out.update(text_rows(case, learn, predictor))
+        elif isinstance(case, CollabCase):
+            out.update(collab_rows(case, learn, predictor))
+        else:
+            out[case.key] = recommend_row(case, predictor)
     return out
+
+
+def text_rows(case: TextCase, learn: Any, predictor: TextPredictor) -> dict[str, Any]:
+    """One text (ours vs learn.predict), then 1,000 texts (ours vs test_dl + get_preds)."""
+    [text] = case.texts(1)
+    ours_one = per_call(lambda: predictor.predict([text]))
+    with learn.no_bar():
+        naive_one = per_call(lambda: learn.predict(text), seconds=2.0)
+    texts = case.texts(TEXTS)
+    ours = per_call(lambda: predictor.predict(texts), seconds=3.0)
+    fastai = per_call(lambda: get_preds(learn, texts), seconds=3.0)
+    return {
+        f"{case.key}_one_text": {
+            "ours_ms": ours_one * 1e3,
+            "learn_predict_ms": naive_one * 1e3,
+            "speedup": naive_one / ours_one,
+        },
+        f"{case.key}_{TEXTS}_texts": {
+            "input": "review sentences -> tokenised, numericalised, padded, forward -> predictions",
+            "ours_texts_per_s": TEXTS / ours,
+            "fastai_get_preds_texts_per_s": TEXTS / fastai,
+            "ours_vs_get_preds": fastai / ours,
+        },
+    }
+
+
+def collab_rows(case: CollabCase, learn: Any, predictor: CollabPredictor) -> dict[str, Any]:
+    """One pair (ours vs get_preds on a one-row frame: learn.predict fails for collab), then 10,000 pairs
+    (ours vs test_dl + get_preds on their frame)."""
+    users, items = predictor.users.column, predictor.items.column
+
+    def frame(pairs: list[dict[str, Any]]) -> pd.DataFrame:
+        return pd.DataFrame({users: [p["user"] for p in pairs], items: [p["item"] for p in pairs]})
+
+    one = case.pairs(1)
+    one_pair, one_frame = [(p["user"], p["item"]) for p in one], frame(one)
+    ours_one = per_call(lambda: predictor.predict(one_pair))
+    naive_one = per_call(lambda: get_preds(learn, one_frame, reorder=False), seconds=2.0)
+    many = case.pairs(PAIRS)
+    pairs, many_frame = [(p["user"], p["item"]) for p in many], frame(many)
+    ours = per_call(lambda: predictor.predict(pairs), seconds=3.0)
+    fastai = per_call(lambda: get_preds(learn, many_frame), seconds=3.0)
+    return {
+        f"{case.key}_one_pair": {
+            "ours_ms": ours_one * 1e3,
+            "get_preds_one_row_ms": naive_one * 1e3,
+            "speedup": naive_one / ours_one,
+        },
+        f"{case.key}_{PAIRS // 1000}k_pairs": {
+            "input": "(user, item) ids -> codes, forward -> ratings",
+            "ours_pairs_per_s": PAIRS / ours,
+            "fastai_get_preds_pairs_per_s": PAIRS / fastai,
+            "ours_vs_get_preds": fastai / ours,
+        },
+    }
+
+
+def recommend_row(case: RecommendCase, predictor: CollabPredictor) -> dict[str, Any]:
+    """`recommend` (every item scored for one user, the best `count` kept) for users in turn: p50 and p99."""
+    known = predictor.items.count
+    if known < case.items:
+        raise ValueError(f"{case.model} knows {known} items; its case wants {case.items}")
+    users = [predictor.users.ids[i] for i in range(1, min(case.users, predictor.users.count) + 1)]
+    turn = iter(range(10**9))
+    times = latencies(lambda: predictor.recommend(users[next(turn) % len(users)], count=case.count))
+    return {
+        "items": known,
+        "count": case.count,
+        "calls": len(times),
+        "p50_ms": float(np.percentile(times, 50) * 1e3),
+        "p99_ms": float(np.percentile(times, 99) * 1e3),
+        "target_p50_ms": case.target_ms,
+    }
 
 
 def tabular_rows(
@@ -172,8 +280,9 @@ def vision_row(
     }
 
 
-def get_preds(learn: Any, items: Any) -> Any:
-    """fastai's batch path: a test DataLoader over the items, then get_preds."""
+def get_preds(learn: Any, items: Any, *, reorder: bool = True) -> Any:
+    """fastai's batch path: a test DataLoader over the items, then get_preds (reorder=False for a collab
+    model's single row, whose 0-d output get_preds' reordering cannot index)."""
     dl = learn.dls.test_dl(items, num_workers=0)
     with learn.no_bar():
-        return learn.get_preds(dl=dl)
+        return learn.get_preds(dl=dl, reorder=reorder)

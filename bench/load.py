@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 
 from bench import CACHE
-from bench.cases import Case, TabularCase
+from bench.cases import Case, CollabCase, TabularCase, TextCase
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
@@ -30,9 +30,12 @@ class Request:
     files: list[tuple[str, tuple[str, bytes, str]]] | None = None
     content: bytes | None = None  # sent as it is, with `headers`
     headers: dict[str, str] = field(default_factory=dict)
+    method: str = "POST"  # or "GET" (no body: the query string is in `path`)
 
     def httpx_kwargs(self) -> dict[str, Any]:
-        """What httpx's post takes for this request (it encodes the JSON or the form each time)."""
+        """What httpx's request takes beside the method and path (it encodes the JSON or the form each time)."""
+        if self.method == "GET":
+            return {"headers": self.headers}
         if self.json is not None:
             return {"json": self.json, "headers": self.headers}
         if self.files is not None:
@@ -62,7 +65,12 @@ def one_item(case: Case) -> Request:
     """The one-row or one-image /api/v1 request every HTTP row of `case` sends."""
     if isinstance(case, TabularCase):
         return Request(case.key, f"/api/v1/tabular/{case.model}/predict", json={"rows": case.rows(1)})
-    files = [("files", ("plane.jpg", case.images(1)[0], "image/jpeg"))]
+    if isinstance(case, TextCase):
+        return Request(case.key, f"/api/v1/text/{case.model}/predict", json={"texts": case.texts(1)})
+    if isinstance(case, CollabCase):
+        return Request(case.key, f"/api/v1/collab/{case.model}/predict", json={"pairs": case.pairs(1)})
+    suffix = case.image_type.split("/")[-1].replace("jpeg", "jpg")
+    files = [("files", (f"image.{suffix}", case.images(1)[0], case.image_type))]
     return Request(case.key, f"/api/v1/vision/{case.model}/predict", files=files)
 
 
@@ -81,6 +89,13 @@ def one_item_v2(case: Case, v1: Request) -> Request:
             (k, "FP64", np.array([v], "<f8").tobytes()) if k in case.numbers else (k, "BYTES", text(v))
             for k, v in row.items()
         ]
+    elif isinstance(case, TextCase):
+        assert v1.json is not None
+        inputs = [("text", "BYTES", text(v1.json["texts"][0]))]
+    elif isinstance(case, CollabCase):
+        assert v1.json is not None
+        [pair] = v1.json["pairs"]
+        inputs = [("user", "BYTES", text(pair["user"])), ("item", "BYTES", text(pair["item"]))]
     else:
         assert v1.files is not None
         _, content, _ = v1.files[0][1]
@@ -107,6 +122,22 @@ def v2_binary_body(inputs: list[tuple[str, str, bytes]]) -> tuple[bytes, dict[st
     }
 
 
+def wrk_script(request: Request) -> str:
+    """wrk's Lua set-up for `request`: the method, and for a POST its body (from a file) and headers."""
+    if request.method == "GET":
+        return 'wrk.method = "GET"\n' + "".join(
+            f'wrk.headers["{k}"] = "{v}"\n' for k, v in request.headers.items()
+        )
+    body, ctype, extra = request.wrk_body()
+    body_file = CACHE / f"bench-{request.name}.body"
+    body_file.write_bytes(body)
+    return (
+        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{ctype}"\n'
+        + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in extra.items())
+    )
+
+
 def drive(base: str, request: Request, clients: int, seconds: float) -> dict[str, float]:
     """One load step: wrk when installed, else the httpx generator."""
     if shutil.which("wrk"):
@@ -128,7 +159,7 @@ async def load_httpx(base: str, request: Request, clients: int, seconds: float) 
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 try:
-                    r = await client.post(request.path, **kwargs)
+                    r = await client.request(request.method, request.path, **kwargs)
                     ok = r.status_code == 200
                 except httpx.HTTPError:
                     ok = False
@@ -150,15 +181,8 @@ async def load_httpx(base: str, request: Request, clients: int, seconds: float) 
 
 def load_wrk(base: str, request: Request, clients: int, seconds: float) -> dict[str, float]:
     """The same load with wrk (C, event-driven): the generator takes far less of the 2 cores than Python."""
-    body, ctype, extra = request.wrk_body()
-    body_file = CACHE / f"bench-{request.name}.body"
-    body_file.write_bytes(body)
     script = CACHE / f"bench-{request.name}.lua"
-    script.write_text(
-        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
-        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{ctype}"\n'
-        + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in extra.items())
-    )
+    script.write_text(wrk_script(request))
     cmd = [
         "wrk",
         f"-t{min(2, clients)}",

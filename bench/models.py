@@ -6,6 +6,13 @@ service/cli.py and service/training/): same columns, layers, dropout and weight 
 from scratch on 32x32 images, the same item and batch transforms, head dropout and stem for vision. One
 epoch, offline, from the repo's data: a model's speed does not depend on its accuracy.
 
+The kinds of issue #22 are timed on the demo models (`reviews-sentiment`, `movie-recommender`,
+`shapes-segmentation`) when the demo store has them, linked like the demo classifiers; until then the bench
+builds a stand-in of the same kind under the same name (DEMO_OR_BUILT): a small AWD_LSTM text classifier
+(from scratch) on the rt-polarity sentences, collab_learner (50 factors) on the MovieLens ratings with its
+titles, a unet_learner with a small encoder on generated shapes. `bench-recommender-10k` is always the
+bench's: a collab_learner over 10,000 synthetic item ids, for the `recommend` latency.
+
 The server reads one store (FASTAI_SERVE_MODEL_STORE) and refuses symlinks that leave it, so the demo
 models' files are hard-linked into the bench's store (copied where a link cannot be made).
 
@@ -31,7 +38,7 @@ from bench import CACHE, ROOT
 STORE = CACHE / "bench" / "store"
 SEED = 42
 # The demo models' files that the bench's store needs (the learner, and its manifest with its sha256).
-LINKED_FILES = ("model.pkl", "model.json")
+LINKED_FILES = ("model.pkl", "model.json", "items.csv")
 
 
 # -- the models ----------------------------------------------------------------------------------------
@@ -115,7 +122,159 @@ def cifar_tags(folder: Path) -> str:
     return "bench: vision_learner(resnet18) on cifar10_sample, multi-label (class + vehicle), 1 epoch"
 
 
-BUILDERS: dict[str, Callable[[Path], str]] = {"adult-hours": adult_hours, "cifar10-tags": cifar_tags}
+# The small AWD_LSTM of the issue's first try (100-wide embeddings, 256 hidden, 2 layers), from scratch.
+TEXT_CONFIG = {"emb_sz": 100, "n_hid": 256, "n_layers": 2}
+
+
+def reviews_sentiment(folder: Path) -> str:
+    """text_classifier_learner(AWD_LSTM, small config, pretrained=False) on the rt-polarity sentences."""
+    import pandas as pd
+    from fastai.text.all import AWD_LSTM, TextDataLoaders, awd_lstm_clas_config, text_classifier_learner
+
+    from bench.cases import _sentences as sentences
+    from bench.cases import review_sentences
+
+    texts = review_sentences(len(sentences()))
+    # _sentences alternates the files: positive first.
+    frame = pd.DataFrame(
+        {"text": texts, "label": ["pos" if i % 2 == 0 else "neg" for i in range(len(texts))]}
+    )
+    _seed()
+    dls = TextDataLoaders.from_df(
+        frame, path=folder, text_col="text", label_col="label", valid_pct=0.1, seed=SEED, bs=64
+    )
+    config = {**awd_lstm_clas_config, **TEXT_CONFIG}
+    learn = text_classifier_learner(dls, AWD_LSTM, config=config, pretrained=False, drop_mult=0.5)
+    _fit(learn, folder)
+    return f"bench: text_classifier_learner(AWD_LSTM {TEXT_CONFIG}, from scratch) on rt-polarity, 1 epoch"
+
+
+def movie_recommender(folder: Path) -> str:
+    """collab_learner (EmbeddingDotBias, 50 factors, y_range 0.5-5.5) on the MovieLens ratings, items.csv
+    with the titles (as the demo model has them)."""
+    import pandas as pd
+    from fastai.collab import CollabDataLoaders, collab_learner
+
+    from bench.cases import MOVIELENS
+
+    ratings = pd.read_csv(MOVIELENS / "ratings.csv.gz")
+    _seed()
+    dls = CollabDataLoaders.from_df(
+        ratings,
+        user_name="userId",
+        item_name="movieId",
+        rating_name="rating",
+        valid_pct=0.1,
+        seed=SEED,
+        bs=1024,
+        path=folder,
+    )
+    learn = collab_learner(dls, n_factors=50, y_range=(0.5, 5.5), wd=0.1)
+    _fit(learn, folder, lr=5e-3)
+    movies = pd.read_csv(MOVIELENS / "movies.csv.gz")
+    movies[["movieId", "title"]].to_csv(folder / "items.csv", index=False)
+    return "bench: collab_learner (dot product, 50 factors) on MovieLens ml-latest-small, 1 epoch, titles"
+
+
+RECOMMEND_USERS = 1_000
+
+
+def recommender_10k(folder: Path) -> str:
+    """collab_learner (50 factors) over synthetic ids: 1,000 users, 10,000 items (every item rated five
+    times, by random users, random ratings): only its size matters to `recommend`'s speed."""
+    import numpy as np
+    import pandas as pd
+    from fastai.collab import CollabDataLoaders, collab_learner
+
+    from bench.cases import RECOMMEND
+
+    rng = np.random.default_rng(SEED)
+    items = np.repeat(np.arange(RECOMMEND.items), 5)
+    users = np.concatenate([np.arange(RECOMMEND_USERS), rng.integers(0, RECOMMEND_USERS, len(items))])
+    items = np.concatenate([rng.integers(0, RECOMMEND.items, RECOMMEND_USERS), items])
+    ratings = pd.DataFrame({"user": users, "item": items, "rating": rng.integers(1, 11, len(items)) / 2.0})
+    _seed()
+    # Every user and item in training (valid_pct small): the vocab holds them all.
+    dls = CollabDataLoaders.from_df(ratings, valid_pct=0.02, seed=SEED, bs=1024, path=folder)
+    learn = collab_learner(dls, n_factors=50, y_range=(0.5, 5.5))
+    _fit(learn, folder, lr=5e-3)
+    n_items = len(dls.classes["item"]) - 1  # without #na#
+    return f"bench: collab_learner (50 factors) over synthetic ids, {RECOMMEND_USERS} users, {n_items} items"
+
+
+SHAPES_TRAIN = 200  # enough to learn the shapes a little: the model's speed is what is timed
+
+
+def small_encoder(pretrained: bool = False) -> Any:
+    """A four-stage convolutional encoder (32-256 wide, each stage halving the size) ended by the pooling
+    layer `unet_learner` cuts off: the demo segmentation model's size of network, nothing downloaded."""
+    from fastai.layers import ConvLayer
+    from torch import nn
+
+    stages: list[Any] = []
+    n_in = 3
+    for width in (32, 64, 128, 256):
+        stages.append(nn.Sequential(ConvLayer(n_in, width, stride=2), ConvLayer(width, width)))
+        n_in = width
+    return nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1))
+
+
+def shapes_segmentation(folder: Path) -> str:
+    """unet_learner(small encoder) on generated 64 px shapes (bench/shapes.py), MaskBlock with the codes."""
+    import tempfile
+
+    import pandas as pd
+    from fastai.data.transforms import ColReader, RandomSplitter
+    from fastai.vision.all import (
+        DataBlock,
+        ImageBlock,
+        MaskBlock,
+        Normalize,
+        Resize,
+        imagenet_stats,
+        unet_learner,
+    )
+
+    from bench import shapes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = shapes.write_shapes(Path(tmp), SHAPES_TRAIN, seed=SEED)
+        items = pd.DataFrame(
+            {
+                "image": [str(p) for p in paths],
+                "mask": [str(p.parent.parent / shapes.MASKS / p.name) for p in paths],
+            }
+        )
+        # fastai's own readers (no function of ours in the exported file: any process can load it).
+        block = DataBlock(
+            blocks=(ImageBlock, MaskBlock(shapes.CODES)),
+            get_x=ColReader("image"),
+            get_y=ColReader("mask"),
+            splitter=RandomSplitter(valid_pct=0.1, seed=SEED),
+            # The server maps masks back to the uploaded image through the learner's Resize (as the demo's).
+            item_tfms=[Resize(shapes.SIZE)],
+            batch_tfms=[Normalize.from_stats(*imagenet_stats)],
+        )
+        _seed()
+        dls = block.dataloaders(items, bs=32, num_workers=0, path=folder)
+        learn = unet_learner(dls, small_encoder, pretrained=False, n_out=len(shapes.CODES))
+        # The exported learner keeps `arch`: a name instead of this module's function, so that loading
+        # it never imports the bench (the model itself is fastai's and torch's layers only).
+        learn.arch = "small_encoder"
+        _fit(learn, folder)
+    return f"bench: unet_learner(small encoder) on {SHAPES_TRAIN} generated shapes, {shapes.SIZE} px, 1 epoch"
+
+
+BUILDERS: dict[str, Callable[[Path], str]] = {
+    "adult-hours": adult_hours,
+    "cifar10-tags": cifar_tags,
+    "reviews-sentiment": reviews_sentiment,
+    "movie-recommender": movie_recommender,
+    "shapes-segmentation": shapes_segmentation,
+    "bench-recommender-10k": recommender_10k,
+}
+# Built only when the demo store does not have them (linked from there when it has).
+DEMO_OR_BUILT = frozenset({"reviews-sentiment", "movie-recommender", "shapes-segmentation"})
 
 
 def _seed() -> None:
@@ -124,9 +283,9 @@ def _seed() -> None:
     seed_everything(SEED)
 
 
-def _fit(learn: Any, folder: Path) -> None:
+def _fit(learn: Any, folder: Path, *, lr: float = 1e-2) -> None:
     with learn.no_bar(), learn.no_logging():
-        learn.fit_one_cycle(1, 1e-2)
+        learn.fit_one_cycle(1, lr)
     folder.mkdir(parents=True, exist_ok=True)
     learn.export(folder / "model.pkl.tmp")
 
@@ -167,13 +326,15 @@ def link(src: Path, dst: Path) -> None:
 
 def bench_store(demo_store: Path, models: list[str], store: Path = STORE) -> Path:
     """The store the bench serves: every model in `models`, the bench's own (BUILDERS) trained when missing,
-    the others' files linked from `demo_store`. Folders of models no case names are removed."""
+    the others' files linked from `demo_store`; a DEMO_OR_BUILT model linked when `demo_store` has it, else
+    built. Folders of models no case names are removed."""
     store.mkdir(parents=True, exist_ok=True)
     for stale in sorted(p for p in store.iterdir() if p.is_dir() and p.name not in models):
         shutil.rmtree(stale)
     for name in models:
         folder = store / name
-        if name in BUILDERS:
+        demo_has = (demo_store / name / "model.pkl").is_file()
+        if name in BUILDERS and not (name in DEMO_OR_BUILT and demo_has):
             if not (folder / "model.pkl").is_file():
                 print(f"{name}: not in {store}, training it (one epoch)...", flush=True)
                 cmd = [sys.executable, "-m", "bench.models", name, str(folder)]
@@ -191,6 +352,16 @@ def bench_store(demo_store: Path, models: list[str], store: Path = STORE) -> Pat
             else:
                 (folder / file).unlink(missing_ok=True)
     return store
+
+
+def descriptions(store: Path, models: list[str]) -> dict[str, str]:
+    """Each model's description from its model.json (which says whether the bench built it), for results."""
+    out = {}
+    for name in models:
+        manifest = store / name / "model.json"
+        meta = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        out[name] = str(meta.get("description", "no model.json"))
+    return out
 
 
 def main() -> None:

@@ -7,8 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from bench import ROOT
-from bench.cases import CASES, Aim, Case, TabularCase, ratio_key
-from bench.inprocess import IMAGES, TABULAR_ROWS
+from bench.cases import (
+    CASES,
+    RECOMMEND,
+    Aim,
+    Case,
+    CollabCase,
+    RecommendCase,
+    TabularCase,
+    TextCase,
+    ratio_key,
+)
+from bench.inprocess import IMAGES, PAIRS, TABULAR_ROWS, TEXTS
 
 
 def write_results(results: dict[str, Any], path: Path) -> None:
@@ -58,6 +68,9 @@ def in_process_lines(ip: dict[str, Any], cases: tuple[Case, ...] = CASES) -> lis
             ]
             eager.append(f"{t2['torch_eager_floor_rows_per_s']:.0f} rows/s")
             pair, what, digits = t2.get(ratio_key(batch, "paired_ms")), f"{TABULAR_ROWS // 1000}k rows", 2
+        elif isinstance(case, TextCase | CollabCase):
+            lines += _kind_lines(case, ip)
+            continue
         else:
             v, batch = ip[f"{case.key}_{IMAGES}_images"], case.batch_aim
             lines.append(
@@ -78,6 +91,62 @@ def in_process_lines(ip: dict[str, Any], cases: tuple[Case, ...] = CASES) -> lis
     return lines
 
 
+def _kind_lines(case: TextCase | CollabCase, ip: dict[str, Any]) -> list[str]:
+    """A text or collab case: one item (ours vs learn.predict, or get_preds on one row for collab), then a
+    batch (ours vs test_dl + get_preds); no floor."""
+    if isinstance(case, TextCase):
+        one, many = ip[f"{case.key}_one_text"], ip[f"{case.key}_{TEXTS}_texts"]
+        naive, n, unit = one["learn_predict_ms"], f"{TEXTS} texts", "texts"
+        what = "(predict)"
+    else:
+        one, many = ip[f"{case.key}_one_pair"], ip[f"{case.key}_{PAIRS // 1000}k_pairs"]
+        naive, n, unit = one["get_preds_one_row_ms"], f"{PAIRS // 1000}k pairs", "pairs"
+        what = "(get_preds)"
+    return [
+        f"{case.label + ' 1 item':<32}{one['ours_ms']:8.3f} ms     {naive:8.2f} ms {what:<27}   {one['speedup']:6.1f}x",
+        f"{case.label + ' ' + n:<32}{many[f'ours_{unit}_per_s']:8.0f} {unit}/s {many[f'fastai_get_preds_{unit}_per_s']:8.0f} {unit}/s (B)"
+        f"{'':>23}{many['ours_vs_get_preds']:6.1f}x of B",
+    ]
+
+
+def recommend_lines(
+    ip: dict[str, Any], h: dict[str, Any] | None, case: RecommendCase = RECOMMEND
+) -> list[str]:
+    """`recommend` over every item: in-process p50/p99, then over HTTP at 1 and 32 clients."""
+    row = ip.get(case.key)
+    if row is None:
+        return []
+    lines = [
+        f"recommend ({row['items']:,} items scored per call, best {row['count']}): in-process p50 {row['p50_ms']:.2f} ms"
+        f" p99 {row['p99_ms']:.2f} ms over {row['calls']} calls (issue: p50 <= {row['target_p50_ms']:g} ms)"
+    ]
+    for c in (1, 32):
+        r = (h or {}).get(f"ours_{case.key}_c{c}")
+        if r is not None:
+            lines.append(
+                f"  HTTP GET recommend, clients {c:>2}: {r['requests_per_s']:8.1f} req/s p50 {r['p50_ms']:6.1f} ms"
+                f" p99 {r['p99_ms']:6.1f} ms err {r['errors']}"
+            )
+    return lines
+
+
+def kind_ratio_lines(ratios: dict[str, Any]) -> list[str]:
+    """Per case, ours vs the naive server over HTTP (kind_ratios in results.json)."""
+    if not ratios:
+        return []
+    w = max(len(key) for key in ratios)
+    lines = ["Ours vs the naive server per model (32 clients: requests/s; 1 client: naive p50 / ours):"]
+
+    def shown(value: float | None) -> str:
+        return "   n/a " if value is None else f"{value:6.1f}x"
+
+    for key, r in ratios.items():
+        lines.append(
+            f"  {key.replace('_', ' '):<{w}}  @32 {shown(r['c32_requests_vs_naive'])}   @1 p50 {shown(r['c1_naive_p50_over_ours'])}"
+        )
+    return lines
+
+
 def _beside(
     h: dict[str, Any], prefix: str, names: tuple[str, str], *, share: bool, cases: tuple[Case, ...]
 ) -> list[str]:
@@ -88,7 +157,9 @@ def _beside(
             o, other = h[f"ours_{case.key}_c{c}"], h.get(f"{prefix}_{case.key}_c{c}")
             if other is None:
                 continue
-            ratio = f" ({other['requests_per_s'] / o['requests_per_s']:.0%} of {names[0]})" if share else ""
+            # A step that answered nothing (a 1 s --quick step on a busy machine) has no share.
+            of = f"{other['requests_per_s'] / o['requests_per_s']:.0%}" if o["requests_per_s"] else "n/a"
+            ratio = f" ({of} of {names[0]})" if share else ""
             lines.append(
                 f"{case.label:<{w}} clients {c:>3}   {names[0]} {o['requests_per_s']:8.1f} req/s p50 {o['p50_ms']:6.1f} ms |"
                 f" {names[1]} {other['requests_per_s']:8.1f} req/s p50 {other['p50_ms']:6.1f} ms"
@@ -198,11 +269,19 @@ def table(results: dict[str, Any], cases: tuple[Case, ...] = CASES) -> str:
     lines += ["", *ratio_lines(results["ratios"], results["http"]["ours_memory"])]
     if results.get("task_ratios"):
         lines += ["", *task_lines(results["task_ratios"])]
+    if results.get("kind_ratios"):
+        lines += ["", *kind_ratio_lines(results["kind_ratios"])]
+    recommend = recommend_lines(results["in_process"], results["http"])
+    if recommend:
+        lines += ["", *recommend]
     big = results["http"].get("ours_large_csv")
     if big is not None:
         lines += ["", *large_csv_lines(big)]
     if "peer" in results:
         lines += ["", *peer_table(results["peer"])]
+    if results.get("models"):
+        # A stand-in the bench built is not the demo model: say which files were timed.
+        lines += ["", "Models timed:", *(f"  {name}: {what}" for name, what in results["models"].items())]
     return "\n".join(lines)
 
 

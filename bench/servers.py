@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from bench import CACHE, ROOT
-from bench.cases import CASES, Case, TabularCase
+from bench.cases import CASES, Case
 
 
 def free_port() -> int:
@@ -38,7 +38,7 @@ def start_ours(port: int, env: dict[str, str], *, workers: int = 1) -> subproces
 
 def start_naive(port: int, env: dict[str, str], cases: tuple[Case, ...] = CASES) -> subprocess.Popen[bytes]:
     """bench/naive_server.py under uvicorn, serving every case's model."""
-    models = ",".join(f"{'tabular' if isinstance(c, TabularCase) else 'vision'}:{c.model}" for c in cases)
+    models = ",".join(f"{c.kind}:{c.model}" for c in cases)
     return start_server("bench.naive_server:app", port, {**env, "BENCH_NAIVE_MODELS": models})
 
 

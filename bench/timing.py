@@ -98,3 +98,15 @@ def floor(
     return Floor(
         seconds=best[0], batch_size=best[1], torch_seconds=torch_seconds, run=batched(forward, n, best[1])
     )
+
+
+def latencies(fn: Callable[[], Any], *, seconds: float = 3.0, min_calls: int = 20) -> list[float]:
+    """Seconds of each call, after one warm-up call: for percentiles (p50, p99) rather than a median."""
+    fn()
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds * _scale
+    while len(times) < min_calls or time.perf_counter() < deadline:
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return times
