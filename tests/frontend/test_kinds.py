@@ -251,7 +251,10 @@ def test_recommender_shows_a_users_top_items_by_title_and_more_like_an_item(
 
     # More like the second item: its neighbours by title, never the item itself.
     chosen = top["items"][1]
-    more = page.get_by_role("button", name=f"More like {title_of(str(chosen['item']))}")
+    # Scoped to its list: an item may be in both lists, each with its own button.
+    more = page.locator("#recommended-items").get_by_role(
+        "button", name=f"More like {title_of(str(chosen['item']))}"
+    )
     like = answered(page, "/similar", more.click)
     expect(page.locator("#similar-title")).to_have_text(f"More like {title_of(str(chosen['item']))}")
     expect(page.locator("#similar-items li")).to_have_count(len(like["items"]))
@@ -263,7 +266,9 @@ def test_recommender_shows_a_users_top_items_by_title_and_more_like_an_item(
     # ... and from there, more like one of those.
     third = like["items"][0]
     again = answered(
-        page, "/similar", page.get_by_role("button", name=f"More like {title_of(str(third['item']))}").click
+        page,
+        "/similar",
+        page.locator("#similar-items").get_by_role("button", name=f"More like {title_of(str(third['item']))}").click,
     )
     expect(page.locator("#similar-title")).to_have_text(f"More like {title_of(str(third['item']))}")
     assert [s["item"] for s in listed(page, "#similar-items li")] == [str(e["item"]) for e in again["items"]]
