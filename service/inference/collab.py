@@ -211,6 +211,55 @@ class _DotScores:
         return np.asarray(1.0 / (1.0 + np.exp(-raw)) * (high - low) + low, dtype=np.float32)
 
 
+class _SplitFirstLayer:
+    """`EmbeddingNN.forward` for one user against every item with its first `Linear` split at load: that
+    layer sees `cat(user embedding, item embedding)`, so its item half (items x width) is computed once and a
+    ranking costs one user vector plus the layers after it (10,000 items: a 10,000 x 100 tensor through
+    ReLU, BatchNorm and the last Linear instead of 10,000 full forwards)."""
+
+    def __init__(self, model: Any, *, user_col: int, item_col: int) -> None:
+        import torch
+        from torch import nn
+
+        first = model.layers[0]
+        linear = first[0]
+        widths = np.cumsum([0] + [int(e.embedding_dim) for e in model.embeds])
+        weight = linear.weight.detach()
+        with torch.inference_mode():
+            items = model.embeds[item_col].weight.detach()
+            item_part = items @ weight[:, widths[item_col] : widths[item_col + 1]].T
+            self.item_part = item_part + linear.bias.detach() if linear.bias is not None else item_part
+        self.user_weight = weight[:, widths[user_col] : widths[user_col + 1]]
+        self.user_embeddings = model.embeds[user_col].weight.detach()
+        # The same module objects (eval mode as served), after the split Linear.
+        self.after = nn.Sequential(*list(first)[1:], *list(model.layers)[1:])
+
+    @staticmethod
+    def fits(model: Any) -> bool:
+        """A `TabularModel` over the two embeddings alone whose first layer starts with its `Linear`
+        (fastai's `lin_first`, the default); any other shape ranks by full forwards."""
+        from torch import nn
+
+        layers = getattr(model, "layers", None)
+        embeds = getattr(model, "embeds", None)
+        if not isinstance(layers, nn.Sequential) or not isinstance(embeds, nn.ModuleList) or len(embeds) != 2:
+            return False
+        first = layers[0] if len(layers) else None
+        return (
+            getattr(model, "n_cont", 1) == 0
+            and isinstance(first, nn.Sequential)
+            and len(first) > 0
+            and isinstance(first[0], nn.Linear)
+        )
+
+    def all_items(self, user: int) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            hidden = self.item_part + self.user_weight @ self.user_embeddings[user]
+            return _plain_numpy(self.after(hidden)).reshape(-1)
+
+
 def _times(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """matrix @ vector on this thread alone: BLAS's own threads (numpy's OpenBLAS) would wait for cores
     that torch's threads spin on in the same process, 100x slower under load (measured: 22 ms against
@@ -279,6 +328,10 @@ class CollabPredictor(HeadFacts):
         self.runtime: ModelRuntime = TorchModel(learn, input_names=("x",))
         dot = isinstance(model, EmbeddingDotBias)
         self._dot = _DotScores(model, self.rating.rating_range) if dot else None
+        split = not dot and _SplitFirstLayer.fits(model)
+        self._split = (
+            _SplitFirstLayer(model, user_col=names.index(user), item_col=names.index(item)) if split else None
+        )
         item_embeddings = model.i_weight.weight if dot else model.embeds[names.index(item)].weight
         self._item_units = _unit_rows(_plain_numpy(item_embeddings))
         self.titles = read_titles(items_file, self.items) if items_file is not None else {}
@@ -394,6 +447,8 @@ class CollabPredictor(HeadFacts):
         """Every item's rating by `user` (code 0 included; ranking leaves it out) in one pass."""
         if self._dot is not None:
             return self._dot.all_items(user)
+        if self._split is not None:
+            return self._split.all_items(user)
         every = np.arange(len(self.items.ids), dtype=np.int64)
         return self._rate(np.stack([np.full_like(every, user), every], axis=1))
 

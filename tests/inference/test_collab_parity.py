@@ -110,6 +110,10 @@ def test_unknown_users_and_items_rate_none_with_a_warning_never_the_na_embedding
 @pytest.mark.parametrize("name", COLLAB_MODELS)
 def test_recommend_ranks_exactly_what_predicting_every_pair_gives(name: str, collab_store: Path) -> None:
     predictor = _predictor(collab_store, name)
+    # Each variant ranks by its own shortcut, not full forwards: the dot product on matrices copied at load,
+    # EmbeddingNN with its first Linear's item half computed at load (what this test holds to the pairs').
+    assert (predictor._dot is not None) == (name == COLLAB_DOT)
+    assert (predictor._split is not None) == (name == COLLAB_NN)
     user = predictor.users.ids[3]
     every = predictor.items.ids[1:]
     expected = _ratings(predictor, pd.DataFrame({"u": [user] * len(every), "i": every}))
