@@ -265,10 +265,9 @@ def test_recommender_shows_a_users_top_items_by_title_and_more_like_an_item(
     assert len(shown) == 5  # as many as the list it came from asked for
     # ... and from there, more like one of those.
     third = like["items"][0]
+    similar_list = page.locator("#similar-items")
     again = answered(
-        page,
-        "/similar",
-        page.locator("#similar-items").get_by_role("button", name=f"More like {title_of(str(third['item']))}").click,
+        page, "/similar", similar_list.get_by_role("button", name=f"More like {title_of(str(third['item']))}").click
     )
     expect(page.locator("#similar-title")).to_have_text(f"More like {title_of(str(third['item']))}")
     assert [s["item"] for s in listed(page, "#similar-items li")] == [str(e["item"]) for e in again["items"]]
