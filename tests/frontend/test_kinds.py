@@ -265,10 +265,10 @@ def test_recommender_shows_a_users_top_items_by_title_and_more_like_an_item(
     assert len(shown) == 5  # as many as the list it came from asked for
     # ... and from there, more like one of those.
     third = like["items"][0]
-    similar_list = page.locator("#similar-items")
-    again = answered(
-        page, "/similar", similar_list.get_by_role("button", name=f"More like {title_of(str(third['item']))}").click
+    more_again = page.locator("#similar-items").get_by_role(
+        "button", name=f"More like {title_of(str(third['item']))}"
     )
+    again = answered(page, "/similar", more_again.click)
     expect(page.locator("#similar-title")).to_have_text(f"More like {title_of(str(third['item']))}")
     assert [s["item"] for s in listed(page, "#similar-items li")] == [str(e["item"]) for e in again["items"]]
     shot(page, tmp_path, "collab-similar")
