@@ -109,7 +109,7 @@ class MaskScores:
 
 def _files(recipe: SegmentationRecipe) -> tuple[Path, list[Path]]:
     if recipe.folder is None:
-        folder = CACHE_DIR / f"shapes-{recipe.seed}-{recipe.n_images}-{recipe.size}"
+        folder = CACHE_DIR / f"shapes-v{shapes.GENERATOR_VERSION}-{recipe.seed}-{recipe.n_images}-{recipe.size}"
         shapes.write_shapes(folder, n=recipe.n_images, size=recipe.size, seed=recipe.seed)
     else:
         folder = existing_folder(recipe.folder, what="--data")
