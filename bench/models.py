@@ -205,22 +205,9 @@ def recommender_10k(folder: Path) -> str:
 SHAPES_TRAIN = 200  # enough to learn the shapes a little: the model's speed is what is timed
 
 
-def small_encoder(pretrained: bool = False) -> Any:
-    """A four-stage convolutional encoder (32-256 wide, each stage halving the size) ended by the pooling
-    layer `unet_learner` cuts off: the demo segmentation model's size of network, nothing downloaded."""
-    from fastai.layers import ConvLayer
-    from torch import nn
-
-    stages: list[Any] = []
-    n_in = 3
-    for width in (32, 64, 128, 256):
-        stages.append(nn.Sequential(ConvLayer(n_in, width, stride=2), ConvLayer(width, width)))
-        n_in = width
-    return nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1))
-
-
 def shapes_segmentation(folder: Path) -> str:
-    """unet_learner(small encoder) on generated 64 px shapes (bench/shapes.py), MaskBlock with the codes."""
+    """unet_learner with the demo's small encoder on generated shapes at the demo's size (bench/shapes.py),
+    MaskBlock with the codes: the demo model's network, trained briefly (its speed is what is timed)."""
     import tempfile
 
     import pandas as pd
@@ -236,6 +223,7 @@ def shapes_segmentation(folder: Path) -> str:
     )
 
     from bench import shapes
+    from service.training.segmentation import SegmentationRecipe, small_encoder
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = shapes.write_shapes(Path(tmp), SHAPES_TRAIN, seed=SEED)
@@ -257,10 +245,15 @@ def shapes_segmentation(folder: Path) -> str:
         )
         _seed()
         dls = block.dataloaders(items, bs=32, num_workers=0, path=folder)
-        learn = unet_learner(dls, small_encoder, pretrained=False, n_out=len(shapes.CODES))
-        # The exported learner keeps `arch`: a name instead of this module's function, so that loading
-        # it never imports the bench (the model itself is fastai's and torch's layers only).
-        learn.arch = "small_encoder"
+        demo = SegmentationRecipe(out_dir=folder)
+        learn = unet_learner(
+            dls,
+            small_encoder,
+            pretrained=False,
+            n_out=len(shapes.CODES),
+            cut=-1,
+            last_cross=demo.last_cross,
+        )
         _fit(learn, folder)
     return f"bench: unet_learner(small encoder) on {SHAPES_TRAIN} generated shapes, {shapes.SIZE} px, 1 epoch"
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from service.training.shapes import CODES, IMAGES, MASKS, draw
 
-SIZE = 64  # pixels, square: the size the bench's stand-in model is trained at and sent
+SIZE = 48  # pixels, square: the demo model's size (the stand-in is trained at it; uploads are sent at it)
 
 __all__ = ["CODES", "IMAGES", "MASKS", "SIZE", "png", "shape_pairs", "write_shapes"]
 

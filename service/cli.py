@@ -272,6 +272,7 @@ def _train_segmentation(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         lr=args.lr,
         bs=args.bs,
+        last_cross=args.last_cross,
         seed=args.seed,
         valid_pct=args.valid_pct,
         test_pct=args.test_pct,
@@ -392,6 +393,35 @@ def _text_parser(train: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     text.add_argument("--max-rows", type=int, default=None, help="a seeded sample of this many texts")
     text.set_defaults(func=_train_text)
+
+
+def _segmentation_parser(train: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from service.training.segmentation import SegmentationRecipe
+
+    defaults = SegmentationRecipe(out_dir=Path())  # the shapes-segmentation demo's recipe
+    seg = train.add_parser(
+        "segmentation",
+        help="unet_learner on images/ and masks/ folders (default: shapes generated from the seed)",
+    )
+    _common(seg, name=DEMO_SEGMENTATION)
+    seg.add_argument("--codes", nargs="+", default=None, help="class names, index order of the masks")
+    seg.add_argument("--n-images", type=int, default=defaults.n_images, help="generated shapes only")
+    seg.add_argument("--size", type=int, default=defaults.size)
+    seg.add_argument("--arch", default=defaults.arch, help="small (a 4-stage encoder), resnet18 or resnet34")
+    seg.add_argument("--epochs", type=int, default=defaults.epochs)
+    seg.add_argument("--lr", type=float, default=defaults.lr)
+    seg.add_argument("--bs", type=int, default=defaults.bs)
+    seg.add_argument(
+        "--last-cross",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.last_cross,
+        help="unet_learner's full-size ResBlock over the input and the decoder's output (twice the cost)",
+    )
+    seg.add_argument("--valid-pct", type=float, default=defaults.valid_pct)
+    seg.add_argument(
+        "--test-pct", type=float, default=defaults.test_pct, help="images held out for the report"
+    )
+    seg.set_defaults(func=_train_segmentation)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -521,21 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--max-rows", type=int, default=None)
     col.set_defaults(func=_train_collab)
 
-    seg = train.add_parser(
-        "segmentation",
-        help="unet_learner on images/ and masks/ folders (default: shapes generated from the seed)",
-    )
-    _common(seg, name=DEMO_SEGMENTATION)
-    seg.add_argument("--codes", nargs="+", default=None, help="class names, index order of the masks")
-    seg.add_argument("--n-images", type=int, default=800, help="generated shapes only")
-    seg.add_argument("--size", type=int, default=48)
-    seg.add_argument("--arch", default="small", help="small (a 4-stage encoder), resnet18 or resnet34")
-    seg.add_argument("--epochs", type=int, default=10)
-    seg.add_argument("--lr", type=float, default=1e-2)
-    seg.add_argument("--bs", type=int, default=16)
-    seg.add_argument("--valid-pct", type=float, default=0.1)
-    seg.add_argument("--test-pct", type=float, default=0.1, help="images held out for the report")
-    seg.set_defaults(func=_train_segmentation)
+    _segmentation_parser(train)
 
     demo = train.add_parser("demo", help="build the demo models that are missing")
     demo.add_argument("--store", default=None)

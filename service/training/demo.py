@@ -75,8 +75,7 @@ def _segmentation(store: Path, name: str) -> None:
     train_segmentation(
         SegmentationRecipe(
             out_dir=store / name,
-            **DEMO_SEGMENTATION_RECIPE,  # type: ignore[arg-type]
-            description="circles, squares and triangles on noise (generated), unet_learner at 48 px",
+            description="circles, squares and triangles on noise (generated): the recipe's defaults, 48 px",
             fit=FitOptions(),
         )
     )
@@ -108,7 +107,6 @@ DEMO_COLLAB_RECIPE = {
     "y_range": (0.0, 5.5),
     "valid_pct": 0.02,  # the test part is held out already: more ratings to learn from
 }
-DEMO_SEGMENTATION_RECIPE = {"n_images": 800, "size": 48, "arch": "small", "epochs": 10, "lr": 1e-2, "bs": 16}
 
 DEMOS: list[DemoModel] = [
     DemoModel(DEMO_TABULAR, "tabular", "classification", "existing", _cli(["train", "tabular"])),

@@ -36,13 +36,14 @@ from service.training.reporting import write_scored_report
 SAMPLES = 6  # test images in the overlays figure
 # One colour per class (a class past the list takes matplotlib's tab20 colours).
 PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180)]
-SMALL_WIDTHS = (16, 32, 64, 128)
+SMALL_WIDTHS = (8, 16, 32, 64)
 
 
 def small_encoder(pretrained: bool = False) -> nn.Sequential:
-    """A four-stage convolutional encoder (each stage halves the size), ended by a pooling layer that
-    `unet_learner` cuts off; no weights to download. Enough for shapes at 48 px, and fast on a CPU: the
-    decoder `unet_learner` builds follows the encoder's widths, and at full size it costs the most."""
+    """A four-stage convolutional encoder (8 to 64 channels, each stage halves the size), ended by a pooling
+    layer that `unet_learner` cuts off; no weights to download. Enough for shapes at 48 px, and fast on a
+    CPU: the decoder `unet_learner` builds follows the encoder's widths, and at full size it costs the most
+    (16 to 128 channels trained no better in the same time: fewer steps, docs/recipes.md)."""
     from fastai.layers import ConvLayer
 
     stages: list[nn.Module] = []
@@ -65,12 +66,15 @@ class SegmentationRecipe:
     out_dir: Path
     folder: Path | None = None  # `images/<name>` and `masks/<name>`; None: generated shapes
     codes: list[str] = field(default_factory=lambda: list(shapes.CODES))
-    n_images: int = 800  # generated shapes only
+    n_images: int = 1200  # generated shapes only
     size: int = 48
     arch: str = "small"
-    epochs: int = 10
+    epochs: int = 16
     lr: float = 1e-2
-    bs: int = 16
+    bs: int = 8
+    # unet_learner's last_cross: a ResBlock over the input and the decoder's output at full size; off, a
+    # step costs half and the small demo trains better in the same seconds (docs/recipes.md).
+    last_cross: bool = False
     seed: int = 42
     valid_pct: float = 0.1
     test_pct: float = 0.1
@@ -109,7 +113,8 @@ class MaskScores:
 
 def _files(recipe: SegmentationRecipe) -> tuple[Path, list[Path]]:
     if recipe.folder is None:
-        folder = CACHE_DIR / f"shapes-v{shapes.GENERATOR_VERSION}-{recipe.seed}-{recipe.n_images}-{recipe.size}"
+        name = f"shapes-v{shapes.GENERATOR_VERSION}-{recipe.seed}-{recipe.n_images}-{recipe.size}"
+        folder = CACHE_DIR / name
         shapes.write_shapes(folder, n=recipe.n_images, size=recipe.size, seed=recipe.seed)
     else:
         folder = existing_folder(recipe.folder, what="--data")
@@ -217,7 +222,14 @@ def train_segmentation(recipe: SegmentationRecipe) -> TrainResult:
     reseed_loaders(dls, recipe.seed)
     check_one_batch(dls, items="images", bs=recipe.bs)
     learn = unet_learner(
-        dls, arch, pretrained=False, normalize=False, n_out=len(recipe.codes), cut=cut, metrics=metrics
+        dls,
+        arch,
+        pretrained=False,
+        normalize=False,
+        n_out=len(recipe.codes),
+        cut=cut,
+        metrics=metrics,
+        last_cross=recipe.last_cross,
     )
     seconds, outcome = fit(learn, epochs=recipe.epochs, lr=recipe.lr, options=recipe.fit)
     out_dir = recipe.out_dir
