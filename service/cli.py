@@ -22,6 +22,7 @@ DEMO_TABULAR = "adult-income"
 DEMO_VISION = "cifar10"
 DEMO_COLLAB = "movie-recommender"
 DEMO_SEGMENTATION = "shapes-segmentation"
+DEMO_TEXT = "reviews-sentiment"
 DEMO_GROUPS = ("all", "existing", "new")
 # `train tabular --task`: auto or a key of `tabular_targets.TARGET_TASKS` (spelled out: keeps --help light).
 TABULAR_TASKS = ("auto", "classification", "multi_label", "regression")
@@ -343,7 +344,7 @@ def _share_policy(args: argparse.Namespace) -> int:
 
 
 def _text_parser(train: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from service.training.text import DEMO_TEXT, TextRecipe
+    from service.training.text import TextRecipe
 
     defaults = TextRecipe(out_dir=Path())
     text = train.add_parser(

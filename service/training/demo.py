@@ -19,13 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.cli import DEMO_COLLAB, DEMO_SEGMENTATION, DEMO_TABULAR, DEMO_VISION
+from service.cli import DEMO_COLLAB, DEMO_SEGMENTATION, DEMO_TABULAR, DEMO_TEXT, DEMO_VISION
 from service.errors import MSG_UNKNOWN_DEMO, TrainingInputError
 from service.training import progress
 
 logger = logging.getLogger(__name__)
 
-DEMO_TEXT = "reviews-sentiment"
 
 # build(store, name): writes `store/name/` (model.pkl, model.json, report/).
 Builder = Callable[[Path, str], None]
@@ -82,22 +81,15 @@ def _segmentation(store: Path, name: str) -> None:
 
 
 def _text(store: Path, name: str) -> None:
-    # The text recipe lives on its own branch until merged: without it this demo is reported as missing.
-    try:
-        from service.training.text import build_demo  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        raise MissingRecipe(f"the text recipe is not installed here ({exc})") from None
+    from service.training.text import build_demo
+
     built = store / DEMO_TEXT
     build_demo(store, seed=42)
     if name != DEMO_TEXT:
         built.rename(store / name)
 
 
-class MissingRecipe(RuntimeError):
-    """A demo whose recipe this version lacks: skipped, not failed."""
-
-
-# The tuned recipes (README "Demo models": the table of what was tried).
+# The tuned recipe (docs/recipes.md: the table of what was tried).
 DEMO_COLLAB_RECIPE = {
     "factors": 50,
     "wd": 0.15,  # fastai's default 0.1 overfits by the 5th epoch here
@@ -195,10 +187,6 @@ def build_demos(
         print(f"{demo.name}: training ({demo.kind} {demo.task})", flush=True)
         try:
             build_one(store, demo)
-        except MissingRecipe as exc:
-            progress.clear(store, demo.name)
-            print(f"{demo.name}: skipped, {exc}", flush=True)
-            continue
         except Exception as exc:  # noqa: BLE001 - one demo failing never stops the others
             logger.exception("demo model %s failed", demo.name)
             print(f"{demo.name}: failed ({type(exc).__name__}: {exc})", flush=True)

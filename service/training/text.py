@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from service.cli import DEMO_TEXT
 from service.errors import (
     MSG_OPTION_RANGE,
     MSG_TEXT_NO_ROWS,
@@ -53,7 +54,6 @@ from service.training.data import DATA_DIR, check_columns, check_one_batch, exis
 
 logger = logging.getLogger(__name__)
 
-DEMO_TEXT = "reviews-sentiment"
 DEMO_FOLDER = DATA_DIR / "rt_polarity"
 DEMO_LABELS = ("neg", "pos")  # rt-polarity.<label>.gz, one sentence a line
 TEXT_COL, LABEL_COL = "text", "label"

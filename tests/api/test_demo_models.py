@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from service.api.app import create_app
-from service.cli import DEMO_COLLAB, DEMO_SEGMENTATION, DEMO_TABULAR, DEMO_VISION
-from service.training.demo import DEMO_TEXT
+from service.cli import DEMO_COLLAB, DEMO_SEGMENTATION, DEMO_TABULAR, DEMO_TEXT, DEMO_VISION
 from service.training.shapes import CODES
 from tests.helpers import make_settings, started_client
 

@@ -116,17 +116,13 @@ def test_leftovers_of_a_dead_builder_are_cleaned(tmp_path: Path) -> None:
     assert list(progress.read_progress(tmp_path)) == ["cats"]
 
 
-def test_present_models_are_skipped_and_a_missing_recipe_is_not_a_failure(
+def test_present_models_are_skipped(
     collab_model: TrainResult,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[str] = []
-
-    def missing(scratch: Path, name: str) -> None:
-        calls.append(name)
-        raise demo.MissingRecipe("the text recipe is not installed here")
 
     def copy(scratch: Path, name: str) -> None:
         calls.append(name)
@@ -138,14 +134,13 @@ def test_present_models_are_skipped_and_a_missing_recipe_is_not_a_failure(
         "DEMOS",
         [
             demo.DemoModel("there", "collab", "rating", "existing", copy),
-            demo.DemoModel("text", "text", "classification", "new", missing),
             demo.DemoModel("films", "collab", "rating", "new", copy),
         ],
     )
     assert demo.build_demos(tmp_path, group="all") == []
-    assert calls == ["text", "films"]
+    assert calls == ["films"]
     out = capsys.readouterr().out
-    assert "there: present" in out and "text: skipped, the text recipe is not installed here" in out
+    assert "there: present" in out
     assert progress.read_progress(tmp_path) == {}
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["films", "there"]
     calls.clear()

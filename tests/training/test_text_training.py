@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from service.cli import main
+from service.cli import DEMO_TEXT, main
 from service.inference.kinds import recognise
 from service.inference.predictor import ModelKind
 from service.inference.tasks import Task
@@ -20,7 +20,6 @@ from service.loading import load_exported_learner
 from service.reports.store import read_report
 from service.training.common import FitOptions, TrainResult
 from service.training.text import (
-    DEMO_TEXT,
     LABEL_COL,
     TEXT_COL,
     VALID_COL,
