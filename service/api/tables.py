@@ -20,6 +20,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from service.api import hot
 from service.inference.csvio import CsvChunk, CsvTable, read_csv_table, scored_csv_parts
 from service.inference.tasks import Task
+from service.registry import ModelEntry
 
 Columns = TypeVar("Columns")
 # A 200 that is JSON or the scored CSV, as the CSV predict routes declare it in OpenAPI.
@@ -61,16 +62,19 @@ def csv_answer(
     return StreamingResponse(parts, media_type="text/csv")
 
 
-def streamed_json(empty: BaseModel, parts: Iterable[BaseModel]) -> StreamingResponse:
-    """One response model written a part at a time: `empty` with its last field an empty list, then each
-    part's items of that list, spliced. The bytes FastAPI writes for the whole model, without ever holding
-    an object per row of a large file; serialised in a worker thread."""
-    return StreamingResponse(iterate_in_threadpool(_spliced(empty, parts)), media_type="application/json")
+def streamed_predictions(
+    schema: type[BaseModel], entry: ModelEntry, parts: Iterable[Sequence[Any]]
+) -> StreamingResponse:
+    """`schema(model=, version=, predictions=)` with every part's items, written a part at a time and
+    serialised in a worker thread: the bytes FastAPI writes for the whole model, without ever holding an
+    object per row of a large file."""
+    answer = partial(schema, model=entry.name, version=entry.version)
+    return StreamingResponse(iterate_in_threadpool(_spliced(answer, parts)), media_type="application/json")
 
 
-def _spliced(empty: BaseModel, parts: Iterable[BaseModel]) -> Iterator[bytes]:
-    shell = hot.json_bytes(empty)  # {"model":..,"version":..,"predictions":[]}
+def _spliced(answer: Callable[..., BaseModel], parts: Iterable[Sequence[Any]]) -> Iterator[bytes]:
+    shell = hot.json_bytes(answer(predictions=[]))  # {"model":..,"version":..,"predictions":[]}
     yield shell[:-2]
     for i, part in enumerate(parts):
-        yield (b"," if i else b"") + hot.json_bytes(part)[len(shell) - 2 : -2]
+        yield (b"," if i else b"") + hot.json_bytes(answer(predictions=part))[len(shell) - 2 : -2]
     yield shell[-2:]

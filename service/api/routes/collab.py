@@ -24,7 +24,7 @@ from service.api.tables import (
     csv_answer,
     read_table,
     read_targets,
-    streamed_json,
+    streamed_predictions,
     table_chunks,
     wants_csv,
 )
@@ -32,7 +32,6 @@ from service.inference.batching import ModelPool
 from service.inference.collab import CollabPredictor, PreparedPairs, RankedItem
 from service.inference.csvio import CsvTable
 from service.inference.labelled import TABLE_TARGETS
-from service.inference.tasks import AnyPrediction
 from service.registry import ModelEntry
 from service.reports.scores import score
 from service.schemas.collab import (
@@ -56,12 +55,6 @@ Count = Annotated[
 ]
 
 
-def _response(entry: ModelEntry, predictions: list[AnyPrediction]) -> CollabPredictResponse:
-    return CollabPredictResponse(
-        model=entry.name, version=entry.version, predictions=collab_items(predictions)
-    )
-
-
 @router.post(
     "/{name}/predict",
     response_model=CollabPredictResponse,
@@ -77,7 +70,8 @@ async def predict_pairs(
     prepare = partial(predictor.prepare, [(pair.user, pair.item) for pair in body.pairs])
     prepared = prepare() if len(body.pairs) <= INLINE_ROWS else await run_in_threadpool(prepare)
     outputs = await batchers.run(entry, predictor, prepared)
-    return _response(entry, predictor.finish(prepared, outputs))
+    predictions = collab_items(predictor.finish(prepared, outputs))
+    return CollabPredictResponse(model=entry.name, version=entry.version, predictions=predictions)
 
 
 def _recommended(items: list[RankedItem]) -> list[RecommendedItem]:
@@ -145,7 +139,8 @@ async def predict_csv(
     if wants_csv(request):
         ratings = np.concatenate([predictor.ratings(p, o) for p, o in scored])
         return csv_answer(table, ratings, predictor.head)
-    return streamed_json(_response(entry, []), (_response(entry, predictor.finish(p, o)) for p, o in scored))
+    parts = (collab_items(predictor.finish(p, o)) for p, o in scored)
+    return streamed_predictions(CollabPredictResponse, entry, parts)
 
 
 @router.post("/{name}/evaluate", response_model=AnyEvaluation, responses=ERRORS)

@@ -32,7 +32,7 @@ from service.api.tables import (
     csv_answer,
     read_table,
     read_targets,
-    streamed_json,
+    streamed_predictions,
     table_chunks,
     wants_csv,
 )
@@ -44,7 +44,7 @@ from service.inference.tabular import PreparedRows, TabularPredictor
 from service.inference.tasks import AnyPrediction
 from service.registry import ModelEntry, ModelRegistry
 from service.reports.scores import score
-from service.schemas.predict import TabularPredictRequest, TabularPredictResponse
+from service.schemas.predict import TabularItem, TabularPredictRequest, TabularPredictResponse
 from service.schemas.problem import Problem
 from service.schemas.reports import AnyEvaluation
 from service.settings import Settings
@@ -143,22 +143,19 @@ async def predict_csv(
     outputs, notes = await _score_table(entry, predictor, batchers, table, warnings=not as_csv)
     if as_csv:
         return csv_answer(table, outputs, predictor.head, threshold=threshold)
-    return streamed_json(_response(entry, []), _answer_parts(entry, predictor, outputs, notes, threshold))
+    parts = _answer_parts(predictor, outputs, notes, threshold)
+    return streamed_predictions(TabularPredictResponse, entry, parts)
 
 
 def _answer_parts(
-    entry: ModelEntry,
-    predictor: TabularPredictor,
-    probs: np.ndarray,
-    notes: dict[int, list[str]],
-    threshold: float | None,
-) -> Iterator[TabularPredictResponse]:
-    """A CSV's `TabularPredictResponse` a few thousand rows at a time (`streamed_json` splices them)."""
+    predictor: TabularPredictor, probs: np.ndarray, notes: dict[int, list[str]], threshold: float | None
+) -> Iterator[list[TabularItem]]:
+    """A CSV's prediction items a few thousand rows at a time (`streamed_predictions` splices them)."""
     for start in range(0, len(probs), ANSWER_ROWS):
         part = probs[start : start + ANSWER_ROWS]
         ahead = {i - start: notes[i] for i in range(start, start + len(part)) if i in notes}
         prepared = PreparedRows(columns={}, n=len(part), notes=ahead)
-        yield _response(entry, predictor.finish(prepared, part, threshold=threshold))
+        yield tabular_items(predictor.finish(prepared, part, threshold=threshold))
 
 
 @router.post("/{name}/evaluate", response_model=AnyEvaluation, responses=ERRORS)
