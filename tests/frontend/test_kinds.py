@@ -268,7 +268,9 @@ def test_recommender_shows_a_users_top_items_by_title_and_more_like_an_item(
     again = answered(
         page,
         "/similar",
-        page.locator("#similar-items").get_by_role("button", name=f"More like {title_of(str(third['item']))}").click,
+        page.locator("#similar-items")
+        .get_by_role("button", name=f"More like {title_of(str(third['item']))}")
+        .click,
     )
     expect(page.locator("#similar-title")).to_have_text(f"More like {title_of(str(third['item']))}")
     assert [s["item"] for s in listed(page, "#similar-items li")] == [str(e["item"]) for e in again["items"]]
