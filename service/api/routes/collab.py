@@ -15,19 +15,11 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from service.api import tables
 from service.api.content import require_json
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
 from service.api.limits import INLINE_ROWS, check_rows
 from service.api.outputs import collab_items
-from service.api.tables import (
-    CSV_OR_JSON,
-    csv_answer,
-    read_table,
-    read_targets,
-    streamed_predictions,
-    table_chunks,
-    wants_csv,
-)
 from service.inference.batching import ModelPool
 from service.inference.collab import CollabPredictor, PreparedPairs, RankedItem
 from service.inference.csvio import CsvTable
@@ -123,7 +115,9 @@ async def similar(
     )
 
 
-@router.post("/{name}/predict/csv", response_model=CollabPredictResponse, responses={**ERRORS, **CSV_OR_JSON})
+@router.post(
+    "/{name}/predict/csv", response_model=CollabPredictResponse, responses={**ERRORS, **tables.CSV_OR_JSON}
+)
 async def predict_csv(
     name: str,
     request: Request,
@@ -134,13 +128,13 @@ async def predict_csv(
     """Rate the user and item of every row of a CSV upload; `Accept: text/csv` returns the CSV with a
     `prediction` column (empty where the learner does not know the user or the item)."""
     entry, predictor = registry.predictor(name, CollabPredictor)
-    table = await read_table(file)
+    table = await tables.read_table(file)
     scored = await _score_table(entry, predictor, batchers, table)
-    if wants_csv(request):
+    if tables.wants_csv(request):
         ratings = np.concatenate([predictor.ratings(p, o) for p, o in scored])
-        return csv_answer(table, ratings, predictor.head)
+        return tables.csv_answer(table, ratings, predictor.head)
     parts = (collab_items(predictor.finish(p, o)) for p, o in scored)
-    return streamed_predictions(CollabPredictResponse, entry, parts)
+    return tables.streamed_predictions(CollabPredictResponse, entry, parts)
 
 
 @router.post("/{name}/evaluate", response_model=AnyEvaluation, responses=ERRORS)
@@ -153,8 +147,8 @@ async def evaluate_collab(
     """RMSE and MAE of the predicted ratings on a CSV of known ratings; pairs whose user or item the
     learner does not know are counted apart (`unknown`), never scored."""
     entry, predictor = registry.predictor(name, CollabPredictor)
-    table = await read_table(file)
-    actual = await read_targets(TABLE_TARGETS, table, predictor.head.targets, predictor.head)
+    table = await tables.read_table(file)
+    actual = await tables.read_targets(TABLE_TARGETS, table, predictor.head.targets, predictor.head)
     scored = await _score_table(entry, predictor, batchers, table)
     ratings = np.concatenate([predictor.ratings(p, o) for p, o in scored])
     return score(predictor.head, actual, ratings)
@@ -165,7 +159,7 @@ async def _score_table(
 ) -> list[tuple[PreparedPairs, np.ndarray]]:
     """Every row of a CSV, a bounded chunk at a time through the model's batcher."""
     scored = []
-    async for chunk in table_chunks(table):
+    async for chunk in tables.table_chunks(table):
         prepare = partial(predictor.prepare_chunk, chunk, filename=table.filename)
         prepared = await run_in_threadpool(prepare)
         scored.append((prepared, await batchers.run(entry, predictor, prepared)))

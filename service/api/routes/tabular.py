@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api import hot
+from service.api import hot, tables
 from service.api.content import require_json
 from service.api.deps import (
     BatchersDep,
@@ -27,15 +27,6 @@ from service.api.deps import (
 )
 from service.api.limits import ANSWER_ROWS, INLINE_ROWS, Threshold, check_rows, served
 from service.api.outputs import tabular_items
-from service.api.tables import (
-    CSV_OR_JSON,
-    csv_answer,
-    read_table,
-    read_targets,
-    streamed_predictions,
-    table_chunks,
-    wants_csv,
-)
 from service.errors import MSG_INVALID_ROWS, InvalidInput
 from service.inference.batching import ModelPool
 from service.inference.csvio import CsvTable
@@ -125,7 +116,7 @@ async def _predict_rows(
 
 
 @router.post(
-    "/{name}/predict/csv", response_model=TabularPredictResponse, responses={**ERRORS, **CSV_OR_JSON}
+    "/{name}/predict/csv", response_model=TabularPredictResponse, responses={**ERRORS, **tables.CSV_OR_JSON}
 )
 async def predict_csv(
     name: str,
@@ -138,19 +129,19 @@ async def predict_csv(
 ) -> Response | TabularPredictResponse:
     """Predict every row of a CSV upload; `Accept: text/csv` returns the CSV with prediction columns."""
     entry, predictor = served(registry, name, TabularPredictor, threshold=threshold)
-    table = await read_table(file)
-    as_csv = wants_csv(request)
+    table = await tables.read_table(file)
+    as_csv = tables.wants_csv(request)
     outputs, notes = await _score_table(entry, predictor, batchers, table, warnings=not as_csv)
     if as_csv:
-        return csv_answer(table, outputs, predictor.head, threshold=threshold)
+        return tables.csv_answer(table, outputs, predictor.head, threshold=threshold)
     parts = _answer_parts(predictor, outputs, notes, threshold)
-    return streamed_predictions(TabularPredictResponse, entry, parts)
+    return tables.streamed_predictions(TabularPredictResponse, entry, parts)
 
 
 def _answer_parts(
     predictor: TabularPredictor, probs: np.ndarray, notes: dict[int, list[str]], threshold: float | None
 ) -> Iterator[list[TabularItem]]:
-    """A CSV's prediction items a few thousand rows at a time (`streamed_predictions` splices them)."""
+    """A CSV's prediction items a few thousand rows at a time (`tables.streamed_predictions` splices them)."""
     for start in range(0, len(probs), ANSWER_ROWS):
         part = probs[start : start + ANSWER_ROWS]
         ahead = {i - start: notes[i] for i in range(start, start + len(part)) if i in notes}
@@ -170,8 +161,8 @@ async def evaluate_tabular(
     """Scores of the model's task on a labelled CSV: classification accuracy, P/R/F1 and the confusion
     matrix; multi_label `accuracy_multi` and P/R/F1 at the threshold; regression RMSE, MAE, R² per target."""
     entry, predictor = served(registry, name, TabularPredictor, threshold=threshold)
-    table = await read_table(file)
-    actual = await read_targets(TABLE_TARGETS, table, predictor.spec.targets, predictor.head)
+    table = await tables.read_table(file)
+    actual = await tables.read_targets(TABLE_TARGETS, table, predictor.spec.targets, predictor.head)
     outputs, _ = await _score_table(entry, predictor, batchers, table, warnings=False)
     return score(predictor.head, actual, outputs, threshold=threshold)
 
@@ -189,7 +180,7 @@ async def _score_table(
     parts: list[np.ndarray] = []
     notes: dict[int, list[str]] = {}
     errors: list[dict[str, Any]] = []
-    async for chunk in table_chunks(table):
+    async for chunk in tables.table_chunks(table):
         start = chunk.start
         try:
             prepare = partial(predictor.prepare_chunk, chunk, filename=table.filename)

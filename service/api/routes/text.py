@@ -14,11 +14,11 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from service.api import tables
 from service.api.content import require_json
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
 from service.api.limits import MAX_TOP_K, MIN_TOP_K, Threshold, check_texts, served
 from service.api.outputs import text_items
-from service.api.tables import CSV_OR_JSON, csv_answer, read_table, read_targets, wants_csv
 from service.errors import MSG_CSV_MISSING_COLUMNS, InvalidInput
 from service.inference.csvio import CsvTable
 from service.inference.labelled import TEXT_TARGETS
@@ -90,7 +90,9 @@ async def _texts_of(
     return await run_in_threadpool(partial(predictor.prepare, texts, where=("rows",)))
 
 
-@router.post("/{name}/predict/csv", response_model=TextPredictResponse, responses={**ERRORS, **CSV_OR_JSON})
+@router.post(
+    "/{name}/predict/csv", response_model=TextPredictResponse, responses={**ERRORS, **tables.CSV_OR_JSON}
+)
 async def predict_text_csv(
     name: str,
     request: Request,
@@ -104,11 +106,11 @@ async def predict_text_csv(
 ) -> Response | TextPredictResponse:
     """Classify every text of a CSV column; `Accept: text/csv` returns the CSV with prediction columns."""
     entry, predictor = served(registry, name, TextPredictor, threshold=threshold)
-    table = await read_table(file)
+    table = await tables.read_table(file)
     prepared = await _texts_of(table, column, predictor, settings)
     outputs = await batchers.run(entry, predictor, prepared)
-    if wants_csv(request):
-        return csv_answer(table, outputs, predictor.head, threshold=threshold)
+    if tables.wants_csv(request):
+        return tables.csv_answer(table, outputs, predictor.head, threshold=threshold)
     return _response(
         entry, predictor, prepared, outputs, threshold=threshold, top_k=top_k or settings.default_top_k
     )
@@ -134,8 +136,8 @@ async def evaluate_text(
     """Scores of the model's task on a labelled CSV: classification accuracy, P/R/F1 and the confusion
     matrix; multi_label `accuracy_multi` and P/R/F1 at the threshold."""
     entry, predictor = served(registry, name, TextPredictor, threshold=threshold)
-    table = await read_table(file)
-    actual = await read_targets(TEXT_TARGETS, table, target or predictor.target_column, predictor.head)
+    table = await tables.read_table(file)
+    actual = await tables.read_targets(TEXT_TARGETS, table, target or predictor.target_column, predictor.head)
     prepared = await _texts_of(table, column, predictor, settings)
     outputs = await batchers.run(entry, predictor, prepared)
     return score(predictor.head, actual, outputs, threshold=threshold)
