@@ -16,12 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.api.app import create_app
 from service.training import data
 from service.training.common import FitOptions
 from service.training.tabular import TabularRecipe, train_tabular
 from service.training.vision import VisionRecipe, train_vision
-from tests.helpers import TABULAR, VISION, make_settings, started_client
+from tests.helpers import TABULAR, VISION, client_for
 from tests.tiny import build_refused_learners, build_task_learners
 from tests.tiny_collab import build_collab_learners
 from tests.tiny_segmentation import build_segmentation_learners
@@ -87,16 +86,14 @@ def refused_store(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.Data
 @pytest.fixture(scope="session")
 async def task_client(task_store: Path) -> AsyncIterator[httpx.AsyncClient]:
     """One app over the task store, shared by the tests that only read."""
-    settings = make_settings(task_store, max_rows=50, max_files=4, max_upload_mb=1.0)
-    async for c in started_client(create_app(settings)):
+    async for c in client_for(task_store, max_rows=50, max_files=4, max_upload_mb=1.0):
         yield c
 
 
 @pytest.fixture(scope="session")
 async def client(trained_store: Path) -> AsyncIterator[httpx.AsyncClient]:
     """One app over the healthy tiny store, shared by the tests that only read."""
-    settings = make_settings(trained_store, max_rows=50, max_files=4, max_upload_mb=1.0)
-    async for c in started_client(create_app(settings)):
+    async for c in client_for(trained_store, max_rows=50, max_files=4, max_upload_mb=1.0):
         yield c
 
 
@@ -150,22 +147,19 @@ def text_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def seg_client(seg_store: Path) -> AsyncIterator[httpx.AsyncClient]:
     """One app over the segmentation store (images over 64 x 64 pixels are too large), for tests that
     only read."""
-    settings = make_settings(seg_store, max_files=4, max_upload_mb=1.0, max_image_pixels=64 * 64)
-    async for c in started_client(create_app(settings)):
+    async for c in client_for(seg_store, max_files=4, max_upload_mb=1.0, max_image_pixels=64 * 64):
         yield c
 
 
 @pytest.fixture(scope="session")
 async def collab_client(collab_store: Path) -> AsyncIterator[httpx.AsyncClient]:
     """One app over the collab store (ONNX Runtime where it passes parity), shared by the tests that read."""
-    settings = make_settings(collab_store, max_rows=50, max_upload_mb=1.0, runtime="auto")
-    async for c in started_client(create_app(settings)):
+    async for c in client_for(collab_store, max_rows=50, max_upload_mb=1.0, runtime="auto"):
         yield c
 
 
 @pytest.fixture(scope="session")
 async def text_client(text_store: Path) -> AsyncIterator[httpx.AsyncClient]:
     """One app over the text store, shared by the tests that only read."""
-    settings = make_settings(text_store, max_rows=20, max_text_chars=400, max_upload_mb=1.0)
-    async for c in started_client(create_app(settings)):
+    async for c in client_for(text_store, max_rows=20, max_text_chars=400, max_upload_mb=1.0):
         yield c

@@ -478,11 +478,7 @@ def write_report(
     recipe: dict[str, Any],
 ) -> Path:
     """Write `report/report.json` and the PNGs; returns the report folder."""
-    folder = out_dir / REPORT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    artifacts: dict[str, str] = {}
-    plot_loss_curve(learn, folder / "loss_curve.png")
-    artifacts["loss_curve"] = "loss_curve.png"
+    folder, artifacts = start_report(out_dir, learn)
     rows = None
     if scores is not None:
         for name, plot in TASK_PLOTS[task].items():
@@ -490,6 +486,48 @@ def write_report(
             artifacts[name] = f"{name}.png"
         rows = TOP_LOSSES_PLOTS[kind](scores, folder / "top_losses.png")
         artifacts["top_losses"] = "top_losses.png"
+    save_report_json(
+        folder,
+        outcome=outcome,
+        task=task,
+        seed=seed,
+        augmented=augmented,
+        train_seconds=train_seconds,
+        test=scores.evaluation.model_dump(mode="json") if scores is not None else None,
+        test_source=scores.source if scores is not None else None,
+        datablock_summary=datablock_summary,
+        top_losses_rows=rows,
+        recipe=recipe,
+        artifacts=artifacts,
+    )
+    return folder
+
+
+def start_report(out_dir: Path, learn: Any) -> tuple[Path, dict[str, str]]:
+    """The report folder, made, with the loss curve every report has; and the artifacts written so far."""
+    folder = out_dir / REPORT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_loss_curve(learn, folder / "loss_curve.png")
+    return folder, {"loss_curve": "loss_curve.png"}
+
+
+def save_report_json(
+    folder: Path,
+    *,
+    outcome: FitOutcome,
+    task: Task,
+    seed: int,
+    augmented: bool,
+    train_seconds: float,
+    test: dict[str, Any] | None,
+    test_source: str | None,
+    datablock_summary: str | None,
+    top_losses_rows: list[dict[str, Any]] | None,
+    recipe: dict[str, Any],
+    artifacts: dict[str, str],
+) -> None:
+    """`report.json` in `folder`, in the one layout every recipe's report has (`store.py` reads it); written
+    beside and renamed, so a reader never sees half of one."""
     report = {
         "task": task.value,
         "history": outcome.history,
@@ -501,14 +539,13 @@ def write_report(
         "seed": seed,
         "augmented": augmented,
         "train_seconds": round(train_seconds, 2),
-        "test": scores.evaluation.model_dump(mode="json") if scores is not None else None,
-        "test_source": scores.source if scores is not None else None,
+        "test": test,
+        "test_source": test_source,
         "datablock_summary": datablock_summary,
-        "top_losses_rows": rows,
+        "top_losses_rows": top_losses_rows,
         "recipe": recipe,
         "artifacts": artifacts,
     }
     tmp = folder / (REPORT_FILE + ".tmp")
     tmp.write_text(json.dumps(report, indent=1, default=str) + "\n")
     tmp.replace(folder / REPORT_FILE)
-    return folder

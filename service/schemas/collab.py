@@ -45,35 +45,41 @@ class CollabPrediction(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
-class CollabPredictResponse(BaseModel):
+class ModelAnswer(BaseModel):
+    """What every collab answer starts with: the model that answered and its version (pydantic puts a base
+    class's fields first, so each answer's field order is as before)."""
+
     model: str
     version: str | None
+
+
+class CollabPredictResponse(ModelAnswer):
     predictions: list[CollabPrediction]
 
 
-class RecommendedItem(BaseModel):
+class ListedItem(BaseModel):
+    """An item of a recommendation or a similarity list (its own score field follows `item`, then `title`)."""
+
     item: CollabId
+
+
+class RecommendedItem(ListedItem):
     score: float = Field(description="the predicted rating of this item by the user")
     title: str | None = _title()
 
 
-class RecommendResponse(BaseModel):
-    model: str
-    version: str | None
+class RecommendResponse(ModelAnswer):
     user: CollabId
     items: list[RecommendedItem] = Field(description="best first; never an item in `exclude`")
     warnings: list[str] = Field(default_factory=list)
 
 
-class SimilarItem(BaseModel):
-    item: CollabId
+class SimilarItem(ListedItem):
     similarity: float = Field(description="cosine similarity of the two items' embeddings, in [-1, 1]")
     title: str | None = _title()
 
 
-class SimilarResponse(BaseModel):
-    model: str
-    version: str | None
+class SimilarResponse(ModelAnswer):
     item: CollabId
     title: str | None = _title()
     items: list[SimilarItem] = Field(description="most similar first; the item itself left out")

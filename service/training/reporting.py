@@ -5,14 +5,12 @@ the store holds."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from service.inference.tasks import Task
-from service.reports.store import REPORT_DIR, REPORT_FILE
-from service.reports.writer import FitOutcome, plot_loss_curve
+from service.reports.writer import FitOutcome, save_report_json, start_report
 
 # A plot of the test part: writes one PNG at the path it is given.
 Plot = Callable[[Path], None]
@@ -33,32 +31,22 @@ def write_scored_report(
     datablock_summary: str | None = None,
 ) -> Path:
     """`report/report.json` with the loss curve and `plots` (artifact name -> plot); returns the folder."""
-    folder = out_dir / REPORT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    plot_loss_curve(learn, folder / "loss_curve.png")
-    artifacts = {"loss_curve": "loss_curve.png"}
+    folder, artifacts = start_report(out_dir, learn)
     for name, plot in plots.items():
         plot(folder / f"{name}.png")
         artifacts[name] = f"{name}.png"
-    report = {
-        "task": task.value,
-        "history": outcome.history,
-        "best_epoch": outcome.best_epoch,
-        "monitor": outcome.monitor,
-        "stopped_early": outcome.stopped_early,
-        "stopped_at_epoch": outcome.stopped_at_epoch,
-        "epochs_planned": outcome.epochs_planned,
-        "seed": seed,
-        "augmented": False,
-        "train_seconds": round(train_seconds, 2),
-        "test": test,
-        "test_source": test_source,
-        "datablock_summary": datablock_summary,
-        "top_losses_rows": None,
-        "recipe": recipe,
-        "artifacts": artifacts,
-    }
-    tmp = folder / (REPORT_FILE + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    tmp.replace(folder / REPORT_FILE)
+    save_report_json(
+        folder,
+        outcome=outcome,
+        task=task,
+        seed=seed,
+        augmented=False,
+        train_seconds=train_seconds,
+        test=test,
+        test_source=test_source,
+        datablock_summary=datablock_summary,
+        top_losses_rows=None,
+        recipe=recipe,
+        artifacts=artifacts,
+    )
     return folder

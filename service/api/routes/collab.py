@@ -7,23 +7,22 @@ item embeddings copied at load (no model call).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi.responses import Response, StreamingResponse
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from service.api import hot
+from service.api import tables
 from service.api.content import require_json
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
 from service.api.limits import INLINE_ROWS, check_rows
 from service.api.outputs import collab_items
 from service.inference.batching import ModelPool
 from service.inference.collab import CollabPredictor, PreparedPairs, RankedItem
-from service.inference.csvio import CsvTable, read_csv_table, scored_csv_parts
+from service.inference.csvio import CsvTable
 from service.inference.labelled import TABLE_TARGETS
 from service.registry import ModelEntry
 from service.reports.scores import score
@@ -117,9 +116,7 @@ async def similar(
 
 
 @router.post(
-    "/{name}/predict/csv",
-    response_model=CollabPredictResponse,
-    responses={**ERRORS, 200: {"content": {"application/json": {}, "text/csv": {}}}},
+    "/{name}/predict/csv", response_model=CollabPredictResponse, responses={**ERRORS, **tables.CSV_OR_JSON}
 )
 async def predict_csv(
     name: str,
@@ -131,32 +128,13 @@ async def predict_csv(
     """Rate the user and item of every row of a CSV upload; `Accept: text/csv` returns the CSV with a
     `prediction` column (empty where the learner does not know the user or the item)."""
     entry, predictor = registry.predictor(name, CollabPredictor)
-    filename = file.filename or "upload.csv"
-    table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
-    scored = await _score_table(entry, predictor, batchers, table, filename)
-    if "text/csv" in request.headers.get("accept", ""):
+    table = await tables.read_table(file)
+    scored = await _score_table(entry, predictor, batchers, table)
+    if tables.wants_csv(request):
         ratings = np.concatenate([predictor.ratings(p, o) for p, o in scored])
-        parts = iterate_in_threadpool(scored_csv_parts(table, ratings, predictor.head))
-        return StreamingResponse(parts, media_type="text/csv")
-    answer = iterate_in_threadpool(_answer_parts(entry, predictor, scored))
-    return StreamingResponse(answer, media_type="application/json")
-
-
-def _answer_parts(
-    entry: ModelEntry, predictor: CollabPredictor, scored: list[tuple[PreparedPairs, np.ndarray]]
-) -> Iterator[bytes]:
-    """A CSV's `CollabPredictResponse`, serialised a chunk of rows at a time: the bytes FastAPI writes for
-    the whole model, without an object per row of the whole file at once."""
-    empty = hot.json_bytes(CollabPredictResponse(model=entry.name, version=entry.version, predictions=[]))
-    yield empty[:-2]  # {"model":..,"version":..,"predictions":[
-    for i, (prepared, outputs) in enumerate(scored):
-        answer = CollabPredictResponse(
-            model=entry.name,
-            version=entry.version,
-            predictions=collab_items(predictor.finish(prepared, outputs)),
-        )
-        yield (b"," if i else b"") + hot.json_bytes(answer)[len(empty) - 2 : -2]
-    yield empty[-2:]
+        return tables.csv_answer(table, ratings, predictor.head)
+    parts = (collab_items(predictor.finish(p, o)) for p, o in scored)
+    return tables.streamed_predictions(CollabPredictResponse, entry, parts)
 
 
 @router.post("/{name}/evaluate", response_model=AnyEvaluation, responses=ERRORS)
@@ -169,22 +147,20 @@ async def evaluate_collab(
     """RMSE and MAE of the predicted ratings on a CSV of known ratings; pairs whose user or item the
     learner does not know are counted apart (`unknown`), never scored."""
     entry, predictor = registry.predictor(name, CollabPredictor)
-    filename = file.filename or "upload.csv"
-    table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
-    head = predictor.head
-    actual = await run_in_threadpool(partial(TABLE_TARGETS[head.task], table, head.targets, head.classes))
-    scored = await _score_table(entry, predictor, batchers, table, filename)
+    table = await tables.read_table(file)
+    actual = await tables.read_targets(TABLE_TARGETS, table, predictor.head.targets, predictor.head)
+    scored = await _score_table(entry, predictor, batchers, table)
     ratings = np.concatenate([predictor.ratings(p, o) for p, o in scored])
-    return score(head, actual, ratings)
+    return score(predictor.head, actual, ratings)
 
 
 async def _score_table(
-    entry: ModelEntry, predictor: CollabPredictor, batchers: ModelPool, table: CsvTable, filename: str
+    entry: ModelEntry, predictor: CollabPredictor, batchers: ModelPool, table: CsvTable
 ) -> list[tuple[PreparedPairs, np.ndarray]]:
     """Every row of a CSV, a bounded chunk at a time through the model's batcher."""
     scored = []
-    chunks = table.chunks()  # a large file is parsed as its chunks are taken: off the event loop
-    while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
-        prepared = await run_in_threadpool(partial(predictor.prepare_chunk, chunk, filename=filename))
+    async for chunk in tables.table_chunks(table):
+        prepare = partial(predictor.prepare_chunk, chunk, filename=table.filename)
+        prepared = await run_in_threadpool(prepare)
         scored.append((prepared, await batchers.run(entry, predictor, prepared)))
     return scored

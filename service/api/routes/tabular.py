@@ -12,10 +12,10 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Request, UploadFile
-from fastapi.responses import Response, StreamingResponse
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from service.api import hot
+from service.api import hot, tables
 from service.api.content import require_json
 from service.api.deps import (
     BatchersDep,
@@ -29,13 +29,13 @@ from service.api.limits import ANSWER_ROWS, INLINE_ROWS, Threshold, check_rows, 
 from service.api.outputs import tabular_items
 from service.errors import MSG_INVALID_ROWS, InvalidInput
 from service.inference.batching import ModelPool
-from service.inference.csvio import CsvTable, read_csv_table, scored_csv_parts
+from service.inference.csvio import CsvTable
 from service.inference.labelled import TABLE_TARGETS
 from service.inference.tabular import PreparedRows, TabularPredictor
 from service.inference.tasks import AnyPrediction
 from service.registry import ModelEntry, ModelRegistry
 from service.reports.scores import score
-from service.schemas.predict import TabularPredictRequest, TabularPredictResponse
+from service.schemas.predict import TabularItem, TabularPredictRequest, TabularPredictResponse
 from service.schemas.problem import Problem
 from service.schemas.reports import AnyEvaluation
 from service.settings import Settings
@@ -116,9 +116,7 @@ async def _predict_rows(
 
 
 @router.post(
-    "/{name}/predict/csv",
-    response_model=TabularPredictResponse,
-    responses={**ERRORS, 200: {"content": {"application/json": {}, "text/csv": {}}}},
+    "/{name}/predict/csv", response_model=TabularPredictResponse, responses={**ERRORS, **tables.CSV_OR_JSON}
 )
 async def predict_csv(
     name: str,
@@ -131,35 +129,24 @@ async def predict_csv(
 ) -> Response | TabularPredictResponse:
     """Predict every row of a CSV upload; `Accept: text/csv` returns the CSV with prediction columns."""
     entry, predictor = served(registry, name, TabularPredictor, threshold=threshold)
-    filename = file.filename or "upload.csv"
-    table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
-    as_csv = "text/csv" in request.headers.get("accept", "")
-    outputs, notes = await _score_table(entry, predictor, batchers, table, filename, warnings=not as_csv)
+    table = await tables.read_table(file)
+    as_csv = tables.wants_csv(request)
+    outputs, notes = await _score_table(entry, predictor, batchers, table, warnings=not as_csv)
     if as_csv:
-        parts = iterate_in_threadpool(scored_csv_parts(table, outputs, predictor.head, threshold=threshold))
-        return StreamingResponse(parts, media_type="text/csv")
-    answer = iterate_in_threadpool(_answer_parts(entry, predictor, outputs, notes, threshold))
-    return StreamingResponse(answer, media_type="application/json")
+        return tables.csv_answer(table, outputs, predictor.head, threshold=threshold)
+    parts = _answer_parts(predictor, outputs, notes, threshold)
+    return tables.streamed_predictions(TabularPredictResponse, entry, parts)
 
 
 def _answer_parts(
-    entry: ModelEntry,
-    predictor: TabularPredictor,
-    probs: np.ndarray,
-    notes: dict[int, list[str]],
-    threshold: float | None,
-) -> Iterator[bytes]:
-    """A CSV's `TabularPredictResponse`, serialised a few thousand rows at a time: the bytes FastAPI writes
-    for the whole model, without ever holding an object per row of a large file."""
-    empty = hot.json_bytes(_response(entry, []))  # {"model":..,"version":..,"predictions":[]}
-    yield empty[:-2]
+    predictor: TabularPredictor, probs: np.ndarray, notes: dict[int, list[str]], threshold: float | None
+) -> Iterator[list[TabularItem]]:
+    """A CSV's prediction items a few thousand rows at a time (`tables.streamed_predictions` splices them)."""
     for start in range(0, len(probs), ANSWER_ROWS):
         part = probs[start : start + ANSWER_ROWS]
         ahead = {i - start: notes[i] for i in range(start, start + len(part)) if i in notes}
         prepared = PreparedRows(columns={}, n=len(part), notes=ahead)
-        body = hot.json_bytes(_response(entry, predictor.finish(prepared, part, threshold=threshold)))
-        yield (b"," if start else b"") + body[len(empty) - 2 : -2]
-    yield empty[-2:]
+        yield tabular_items(predictor.finish(prepared, part, threshold=threshold))
 
 
 @router.post("/{name}/evaluate", response_model=AnyEvaluation, responses=ERRORS)
@@ -174,13 +161,10 @@ async def evaluate_tabular(
     """Scores of the model's task on a labelled CSV: classification accuracy, P/R/F1 and the confusion
     matrix; multi_label `accuracy_multi` and P/R/F1 at the threshold; regression RMSE, MAE, R² per target."""
     entry, predictor = served(registry, name, TabularPredictor, threshold=threshold)
-    filename = file.filename or "upload.csv"
-    table = await run_in_threadpool(read_csv_table, file.file, filename=filename)
-    head = predictor.head
-    targets = partial(TABLE_TARGETS[head.task], table, predictor.spec.targets, head.classes)
-    actual = await run_in_threadpool(targets)
-    outputs, _ = await _score_table(entry, predictor, batchers, table, filename, warnings=False)
-    return score(head, actual, outputs, threshold=threshold)
+    table = await tables.read_table(file)
+    actual = await tables.read_targets(TABLE_TARGETS, table, predictor.spec.targets, predictor.head)
+    outputs, _ = await _score_table(entry, predictor, batchers, table, warnings=False)
+    return score(predictor.head, actual, outputs, threshold=threshold)
 
 
 async def _score_table(
@@ -188,7 +172,6 @@ async def _score_table(
     predictor: TabularPredictor,
     batchers: ModelPool,
     table: CsvTable,
-    filename: str,
     *,
     warnings: bool,
 ) -> tuple[np.ndarray, dict[int, list[str]]]:
@@ -197,11 +180,11 @@ async def _score_table(
     parts: list[np.ndarray] = []
     notes: dict[int, list[str]] = {}
     errors: list[dict[str, Any]] = []
-    chunks = table.chunks()  # a large file is parsed as its chunks are taken: off the event loop
-    while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
+    async for chunk in tables.table_chunks(table):
         start = chunk.start
         try:
-            prepared = await run_in_threadpool(partial(predictor.prepare_chunk, chunk, filename=filename))
+            prepare = partial(predictor.prepare_chunk, chunk, filename=table.filename)
+            prepared = await run_in_threadpool(prepare)
         except InvalidInput as exc:
             if not exc.errors or exc.errors[0]["loc"][0] != "rows":
                 raise  # about the file (a missing column): the same for every chunk

@@ -11,15 +11,16 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi.responses import Response, StreamingResponse
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
+from service.api import tables
 from service.api.content import require_json
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
 from service.api.limits import MAX_TOP_K, MIN_TOP_K, Threshold, check_texts, served
 from service.api.outputs import text_items
 from service.errors import MSG_CSV_MISSING_COLUMNS, InvalidInput
-from service.inference.csvio import CsvTable, read_csv_table, scored_csv_parts
+from service.inference.csvio import CsvTable
 from service.inference.labelled import TEXT_TARGETS
 from service.inference.text import PreparedTexts, TextPredictor
 from service.registry import ModelEntry
@@ -89,14 +90,8 @@ async def _texts_of(
     return await run_in_threadpool(partial(predictor.prepare, texts, where=("rows",)))
 
 
-async def _read(file: UploadFile) -> CsvTable:
-    return await run_in_threadpool(read_csv_table, file.file, filename=file.filename or "upload.csv")
-
-
 @router.post(
-    "/{name}/predict/csv",
-    response_model=TextPredictResponse,
-    responses={**ERRORS, 200: {"content": {"application/json": {}, "text/csv": {}}}},
+    "/{name}/predict/csv", response_model=TextPredictResponse, responses={**ERRORS, **tables.CSV_OR_JSON}
 )
 async def predict_text_csv(
     name: str,
@@ -111,12 +106,11 @@ async def predict_text_csv(
 ) -> Response | TextPredictResponse:
     """Classify every text of a CSV column; `Accept: text/csv` returns the CSV with prediction columns."""
     entry, predictor = served(registry, name, TextPredictor, threshold=threshold)
-    table = await _read(file)
+    table = await tables.read_table(file)
     prepared = await _texts_of(table, column, predictor, settings)
     outputs = await batchers.run(entry, predictor, prepared)
-    if "text/csv" in request.headers.get("accept", ""):
-        parts = iterate_in_threadpool(scored_csv_parts(table, outputs, predictor.head, threshold=threshold))
-        return StreamingResponse(parts, media_type="text/csv")
+    if tables.wants_csv(request):
+        return tables.csv_answer(table, outputs, predictor.head, threshold=threshold)
     return _response(
         entry, predictor, prepared, outputs, threshold=threshold, top_k=top_k or settings.default_top_k
     )
@@ -142,10 +136,8 @@ async def evaluate_text(
     """Scores of the model's task on a labelled CSV: classification accuracy, P/R/F1 and the confusion
     matrix; multi_label `accuracy_multi` and P/R/F1 at the threshold."""
     entry, predictor = served(registry, name, TextPredictor, threshold=threshold)
-    table = await _read(file)
-    head = predictor.head
-    targets = partial(TEXT_TARGETS[head.task], table, target or predictor.target_column, head.classes)
-    actual = await run_in_threadpool(targets)
+    table = await tables.read_table(file)
+    actual = await tables.read_targets(TEXT_TARGETS, table, target or predictor.target_column, predictor.head)
     prepared = await _texts_of(table, column, predictor, settings)
     outputs = await batchers.run(entry, predictor, prepared)
-    return score(head, actual, outputs, threshold=threshold)
+    return score(predictor.head, actual, outputs, threshold=threshold)

@@ -290,25 +290,26 @@ class V2Kind:
     ranks: bool  # its classifiers offer `top_k`
 
 
-V2_KINDS: dict[ModelKind, V2Kind] = {
-    ModelKind.TABULAR: V2Kind(
-        inputs=tabular_inputs,
-        prepare=lambda p, tensors, settings: prepare_tabular(p, tensors, max_rows=settings.max_rows),
+def _rows_kind(inputs: Callable[[Any], list[MetadataTensor]], prepare: Callable[..., Any]) -> V2Kind:
+    """A kind whose request is rows (tabular columns, collab pairs): at most MAX_ROWS, a few prepared on the
+    event loop, no `top_k`."""
+    return V2Kind(
+        inputs=inputs,
+        prepare=lambda p, tensors, settings: prepare(p, tensors, max_rows=settings.max_rows),
         inline_rows=INLINE_ROWS,
         ranks=False,
-    ),
+    )
+
+
+V2_KINDS: dict[ModelKind, V2Kind] = {
+    ModelKind.TABULAR: _rows_kind(tabular_inputs, prepare_tabular),
     ModelKind.VISION: V2Kind(
         inputs=vision_inputs,
         prepare=lambda p, tensors, settings: prepare_vision(p, tensors, max_files=settings.max_files),
         inline_rows=0,
         ranks=True,
     ),
-    ModelKind.COLLAB: V2Kind(
-        inputs=collab_inputs,
-        prepare=lambda p, tensors, settings: prepare_collab(p, tensors, max_rows=settings.max_rows),
-        inline_rows=INLINE_ROWS,
-        ranks=False,
-    ),
+    ModelKind.COLLAB: _rows_kind(collab_inputs, prepare_collab),
     ModelKind.TEXT: V2Kind(
         inputs=text_inputs,
         prepare=lambda p, tensors, settings: prepare_text(p, tensors, settings=settings),
