@@ -14,7 +14,7 @@ import torch
 
 import bench
 from bench import CACHE, DEFAULT_STORE
-from bench.cases import CASES, RECOMMEND, TASK_TARGET, Case, TabularCase, case_by_key
+from bench.cases import CASES, RECOMMENDS, TASK_TARGET, Case, TabularCase, case_by_key
 from bench.http_rows import access_overhead, http, kind_ratios
 from bench.inprocess import IMAGES, in_process
 from bench.models import bench_store, descriptions
@@ -142,7 +142,7 @@ def main() -> None:
         write_results(results, results_path)
         return
     # The demo models linked from `store` beside the bench's own models (trained here when missing).
-    models = [case.model for case in CASES] + [RECOMMEND.model]
+    models = [case.model for case in CASES] + [case.model for case in RECOMMENDS]
     served = bench_store(store, models)
     # Which files were timed: a demo model's, or the bench's stand-in for one the demo store lacks.
     results["models"] = descriptions(served, models)

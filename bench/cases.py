@@ -179,9 +179,14 @@ class RecommendCase:
     model: str
     key: str
     items: int
+    use_nn: bool = False  # EmbeddingNN instead of the dot product
     count: int = 10
     users: int = 100
     target_ms: float = 20.0
+
+    @property
+    def variant(self) -> str:
+        return "EmbeddingNN" if self.use_nn else "EmbeddingDotBias"
 
 
 Case = TabularCase | VisionCase | TextCase | CollabCase
@@ -206,8 +211,11 @@ COLLAB = CollabCase("movie-recommender", "collab")
 SEGMENTATION = VisionCase(
     "shapes-segmentation", "segmentation", images=shapes_pngs, kind="segmentation", image_type="image/png"
 )
-# MovieLens has about 9,000 items: the latency aim is for 10,000, so a recommender with synthetic ids.
+# MovieLens has about 9,000 items: the latency aim is for 10,000, so recommenders with synthetic ids, one of
+# each collab_learner variant.
 RECOMMEND = RecommendCase("bench-recommender-10k", "recommend_10k_items", items=10_000)
+RECOMMEND_NN = RecommendCase("bench-recommender-10k-nn", "recommend_10k_items_nn", items=10_000, use_nn=True)
+RECOMMENDS: tuple[RecommendCase, ...] = (RECOMMEND, RECOMMEND_NN)
 
 # In this order in the tables and in results.json.
 CASES: tuple[Case, ...] = (

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from bench.cases import CASES, DEMO_TABULAR, RECOMMEND, Case, RecommendCase
+from bench.cases import CASES, DEMO_TABULAR, RECOMMENDS, Case, RecommendCase
 from bench.load import Request, drive, one_item, one_item_v2
 from bench.servers import free_port, rss_kb, server_env, start_naive, start_ours, stop_process
 from service.training import data
@@ -26,7 +26,7 @@ def http(
     *,
     store: Path,
     cases: tuple[Case, ...] = CASES,
-    recommend: RecommendCase | None = RECOMMEND,
+    recommends: tuple[RecommendCase, ...] = RECOMMENDS,
 ) -> dict[str, Any]:
     """Every case's one-item requests through ours and the naive server, then ours with two workers;
     `recommend` through ours (the naive server has no such route: the cookbook has no recommend)."""
@@ -46,8 +46,9 @@ def http(
             for request in v2.values() if label == "ours" else ():
                 for clients in (1, 32):
                     out[f"ours_{request.name}_c{clients}"] = drive(base, request, clients, seconds)
-            if label == "ours" and recommend is not None:
+            for recommend in recommends if label == "ours" else ():
                 request = recommend_request(recommend)
+                warm_up(base, request)
                 for clients in (1, 32):
                     out[f"ours_{recommend.key}_c{clients}"] = drive(base, request, clients, seconds)
             if label == "ours":

@@ -12,7 +12,7 @@ import torch
 
 from bench.cases import (
     CASES,
-    RECOMMEND,
+    RECOMMENDS,
     Case,
     CollabCase,
     RecommendCase,
@@ -51,13 +51,13 @@ def in_process(
     device: torch.device,
     store: Path,
     cases: tuple[Case, ...] = CASES,
-    recommend: RecommendCase | None = RECOMMEND,
+    recommends: tuple[RecommendCase, ...] = RECOMMENDS,
 ) -> dict[str, Any]:
     """Every case's rows, after loading every model as the server does (runtime chosen, heap frozen), then
     `recommend`'s latency."""
     out: dict[str, Any] = {}
     loaded: list[tuple[Any, Any, Any]] = []
-    for case in (*cases, *([recommend] if recommend else [])):
+    for case in (*cases, *recommends):
         folder = store / case.model
         learn = prepare_for_serving(load_exported_learner(folder / "model.pkl").learn, device)
         # The predictor the server builds for it (its kind and task recognised from the learner).

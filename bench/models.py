@@ -31,9 +31,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import CACHE, ROOT
+
+if TYPE_CHECKING:
+    from bench.cases import RecommendCase
 
 STORE = CACHE / "bench" / "store"
 SEED = 42
@@ -182,24 +185,40 @@ RECOMMEND_USERS = 1_000
 def recommender_10k(folder: Path) -> str:
     """collab_learner (50 factors) over synthetic ids: 1,000 users, 10,000 items (every item rated five
     times, by random users, random ratings): only its size matters to `recommend`'s speed."""
+    from bench.cases import RECOMMEND
+
+    return _synthetic_recommender(folder, RECOMMEND)
+
+
+def recommender_10k_nn(folder: Path) -> str:
+    """The same ratings, collab_learner(use_nn=True): fastai's embedding sizes (about 58 + 278) and one
+    hidden layer of 100, the variant whose every forward runs a layer over both embeddings."""
+    from bench.cases import RECOMMEND_NN
+
+    return _synthetic_recommender(folder, RECOMMEND_NN)
+
+
+def _synthetic_recommender(folder: Path, case: RecommendCase) -> str:
     import numpy as np
     import pandas as pd
     from fastai.collab import CollabDataLoaders, collab_learner
 
-    from bench.cases import RECOMMEND
-
     rng = np.random.default_rng(SEED)
-    items = np.repeat(np.arange(RECOMMEND.items), 5)
+    items = np.repeat(np.arange(case.items), 5)
     users = np.concatenate([np.arange(RECOMMEND_USERS), rng.integers(0, RECOMMEND_USERS, len(items))])
-    items = np.concatenate([rng.integers(0, RECOMMEND.items, RECOMMEND_USERS), items])
+    items = np.concatenate([rng.integers(0, case.items, RECOMMEND_USERS), items])
     ratings = pd.DataFrame({"user": users, "item": items, "rating": rng.integers(1, 11, len(items)) / 2.0})
     _seed()
     # Every user and item in training (valid_pct small): the vocab holds them all.
     dls = CollabDataLoaders.from_df(ratings, valid_pct=0.02, seed=SEED, bs=1024, path=folder)
-    learn = collab_learner(dls, n_factors=50, y_range=(0.5, 5.5))
+    if case.use_nn:
+        learn = collab_learner(dls, use_nn=True, layers=[100], y_range=(0.5, 5.5))
+    else:
+        learn = collab_learner(dls, n_factors=50, y_range=(0.5, 5.5))
     _fit(learn, folder, lr=5e-3)
     n_items = len(dls.classes["item"]) - 1  # without #na#
-    return f"bench: collab_learner (50 factors) over synthetic ids, {RECOMMEND_USERS} users, {n_items} items"
+    what = "use_nn=True, layers [100]" if case.use_nn else "50 factors"
+    return f"bench: collab_learner ({what}) over synthetic ids, {RECOMMEND_USERS} users, {n_items} items"
 
 
 SHAPES_TRAIN = 200  # enough to learn the shapes a little: the model's speed is what is timed
@@ -265,6 +284,7 @@ BUILDERS: dict[str, Callable[[Path], str]] = {
     "movie-recommender": movie_recommender,
     "shapes-segmentation": shapes_segmentation,
     "bench-recommender-10k": recommender_10k,
+    "bench-recommender-10k-nn": recommender_10k_nn,
 }
 # Built only when the demo store does not have them (linked from there when it has).
 DEMO_OR_BUILT = frozenset({"reviews-sentiment", "movie-recommender", "shapes-segmentation"})

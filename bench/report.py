@@ -9,7 +9,7 @@ from typing import Any
 from bench import ROOT
 from bench.cases import (
     CASES,
-    RECOMMEND,
+    RECOMMENDS,
     Aim,
     Case,
     CollabCase,
@@ -110,15 +110,24 @@ def _kind_lines(case: TextCase | CollabCase, ip: dict[str, Any]) -> list[str]:
 
 
 def recommend_lines(
-    ip: dict[str, Any], h: dict[str, Any] | None, case: RecommendCase = RECOMMEND
+    ip: dict[str, Any], h: dict[str, Any] | None, cases: tuple[RecommendCase, ...] = RECOMMENDS
 ) -> list[str]:
-    """`recommend` over every item: in-process p50/p99, then over HTTP at 1 and 32 clients."""
+    """`recommend` over every item, per recommender: in-process p50/p99, then over HTTP at 1 and 32
+    clients."""
+    lines: list[str] = []
+    for case in cases:
+        lines += _recommend_lines(case, ip, h)
+    return lines
+
+
+def _recommend_lines(case: RecommendCase, ip: dict[str, Any], h: dict[str, Any] | None) -> list[str]:
     row = ip.get(case.key)
     if row is None:
         return []
     lines = [
-        f"recommend ({row['items']:,} items scored per call, best {row['count']}): in-process p50 {row['p50_ms']:.2f} ms"
-        f" p99 {row['p99_ms']:.2f} ms over {row['calls']} calls (issue: p50 <= {row['target_p50_ms']:g} ms)"
+        f"recommend, {case.variant} ({row['items']:,} items scored per call, best {row['count']}): in-process"
+        f" p50 {row['p50_ms']:.2f} ms p99 {row['p99_ms']:.2f} ms over {row['calls']} calls"
+        f" (issue: p50 <= {row['target_p50_ms']:g} ms)"
     ]
     for c in (1, 32):
         r = (h or {}).get(f"ours_{case.key}_c{c}")

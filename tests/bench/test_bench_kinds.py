@@ -23,6 +23,7 @@ from PIL import Image
 from bench import models, shapes, timing
 from bench.cases import (
     RECOMMEND,
+    RECOMMEND_NN,
     CollabCase,
     RecommendCase,
     TextCase,
@@ -34,7 +35,7 @@ from bench.cases import (
 from bench.http_rows import kind_ratios, recommend_request
 from bench.load import Request, one_item, one_item_v2, wrk_script
 from bench.report import kind_ratio_lines, recommend_lines
-from tests.tiny_collab import COLLAB_DOT, Y_RANGE
+from tests.tiny_collab import COLLAB_DOT, COLLAB_NN, Y_RANGE
 from tests.tiny_segmentation import CODES as SEG_CODES
 from tests.tiny_segmentation import IMAGE_SIZE, SEGMENTATION
 from tests.tiny_text import TEXT_CLS
@@ -165,6 +166,9 @@ def test_recommend_lines_without_and_with_http() -> None:
     assert recommend_lines({}, None) == []
     alone = recommend_lines(ip, None)
     assert len(alone) == 1 and "10,000 items" in alone[0] and "p50 3.00 ms" in alone[0]
+    assert "EmbeddingDotBias" in alone[0]
+    both = recommend_lines({**ip, RECOMMEND_NN.key: ip[RECOMMEND.key]}, None)
+    assert len(both) == 2 and "EmbeddingNN" in both[1]
     h = {
         f"ours_{RECOMMEND.key}_c{c}": {"requests_per_s": 9.0, "p50_ms": 4.0, "p99_ms": 6.0, "errors": 0}
         for c in (1, 32)
@@ -273,19 +277,23 @@ def test_in_process_rows_of_text_collab_and_recommend(
     from bench.inprocess import PAIRS, TEXTS, in_process
 
     monkeypatch.setenv("FASTAI_SERVE_RUNTIME", "torch")
-    for store, name in ((text_store, TEXT_CLS), (collab_store, COLLAB_DOT)):
+    for store, name in ((text_store, TEXT_CLS), (collab_store, COLLAB_DOT), (collab_store, COLLAB_NN)):
         (tmp_path / name).mkdir()
         for file in (store / name).iterdir():  # copies: items.csv is read inside the store only
             shutil.copy(file, tmp_path / name / file.name)
-    recommend = RecommendCase(COLLAB_DOT, "recommend_tiny", items=10, count=3, users=5)
-    out = in_process(torch.device("cpu"), tmp_path, (TINY_TEXT, TINY_COLLAB), recommend)
+    recommends = (
+        RecommendCase(COLLAB_DOT, "recommend_tiny", items=10, count=3, users=5),
+        RecommendCase(COLLAB_NN, "recommend_tiny_nn", items=10, count=3, users=5, use_nn=True),
+    )
+    out = in_process(torch.device("cpu"), tmp_path, (TINY_TEXT, TINY_COLLAB), recommends)
     assert {"ours_ms", "learn_predict_ms", "speedup"} <= set(out["text_one_text"])
     assert out[f"text_{TEXTS}_texts"]["ours_vs_get_preds"] > 0
     assert {"ours_ms", "get_preds_one_row_ms", "speedup"} <= set(out["collab_one_pair"])
     assert out[f"collab_{PAIRS // 1000}k_pairs"]["ours_pairs_per_s"] > 0
     assert out[f"runtime_{COLLAB_DOT}"]["runtime"] == "torch"
-    row = out["recommend_tiny"]
-    assert row["items"] == 40 and row["count"] == 3 and row["calls"] >= 20
-    assert 0 < row["p50_ms"] <= row["p99_ms"]
+    for key in ("recommend_tiny", "recommend_tiny_nn"):
+        row = out[key]
+        assert row["items"] == 40 and row["count"] == 3 and row["calls"] >= 20
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
     with pytest.raises(ValueError, match="knows 40 items"):
-        in_process(torch.device("cpu"), tmp_path, (), RecommendCase(COLLAB_DOT, "too_many", items=10_000))
+        in_process(torch.device("cpu"), tmp_path, (), (RecommendCase(COLLAB_DOT, "too_many", items=10_000),))
