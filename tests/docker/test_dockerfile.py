@@ -81,6 +81,14 @@ def test_dependencies_installed_before_the_code_is_copied() -> None:
     assert copy_pyproject < install_deps < copy_code
 
 
+def test_the_image_keeps_spacy_for_text_learners() -> None:
+    """A text learner's Tokenizer is spaCy's: an image without it could neither train nor serve the
+    reviews-sentiment demo (an earlier image uninstalled it when only tabular and vision were served)."""
+    runs = [rest for key, rest in instructions() if key == "RUN"]
+    assert not any("uninstall" in r and "spacy" in r for r in runs)
+    assert any("import service.api.app" in r and "spacy" in r for r in runs)
+
+
 def test_dockerignore_keeps_venv_caches_and_tests_out() -> None:
     lines = [
         line.strip()
