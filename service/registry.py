@@ -110,6 +110,9 @@ class ModelRegistry:
         self.max_image_pixels = max_image_pixels
         self.device_setting = device
         self._entries: dict[str, ModelEntry] = {}
+        # `store_signature()` as it was just before the last discover or rescan listed the store: what the
+        # loaded models are a picture of, so a change made any time after is seen (`startup.watch_store`).
+        self.scanned_signature: tuple[tuple[str, str, int, int], ...] = ()
         self._loaded = threading.Event()
         self._reload_lock = threading.Lock()  # one reload at a time; requests never wait on it
 
@@ -117,6 +120,7 @@ class ModelRegistry:
     def discover(self, only: str | None = None) -> list[ModelEntry]:
         """List the store's model folders (or just `only`, for a process that serves one model); every one
         starts as `loading`."""
+        self.scanned_signature = self.store_signature()
         folders = [p for p in self._folders() if only is None or p.name == only]
         self._entries = {p.name: ModelEntry(name=p.name, folder=p) for p in folders}
         self._loaded.clear()
@@ -229,6 +233,7 @@ class ModelRegistry:
         """Pick up the store's changes: load new folders, reload changed files (sha256) or failed models,
         unload removed ones. Every swap is atomic as in `reload`."""
         with self._reload_lock:
+            self.scanned_signature = self.store_signature()
             folders = {p.name: p for p in self._folders()}
             entries = dict(self._entries)
             for name in list(entries):

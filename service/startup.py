@@ -72,17 +72,18 @@ async def watch_store(registry: ModelRegistry, pool: ModelPool, *, every_s: floa
     its file replaced (`store_signature`, no hashing), rescan as `POST /api/v1/models/reload` does. This is
     how demo models trained in the background appear while the server runs (`make run`)."""
     await asyncio.to_thread(registry.wait_loaded)
-    seen = await asyncio.to_thread(registry.store_signature)
     while True:
         await asyncio.sleep(every_s)
+        # Against the store as the registry last listed it, never as this task first saw it: a model
+        # moved in while the first load ran (or before this task's first look) is still a change.
         now = await asyncio.to_thread(registry.store_signature)
-        if now == seen:
+        if now == registry.scanned_signature:
             continue
         try:
             await pool.before_reload([entry.name for entry in registry.entries()])
             await asyncio.to_thread(registry.rescan)
         except Exception:  # noqa: BLE001 - a failed rescan is logged and tried again at the next change
             logger.exception("rescanning the model store failed")
+            registry.scanned_signature = ()  # tried again at the next round
             continue
-        seen = now
         logger.info("model store rescanned: %d model(s)", len(registry.entries()))

@@ -225,3 +225,32 @@ async def test_without_rescan_a_model_moved_in_waits_for_the_admin_reload(
         assert "films" not in await _models(client)
         answer = await client.post("/api/v1/models/reload", headers={"X-API-Key": "k"})
         assert [m["name"] for m in answer.json()["models"]] == ["films"]
+
+
+async def test_a_model_moved_in_before_the_watcher_first_looks_is_still_loaded(
+    collab_model: TrainResult, tmp_path: Path
+) -> None:
+    """The watcher compares the store with what the registry last listed, not with its own first look: a
+    folder moved in while the first load ran (the watcher's thread not started yet) was once never seen."""
+    from service.inference.batching import BatcherPool
+    from service.startup import watch_store
+    from service.telemetry import Metrics
+
+    store = tmp_path / "store"
+    store.mkdir()
+    registry = _registry(store)
+    registry.discover()
+    registry.load_all()
+    shutil.copytree(collab_model.learner_path.parent, store / "films")  # before the watcher starts
+    pool = BatcherPool(max_batch=8, max_wait_ms=1.0, max_queue=8, metrics=Metrics())
+    watcher = asyncio.create_task(watch_store(registry, pool, every_s=0.05))
+    try:
+        deadline = time.monotonic() + 120
+        while "films" not in [e.name for e in registry.entries()]:
+            assert time.monotonic() < deadline, "the model moved in early was never loaded"
+            await asyncio.sleep(0.05)
+    finally:
+        watcher.cancel()
+        await pool.close()
+    assert registry.get("films").status.value == "ready"
+    assert registry.scanned_signature == registry.store_signature()
