@@ -27,6 +27,7 @@ from service.inference.labelled import EVAL_CHUNK, LABEL_TARGETS, TABLE_TARGETS
 from service.inference.predictor import ModelKind
 from service.inference.tabular import TabularPredictor
 from service.inference.tasks import AnyHead, Task
+from service.inference.text import TextPredictor
 from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner, prepare_for_serving, sha256_of
 from service.reports.scores import score
@@ -35,7 +36,7 @@ from service.schemas.reports import AnyEvaluation, Evaluation, MultiLabelEvaluat
 from service.training import progress
 
 logger = logging.getLogger(__name__)
-P = TypeVar("P", TabularPredictor, VisionPredictor)
+P = TypeVar("P", TabularPredictor, VisionPredictor, TextPredictor)
 CHECKPOINTS = ".checkpoints"
 
 
@@ -181,7 +182,7 @@ def score_table(predictor: TabularPredictor, frame: pd.DataFrame, *, source: str
     actual = TABLE_TARGETS[head.task](table, predictor.spec.targets, head.classes)
     outputs = predictor.forward_many([predictor.prepare_frame(frame, filename=source)])[0]
     items = cells_as_rows(frame, predictor.spec.column_names)
-    return _scores(source=source, head=head, actual=actual, outputs=outputs, items=items)
+    return scored_test(source=source, head=head, actual=actual, outputs=outputs, items=items)
 
 
 def score_images(predictor: VisionPredictor, files: list[Path], *, source: str) -> TestScores:
@@ -196,10 +197,10 @@ def score_images(predictor: VisionPredictor, files: list[Path], *, source: str) 
     # Vision training makes classifiers: with no test image, no probabilities of any class.
     outputs = np.concatenate(parts) if parts else np.zeros((0, len(head.classes)), dtype=np.float32)
     items = [u.data for u in uploads]
-    return _scores(source=source, head=head, actual=actual, outputs=outputs, items=items)
+    return scored_test(source=source, head=head, actual=actual, outputs=outputs, items=items)
 
 
-def _scores(
+def scored_test(
     *, source: str, head: AnyHead, actual: np.ndarray, outputs: np.ndarray, items: list[Any]
 ) -> TestScores:
     return TestScores(

@@ -28,14 +28,13 @@ from service.errors import (
     MSG_TEXT_SAME_COLUMN,
     MSG_UNKNOWN_TEST_LABELS,
     MSG_UNREADABLE_CSV,
-    LoadError,
     TrainingInputError,
 )
-from service.inference.kinds import build_predictor, recognise
+from service.inference.csvio import CsvTable
+from service.inference.labelled import TEXT_TARGETS
 from service.inference.predictor import ModelKind
-from service.inference.tasks import ClassificationHead, Task
-from service.loading import load_exported_learner, prepare_for_serving
-from service.reports.scores import score
+from service.inference.tasks import Task
+from service.inference.text import TextPredictor
 from service.reports.writer import FitOutcome, TestScores, write_report
 from service.training.common import (
     FitOptions,
@@ -45,7 +44,9 @@ from service.training.common import (
     fit,
     recipe_dict,
     reseed_loaders,
+    scored_test,
     seed_everything,
+    serving_predictor,
     show_progress,
     summary_metrics,
     write_manifest,
@@ -349,41 +350,18 @@ def datablock_summary(learn: Any, data: TextData, *, lm_vocab: int | None) -> st
 
 # -- scoring and publishing -------------------------------------------------------------------------------
 def score_texts(learner_path: Path, test: pd.DataFrame, *, source: str) -> TestScores:
-    """The exported file loaded and served as the server serves it (`TextPredictor`: the learner's own
-    tokenizer and vocab, padding-neutral batches, equal to fastai's `get_preds` per text) and scored by the
-    evaluate endpoint's maths."""
-    from fastai.learner import Learner
-
-    from service.inference.text import TextPredictor
-
-    learn = prepare_for_serving(load_exported_learner(learner_path).learn, _cpu())
-    assert isinstance(learn, Learner)
-    entry = recognise(learn)
-    if (entry.kind, entry.task) != (ModelKind.TEXT, Task.CLASSIFICATION):
-        raise LoadError(f"the exported text classifier is recognised as {entry}")
-    predictor = build_predictor(entry, learn)
-    assert isinstance(predictor, TextPredictor)
+    """The exported file served as the server serves it (`TextPredictor`: the learner's own tokenizer and
+    vocab, padding-neutral batches, equal to fastai's `get_preds` per text), its test texts scored as the
+    evaluate endpoint scores a CSV (the same target codec per task), as `common.score_table` does rows."""
+    predictor = serving_predictor(learner_path, TextPredictor)
     head = predictor.head
-    assert isinstance(head, ClassificationHead)
+    table = CsvTable(source=test, columns=[str(c) for c in test.columns], filename=source)
+    actual = TEXT_TARGETS[head.task](table, LABEL_COL, head.classes)
     texts = test[TEXT_COL].tolist()
-    prepared = predictor.prepare(texts)
-    outputs = predictor.forward_many([prepared])[0].astype(np.float32)
-    position = {c: i for i, c in enumerate(head.classes)}
-    actual = np.array([position[str(label)] for label in test[LABEL_COL]], dtype=np.int64)
-    return TestScores(
-        source=source,
-        head=head,
-        actual=actual,
-        outputs=outputs,
-        evaluation=score(head, actual, outputs),
-        items=[{TEXT_COL: t} for t in texts],
+    outputs = predictor.forward_many([predictor.prepare(texts)])[0]
+    return scored_test(
+        source=source, head=head, actual=actual, outputs=outputs, items=[{TEXT_COL: t} for t in texts]
     )
-
-
-def _cpu() -> Any:
-    import torch
-
-    return torch.device("cpu")
 
 
 def train_text(recipe: TextRecipe) -> TrainResult:
