@@ -34,6 +34,7 @@ from service.reports.scores import score
 from service.reports.writer import FitOutcome, TestScores, fit_outcome, lower_is_better, write_report
 from service.schemas.reports import AnyEvaluation, Evaluation, MultiLabelEvaluation, RegressionEvaluation
 from service.training import progress
+from service.training.data import check_one_batch
 
 logger = logging.getLogger(__name__)
 P = TypeVar("P", TabularPredictor, VisionPredictor, TextPredictor)
@@ -86,6 +87,16 @@ def reseed_loaders(dls: Any, seed: int) -> None:
     """Each DataLoader drew its own `rng` when created; re-seed them so shuffling repeats (the book's fix)."""
     for i, dl in enumerate(dls.loaders):
         dl.rng.seed(seed + i)
+
+
+def seeded_loaders(block: Any, source: Any, *, bs: int, seed: int, items: str) -> Any:
+    """`block.dataloaders(source)` the same for the same seed (seeded before, loaders re-seeded after; no
+    worker processes), its first batch checked: the DataLoaders every DataBlock recipe trains on."""
+    seed_everything(seed)
+    dls = block.dataloaders(source, bs=bs, num_workers=0)
+    reseed_loaders(dls, seed)
+    check_one_batch(dls, items=items, bs=bs)
+    return dls
 
 
 def show_progress(options: FitOptions) -> bool:

@@ -26,11 +26,10 @@ from service.training.common import (
     export_learner,
     fit,
     recipe_dict,
-    reseed_loaders,
-    seed_everything,
+    seeded_loaders,
     write_manifest,
 )
-from service.training.data import CACHE_DIR, check_one_batch, existing_folder
+from service.training.data import CACHE_DIR, existing_folder
 from service.training.reporting import write_scored_report
 
 SAMPLES = 6  # test images in the overlays figure
@@ -217,10 +216,7 @@ def train_segmentation(recipe: SegmentationRecipe) -> TrainResult:
     )
     with captured_stdout() as summary:
         block.summary(folder, bs=min(recipe.bs, 4))
-    seed_everything(recipe.seed)
-    dls = block.dataloaders(folder, bs=recipe.bs, num_workers=0)
-    reseed_loaders(dls, recipe.seed)
-    check_one_batch(dls, items="images", bs=recipe.bs)
+    dls = seeded_loaders(block, folder, bs=recipe.bs, seed=recipe.seed, items="images")
     learn = unet_learner(
         dls,
         arch,

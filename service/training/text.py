@@ -43,15 +43,14 @@ from service.training.common import (
     export_learner,
     fit,
     recipe_dict,
-    reseed_loaders,
     scored_test,
-    seed_everything,
+    seeded_loaders,
     serving_predictor,
     show_progress,
     summary_metrics,
     write_manifest,
 )
-from service.training.data import DATA_DIR, check_columns, check_one_batch, existing_file, first_line
+from service.training.data import DATA_DIR, check_columns, existing_file, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -248,10 +247,7 @@ def train_language_model(recipe: TextRecipe, frame: pd.DataFrame) -> tuple[Any, 
         get_x=ColReader(TEXT_COL),
         splitter=ColSplitter(VALID_COL),
     )
-    seed_everything(recipe.seed)
-    dls = block.dataloaders(frame, bs=recipe.bs, num_workers=0)
-    reseed_loaders(dls, recipe.seed)
-    check_one_batch(dls, items="texts", bs=recipe.bs)
+    dls = seeded_loaders(block, frame, bs=recipe.bs, seed=recipe.seed, items="texts")
     lm = language_model_learner(
         dls,
         AWD_LSTM,
@@ -288,10 +284,7 @@ def _classifier(recipe: TextRecipe, frame: pd.DataFrame, *, vocab: Any, metrics:
         get_y=ColReader(LABEL_COL),
         splitter=ColSplitter(VALID_COL),
     )
-    seed_everything(recipe.seed)
-    dls = block.dataloaders(frame, bs=recipe.bs, num_workers=0)
-    reseed_loaders(dls, recipe.seed)
-    check_one_batch(dls, items="texts", bs=recipe.bs)
+    dls = seeded_loaders(block, frame, bs=recipe.bs, seed=recipe.seed, items="texts")
     return text_classifier_learner(
         dls,
         AWD_LSTM,

@@ -30,11 +30,10 @@ from service.training.common import (
     fit,
     publish,
     recipe_dict,
-    reseed_loaders,
     score_images,
-    seed_everything,
+    seeded_loaders,
 )
-from service.training.data import check_one_batch, existing_folder, first_line
+from service.training.data import existing_folder, first_line
 
 # CIFAR-10 statistics: with pretrained=False fastai adds no Normalize, so we add the data's own.
 CIFAR_STATS = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
@@ -227,10 +226,7 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
     )
     with captured_stdout() as summary:
         block.summary(recipe.folder, bs=min(recipe.bs, 4))
-    seed_everything(recipe.seed)
-    dls = block.dataloaders(recipe.folder, bs=recipe.bs, num_workers=0)
-    reseed_loaders(dls, recipe.seed)
-    check_one_batch(dls, items="images", bs=recipe.bs)
+    dls = seeded_loaders(block, recipe.folder, bs=recipe.bs, seed=recipe.seed, items="images")
     learn = vision_learner(
         dls,
         arch,
