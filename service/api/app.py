@@ -142,7 +142,7 @@ def create_app(
     install_problem_handlers(app)
     for module in (health, admin, models, tabular, vision, collab, text, reports, ops, share, v2):
         app.include_router(module.router)
-    install_hot_routes(app, [tabular, vision])  # plain predict requests skip FastAPI's per-request work
+    install_hot_routes(app, [tabular, vision, v2])  # plain predict requests skip FastAPI's per-request work
     # Last: the frontend's mount at / would otherwise shadow routes added after it.
     install_frontend(app, settings.frontend_dir)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -146,24 +147,38 @@ class TabularPredictor(HeadFacts):
         missing = [c for c in self.spec.column_names if c not in chunk.names]
         if missing:
             rows_for(chunk.frame(), self.spec.column_names, filename=filename)  # raises the error
-        n = len(chunk)
+
+        def per_row() -> PreparedRows:
+            return self.prepare(
+                rows_for(chunk.frame(), self.spec.column_names, filename=filename), strict=False
+            )
+
+        return self.prepare_arrays(chunk.column, len(chunk), per_row=per_row)
+
+    def prepare_arrays(
+        self, column: Callable[[str], pa.Array], n: int, *, per_row: Callable[[], PreparedRows]
+    ) -> PreparedRows:
+        """`n` rows given column by column as Arrow arrays (`column(name)`: text, or numbers for a
+        continuous column; nulls missing), resolved a column at a time. `per_row` is the caller's
+        row-by-row path, taken whenever a continuous cell is invalid or missing without a fill, so that
+        its errors name their cells."""
         notes: defaultdict[int, list[str]] = defaultdict(list)
         columns: dict[str, Any] = {}
         codes: dict[str, np.ndarray] = {}
         for cont in self.spec.continuous:
-            values = _parse_numbers(chunk.column(cont.name))
+            values = _parse_numbers(column(cont.name))
             absent = np.isnan(values) if values is not None else None
             if absent is None or (cont.fill is None and absent.any()):
-                rows = rows_for(chunk.frame(), self.spec.column_names, filename=filename)
-                return self.prepare(rows, strict=False)
+                return per_row()
             for i in np.flatnonzero(absent).tolist():
                 notes[i].append(MSG_NULL_FILLED.format(column=cont.name, fill=cont.fill))
             columns[cont.name] = values
         # With the encoder, codes are all the forward needs; fastai's own pipeline takes the categories.
         with_values = self._encoder is None
         for cat in self.spec.categorical:
-            cells = chunk.column(cat.name)
-            categories, codes[cat.name] = self._resolve_column(cat, cells, notes, values=with_values)
+            categories, codes[cat.name] = self._resolve_column(
+                cat, column(cat.name), notes, values=with_values
+            )
             if categories is not None:
                 columns[cat.name] = categories
         return PreparedRows(columns=columns, n=n, notes=dict(notes), codes=codes)

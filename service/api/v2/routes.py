@@ -15,7 +15,15 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from service import __version__
-from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.deps import (
+    BatchersDep,
+    RegistryDep,
+    SettingsDep,
+    get_app_settings,
+    get_batchers,
+    get_registry,
+)
+from service.api.hot import Hot
 from service.api.limits import MAX_TOP_K, MIN_TOP_K
 from service.api.v2.codec import BINARY_MEDIA_TYPE, HEADER_LENGTH, OutputTensor, encode_response, read_request
 from service.api.v2.kinds import (
@@ -236,7 +244,8 @@ async def _prepare(predictor: AnyPredictor, tensors: list[Any], settings: Settin
 
 
 async def _infer(
-    request: Request,
+    body: bytes,
+    header_length: str | None,
     *,
     name: str,
     version: str | None,
@@ -245,8 +254,7 @@ async def _infer(
     batchers: ModelPool,
 ) -> Response:
     entry, predictor = _served(registry, name, version)
-    body = await request.body()
-    read = partial(read_request, body, request.headers.get(HEADER_LENGTH))
+    read = partial(read_request, body, header_length)
     parsed, tensors = read() if len(body) <= INLINE_BYTES else await run_in_threadpool(read)
     _check_outputs(parsed, predictor)
     top_k = _top_k(parsed, predictor, settings)
@@ -273,8 +281,39 @@ async def infer(
     """Inference: tensors in, the task's outputs out (`label`/`probabilities`/`top_k`, `predicted`, `values`
     or `points`); JSON or binary tensor data."""
     return await _infer(
-        request, name=name, version=None, registry=registry, settings=settings, batchers=batchers
+        await request.body(),
+        request.headers.get(HEADER_LENGTH),
+        name=name,
+        version=None,
+        registry=registry,
+        settings=settings,
+        batchers=batchers,
     )
+
+
+async def infer_hot(request: Request, body: bytes) -> Response:
+    """`infer` for a body small enough for the hot path: it takes nothing FastAPI would parse or check (no
+    query, no body schema), so every request is the same `_infer`, errors included."""
+    registry, settings = await get_registry(request), await get_app_settings(request)
+    batchers = await get_batchers(request)
+    return await _infer(
+        body,
+        request.headers.get(HEADER_LENGTH),
+        name=request.path_params["name"],
+        version=None,
+        registry=registry,
+        settings=settings,
+        batchers=batchers,
+    )
+
+
+# Served by `hot.HotRoute` first when the body is small (api/hot.py): a one-row request spent most of its
+# time in FastAPI's routing and dependencies.
+HOT_ROUTES: dict[str, Hot] = {
+    f"{router.prefix}/models/{{name}}/infer": Hot(
+        infer_hot, dependencies=frozenset({"get_registry", "get_app_settings", "get_batchers"})
+    )
+}
 
 
 @router.post("/models/{name}/versions/{version}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
@@ -288,5 +327,11 @@ async def infer_version(
 ) -> Response:
     """Inference on one version of the model (the loaded one)."""
     return await _infer(
-        request, name=name, version=version, registry=registry, settings=settings, batchers=batchers
+        await request.body(),
+        request.headers.get(HEADER_LENGTH),
+        name=name,
+        version=version,
+        registry=registry,
+        settings=settings,
+        batchers=batchers,
     )
