@@ -6,7 +6,12 @@ messages; keys, the rate limit and the metrics are the HTTP server's own."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ import pytest
 
 from service.api.app import create_app
 from service.errors import (
+    MSG_CLI_RAY_GRPC,
     MSG_GRPC_BIND,
     MSG_PREDICT_KEY_MISSING,
     MSG_PREDICT_KEY_WRONG,
@@ -515,3 +521,62 @@ async def test_a_port_in_use_stops_the_start_up_saying_so(trained_store: Path) -
             async with app.router.lifespan_context(app):
                 pass
         assert str(caught.value) == MSG_GRPC_BIND.format(address=f"127.0.0.1:{port}")
+
+
+# -- the command line ---------------------------------------------------------------------------------
+def test_grpc_port_with_ray_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+    from service.settings import get_settings
+
+    monkeypatch.setenv("FASTAI_SERVE_GRPC_PORT", "0")  # restored after the CLI has set it
+    try:
+        assert main(["serve", "--ray", "auto", "--grpc-port", "8001"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err.strip()
+    assert err == f"fastai-serve: error: {MSG_CLI_RAY_GRPC}"
+
+
+def test_serve_with_several_workers_serves_grpc_on_one_port(trained_store: Path, tmp_path: Path) -> None:
+    """`fastai-serve serve --workers 2 --grpc-port P`: every worker listens on P (the kernel spreads the
+    connections), each answers through its own batcher; the port reaches the app factory from the flag."""
+    port, grpc_port = free_port(), free_port()
+    store = clone_store(trained_store, tmp_path / "store", [VISION])
+    env = {**os.environ, "FASTAI_SERVE_MODEL_STORE": str(store), "FASTAI_SERVE_DEVICE": "cpu"}
+    env["FASTAI_SERVE_LOG_LEVEL"] = "warning"
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [*cmd, "--workers", "2", "--grpc-port", str(grpc_port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, "not ready in time"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        image = {"image": ("BYTES", [image_bytes()])}
+        labels = set()
+        for _ in range(8):  # a new channel (connection) each time
+            client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{grpc_port}")
+            labels.add(str(client.infer(VISION, _inputs(grpcclient, image)).as_numpy("label")[0]))
+            client.close()
+        assert len(labels) == 1
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
