@@ -4,7 +4,9 @@ body is read or parsed (a refused client costs a header lookup, never a model's 
 Which routes are the model's is one table, `PROTECTED` (path prefixes): every prediction, explanation,
 evaluation and CSV route of every kind, and the Open Inference Protocol's model routes. Health, docs, the
 page, reports and `/api/v1/models` stay open; `/metrics` needs `METRICS_API_KEY` when one is set.
-`tests/api/test_access.py` walks the OpenAPI schema so a new route is classified on purpose.
+`tests/api/test_access.py` walks the OpenAPI schema so a new route is classified on purpose. The gRPC
+door (`service.api.v2.grpc_service`) puts its model RPCs (ModelReady, ModelMetadata, ModelInfer; the
+server ones stay open, as /v2/health is) through the same `ModelGate`, with the key from its metadata.
 
 - `PREDICT_API_KEYS`: `X-API-Key: <key>` or `Authorization: Bearer <key>`, compared in constant time
   (`hmac.compare_digest` against every configured key, so the time does not say which key nearly matched);
