@@ -10,7 +10,7 @@ export FASTAI_SERVE_CHROMIUM := $(CHROMIUM)
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install browser models run test test-slow lint format typecheck bench bench-peer bench-access bench-ray bench-record clean wrk
+.PHONY: help install browser models run test test-slow lint format typecheck bench bench-peer bench-access bench-ray bench-record clean wrk proto
 
 help:
 	@echo "make run        set up .venv, build the tabular/vision demos if missing, serve on 0.0.0.0:8000"
@@ -75,6 +75,19 @@ typecheck: install
 
 clean:
 	rm -rf .cache .pytest_cache .mypy_cache .ruff_cache
+
+# The gRPC front door's Python modules from its .proto (committed; run after editing the .proto). grpcio-tools
+# goes into a throwaway folder, never the venv. The generated modules register their messages in a private
+# descriptor pool instead of protobuf's default one: `inference.*` is also what tritonclient.grpc registers,
+# and one pool refuses the same names twice (a process holding both, like the tests, would fail to import).
+PROTO_DIR := service/api/v2/proto
+GRPC_TOOLS ?= .cache/grpcio-tools
+GRPC_TOOLS_VERSION ?= 1.85.1
+proto: install
+	test -d $(GRPC_TOOLS)/grpc_tools || $(BIN)/pip install --quiet --target $(GRPC_TOOLS) grpcio-tools==$(GRPC_TOOLS_VERSION)
+	PYTHONPATH=$(GRPC_TOOLS) $(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. \
+		--grpc_python_out=. $(PROTO_DIR)/grpc_predict_v2.proto
+	sed -i 's/_descriptor_pool.Default()/_descriptor_pool.DescriptorPool()/' $(PROTO_DIR)/grpc_predict_v2_pb2.py
 
 # The peer a fastai user would otherwise pick: BentoML 1.4 with adaptive batching around fastai's batch path
 # (bench/peers/bentoml_service.py), in its own venv since BentoML pins its own starlette and pydantic ranges;

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bench.cases import CASES, DEMO_TABULAR, RECOMMENDS, Case, RecommendCase
+from bench.grpc_load import drive_grpc, grpc_inputs
 from bench.load import Request, drive, one_item, one_item_v2
 from bench.servers import free_port, rss_kb, server_env, start_naive, start_ours, stop_process
 from service.training import data
@@ -33,10 +34,13 @@ def http(
     env = server_env(store)
     v1 = {case.key: one_item(case) for case in cases}
     v2 = {case.key: one_item_v2(case, v1[case.key]) for case in cases}
+    over_grpc = {case.key: grpc_inputs(case, v1[case.key]) for case in cases}
     out: dict[str, Any] = {}
     for label in ("ours", "naive"):
-        port = free_port()
-        proc = start_ours(port, env) if label == "ours" else start_naive(port, env, cases)
+        port, grpc_port = free_port(), free_port()
+        proc = (
+            start_ours(port, env, grpc_port=grpc_port) if label == "ours" else start_naive(port, env, cases)
+        )
         try:
             base = f"http://127.0.0.1:{port}"
             for request in v1.values():
@@ -46,6 +50,13 @@ def http(
             for request in v2.values() if label == "ours" else ():
                 for clients in (1, 32):
                     out[f"ours_{request.name}_c{clients}"] = drive(base, request, clients, seconds)
+            for case in cases if label == "ours" else ():
+                inputs = over_grpc[case.key]
+                for clients in (1, 32) if inputs is not None else ():
+                    address = f"127.0.0.1:{grpc_port}"
+                    out[f"ours_grpc_{case.key}_c{clients}"] = drive_grpc(
+                        address, case.model, inputs, clients, seconds
+                    )
             for recommend in recommends if label == "ours" else ():
                 request = recommend_request(recommend)
                 warm_up(base, request)

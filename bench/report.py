@@ -197,6 +197,8 @@ def http_lines(h: dict[str, Any], cases: tuple[Case, ...] = CASES) -> list[str]:
             )
     lines += ["", "Open Inference Protocol (/v2, binary tensors) beside /api/v1, same one-item requests:"]
     lines += _beside(h, "ours_v2", ("v1", "v2"), share=True, cases=cases)
+    lines += ["", "Open Inference Protocol over gRPC (tritonclient.grpc, raw tensors) beside /api/v1:"]
+    lines += _beside(h, "ours_grpc", ("v1", "gRPC"), share=True, cases=cases)
     lines += ["", "Two worker processes (fastai-serve serve --workers 2) beside one, same one-item requests:"]
     lines += _beside(h, "workers2", ("1 worker", "2 workers"), share=False, cases=cases)
     return lines

@@ -24,15 +24,24 @@ def free_port() -> int:
 
 
 def server_env(store: Path) -> dict[str, str]:
-    """What every server the bench starts is given: the model store, and quiet logs."""
-    return {"FASTAI_SERVE_MODEL_STORE": str(store), "FASTAI_SERVE_LOG_LEVEL": "warning"}
+    """What every server the bench starts is given: the model store, quiet logs, and no gRPC (two of ours
+    run side by side in some steps; the gRPC row asks for a port of its own)."""
+    return {
+        "FASTAI_SERVE_MODEL_STORE": str(store),
+        "FASTAI_SERVE_LOG_LEVEL": "warning",
+        "FASTAI_SERVE_GRPC_PORT": "0",
+    }
 
 
-def start_ours(port: int, env: dict[str, str], *, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_ours(
+    port: int, env: dict[str, str], *, workers: int = 1, grpc_port: int = 0
+) -> subprocess.Popen[bytes]:
     """fastai-serve as users start it (`fastai-serve serve`): what the CLI sets up is measured too."""
     cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if workers > 1:
         cmd += ["--workers", str(workers)]
+    if grpc_port:
+        cmd += ["--grpc-port", str(grpc_port)]
     return start_process(cmd, port=port, ready_path="/health/ready", env=env)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test on a real container engine, from the host:
-#   1. build the image, run it: /health/ready, the HEALTHCHECK, the non-root user, /api/v1/share and one
-#      prediction of each demo model;
+#   1. build the image, run it: /health/ready, the HEALTHCHECK, the non-root user, /api/v1/share, one
+#      prediction of each demo model, and gRPC (ServerReady, one ModelInfer, from inside the container);
 #   2. the same through docker-compose.yml (default profile: the api alone, the named model_store volume);
 #   3. `--profile public`: refused without a way to sign in (share-policy exits 2, no agent, no URL);
 #      then with one (basic auth unless NGROK_* settings say otherwise): /api/v1/share returns the
@@ -103,6 +103,19 @@ check_api() {  # $1 = container name
   echo "ready after $((SECONDS - started)) s: $(curl -fsS "$BASE/health/ready")"
   predict_demo_models
   echo "share (no sidecar): $(curl -fsS "$BASE/api/v1/share")"
+  # gRPC with the image's own stubs (tritonclient is a dev dependency, not in the image).
+  $ENGINE exec "$1" python -c '
+import io, os, grpc
+from PIL import Image
+from service.api.v2.proto import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as rpc
+stub = rpc.GRPCInferenceServiceStub(grpc.insecure_channel("127.0.0.1:" + os.environ["FASTAI_SERVE_GRPC_PORT"]))
+assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+png = io.BytesIO(); Image.new("RGB", (32, 32), (200, 40, 40)).save(png, "PNG")
+request = pb.ModelInferRequest(model_name="cifar10")
+request.inputs.add(name="image", datatype="BYTES", shape=[1]).contents.bytes_contents.append(png.getvalue())
+answer = stub.ModelInfer(request, timeout=30)
+print("gRPC:", [o.name for o in answer.outputs], len(answer.raw_output_contents), "raw outputs")
+' || die "gRPC in the container"
   echo "GET / -> $(curl -s -o /dev/null -w '%{http_code} %{content_type}' "$BASE/")"
   echo "user in container: $($ENGINE exec "$1" id)"
   if [ "$ENGINE" = podman ]; then
@@ -186,7 +199,8 @@ log "run $IMAGE"
 $ENGINE rm -f "$NAME" >/dev/null 2>&1 || true
 if [ "$ENGINE" = podman ]; then
   # podman here shares the host network (containers.conf netns=host): bind the chosen port directly.
-  $ENGINE run -d --name "$NAME" --network host -e "FASTAI_SERVE_PORT=$PORT" "$IMAGE" >/dev/null
+  $ENGINE run -d --name "$NAME" --network host -e "FASTAI_SERVE_PORT=$PORT" \
+    -e "FASTAI_SERVE_GRPC_PORT=${SMOKE_GRPC_PORT:-18081}" "$IMAGE" >/dev/null
 else
   $ENGINE run -d --name "$NAME" -p "$PORT:8000" "$IMAGE" >/dev/null
 fi

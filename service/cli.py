@@ -37,6 +37,13 @@ def _serve(args: argparse.Namespace) -> int:
     from service.settings import get_settings
     from service.startup import cap_malloc_arenas
 
+    # The app factory reads its settings itself (in each worker process too): the flags that concern it
+    # travel as the settings' own variables. gRPC listens on --host, as HTTP does.
+    if args.grpc_port is not None:
+        os.environ["FASTAI_SERVE_GRPC_PORT"] = str(args.grpc_port)
+    if args.host:
+        os.environ["FASTAI_SERVE_HOST"] = args.host
+    get_settings.cache_clear()
     settings = get_settings()
     address = args.ray or settings.ray_address
     if address:
@@ -314,8 +321,12 @@ def _common(sub: argparse.ArgumentParser, *, name: str) -> None:
 
 
 def _serve_on_ray(args: argparse.Namespace, settings: Settings, address: str) -> int:
-    from service.errors import MSG_CLI_NO_RAY, MSG_CLI_RAY_WORKERS, CliInputError
+    from service.errors import MSG_CLI_NO_RAY, MSG_CLI_RAY_GRPC, MSG_CLI_RAY_WORKERS, CliInputError
 
+    # gRPC is not served under Ray (its HTTP proxy serves /v2); GRPC_PORT from the environment is ignored
+    # there, an explicit --grpc-port is a mistake worth saying so.
+    if args.grpc_port:
+        raise CliInputError(MSG_CLI_RAY_GRPC)
     try:
         from service.rayserve.app import serve_on_ray
     except ImportError as exc:
@@ -429,10 +440,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastai-serve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="serve the model store over HTTP")
+    serve = commands.add_parser("serve", help="serve the model store over HTTP (and gRPC, GRPC_PORT)")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--workers", type=int, default=None)
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="V2 inference over gRPC on this port (default: GRPC_PORT, 8001; 0 = off; not with --ray)",
+    )
     serve.add_argument(
         "--ray",
         metavar="ADDRESS",

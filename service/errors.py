@@ -132,6 +132,9 @@ MSG_NO_DEPLOYMENT = "model {name!r} has no deployment in this Ray application; r
 MSG_ROLLOUT_TIMEOUT = "model {name!r}: {held} of {running} replica(s) loaded the new version in {seconds:g} s"
 MSG_CLI_NO_RAY = "--ray needs the ray extra: pip install -e '.[ray]' ({reason})"
 MSG_CLI_RAY_WORKERS = "--ray and --workers do not mix: on Ray, use --replicas (each model's own replicas)"
+MSG_CLI_RAY_GRPC = (
+    "--ray and --grpc-port do not mix: on Ray the Open Inference Protocol is served over HTTP (/v2) only"
+)
 MSG_INTERNAL = "internal error; the request was not processed (see the server log)"
 
 # Loading a model from the store.
@@ -439,6 +442,14 @@ MSG_V2_DUPLICATE = "{what} {name!r} is given more than once"
 MSG_V2_UNKNOWN_OUTPUTS = "unknown output(s) {names}; this model has {expected}"
 MSG_V2_TOP_K = "parameters.top_k must be a whole number from 1 to {limit}, got {value!r}"
 MSG_V2_NOT_READY = "the server is not ready: models are loading or none loaded"
+MSG_GRPC_BIND = "cannot listen for gRPC on {address} (GRPC_PORT; 0 turns gRPC off): is the port in use?"
+MSG_GRPC_CONTENTS = (
+    "input {name!r}: send its elements either all in raw_input_contents or in `contents`, one input per "
+    "raw_input_contents entry ({inputs} input(s), {raw} raw entries)"
+)
+MSG_GRPC_NO_CONTENTS_FIELD = (
+    "input {name!r} has datatype {datatype!r}, which has no `contents` field: send it raw"
+)
 
 
 class RuntimeUnavailable(Exception):

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     device: str = "auto"
     host: str = "0.0.0.0"
     port: int = 8000
+    grpc_port: int = Field(
+        default=8001, ge=0, le=65535, description="the Open Inference Protocol over gRPC (as Triton); 0 = off"
+    )
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
 

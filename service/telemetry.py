@@ -21,7 +21,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "fastai_serve_requests",
-            "HTTP requests by model, route, status and protocol (v1: /api/v1, v2: Open Inference Protocol)",
+            "Requests by model, route, status and protocol (v1: /api/v1, v2: Open Inference Protocol over "
+            "HTTP, grpc: over gRPC, its route the RPC's path and its status the gRPC code's name)",
             ["model", "route", "status", "protocol"],
             registry=self.registry,
         )

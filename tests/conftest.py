@@ -10,6 +10,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Apps the tests build serve no gRPC unless a test asks for a port (tests/api/test_v2_grpc.py): the
+# default, 8001, would have every app (and server subprocess) of the session listen on one port.
+os.environ.setdefault("FASTAI_SERVE_GRPC_PORT", "0")
 
 import httpx
 import numpy as np

@@ -4,7 +4,9 @@ body is read or parsed (a refused client costs a header lookup, never a model's 
 Which routes are the model's is one table, `PROTECTED` (path prefixes): every prediction, explanation,
 evaluation and CSV route of every kind, and the Open Inference Protocol's model routes. Health, docs, the
 page, reports and `/api/v1/models` stay open; `/metrics` needs `METRICS_API_KEY` when one is set.
-`tests/api/test_access.py` walks the OpenAPI schema so a new route is classified on purpose.
+`tests/api/test_access.py` walks the OpenAPI schema so a new route is classified on purpose. The gRPC
+door (`service.api.v2.grpc_service`) puts its model RPCs (ModelReady, ModelMetadata, ModelInfer; the
+server ones stay open, as /v2/health is) through the same `ModelGate`, with the key from its metadata.
 
 - `PREDICT_API_KEYS`: `X-API-Key: <key>` or `Authorization: Bearer <key>`, compared in constant time
   (`hmac.compare_digest` against every configured key, so the time does not say which key nearly matched);
@@ -27,7 +29,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -38,6 +40,7 @@ from service.errors import (
     MSG_PREDICT_KEY_WRONG,
     MSG_RATE_LIMITED,
     RateLimited,
+    ServiceError,
     Unauthorized,
 )
 from service.telemetry import Metrics
@@ -124,6 +127,36 @@ def _networks(entries: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.
     return [ipaddress.ip_network(e.strip(), strict=False) for e in entries if e.strip() and e.strip() != "*"]
 
 
+class ModelGate:
+    """The key check and rate limit of the model's routes, whichever door a call comes in by (this
+    middleware for HTTP, `service.api.v2.grpc_service` for gRPC; they share one `RateLimiter`, so a client
+    has one budget across both)."""
+
+    def __init__(self, *, keys: Sequence[str], limiter: RateLimiter | None, metrics: Metrics) -> None:
+        self.keys = [k.encode() for k in keys]
+        self.limiter = limiter
+        self.metrics = metrics
+
+    @property
+    def active(self) -> bool:
+        return bool(self.keys) or self.limiter is not None
+
+    def admit(self, key: bytes | None, address: str) -> ServiceError | None:
+        """None when a call presenting `key` from `address` may go on, else the refusal (401, 429)."""
+        index = _which_key(key, self.keys) if self.keys else None
+        if self.keys and index is None:
+            return Unauthorized(MSG_PREDICT_KEY_WRONG if key else MSG_PREDICT_KEY_MISSING)
+        if self.limiter is not None:
+            # A client is its key (which of the keys: no secret kept in memory twice), else its address.
+            client = f"key:{index}" if index is not None else f"ip:{address}"
+            wait = self.limiter.take(client)
+            if wait > 0:
+                self.metrics.rate_limited.inc()
+                retry = max(1, math.ceil(wait))
+                return RateLimited(MSG_RATE_LIMITED.format(seconds=retry), retry_after=retry)
+        return None
+
+
 class AccessMiddleware:
     """401 without a valid key and 429 over the rate, on the model's routes only (and /metrics' key)."""
 
@@ -138,9 +171,8 @@ class AccessMiddleware:
         metrics: Metrics,
     ) -> None:
         self.app = app
-        self.keys = [k.encode() for k in keys]
+        self.gate = ModelGate(keys=keys, limiter=limiter, metrics=metrics)
         self.metrics_key = metrics_key.encode() if metrics_key else None
-        self.limiter = limiter
         self.trust_all = "*" in [f.strip() for f in forwarded_allow]
         self.trusted = _networks(forwarded_allow)
         self.metrics = metrics
@@ -156,23 +188,11 @@ class AccessMiddleware:
             if _which_key(_presented_key(scope), [self.metrics_key]) is None:
                 await answer_for(path, Unauthorized(MSG_PREDICT_KEY_MISSING))(scope, receive, send)
                 return
-        elif path.startswith(PROTECTED) and (self.keys or self.limiter is not None):
-            key = _presented_key(scope)
-            index = _which_key(key, self.keys) if self.keys else None
-            if self.keys and index is None:
-                detail = MSG_PREDICT_KEY_WRONG if key else MSG_PREDICT_KEY_MISSING
-                await answer_for(path, Unauthorized(detail))(scope, receive, send)
+        elif path.startswith(PROTECTED) and self.gate.active:
+            refusal = self.gate.admit(_presented_key(scope), str((scope.get("client") or ("?",))[0]))
+            if refusal is not None:
+                await answer_for(path, refusal)(scope, receive, send)
                 return
-            if self.limiter is not None:
-                # A client is its key (which of the keys: no secret kept in memory twice), else its address.
-                client = f"key:{index}" if index is not None else f"ip:{(scope.get('client') or ('?',))[0]}"
-                wait = self.limiter.take(client)
-                if wait > 0:
-                    self.metrics.rate_limited.inc()
-                    retry = max(1, math.ceil(wait))
-                    error = RateLimited(MSG_RATE_LIMITED.format(seconds=retry), retry_after=retry)
-                    await answer_for(path, error)(scope, receive, send)
-                    return
         await self.app(scope, receive, send)
 
     def _resolve_client(self, scope: Scope) -> None:
@@ -208,9 +228,14 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def _presented_key(scope: Scope) -> bytes | None:
-    """`X-API-Key`, else the token of `Authorization: Bearer` (one pass over the headers)."""
+    return presented_key(scope["headers"])
+
+
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """`X-API-Key`, else the token of `Authorization: Bearer` (one pass over the headers, names in lower
+    case as HTTP/2 and ASGI give them)."""
     bearer = None
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == b"x-api-key" and value:
             return bytes(value).strip()
         if name == b"authorization" and value[:7].lower() == b"bearer ":

@@ -16,13 +16,14 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
-from service.api.access import AccessMiddleware, RateLimiter, parse_rate_limit
+from service.api.access import AccessMiddleware, ModelGate, RateLimiter, parse_rate_limit
 from service.api.frontend import install_frontend
 from service.api.hot import install_hot_routes
 from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
 from service.api.routes import admin, collab, health, models, ops, reports, share, tabular, text, vision
 from service.api.v2 import routes as v2
+from service.api.v2.grpc_service import start_grpc
 from service.inference.batching import BatcherPool, ModelPool
 from service.inference.runtime import RuntimeOptions
 from service.registry import ModelRegistry
@@ -92,9 +93,19 @@ def create_app(
             cache_s=settings.share_cache_s,
             policy_file=settings.ngrok_policy_file,
         )
+        grpc_server = None
         try:
+            # gRPC in this event loop: the same registry, batchers, limits, keys, rate budget and metrics.
+            gate = ModelGate(keys=settings.predict_api_keys, limiter=limiter, metrics=metrics)
+            started = await start_grpc(
+                settings=settings, registry=registry, batchers=app.state.batchers, metrics=metrics, gate=gate
+            )
+            grpc_server, app.state.grpc_port = started if started else (None, None)
             yield
         finally:
+            if grpc_server is not None:
+                # Calls in flight finish (as uvicorn lets HTTP requests finish), new ones are refused.
+                await grpc_server.stop(settings.request_timeout_s)
             if watching is not None:
                 watching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -117,6 +128,9 @@ def create_app(
     metrics = Metrics()
     app.state.metrics = metrics
     app.state.metrics_note = ""  # comment lines /metrics starts with (on Ray: where the rest is)
+    app.state.grpc_port = None  # the port gRPC listens on once started (None: GRPC_PORT is 0)
+    # One rate budget per client, whether it calls over HTTP or gRPC.
+    limiter = RateLimiter(parse_rate_limit(settings.rate_limit)) if settings.rate_limit else None
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     # Before the body is read: a client without a key, or over its rate, costs a header lookup.
@@ -124,7 +138,7 @@ def create_app(
         AccessMiddleware,
         keys=settings.predict_api_keys,
         metrics_key=settings.metrics_api_key,
-        limiter=RateLimiter(parse_rate_limit(settings.rate_limit)) if settings.rate_limit else None,
+        limiter=limiter,
         forwarded_allow=settings.forwarded_allow_ips,
         metrics=metrics,
     )

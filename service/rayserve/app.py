@@ -50,6 +50,7 @@ class Ingress:
                 "torch_threads": 1,
                 "workers": 1,
                 "ray_app_name": app_name,
+                "grpc_port": 0,  # gRPC is not served under Ray (HTTP /v2 is)
             }
         )
         self.models = models

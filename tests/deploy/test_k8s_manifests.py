@@ -99,9 +99,14 @@ def dockerfile_user() -> tuple[int, int]:
     return int(uid), int(gid)
 
 
+def dockerfile_ports() -> list[int]:
+    [ports] = re.findall(r"^EXPOSE ([\d ]+)$", DOCKERFILE.read_text(), re.M)
+    return [int(p) for p in ports.split()]
+
+
 def dockerfile_port() -> int:
-    [port] = re.findall(r"^EXPOSE (\d+)$", DOCKERFILE.read_text(), re.M)
-    return int(port)
+    """The image's HTTP port (the first it exposes; the second is gRPC's)."""
+    return dockerfile_ports()[0]
 
 
 def compose_image(service: str) -> str:
@@ -260,8 +265,12 @@ def test_service_hpa_and_pdb_point_at_the_deployment() -> None:
 
     service = find("Service")["spec"]
     assert service["selector"] == selector
-    [port] = service["ports"]
-    assert port_number(container, port["targetPort"]) == dockerfile_port()
+    http, grpc = service["ports"]
+    assert port_number(container, http["targetPort"]) == dockerfile_port()
+    # gRPC: the container's port is the one the pod's GRPC_PORT listens on, and the image exposes it.
+    assert grpc["name"] == "grpc" and grpc["appProtocol"] == "kubernetes.io/h2c"
+    assert port_number(container, grpc["targetPort"]) == int(env(container)["FASTAI_SERVE_GRPC_PORT"])
+    assert int(env(container)["FASTAI_SERVE_GRPC_PORT"]) == dockerfile_ports()[1]
 
     hpa = find("HorizontalPodAutoscaler")["spec"]
     target = hpa["scaleTargetRef"]

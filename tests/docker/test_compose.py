@@ -96,7 +96,7 @@ def mount(service: dict[str, Any], volume: str) -> tuple[str, str]:
 
 
 def test_api_port_volume_env_restart(compose: dict[str, Any], api: dict[str, Any]) -> None:
-    assert [default(p) for p in api["ports"]] == ["8000:8000"]
+    assert [default(p) for p in api["ports"]] == ["8000:8000", "8001:8001"]  # HTTP, gRPC
     source, target = default(store_volume(api)).split(":")
     assert target == "/app/model_store"
     assert source in compose["volumes"]  # a named volume by default (seeded from the image's demo models)
@@ -109,6 +109,7 @@ def test_api_environment_names_real_settings(api: dict[str, Any]) -> None:
     assert set(api["environment"]) <= fields
     assert api["environment"]["FASTAI_SERVE_MODEL_STORE"] == "/app/model_store"
     assert api["environment"]["FASTAI_SERVE_PORT"] == "8000"
+    assert api["environment"]["FASTAI_SERVE_GRPC_PORT"] == "8001"  # what the second port publishes
 
 
 def test_api_healthcheck_probes_readiness(api: dict[str, Any]) -> None:
@@ -338,7 +339,8 @@ def test_ray_head_ports_do_not_clash_and_the_dashboard_stays_local(
     serve, dashboard = (default(port) for port in ray_head["ports"])
     host_port, container_port = serve.split(":")
     assert container_port == "8000"
-    assert host_port != default(api["ports"][0]).split(":")[0]  # the api and the ray profile can both run
+    # The api (HTTP and gRPC) and the ray profile can both run.
+    assert host_port not in [default(p).split(":")[0] for p in api["ports"]]
     assert dashboard == "127.0.0.1:8265:8265"  # the dashboard runs submitted jobs: never on every interface
 
 

@@ -63,7 +63,9 @@ def test_multi_stage_and_non_root() -> None:
 def test_healthcheck_expose_and_workers() -> None:
     found = dict(instructions())
     assert "/health/ready" in found["HEALTHCHECK"]
-    assert found["EXPOSE"] == "8000"
+    assert found["EXPOSE"] == "8000 8001"  # HTTP, and gRPC as Triton's
+    env = " ".join(rest for key, rest in instructions() if key == "ENV")
+    assert "FASTAI_SERVE_PORT=8000" in env and "FASTAI_SERVE_GRPC_PORT=8001" in env
     assert "FASTAI_SERVE_WORKERS=" in " ".join(rest for key, rest in instructions() if key == "ENV")
     assert found["CMD"] == '["fastai-serve", "serve"]'  # uvicorn with FASTAI_SERVE_WORKERS workers
 

@@ -20,8 +20,19 @@ MANIFEST = ROOT / "deploy" / "k8s" / "kserve-inferenceservice.yaml"
 
 @pytest.fixture(scope="module")
 def documents() -> dict[str, dict[str, Any]]:
-    docs = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
-    return {d["kind"]: d for d in docs}
+    """The first document of each kind (the REST InferenceService; `grpc_service` is the other)."""
+    found: dict[str, dict[str, Any]] = {}
+    for doc in yaml.safe_load_all(MANIFEST.read_text()):
+        if doc:
+            found.setdefault(doc["kind"], doc)
+    return found
+
+
+@pytest.fixture(scope="module")
+def grpc_service() -> dict[str, Any]:
+    docs = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d and d["kind"] == "InferenceService"]
+    [service] = [d for d in docs if d["spec"]["predictor"]["model"]["protocolVersion"] == "grpc-v2"]
+    return service
 
 
 def _env(container: dict[str, Any]) -> dict[str, str]:
@@ -60,3 +71,19 @@ def test_the_probes_are_served_v2_paths(documents: dict[str, dict[str, Any]]) ->
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] in served
         assert container[probe]["httpGet"]["port"] == 8080
+
+
+def test_a_grpc_inference_service_routes_the_runtimes_grpc_port(
+    documents: dict[str, dict[str, Any]], grpc_service: dict[str, Any]
+) -> None:
+    runtime = documents["ServingRuntime"]
+    assert "grpc-v2" in runtime["spec"]["protocolVersions"]
+    [container] = runtime["spec"]["containers"]
+    port = int(_env(container)["FASTAI_SERVE_GRPC_PORT"])
+    assert port == 8081  # KServe's gRPC port
+    model = grpc_service["spec"]["predictor"]["model"]
+    assert grpc_service["metadata"]["name"] != documents["InferenceService"]["metadata"]["name"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["storageUri"] == documents["InferenceService"]["spec"]["predictor"]["model"]["storageUri"]
+    # Knative routes the one port, as HTTP/2 cleartext when it is named h2c.
+    assert model["ports"] == [{"name": "h2c", "containerPort": port, "protocol": "TCP"}]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,6 +230,33 @@ def _encode_bytes(values: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def output_bytes(output: OutputTensor) -> bytes:
+    """An output's elements as binary tensor data (the binary extension's, and gRPC's raw contents)."""
+    if output.datatype == "BYTES":
+        return _encode_bytes(output.data)
+    return np.ascontiguousarray(output.data, dtype=NUMERIC_DTYPES[output.datatype]).tobytes()
+
+
+def decode_elements(spec: RequestInput, values: Sequence[Any]) -> Tensor:
+    """A tensor from elements already typed by the sender (gRPC's `contents`): numbers of the datatype's
+    kind, or `bytes` for BYTES."""
+    _check_datatype(spec)
+    shape, count = _shape(spec)
+    _check_count(spec, count, f"{count} element(s)", len(values), f"{len(values)} element(s)")
+    if spec.datatype == "BYTES":
+        data = np.empty(count, dtype=object)
+        data[:] = list(values)
+    else:
+        try:
+            data = np.array(values, dtype=NUMERIC_DTYPES[spec.datatype])
+        except (OverflowError, ValueError) as exc:
+            reason = str(exc)
+            raise BadRequest(
+                MSG_V2_DATA_TYPE.format(name=spec.name, datatype=spec.datatype, reason=reason)
+            ) from None
+    return Tensor(spec.name, spec.datatype, shape, data.reshape(shape), dict(spec.parameters or {}))
+
+
 def encode_response(
     header: dict[str, Any], outputs: list[tuple[OutputTensor, bool]]
 ) -> tuple[bytes, int | None]:
@@ -242,11 +270,7 @@ def encode_response(
         }
         parameters = dict(output.parameters)
         if as_binary:
-            raw = (
-                _encode_bytes(output.data)
-                if output.datatype == "BYTES"
-                else np.ascontiguousarray(output.data, dtype=NUMERIC_DTYPES[output.datatype]).tobytes()
-            )
+            raw = output_bytes(output)
             parameters["binary_data_size"] = len(raw)
             binary_parts.append(raw)
         else:

@@ -25,7 +25,14 @@ from service.api.deps import (
 )
 from service.api.hot import Hot
 from service.api.limits import MAX_TOP_K, MIN_TOP_K
-from service.api.v2.codec import BINARY_MEDIA_TYPE, HEADER_LENGTH, OutputTensor, encode_response, read_request
+from service.api.v2.codec import (
+    BINARY_MEDIA_TYPE,
+    HEADER_LENGTH,
+    OutputTensor,
+    Tensor,
+    encode_response,
+    read_request,
+)
 from service.api.v2.kinds import (
     TOP_K,
     V2_KINDS,
@@ -109,12 +116,18 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 Version = Annotated[str, Path(description="the loaded model's version (any other is 404)")]
 
 
-def _served(registry: ModelRegistry, name: str, version: str | None) -> tuple[ModelEntry, AnyPredictor]:
+def served_model(registry: ModelRegistry, name: str, version: str | None) -> tuple[ModelEntry, AnyPredictor]:
     """The ready model, as whichever kind it is: 404 unknown (or another version), 503 not ready."""
     entry, predictor = registry.ready(name)
     if version is not None and version != entry.version:
         raise ModelNotFound(MSG_V2_NO_VERSION.format(name=name, version=version, serving=entry.version))
     return entry, predictor
+
+
+def server_is_ready(registry: ModelRegistry) -> bool:
+    """Loading has finished and at least one model is ready (REST and gRPC alike)."""
+    states = [entry.status for entry in registry.entries()]
+    return registry.loading_done and ModelStatus.READY in states
 
 
 # -- server --------------------------------------------------------------------------------------------
@@ -133,15 +146,14 @@ async def server_live() -> ServerLive:
 @router.get("/health/ready", response_model=ServerReady, responses=_errors(503))
 async def server_ready(registry: RegistryDep) -> ServerReady:
     """200 once loading has finished and at least one model is ready; 503 otherwise."""
-    states = [entry.status for entry in registry.entries()]
-    if not (registry.loading_done and ModelStatus.READY in states):
+    if not server_is_ready(registry):
         raise ModelNotReady(MSG_V2_NOT_READY)
     return ServerReady(ready=True)
 
 
 # -- model metadata and readiness -----------------------------------------------------------------------
-def _metadata(registry: ModelRegistry, name: str, version: str | None) -> ModelMetadata:
-    entry, predictor = _served(registry, name, version)
+def metadata_of(registry: ModelRegistry, name: str, version: str | None) -> ModelMetadata:
+    entry, predictor = served_model(registry, name, version)
     return ModelMetadata(
         name=entry.name,
         versions=[entry.version or ""],
@@ -160,26 +172,26 @@ def _metadata(registry: ModelRegistry, name: str, version: str | None) -> ModelM
 @router.get("/models/{name}", response_model=ModelMetadata, responses=_errors(404, 503))
 async def model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
     """Model metadata: every input (datatype, shape, categories) and output (class names)."""
-    return _metadata(registry, name, None)
+    return metadata_of(registry, name, None)
 
 
 @router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=_errors(404, 503))
 async def model_version_metadata(name: str, version: Version, registry: RegistryDep) -> ModelMetadata:
     """Model metadata of one version (the loaded one)."""
-    return _metadata(registry, name, version)
+    return metadata_of(registry, name, version)
 
 
 @router.get("/models/{name}/ready", response_model=ModelReady, responses=_errors(404, 503))
 async def model_ready(name: str, registry: RegistryDep) -> ModelReady:
     """200 when the model is ready; 503 while it loads or once it failed; 404 when there is none."""
-    _served(registry, name, None)
+    served_model(registry, name, None)
     return ModelReady(name=name, ready=True)
 
 
 @router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=_errors(404, 503))
 async def model_version_ready(name: str, version: Version, registry: RegistryDep) -> ModelReady:
     """200 when this version of the model is ready."""
-    _served(registry, name, version)
+    served_model(registry, name, version)
     return ModelReady(name=name, ready=True)
 
 
@@ -236,26 +248,24 @@ def _selected(
     ]
 
 
-async def _prepare(predictor: AnyPredictor, tensors: list[Any], settings: Settings) -> Any:
+async def _prepare(predictor: AnyPredictor, tensors: list[Tensor], settings: Settings) -> Any:
     kind = V2_KINDS[predictor.kind]
     prepare = partial(kind.prepare, predictor, tensors, settings)
     rows = max((t.data.shape[0] if t.data.ndim else 1 for t in tensors), default=0)
     return prepare() if rows <= kind.inline_rows else await run_in_threadpool(prepare)
 
 
-async def _infer(
-    body: bytes,
-    header_length: str | None,
+async def infer_tensors(
+    parsed: InferenceRequest,
+    tensors: list[Tensor],
     *,
-    name: str,
-    version: str | None,
-    registry: ModelRegistry,
+    entry: ModelEntry,
+    predictor: AnyPredictor,
     settings: Settings,
     batchers: ModelPool,
-) -> Response:
-    entry, predictor = _served(registry, name, version)
-    read = partial(read_request, body, header_length)
-    parsed, tensors = read() if len(body) <= INLINE_BYTES else await run_in_threadpool(read)
+) -> tuple[dict[str, Any], list[tuple[OutputTensor, bool]]]:
+    """A decoded request through the model: the response's header fields and the outputs to send (each
+    with whether it goes as binary data). Both front doors, REST and gRPC, answer through this."""
     _check_outputs(parsed, predictor)
     top_k = _top_k(parsed, predictor, settings)
     threshold = _threshold(parsed, predictor)
@@ -268,7 +278,26 @@ async def _infer(
     if any(p.warnings for p in predictions):
         header["parameters"] = {"warnings": [p.warnings for p in predictions]}
     answer = outputs_for(predictor, predictions, outputs, top_k=top_k)
-    content, header_length = encode_response(header, _selected(parsed, answer))
+    return header, _selected(parsed, answer)
+
+
+async def _infer(
+    body: bytes,
+    header_length: str | None,
+    *,
+    name: str,
+    version: str | None,
+    registry: ModelRegistry,
+    settings: Settings,
+    batchers: ModelPool,
+) -> Response:
+    entry, predictor = served_model(registry, name, version)
+    read = partial(read_request, body, header_length)
+    parsed, tensors = read() if len(body) <= INLINE_BYTES else await run_in_threadpool(read)
+    header, selected = await infer_tensors(
+        parsed, tensors, entry=entry, predictor=predictor, settings=settings, batchers=batchers
+    )
+    content, header_length = encode_response(header, selected)
     if header_length is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type=BINARY_MEDIA_TYPE, headers={HEADER_LENGTH: str(header_length)})
