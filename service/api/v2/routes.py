@@ -297,10 +297,12 @@ async def _infer(
     header, selected = await infer_tensors(
         parsed, tensors, entry=entry, predictor=predictor, settings=settings, batchers=batchers
     )
-    content, header_length = encode_response(header, selected)
-    if header_length is None:
+    content, response_header_length = encode_response(header, selected)
+    if response_header_length is None:
         return Response(content, media_type="application/json")
-    return Response(content, media_type=BINARY_MEDIA_TYPE, headers={HEADER_LENGTH: str(header_length)})
+    return Response(
+        content, media_type=BINARY_MEDIA_TYPE, headers={HEADER_LENGTH: str(response_header_length)}
+    )
 
 
 @router.post("/models/{name}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
