@@ -20,6 +20,8 @@ import pytest
 from PIL import Image
 
 from service.api.app import create_app
+from service.api.v2.codec import HEADER_LENGTH
+from service.api.v2.kinds import ARROW_MIN_ROWS
 from service.errors import MSG_REQUEST_TIMEOUT
 from tests.helpers import (
     ROOT,
@@ -177,6 +179,52 @@ def test_tabular_missing_values_and_unknown_categories_warn_as_v1(
     response = http.post(f"/v2/models/{TABULAR}/infer", json=body)
     assert response.status_code == 200, response.text
     assert response.json()["parameters"]["warnings"] == [p["warnings"] for p in v1]
+
+
+@pytest.mark.parametrize("n", [ARROW_MIN_ROWS - 1, ARROW_MIN_ROWS, MAX_ROWS])
+def test_many_rows_take_the_columnar_path_with_the_same_answers_and_warnings_as_v1(
+    triton: Any, http: httpx.Client, adult_frame: pd.DataFrame, n: int
+) -> None:
+    rows = adult_rows(adult_frame, n)
+    rows[0]["age"] = None  # filled, with a warning
+    rows[1]["workclass"] = "Martian"  # unknown, with a warning
+    rows[2]["workclass"] = " private "  # another spelling: the category, with a warning
+    v1 = _v1_tabular(http, rows)
+    inputs = _tabular_inputs(
+        triton, [{**r, "age": np.nan if r["age"] is None else r["age"]} for r in rows], binary=True
+    )
+    result = triton.infer(TABULAR, inputs)
+    _assert_same(result, v1, _classes(triton, TABULAR))
+    assert result.get_response()["parameters"]["warnings"] == [p["warnings"] for p in v1]
+    assert all(v1[i]["warnings"] for i in range(3))
+
+
+def test_many_rows_with_bytes_that_are_not_utf8_are_refused_naming_tensor_and_index(
+    triton: Any, http: httpx.Client, adult_frame: pd.DataFrame
+) -> None:
+    rows = adult_rows(adult_frame, ARROW_MIN_ROWS + 1)
+    specs = triton.get_model_metadata(TABULAR)["inputs"]
+    column = next(spec["name"] for spec in specs if spec["datatype"] == "BYTES")
+    inputs, payload = [], b""
+    for spec in specs:
+        name, values = spec["name"], [row[spec["name"]] for row in rows]
+        if spec["datatype"] == "FP64":
+            data = np.array(values, dtype="<f8").tobytes()
+        else:
+            raw = [str(v).encode() for v in values]
+            if name == column:
+                raw[-1] = b"\xff\xfe"
+            data = b"".join(len(v).to_bytes(4, "little") + v for v in raw)
+        inputs.append({**spec, "shape": [len(rows)], "parameters": {"binary_data_size": len(data)}})
+        payload += data
+    header = json.dumps({"inputs": inputs}).encode()
+    response = http.post(
+        f"/v2/models/{TABULAR}/infer",
+        content=header + payload,
+        headers={"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))},
+    )
+    detail = _error(response, 400)
+    assert column in detail and str(len(rows) - 1) in detail
 
 
 def test_vision_metadata(triton: Any, http: httpx.Client) -> None:
