@@ -88,14 +88,10 @@ def read_request(body: bytes, header_length: str | None) -> tuple[InferenceReque
         if not header_length.isdigit() or int(header_length) > len(body):
             raise BadRequest(MSG_V2_HEADER_LENGTH.format(value=header_length, size=len(body)))
         header, tail = body[: int(header_length)], body[int(header_length) :]
-    try:
-        raw = json.loads(header)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(MSG_V2_BAD_JSON.format(reason=exc)) from None
-    try:
-        request = InferenceRequest.model_validate(raw)
-    except ValidationError as exc:
-        raise BadRequest(MSG_V2_BAD_REQUEST.format(reason=_validation_reason(exc))) from None
+    try:  # pydantic's own JSON parser: half the cost of json.loads then validating the objects
+        request = InferenceRequest.model_validate_json(header)
+    except ValidationError:
+        request = _validated(header)  # the same refusal, worded as it always was
     tensors, offset = [], 0
     seen: set[str] = set()
     for spec in request.inputs:
@@ -115,6 +111,19 @@ def read_request(body: bytes, header_length: str | None) -> tuple[InferenceReque
     if offset != len(tail):
         raise BadRequest(MSG_V2_BINARY_LEFTOVER.format(count=len(tail) - offset))
     return request, tensors
+
+
+def _validated(header: bytes) -> InferenceRequest:
+    """The header parsed by `json`, then validated: a BadRequest naming what is wrong (or, for what only
+    pydantic's JSON parser refuses, such as a NaN literal, the request as `json` reads it)."""
+    try:
+        raw = json.loads(header)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(MSG_V2_BAD_JSON.format(reason=exc)) from None
+    try:
+        return InferenceRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise BadRequest(MSG_V2_BAD_REQUEST.format(reason=_validation_reason(exc))) from None
 
 
 def _validation_reason(exc: ValidationError) -> str:
