@@ -237,7 +237,13 @@ def test_request_parameters_and_output_selection_as_on_rest(
     for name in (TAB_MULTI, VIS_MULTI):
         meta = http.get(f"/v2/models/{name}").json()
         arrays = _arrays(meta, name, adult_frame)
-        low = triton.infer(name, _inputs(grpcclient, arrays), parameters={"threshold": 0.01})
+        try:
+            low = triton.infer(name, _inputs(grpcclient, arrays), parameters={"threshold": 0.01})
+        except InferenceServerException as exc:
+            # tritonclient before ~2.50 (what pip may resolve beside protobuf 7) sends no double parameter.
+            if "is not supported" not in str(exc):
+                raise
+            pytest.skip(f"this tritonclient.grpc cannot send a double parameter: {exc}")
         assert low.as_numpy("predicted").all()
         _assert_same_tensors(
             low, rest.infer(name, _inputs(httpclient, arrays), parameters={"threshold": 0.01})
