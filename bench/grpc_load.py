@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from bench.cases import Case, TabularCase
-from bench.load import Request
+from bench.load import Request, step_summary
 
 
 def grpc_inputs(case: Case, v1: Request) -> list[tuple[str, str, np.ndarray]] | None:
@@ -77,11 +77,4 @@ async def _load(
     finally:
         for client in opened:
             await client.close()
-    lat = np.array(latencies)
-    return {
-        "requests_per_s": len(lat) / elapsed,
-        "p50_ms": float(np.percentile(lat, 50) * 1e3),
-        "p99_ms": float(np.percentile(lat, 99) * 1e3),
-        "errors": errors,
-        "requests": len(lat),
-    }
+    return step_summary(latencies, elapsed, errors)

@@ -122,6 +122,18 @@ def v2_binary_body(inputs: list[tuple[str, str, bytes]]) -> tuple[bytes, dict[st
     }
 
 
+def step_summary(latencies: list[float], elapsed: float, errors: int) -> dict[str, float]:
+    """One load step's row from its requests' latencies (seconds): throughput, p50, p99, errors."""
+    lat = np.array(latencies)
+    return {
+        "requests_per_s": len(lat) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50) * 1e3),
+        "p99_ms": float(np.percentile(lat, 99) * 1e3),
+        "errors": errors,
+        "requests": len(lat),
+    }
+
+
 def wrk_script(request: Request) -> str:
     """wrk's Lua set-up for `request`: the method, and for a POST its body (from a file) and headers."""
     if request.method == "GET":
@@ -169,14 +181,7 @@ async def load_httpx(base: str, request: Request, clients: int, seconds: float) 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - began
-    lat = np.array(latencies)
-    return {
-        "requests_per_s": len(lat) / elapsed,
-        "p50_ms": float(np.percentile(lat, 50) * 1e3),
-        "p99_ms": float(np.percentile(lat, 99) * 1e3),
-        "errors": errors,
-        "requests": len(lat),
-    }
+    return step_summary(latencies, elapsed, errors)
 
 
 def load_wrk(base: str, request: Request, clients: int, seconds: float) -> dict[str, float]:

@@ -282,8 +282,8 @@ async def infer_tensors(
 
 
 async def _infer(
+    request: Request,
     body: bytes,
-    header_length: str | None,
     *,
     name: str,
     version: str | None,
@@ -292,7 +292,7 @@ async def _infer(
     batchers: ModelPool,
 ) -> Response:
     entry, predictor = served_model(registry, name, version)
-    read = partial(read_request, body, header_length)
+    read = partial(read_request, body, request.headers.get(HEADER_LENGTH))
     parsed, tensors = read() if len(body) <= INLINE_BYTES else await run_in_threadpool(read)
     header, selected = await infer_tensors(
         parsed, tensors, entry=entry, predictor=predictor, settings=settings, batchers=batchers
@@ -312,8 +312,8 @@ async def infer(
     """Inference: tensors in, the task's outputs out (`label`/`probabilities`/`top_k`, `predicted`, `values`
     or `points`); JSON or binary tensor data."""
     return await _infer(
+        request,
         await request.body(),
-        request.headers.get(HEADER_LENGTH),
         name=name,
         version=None,
         registry=registry,
@@ -328,8 +328,8 @@ async def infer_hot(request: Request, body: bytes) -> Response:
     registry, settings = await get_registry(request), await get_app_settings(request)
     batchers = await get_batchers(request)
     return await _infer(
+        request,
         body,
-        request.headers.get(HEADER_LENGTH),
         name=request.path_params["name"],
         version=None,
         registry=registry,
@@ -358,8 +358,8 @@ async def infer_version(
 ) -> Response:
     """Inference on one version of the model (the loaded one)."""
     return await _infer(
+        request,
         await request.body(),
-        request.headers.get(HEADER_LENGTH),
         name=name,
         version=version,
         registry=registry,
