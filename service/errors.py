@@ -130,6 +130,14 @@ MSG_VERSION_GONE = "model {name!r} was reloaded while this request was prepared;
 MSG_REPLICA_LOST = "the replica running this request for model {name!r} was lost ({reason}); retry it"
 MSG_NO_DEPLOYMENT = "model {name!r} has no deployment in this Ray application; redeploy to serve it"
 MSG_ROLLOUT_TIMEOUT = "model {name!r}: {held} of {running} replica(s) loaded the new version in {seconds:g} s"
+MSG_RAY_UNPLACEABLE = (
+    "Ray cannot place {replicas} replica(s) of {cpus:g} CPU each ({needed:g} CPUs): the cluster has {free:g} "
+    "free ({nodes}). Lower FASTAI_SERVE_RAY_NUM_CPUS (unset sizes it to fit), serve fewer replicas "
+    "(--replicas, model.json), or add nodes"
+)
+MSG_RAY_WAITING = (
+    "Ray application {app!r} is not running after {seconds:.0f} s: {waiting}. {placement}"
+)
 MSG_CLI_NO_RAY = "--ray needs the ray extra: pip install -e '.[ray]' ({reason})"
 MSG_CLI_RAY_WORKERS = "--ray and --workers do not mix: on Ray, use --replicas (each model's own replicas)"
 MSG_CLI_RAY_GRPC = (

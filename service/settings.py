@@ -80,7 +80,18 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(default=None, description="Ray cluster to serve on (auto = local)")
     ray_replicas: int = Field(default=1, ge=1, description="replicas per model unless model.json says")
     ray_ingress_replicas: int = Field(default=1, ge=1, description="replicas of the HTTP ingress")
-    ray_num_cpus: float = Field(default=1.0, gt=0, description="CPUs per model replica")
+    ray_num_cpus: float | None = Field(
+        default=None,
+        gt=0,
+        description="CPUs per replica; unset: `serve --ray` takes the largest share, up to 1, with which every "
+        "replica fits the cluster's free CPUs (a Serve config's build: 1)",
+    )
+    ray_front: str = Field(
+        default="local",
+        pattern="^(local|proxy)$",
+        description="`serve --ray`: local = this process serves HTTP and sends batches to the model "
+        "deployments (one Ray hop); proxy = Serve's proxy and an ingress deployment on the cluster",
+    )
     ray_num_gpus: float | None = Field(default=None, ge=0, description="unset: 1 when device is cuda")
     ray_app_name: str = "fastai-serve"
     ray_proxy_location: str = Field(
@@ -119,6 +130,7 @@ class Settings(BaseSettings):
         "frontend_dir",
         "onnx_cache_dir",
         "ray_address",
+        "ray_num_cpus",
         "ray_num_gpus",
         "ngrok_policy_file",
         mode="before",

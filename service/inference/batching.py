@@ -4,8 +4,8 @@ Each request is validated and preprocessed on its own (a bad request fails alone
 is shared. A worker task per model collects requests until `max_batch` items or `max_wait_ms`, runs them in
 the model's own thread (never on the event loop), and hands each request its slice of the result.
 `BatcherPool.run` is what every front door calls: it also keeps a model's faults to that model.
-Front doors see it as a `ModelPool`; on Ray the pool is `service.rayserve.pool.RayModelPool`, which sends the
-prepared input to the model's own deployment, where a `BatcherPool` batches it.
+Front doors see it as a `ModelPool`; on Ray the pool is `service.rayserve.pool.RayModelPool`, which batches
+the same way and sends each batch to the model's own deployment, where a `BatcherPool` runs it.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class MicroBatcher:
             jobs = await self._collect()
             started = time.perf_counter()
             try:
-                for group in _by_model(jobs):
+                for group in by_version(jobs):
                     await self._run_group(loop, group)
             finally:
                 self._pending -= sum(j.size for j in jobs)
@@ -156,7 +156,7 @@ class MicroBatcher:
         self._executor.shutdown(wait=True)
 
 
-def _by_model(jobs: list[_Job]) -> list[list[_Job]]:
+def by_version(jobs: list[_Job]) -> list[list[_Job]]:
     """Jobs grouped by the model version they were prepared for (one group except during a reload)."""
     groups: dict[ForwardMany, list[_Job]] = {}
     for job in jobs:

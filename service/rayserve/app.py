@@ -1,7 +1,12 @@
-"""The Ray Serve application: one ingress running the whole FastAPI app, one deployment per model.
+"""The Ray Serve application: one deployment per model, and the front that serves HTTP before them.
 
-`application(settings)` builds it; `build(args)` is the builder Ray's own `serve run` / `serve deploy`
-import (deploy/ray/serve_config.yaml); `serve_on_ray` is `fastai-serve serve --ray ADDRESS`.
+Two fronts run the same FastAPI app (validation, preprocessing, the front's batcher: `pool.RayModelPool`):
+- `local` (`fastai-serve serve --ray ADDRESS`, the default): this process serves HTTP itself and sends each
+  batch to its model's deployment, one Ray hop; the application's root is `ModelSet`, which only holds the
+  model deployments (Serve wants one root per application) and takes no CPU.
+- `proxy` (RAY_FRONT=proxy, and always under `serve run` / `serve deploy` of deploy/ray/serve_config.yaml,
+  whose builder is `build(args)`): Serve's HTTP proxy on every node and an `Ingress` deployment, two hops.
+`serve_on_ray` is `fastai-serve serve --ray ADDRESS`.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -18,9 +24,10 @@ from ray.serve.deployment import Deployment
 from starlette.types import ASGIApp
 
 from service.api.app import create_app
-from service.errors import LoadError
+from service.errors import MSG_RAY_WAITING, LoadError
 from service.inference.runtime import RuntimeSetting
 from service.rayserve.metrics import METRICS_NOTE
+from service.rayserve.placement import WAIT_WARN_S, Fit, plan
 from service.rayserve.pool import RayModelPool, deployment_name
 from service.rayserve.replica import ModelReplica
 from service.registry import ModelEntry, ModelRegistry
@@ -33,36 +40,53 @@ logger = logging.getLogger(__name__)
 # Requests one ingress replica takes at once (Serve's default, 5, would cap HTTP concurrency); a model
 # replica takes as many as one batch holds, so its batcher can coalesce them.
 INGRESS_MAX_ONGOING = 256
+# CPUs per replica of a Serve config's build (`serve deploy`), which sizes nothing from the cluster.
+BUILD_CPUS = 1.0
+WAIT_POLL_S = 1.0
+
+
+def front_settings(settings: Settings, app_name: str) -> Settings:
+    """A front's settings: its registry loads each learner for preprocessing only (torch, one thread: it
+    never runs a batch), and its model pool calls the model deployments of `app_name`."""
+    return settings.model_copy(
+        update={
+            "runtime": RuntimeSetting.TORCH,
+            "onnx_cache_dir": None,
+            "torch_threads": 1,
+            "workers": 1,
+            "ray_app_name": app_name,
+            "grpc_port": 0,  # gRPC is not served under Ray (HTTP /v2 is)
+        }
+    )
+
+
+def front_app(settings: Settings, models: dict[str, DeploymentHandle], *, load_first: bool) -> ASGIApp:
+    app = create_app(
+        settings, pool=lambda settings, _metrics: RayModelPool(models, settings), load_first=load_first
+    )
+    app.state.metrics_note = METRICS_NOTE
+    return app
 
 
 @serve.ingress()
 class Ingress:
-    """The same app as a single server; its registry loads each learner for preprocessing only (torch, one
-    thread: it never runs a batch), and its model pool calls the model deployments."""
+    """The proxy front: the same app as a single server, in a deployment behind Serve's proxy."""
 
     def __init__(self, settings: Settings, models: dict[str, DeploymentHandle]) -> None:
         # The application's name as deployed (`serve run` of a config may name it otherwise).
-        app_name = serve.get_replica_context().app_name
-        self.settings = settings.model_copy(
-            update={
-                "runtime": RuntimeSetting.TORCH,
-                "onnx_cache_dir": None,
-                "torch_threads": 1,
-                "workers": 1,
-                "ray_app_name": app_name,
-                "grpc_port": 0,  # gRPC is not served under Ray (HTTP /v2 is)
-            }
-        )
+        self.settings = front_settings(settings, serve.get_replica_context().app_name)
         self.models = models
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
-        app = create_app(
-            self.settings,
-            pool=lambda settings, _metrics: RayModelPool(self.models, settings),
-            load_first=True,
-        )
-        app.state.metrics_note = METRICS_NOTE
-        return app
+        return front_app(self.settings, self.models, load_first=True)
+
+
+class ModelSet:
+    """The application's root under the local front: it holds the model deployments, and nothing calls it
+    (the front calls each model's deployment by name)."""
+
+    def __init__(self, models: dict[str, DeploymentHandle]) -> None:
+        self.names = sorted(models)
 
 
 def _replica_options(settings: Settings, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -71,8 +95,9 @@ def _replica_options(settings: Settings, manifest: dict[str, Any]) -> dict[str, 
     gpus = settings.ray_num_gpus
     if gpus is None:
         gpus = 1.0 if settings.device.startswith("cuda") else 0.0
+    cpus = settings.ray_num_cpus if settings.ray_num_cpus is not None else BUILD_CPUS
     actor = {
-        "num_cpus": float(manifest.get("num_cpus", settings.ray_num_cpus)),
+        "num_cpus": float(manifest.get("num_cpus", cpus)),
         "num_gpus": float(manifest.get("num_gpus", gpus)),
     }
     options: dict[str, Any] = {
@@ -107,22 +132,45 @@ def _deployment(cls: type) -> Deployment:
     return deployment
 
 
-def application(settings: Settings) -> Application:
-    """The ingress bound to one deployment per model folder of the store."""
-    # The registry's own discovery (nothing is loaded here): the same folders a single server serves.
+def _models(settings: Settings) -> dict[str, Application]:
+    """One deployment per model folder of the store (the registry's own discovery; nothing loads here)."""
     models: dict[str, Application] = {}
     for entry in ModelRegistry(store=settings.model_store, device=settings.device).discover():
         options = _replica_options(settings, _manifest(entry))
         options["name"] = deployment_name(entry.name)
         models[entry.name] = _deployment(ModelReplica).options(**options).bind(entry.name, settings)
+    return models
+
+
+def application(settings: Settings, *, front: str = "proxy") -> Application:
+    """The model deployments under their root: the proxy front's `Ingress`, or `ModelSet` (local front)."""
+    models = _models(settings)
+    if front == "local":
+        root = _deployment(ModelSet).options(name="models", ray_actor_options={"num_cpus": 0})
+        bound: Application = root.bind(models)
+        return bound
+    cpus = settings.ray_num_cpus if settings.ray_num_cpus is not None else BUILD_CPUS
     ingress = _deployment(Ingress).options(
         name="ingress",
         num_replicas=settings.ray_ingress_replicas,
-        ray_actor_options={"num_cpus": settings.ray_num_cpus},
+        ray_actor_options={"num_cpus": cpus},
         max_ongoing_requests=INGRESS_MAX_ONGOING,
     )
-    bound: Application = ingress.bind(settings, models)
+    bound = ingress.bind(settings, models)
     return bound
+
+
+def sized_replicas(settings: Settings, *, front: str) -> int:
+    """Replicas that take the shared CPU request (RAY_NUM_CPUS): each model's initial replicas unless its
+    model.json asks its own CPUs, and the proxy front's ingress replicas."""
+    count = settings.ray_ingress_replicas if front == "proxy" else 0
+    for entry in ModelRegistry(store=settings.model_store, device=settings.device).discover():
+        manifest = _manifest(entry)
+        if "num_cpus" in manifest:
+            continue
+        options = _replica_options(settings, manifest)
+        count += options.get("num_replicas") or options["autoscaling_config"]["initial_replicas"]
+    return count
 
 
 def build(args: dict[str, Any]) -> Application:
@@ -132,16 +180,117 @@ def build(args: dict[str, Any]) -> Application:
 
 
 def serve_on_ray(settings: Settings, *, address: str, host: str, port: int) -> None:
-    """Connect to the cluster, deploy, serve HTTP on host:port through Serve's proxy until SIGINT/SIGTERM,
-    then delete the application (the cluster and other applications stay)."""
-    stop = threading.Event()  # set from the start: a stop while deploying still removes the application
+    """Connect to the cluster, size the replicas' CPUs to it, deploy, and serve HTTP on host:port (this
+    process, or Serve's proxy with RAY_FRONT=proxy) until SIGINT/SIGTERM; then delete the application (the
+    cluster and other applications stay). A deployment that cannot be placed is said on the console."""
+    import uvicorn
+
+    from service.logs import logging_config
+
+    front = settings.ray_front
+    app_name = settings.ray_app_name
     ray.init(address=address, namespace="fastai-serve", log_to_driver=False)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own SIGTERM handler
-        signal.signal(sig, lambda *_: stop.set())
-    serve.start(proxy_location=settings.ray_proxy_location, http_options={"host": host, "port": port})
+    fit = plan(settings.ray_num_cpus, sized_replicas(settings, front=front))
+    settings = settings.model_copy(update={"ray_num_cpus": fit.cpus})
+    logger.info("Ray: %d replica(s) of %g CPU each; free CPUs per node: %s", fit.replicas, fit.cpus, fit.free)
+    if not fit.placeable:
+        logger.warning("%s", fit.problem())
     # Our request middleware logs every request once, with its id: Serve's access log would repeat it.
     quiet = {"enable_access_log": False}
-    serve.run(application(settings), name=settings.ray_app_name, route_prefix="/", logging_config=quiet)
-    logger.info("serving %s on Ray at http://%s:%d", settings.model_store, host, port)
-    stop.wait()
-    serve.delete(settings.ray_app_name)
+    stop = threading.Event()
+    try:
+        if front == "local":
+            serve.start(proxy_location="Disabled")
+            serve_run = getattr(serve, "_run")  # noqa: B009 - deploy without waiting, to answer at once
+            serve_run(
+                application(settings, front="local"),
+                _blocking=False,
+                name=app_name,
+                route_prefix=None,
+                logging_config=quiet,
+            )
+            watcher = threading.Thread(target=_watch, args=(app_name, fit, stop), daemon=True)
+            watcher.start()
+            names = [
+                e.name for e in ModelRegistry(store=settings.model_store, device=settings.device).discover()
+            ]
+            handles = {n: serve.get_deployment_handle(deployment_name(n), app_name) for n in names}
+            app = front_app(front_settings(settings, app_name), handles, load_first=False)
+            logger.info(
+                "serving %s through Ray application %r at http://%s:%d",
+                settings.model_store,
+                app_name,
+                host,
+                port,
+            )
+            # uvicorn ends on SIGINT/SIGTERM, in-flight requests finished.
+            uvicorn.run(
+                app,
+                host=host,
+                port=port,
+                log_level=settings.log_level,
+                log_config=logging_config(level=settings.log_level, fmt=settings.log_format),
+                access_log=False,
+                proxy_headers=False,
+                timeout_keep_alive=int(settings.keep_alive_s),
+                timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
+            )
+        else:
+            for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own SIGTERM handler
+                signal.signal(sig, lambda *_: stop.set())
+            serve.start(proxy_location=settings.ray_proxy_location, http_options={"host": host, "port": port})
+            serve_run = getattr(serve, "_run")  # noqa: B009 - a SIGTERM while deploying must end it
+            serve_run(
+                application(settings), _blocking=False, name=app_name, route_prefix="/", logging_config=quiet
+            )
+            logger.info("serving %s on Ray at http://%s:%d", settings.model_store, host, port)
+            _watch(app_name, fit, stop, until_stopped=True)
+    finally:
+        stop.set()
+        serve.delete(app_name)
+
+
+def _watch(app_name: str, fit: Fit, stop: threading.Event, *, until_stopped: bool = False) -> None:
+    """Say on the console, every WAIT_WARN_S while it lasts, that the application is not running yet and
+    why (Serve's own deployment messages, and the CPU numbers); with `until_stopped`, wait for `stop`."""
+    started = time.monotonic()
+    next_warning = started + WAIT_WARN_S
+    running = False
+    while not stop.wait(WAIT_POLL_S):
+        if running:
+            if until_stopped:
+                continue
+            return
+        app = serve.status().applications.get(app_name)
+        running = app is not None and _named(app.status) == "RUNNING"
+        if running:
+            logger.info("Ray application %r running after %.0f s", app_name, time.monotonic() - started)
+        elif time.monotonic() >= next_warning:
+            next_warning += WAIT_WARN_S
+            logger.warning("%s", waiting_message(app_name, fit, app, time.monotonic() - started))
+
+
+def waiting_message(app_name: str, fit: Fit, app: Any, seconds: float) -> str:
+    """MSG_RAY_WAITING: each deployment not yet healthy, Serve's message for it, and the CPU placement."""
+    waiting = []
+    for name, status in app.deployments.items() if app is not None else []:
+        if _named(status.status) != "HEALTHY":
+            states = ", ".join(f"{n} {s}" for s, n in status.replica_states.items()) or "no replicas"
+            message = f" ({status.message})" if status.message else ""
+            waiting.append(f"{name}: {states}{message}")
+    current = Fit(cpus=fit.cpus, replicas=fit.replicas, free=fit.free)
+    placement = (
+        current.problem()
+        if not current.placeable
+        else (
+            f"{fit.replicas} replica(s) of {fit.cpus:g} CPU each fitted the cluster's free CPUs when deployed"
+        )
+    )
+    return MSG_RAY_WAITING.format(
+        app=app_name, seconds=seconds, waiting="; ".join(waiting) or "not deployed yet", placement=placement
+    )
+
+
+def _named(status: Any) -> str:
+    """A Serve status enum's name ("RUNNING"), whichever Ray version's enum or string it is."""
+    return str(getattr(status, "value", status))

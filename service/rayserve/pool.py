@@ -1,11 +1,18 @@
-"""The ingress's `ModelPool`: each prepared request goes to its model's deployment through a handle."""
+"""The front's `ModelPool` on Ray: prepared requests go to their deployment, one handle call per batch.
+
+A Ray hop costs milliseconds of serialisation, routing and scheduling on both sides, whatever it carries; a
+hop per request was most of a request's time on Ray. So the front (the Serve ingress, or the CLI's own
+server) batches as the single server does, with the same `MicroBatcher` collection, and sends each batch as
+one call; the replica runs it through its own batcher, where batches from several fronts meet.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from ray import serve
@@ -21,10 +28,11 @@ from service.errors import (
     ModelNotReady,
     ReloadFailed,
 )
-from service.inference.batching import Replicas
+from service.inference.batching import MicroBatcher, Replicas, by_version
 from service.inference.predictor import AnyPredictor, Prepared
 from service.loading import find_learner_file, sha256_of
 from service.rayserve.board import board_for
+from service.rayserve.replica import Forwarded
 from service.settings import Settings
 from service.telemetry import record_served_by, record_timing
 
@@ -36,6 +44,74 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 ROLLOUT_TIMEOUT_S = 600.0
 ROLLOUT_POLL_S = 0.25
+# Batches a front keeps out at once per replica of the model: one running, one waiting at the replica.
+IN_FLIGHT_PER_REPLICA = 2
+
+
+@dataclass(frozen=True)
+class _Version:
+    """A batch's key in the front: requests prepared for one version of a model travel together (the
+    replica keeps the version before a reload too); it stands where the single server's forward is."""
+
+    sha256: str | None
+
+    def __call__(self, payloads: list[Prepared]) -> list[np.ndarray]:
+        raise TypeError("a Ray batch runs on its model's deployment, never in the front")
+
+
+class RemoteBatcher(MicroBatcher):
+    """One model's requests, batched in the front and sent to its deployment one call per batch. Up to
+    `in_flight` batches are out at once, so every replica has work while the next batch gathers; each
+    request's future gets its `Forwarded` (probabilities or error, and who ran it)."""
+
+    def __init__(self, *, handle: DeploymentHandle, in_flight: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._handle = handle
+        self._slots = asyncio.Semaphore(in_flight)
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._slots.acquire()
+            jobs = await self._collect()
+            task = asyncio.create_task(self._send(jobs))
+            self._sending.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, jobs: list[Any]) -> None:
+        started = time.perf_counter()
+        try:
+            for group in by_version(jobs):
+                await self._send_group(group)
+        finally:
+            self._pending -= sum(j.size for j in jobs)
+            self._observe(jobs, started)
+            self._slots.release()
+
+    async def _send_group(self, jobs: list[Any]) -> None:
+        version = cast(_Version, jobs[0].forward)
+        try:
+            answers: list[Forwarded] = await self._handle.forward_batch.remote(
+                [j.payload for j in jobs], version.sha256
+            )
+        except (RayActorError, RayTaskError, RayServeException) as exc:
+            # The replica died with this batch on it (the handle sends new calls to the others).
+            reason = type(exc).__name__
+            logger.warning("model %s: a replica was lost during a batch (%s)", self.name, reason)
+            lost = ModelFault(MSG_REPLICA_LOST.format(name=self.name, reason=reason), status=503)
+            answers = [Forwarded("", error=asdict(lost)) for _ in jobs]
+        except Exception as exc:  # noqa: BLE001 - the batch's failure belongs to its requests
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        for job, answer in zip(jobs, answers, strict=True):
+            if not job.future.done():
+                job.future.set_result(answer)
+
+    async def close(self) -> None:
+        for task in list(self._sending):
+            task.cancel()
+        await super().close()
 
 
 class RayModelPool:
@@ -43,6 +119,23 @@ class RayModelPool:
         self.handles = handles
         self.settings = settings
         self.board = board_for(settings.ray_app_name)
+        self._batchers: dict[str, RemoteBatcher] = {}
+
+    def batcher(self, name: str, handle: DeploymentHandle) -> RemoteBatcher:
+        batcher = self._batchers.get(name)
+        if batcher is None:
+            batcher = RemoteBatcher(
+                handle=handle,
+                in_flight=IN_FLIGHT_PER_REPLICA * max(1, self.settings.ray_replicas),
+                name=name,
+                max_batch=self.settings.batch_max_size,
+                max_wait_ms=self.settings.batch_max_wait_ms,
+                max_queue=self.settings.batch_max_queue,
+                # The batch metrics are the replicas' (service/rayserve/metrics.py), where batches run.
+                metrics=None,
+            )
+            self._batchers[name] = batcher
+        return batcher
 
     async def run(self, entry: ModelEntry, predictor: AnyPredictor, prepared: Prepared) -> np.ndarray:
         handle = self.handles.get(entry.name)
@@ -50,16 +143,13 @@ class RayModelPool:
             raise ModelNotReady(MSG_NO_DEPLOYMENT.format(name=entry.name))
         started = time.perf_counter()
         try:
-            forwarded = await handle.forward.remote(prepared, entry.sha256)
-        except (RayActorError, RayTaskError, RayServeException) as exc:
-            # The replica died with this request on it (the handle sends new requests to the others).
-            reason = type(exc).__name__
-            logger.warning("model %s: a replica was lost during a request (%s)", entry.name, reason)
-            raise ModelFault(MSG_REPLICA_LOST.format(name=entry.name, reason=reason), status=503) from None
+            answer = await self.batcher(entry.name, handle).submit(prepared, _Version(entry.sha256))
         finally:
             record_timing("model", time.perf_counter() - started)
-        record_served_by(forwarded.served_by)
-        return forwarded.result()  # type: ignore[no-any-return]
+        forwarded = cast(Forwarded, answer)  # a RemoteBatcher's futures hold the replica's answers
+        if forwarded.served_by:
+            record_served_by(forwarded.served_by)
+        return forwarded.result()
 
     async def before_reload(self, names: list[str]) -> None:
         """Roll each model's new version through its running replicas, one at a time, and wait for all."""
@@ -112,7 +202,9 @@ class RayModelPool:
         return int(replica_counts(self.settings.ray_app_name).get(name, {}).get("RUNNING", 0))
 
     async def close(self) -> None:
-        return None
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self._batchers.clear()
 
 
 def deployment_name(model: str) -> str:

@@ -50,7 +50,7 @@ class Forwarded:
 
 def replica_threads(settings: Settings) -> int:
     """torch's threads in a replica: the CPUs Ray gives it (at least one), unless configured."""
-    return settings.torch_threads or max(1, int(settings.ray_num_cpus))
+    return settings.torch_threads or max(1, int(settings.ray_num_cpus or 1))
 
 
 class ModelReplica:
@@ -67,7 +67,8 @@ class ModelReplica:
             store=settings.model_store,
             device=settings.device,
             max_image_pixels=settings.max_image_pixels,
-            runtime=RuntimeOptions(setting=settings.runtime, cache_dir=settings.onnx_cache_dir),
+            # No spinning ONNX Runtime threads: replicas share their node's cores with each other.
+            runtime=RuntimeOptions(setting=settings.runtime, cache_dir=settings.onnx_cache_dir, spin=False),
         )
         self.registry.discover(only=name)
         await asyncio.to_thread(self.registry.load_all)
@@ -88,18 +89,25 @@ class ModelReplica:
             newest = list(self.versions.values())[-1:]
             self.versions = {e.sha256: e for e in [*newest, entry] if e.sha256}
 
-    async def forward(self, prepared: Prepared, sha256: str | None) -> Forwarded:
-        """Run one request's prepared input on the version it was prepared for, in a shared batch."""
+    async def forward_batch(self, payloads: list[Prepared], sha256: str | None) -> list[Forwarded]:
+        """Run a front's batch (requests prepared for one version) through this replica's batcher, where
+        batches from every front meet; each request gets its own answer, so a bad one fails alone."""
         entry = self.versions.get(sha256 or "") if sha256 else None
-        try:
-            if entry is None or entry.predictor is None:
-                current = self.registry.get(self.name)
-                raise ModelNotReady(current.error or MSG_VERSION_GONE.format(name=self.name))
-            probs = await self.pool.run(entry, entry.predictor, prepared)
-        except ServiceError as exc:
-            fields = asdict(exc)
-            return Forwarded(self.served_by, error=fields)
-        return Forwarded(self.served_by, probs=probs)
+        if entry is None or entry.predictor is None:
+            current = self.registry.get(self.name)
+            gone = ModelNotReady(current.error or MSG_VERSION_GONE.format(name=self.name))
+            return [Forwarded(self.served_by, error=asdict(gone)) for _ in payloads]
+        answers = await asyncio.gather(
+            *(self.pool.run(entry, entry.predictor, p) for p in payloads), return_exceptions=True
+        )
+        return [self._answer(a) for a in answers]
+
+    def _answer(self, answer: np.ndarray | BaseException) -> Forwarded:
+        if isinstance(answer, ServiceError):
+            return Forwarded(self.served_by, error=asdict(answer))
+        if isinstance(answer, BaseException):
+            raise answer
+        return Forwarded(self.served_by, probs=answer)
 
     def check_health(self) -> None:
         """Ray replaces a replica whose model failed while serving (a forward raised or gave NaN)."""
