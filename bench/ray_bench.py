@@ -1,11 +1,14 @@
-"""`make bench-ray`: the same one-item requests through Ray Serve (1 and 2 replicas per model) and through the
-plain server, in one run on this machine, with wrk at 1 and 32 clients.
-
-On a 2-core machine this measures Ray's overhead, not scaling: every Ray request crosses Serve's proxy, the
-ingress replica (our app: validation and preprocessing) and a model replica (the batched forward), two actor
-calls more than the plain server's in-process batcher. The split of a one-client request's time: the
-client's p50, the ingress's mean request time (its /metrics), and the rest (proxy, network, handles).
-Run from the repository root (`python -m bench.ray_bench`); results go to .cache/bench/ray.json.
+"""`make bench-ray`: the same one-item requests (the demo tabular and vision models) through Ray Serve and
+through the plain server, in one run on this machine, with wrk at 1 and 32 clients:
+- `plain`: the single server (`fastai-serve serve`);
+- `ray_1`, `ray_2`: `fastai-serve serve --ray` with its defaults (the local front: this process serves HTTP
+  and sends batches to the model deployments), 1 and 2 replicas per model, CPUs fitted to the cluster;
+- `ray_proxy_1`: RAY_FRONT=proxy (Serve's proxy and our ingress deployment, what `serve deploy` runs);
+- `textbook`: the Ray Serve app of Ray's documentation around the same exports (bench/peers/ray_textbook.py:
+  FastAPI ingress, `@serve.batch` around `get_preds`, max_ongoing_requests=64), 1 replica.
+Each Ray run gets a fresh local cluster of this machine's cores. On a 2-core machine this measures Ray's
+overhead, not scaling. Run from the repository root (`python -m bench.ray_bench`); results go to
+.cache/bench/ray.json.
 """
 
 from __future__ import annotations
@@ -74,21 +77,54 @@ def plain(seconds: float, store: Path) -> dict[str, Any]:
         proc.wait(timeout=30)
 
 
-def on_ray(replicas: int, seconds: float, store: Path) -> dict[str, Any]:
-    """`fastai-serve serve --ray` on a local one-node cluster of this machine's cores."""
-    port, gcs = free_port(), free_port()
+RAY_BIN = str(Path(sys.executable).parent / "ray")
+
+
+def _ray_start() -> int:
+    """A fresh one-node cluster of this machine's cores; its GCS port."""
+    gcs = free_port()
     cores = os.cpu_count() or 2
-    ray_bin = str(Path(sys.executable).parent / "ray")
     subprocess.run(
-        [ray_bin, "start", "--head", f"--port={gcs}", f"--num-cpus={cores}", "--include-dashboard=false"],
+        [RAY_BIN, "start", "--head", f"--port={gcs}", f"--num-cpus={cores}", "--include-dashboard=false"],
         check=True,
         capture_output=True,
     )
+    return gcs
+
+
+def _wait_ready(base: str, log: str) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"Ray deployment not ready; see {log}")
+
+
+def demo_store(store: Path) -> Path:
+    """The two demo models alone (hard links of `store`'s files: the registry never follows a symbolic link
+    out of its store), which is what the textbook app serves."""
+    linked = CACHE / "bench" / "ray-store"
+    shutil.rmtree(linked, ignore_errors=True)
+    linked.mkdir(parents=True)
+    for name in (DEMO_TABULAR.model, DEMO_VISION.model):
+        shutil.copytree(store / name, linked / name, copy_function=os.link)
+    return linked
+
+
+def on_ray(replicas: int, seconds: float, store: Path, *, front: str = "local") -> dict[str, Any]:
+    """`fastai-serve serve --ray` with its defaults (CPUs fitted to the cluster) on a fresh local cluster."""
+    port = free_port()
+    gcs = _ray_start()
+    cores = os.cpu_count() or 2
     env = {
         **os.environ,
         **server_env(store),
+        "FASTAI_SERVE_RAY_FRONT": front,
         # The replicas share the cores: each model's replicas get them between them, as threads.
-        "FASTAI_SERVE_RAY_NUM_CPUS": str(0.25),
         "FASTAI_SERVE_TORCH_THREADS": str(max(1, cores // replicas)),
     }
     cmd = [
@@ -101,7 +137,7 @@ def on_ray(replicas: int, seconds: float, store: Path) -> dict[str, Any]:
         "--replicas",
         str(replicas),
     ]
-    log = (CACHE / f"bench-ray-{replicas}.log").open("wb")
+    log = (CACHE / f"bench-ray-{front}-{replicas}.log").open("wb")
     proc = subprocess.Popen(
         [*cmd, "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
@@ -111,16 +147,7 @@ def on_ray(replicas: int, seconds: float, store: Path) -> dict[str, Any]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(base + "/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            raise RuntimeError(f"Ray deployment not ready; see {log.name}")
+        _wait_ready(base, log.name)
         return measure(base, seconds, split=True)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -128,31 +155,64 @@ def on_ray(replicas: int, seconds: float, store: Path) -> dict[str, Any]:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-        subprocess.run([ray_bin, "stop", "--force"], check=False, capture_output=True)
+        subprocess.run([RAY_BIN, "stop", "--force"], check=False, capture_output=True)
+
+
+def textbook(seconds: float, store: Path) -> dict[str, Any]:
+    """The textbook Ray Serve app (bench/peers/ray_textbook.py), 1 replica, on a fresh local cluster."""
+    import ray
+    from ray import serve
+
+    from bench.peers.ray_textbook import build
+
+    port = free_port()
+    gcs = _ray_start()
+    try:
+        ray.init(address=f"127.0.0.1:{gcs}", log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build(store), name="textbook", route_prefix="/")
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, "the Ray session logs")
+        return measure(base, seconds, split=False)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        subprocess.run([RAY_BIN, "stop", "--force"], check=False, capture_output=True)
+
+
+RUNS = ("plain", "ray_1", "ray_2", "ray_proxy_1", "textbook")
 
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| | plain req/s (p50, p99 ms) | Ray 1 replica | Ray 2 replicas | Ray 1 / plain |",
-        "|---|---|---|---|---|",
+        "| | " + " | ".join(RUNS) + " | ray_1 / plain | ray_1 / textbook |",
+        "|---|" + "---|" * (len(RUNS) + 2),
     ]
     for kind in KINDS:
         for clients in CLIENTS:
             key = f"{kind}_c{clients}"
             cells = []
-            for run in ("plain", "ray_1", "ray_2"):
+            for run in RUNS:
                 r = results[run][key]
                 cells.append(f"{r['requests_per_s']:,.0f} ({r['p50_ms']:.1f}, {r['p99_ms']:.1f})")
-            ratio = results["ray_1"][key]["requests_per_s"] / results["plain"][key]["requests_per_s"]
-            lines.append(f"| {kind}, {clients} client(s) | {' | '.join(cells)} | {ratio:.2f} |")
-    for kind in KINDS:
-        r = results["ray_1"][f"{kind}_c1"]
-        if r.get("ingress_mean_ms") is not None:
+            ours = results["ray_1"][key]["requests_per_s"]
+            vs_plain = ours / results["plain"][key]["requests_per_s"]
+            vs_textbook = ours / results["textbook"][key]["requests_per_s"]
             lines.append(
-                f"\n{kind}, one client through Ray: p50 {r['p50_ms']:.1f} ms, of which the ingress (our app, "
-                f"incl. the call to the model replica) {r['ingress_mean_ms']:.1f} ms on average; plain server "
-                f"p50 {results['plain'][f'{kind}_c1']['p50_ms']:.1f} ms"
+                f"| {kind}, {clients} client(s) | {' | '.join(cells)} | {vs_plain:.2f} | {vs_textbook:.2f} |"
             )
+    lines.append("\nreq/s (p50, p99 ms).")
+    for kind in KINDS:
+        ray_1, plain_1 = results["ray_1"][f"{kind}_c1"], results["plain"][f"{kind}_c1"]
+        lines.append(
+            f"{kind}, one client: Ray p50 {ray_1['p50_ms']:.1f} ms = plain {plain_1['p50_ms']:.1f} ms "
+            f"+ {ray_1['p50_ms'] - plain_1['p50_ms']:.1f} ms"
+            + (
+                f" (of which our front {ray_1['ingress_mean_ms']:.1f} ms on average, incl. the replica call)"
+                if ray_1.get("ingress_mean_ms") is not None
+                else ""
+            )
+        )
     return "\n".join(lines)
 
 
@@ -169,9 +229,12 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("bench-ray needs wrk (apt-get install wrk)")
     store = args.store.resolve()  # the servers run in the repository root, whatever the caller's folder
+    store = demo_store(store)
     results = {"plain": plain(args.seconds, store)}
     for replicas in (1, 2):
         results[f"ray_{replicas}"] = on_ray(replicas, args.seconds, store)
+    results["ray_proxy_1"] = on_ray(1, args.seconds, store, front="proxy")
+    results["textbook"] = textbook(args.seconds, store)
     print(table(results))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")

@@ -327,6 +327,9 @@ def _serve_on_ray(args: argparse.Namespace, settings: Settings, address: str) ->
     # there, an explicit --grpc-port is a mistake worth saying so.
     if args.grpc_port:
         raise CliInputError(MSG_CLI_RAY_GRPC)
+    # The front's handle calls run on its own event loop, not a router loop in a second thread (Serve's
+    # default; each hand-over waits for the GIL). Serve reads the switch when first imported.
+    os.environ.setdefault("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP", "0")
     try:
         from service.rayserve.app import serve_on_ray
     except ImportError as exc:

@@ -83,8 +83,8 @@ class Settings(BaseSettings):
     ray_num_cpus: float | None = Field(
         default=None,
         gt=0,
-        description="CPUs per replica; unset: `serve --ray` takes the largest share, up to 1, with which every "
-        "replica fits the cluster's free CPUs (a Serve config's build: 1)",
+        description="CPUs per replica; unset: `serve --ray` takes the largest share, up to 1, with which "
+        "every replica fits the cluster's free CPUs (a Serve config's build: 1)",
     )
     ray_front: str = Field(
         default="local",

@@ -49,7 +49,12 @@ def test_the_serve_config_builds_one_deployment_per_model(tmp_path: Path) -> Non
 def test_replica_options_follow_settings_then_the_model_json(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, ray_replicas=3, ray_num_cpus=0.5)
     plain = _replica_options(settings, {})
-    assert plain["num_replicas"] == 3 and plain["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.0}
+    assert plain["num_replicas"] == 3
+    assert plain["ray_actor_options"] == {
+        "num_cpus": 0.5,
+        "num_gpus": 0.0,
+        "runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}},
+    }
     assert plain["max_ongoing_requests"] == settings.batch_max_size  # so a replica's batcher can fill
     gpu = _replica_options(make_settings(tmp_path, device="cuda"), {"replicas": 1})
     assert gpu["num_replicas"] == 1 and gpu["ray_actor_options"]["num_gpus"] == 1.0
