@@ -13,8 +13,9 @@ from typing import Any
 import torch
 
 import bench
-from bench import CACHE, DEFAULT_STORE
+from bench import CACHE, DEFAULT_STORE, ray_bench
 from bench.cases import CASES, RECOMMENDS, TASK_TARGET, Case, TabularCase, case_by_key
+from bench.goals import goal_lines, machine_state
 from bench.http_rows import access_overhead, http, kind_ratios
 from bench.inprocess import IMAGES, in_process
 from bench.models import bench_store, descriptions
@@ -81,6 +82,9 @@ def main() -> None:
     parser.add_argument("--rss-requests", type=int, default=10_000)
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument(
+        "--skip-ray", action="store_true", help="without the Ray rows (make bench-ray runs them alone)"
+    )
+    parser.add_argument(
         "--peer", action="store_true", help="also BentoML, side by side (make bench-peer builds it)"
     )
     parser.add_argument(
@@ -141,6 +145,7 @@ def main() -> None:
         print("\n".join(access_lines(results["access"])))
         write_results(results, results_path)
         return
+    results["machine_state"] = {"before": machine_state()}
     # The demo models linked from `store` beside the bench's own models (trained here when missing).
     models = [case.model for case in CASES] + [case.model for case in RECOMMENDS]
     served = bench_store(store, models)
@@ -155,6 +160,11 @@ def main() -> None:
         results["task_ratios"] = task_ratios(results)
         results["kind_ratios"] = kind_ratios(results["http"], CASES)
         print(table(results))
+        if not args.skip_ray and not args.quick:
+            results["ray"] = ray_bench.run(seconds, store)
+            print(ray_bench.table(results["ray"]))
+        results["machine_state"]["after"] = machine_state()
+        print("\n".join(goal_lines(results)))
     else:
         results["task_ratios"] = task_ratios(results)
         print(json.dumps(results["in_process"], indent=1))

@@ -226,19 +226,25 @@ def main() -> None:
         help="the model store with the demo models (default: %(default)s)",
     )
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("bench-ray needs wrk (apt-get install wrk)")
     store = args.store.resolve()  # the servers run in the repository root, whatever the caller's folder
-    store = demo_store(store)
-    results = {"plain": plain(args.seconds, store)}
-    for replicas in (1, 2):
-        results[f"ray_{replicas}"] = on_ray(replicas, args.seconds, store)
-    results["ray_proxy_1"] = on_ray(1, args.seconds, store, front="proxy")
-    results["textbook"] = textbook(args.seconds, store)
+    results = run(args.seconds, store)
     print(table(results))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+
+
+def run(seconds: float, store: Path) -> dict[str, Any]:
+    """Every run of RUNS, one after the other (each Ray run on a fresh local cluster)."""
+    if not shutil.which("wrk"):
+        raise SystemExit("the Ray rows need wrk (apt-get install wrk)")
+    store = demo_store(store)
+    results = {"plain": plain(seconds, store)}
+    for replicas in (1, 2):
+        results[f"ray_{replicas}"] = on_ray(replicas, seconds, store)
+    results["ray_proxy_1"] = on_ray(1, seconds, store, front="proxy")
+    results["textbook"] = textbook(seconds, store)
+    return results
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from service.telemetry import Metrics
 
 # Where the numbers live on Ray, said in /metrics (whose own numbers are the answering ingress replica's).
 METRICS_NOTE = (
-    "# fastai-serve on Ray: these are the HTTP metrics of the ingress replica that answered this scrape.\n"
+    "# fastai-serve on Ray: these are the HTTP metrics of the front that answered this scrape (the\n"
+    "# `serve --ray` process, or with RAY_FRONT=proxy one ingress replica).\n"
     "# The whole cluster's are on Ray's metrics endpoint of every node (ray start --metrics-export-port):\n"
     "# Ray Serve's ray_serve_* (requests, latency, replicas per deployment) and, from the model replicas,\n"
     "# ray_fastai_serve_batch_size, _requests_per_batch, _queue_wait_seconds, _model_seconds and\n"
