@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from ray import serve
-from ray.exceptions import RayActorError, RayTaskError
-from ray.serve.exceptions import RayServeException
 
 from service.errors import (
     MSG_NO_DEPLOYMENT,
@@ -94,16 +92,13 @@ class RemoteBatcher(MicroBatcher):
             answers: list[Forwarded] = await self._handle.forward_batch.remote(
                 [j.payload for j in jobs], version.sha256
             )
-        except (RayActorError, RayTaskError, RayServeException) as exc:
-            # The replica died with this batch on it (the handle sends new calls to the others).
+        except Exception as exc:  # noqa: BLE001 - the batch's failure belongs to its requests
+            # The replica died with this batch on it (RayActorError, or over gRPC the channel's error), or
+            # raised past forward_batch's own answers: the handle sends new calls to the others.
             reason = type(exc).__name__
             logger.warning("model %s: a replica was lost during a batch (%s)", self.name, reason)
             lost = ModelFault(MSG_REPLICA_LOST.format(name=self.name, reason=reason), status=503)
             answers = [Forwarded("", error=asdict(lost)) for _ in jobs]
-        except Exception as exc:  # noqa: BLE001 - the batch's failure belongs to its requests
-            for job in jobs:
-                job.future.set_exception(exc)
-            return
         for job, answer in zip(jobs, answers, strict=True):
             if not job.future.done():
                 job.future.set_result(answer)
@@ -125,7 +120,9 @@ class RayModelPool:
         batcher = self._batchers.get(name)
         if batcher is None:
             batcher = RemoteBatcher(
-                handle=handle,
+                # By value over Serve's inter-deployment gRPC (what RAY_SERVE_THROUGHPUT_OPTIMIZED turns
+                # on), not through Ray's object store: one empty call 2.2 ms p50 against 4.9 on 2 cores.
+                handle=_by_value(handle),
                 in_flight=IN_FLIGHT_PER_REPLICA * max(1, self.settings.ray_replicas),
                 name=name,
                 max_batch=self.settings.batch_max_size,
@@ -205,6 +202,13 @@ class RayModelPool:
         for batcher in self._batchers.values():
             await batcher.close()
         self._batchers.clear()
+
+
+def _by_value(handle: DeploymentHandle) -> DeploymentHandle:
+    try:
+        return handle.options(_by_reference=False)
+    except TypeError:  # a Ray without the option: through the object store
+        return handle
 
 
 def deployment_name(model: str) -> str:
