@@ -44,6 +44,9 @@ _CATEGORY_TYPES = {str, int, float, type(None)}
 # A whole number written as a float ("2174.0", as pandas writes a float column): the same category as 2174.
 _INTEGRAL_TEXT = re.compile(r"^\s*(-?\d+)\.0*\s*$")
 CategoryValue = str | int | float
+# Up to this many cells of a column that match no category exactly go straight to `_match_category`;
+# more take Arrow's whole-number pass first (its regex is compiled per call: dear for a handful of cells).
+FEW_MISSES = 64
 
 
 def _parse_numbers(cells: pa.Array) -> np.ndarray | None:
@@ -347,16 +350,24 @@ class TabularPredictor(HeadFacts):
             return categories, codes
         misses = np.flatnonzero(positions < 0)
         text = cells.take(misses)
-        whole = pc.replace_substring_regex(text, pattern=_INTEGRAL_TEXT.pattern, replacement=r"\1")
-        again = pc.index_in(whole, value_set=column.text_set).fill_null(-1).to_numpy()
-        hit = again >= 0  # whole numbers still, and no warning
-        codes[misses[hit]] = column.position_codes[again[hit]]
-        if categories is not None:
-            categories[misses[hit]] = column.canonical[again[hit]]
-        left = np.flatnonzero(~hit)
+        if len(misses) <= FEW_MISSES:
+            # `_match_category` finds the whole numbers too ("2174.00" is 2174, without a warning): the pass
+            # below only saves it the work when many cells need it.
+            left = np.arange(len(misses))
+        else:
+            whole = pc.replace_substring_regex(text, pattern=_INTEGRAL_TEXT.pattern, replacement=r"\1")
+            again = pc.index_in(whole, value_set=column.text_set).fill_null(-1).to_numpy()
+            hit = again >= 0  # whole numbers still, and no warning
+            codes[misses[hit]] = column.position_codes[again[hit]]
+            if categories is not None:
+                categories[misses[hit]] = column.canonical[again[hit]]
+            left = np.flatnonzero(~hit)
         for i, raw in zip(misses[left].tolist(), text.take(left).to_pylist(), strict=True):
             cell = None if raw is None or not raw.strip() else raw  # whitespace only: missing
-            category = cls._match_category(column, cell, notes[i])
+            warnings: list[str] = []
+            category = cls._match_category(column, cell, warnings)
+            if warnings:  # a row gets an entry only when it has something to say
+                notes[i].extend(warnings)
             codes[i] = column.codes.get(category, 0)
             if categories is not None:
                 categories[i] = category
