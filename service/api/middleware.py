@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import os
+import re
 import time
 from typing import Any
 

@@ -262,6 +262,24 @@ class TabularPredictor(HeadFacts):
         raw_columns = self._plain_columns(rows) if strict else None
         if raw_columns is None:
             raw_columns = self._validated_columns(rows, strict=strict)
+        return self._resolve_values(raw_columns)
+
+    def prepare_columns(
+        self, values: dict[str, list[Any]], n: int, *, rows: Callable[[], list[dict[str, Any]]]
+    ) -> PreparedRows:
+        """`prepare(rows())` for rows given as `n` values per model column (no other keys): when the values
+        are plainly valid (`_plain_columns`) they are resolved as they are, without a dict per row; else
+        `rows()` goes through `prepare`, whose errors name each bad cell."""
+        plain = self._plain_values({name: values[name] for name in self.spec.column_names})
+        if plain is None:
+            return self.prepare(rows())
+        columns, notes = self._resolve_values(plain)
+        return PreparedRows(columns=columns, n=n, notes=notes)
+
+    def _resolve_values(
+        self, raw_columns: dict[str, list[Any]]
+    ) -> tuple[dict[str, list[Any]], dict[int, list[str]]]:
+        """Validated columns resolved: missing numbers filled (or refused), categories matched (warned)."""
         errors: list[dict[str, Any]] = []
         notes: defaultdict[int, list[str]] = defaultdict(list)
         columns: dict[str, list[Any]] = {}
@@ -312,9 +330,13 @@ class TabularPredictor(HeadFacts):
         keys = self._column_keys
         if not all(row.__class__ is dict and row.keys() == keys for row in rows):
             return None
+        return self._plain_values({name: [row[name] for row in rows] for name in keys})
+
+    def _plain_values(self, given: dict[str, list[Any]]) -> dict[str, list[Any]] | None:
+        """`_plain_columns`' check on values already in columns (each model column's, in order)."""
         columns: dict[str, list[Any]] = {}
         for cont in self.spec.continuous:
-            values = [row[cont.name] for row in rows]
+            values = given[cont.name]
             kinds = set(map(type, values))
             if not kinds <= _NUMBER_TYPES:
                 return None
@@ -326,7 +348,7 @@ class TabularPredictor(HeadFacts):
                 return None
             columns[cont.name] = values
         for cat in self.spec.categorical:
-            values = [row[cat.name] for row in rows]
+            values = given[cat.name]
             kinds = set(map(type, values))
             if not kinds <= _CATEGORY_TYPES:
                 return None

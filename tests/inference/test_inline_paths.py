@@ -23,7 +23,7 @@ from service.inference.tabular import TabularPredictor
 from service.inference.tabular_spec import CategoricalColumn
 from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner
-from tests.helpers import VISION, image_bytes
+from tests.helpers import TABULAR, VISION, adult_rows, image_bytes
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,8 @@ def test_big_bad_or_too_many_images_are_left_to_prepare(vision: VisionPredictor)
     big = UploadedImage("big.jpg", _jpeg((side + 1, side)))
     assert vision.prepare_inline([UploadedImage("fits.jpg", _jpeg((side, side)))]) is not None
     assert vision.prepare_inline([big]) is None
-    assert vision.prepare_inline([small] * (INLINE_PIXELS // (32 * 32) + 1)) is None  # the budget is per request
+    # The budget is the request's: enough small images together go to a worker thread too.
+    assert vision.prepare_inline([small] * (INLINE_PIXELS // (32 * 32) + 1)) is None
     assert vision.prepare_inline([small, big]) is None
     text = UploadedImage("notes.png", b"hello, not an image at all")
     corrupt = UploadedImage("broken.png", image_bytes()[:40])
@@ -113,3 +114,40 @@ def test_a_few_odd_cells_matched_one_by_one_equal_the_arrow_pass(monkeypatch: An
     # Whole numbers however written are their category, silently; unseen, blank and null cells are warned.
     assert {i % len(CELLS) for i in notes} == {5, 6, 7, 8, 9, 10}
     assert "2175.0" in notes[6][0] and "x" in notes[10][0]
+
+
+@pytest.fixture(scope="module")
+def tabular(trained_store: Path) -> TabularPredictor:
+    predictor = predictor_for(load_exported_learner(trained_store / TABULAR / "model.pkl").learn)
+    assert isinstance(predictor, TabularPredictor)
+    return predictor
+
+
+def _by_column(rows: list[dict[str, Any]], names: list[str]) -> dict[str, list[Any]]:
+    return {name: [row[name] for row in rows] for name in names}
+
+
+def test_rows_given_as_columns_prepare_as_the_rows(tabular: TabularPredictor, adult_frame: Any) -> None:
+    """V2's few-row path: values, warnings and answers of `prepare` on the same rows; a value `prepare`
+    refuses is refused with the same errors, cell by cell."""
+    rows = adult_rows(adult_frame, 5)
+    rows[0]["age"] = None  # filled, warned
+    rows[1]["workclass"] = "Martian"  # unseen, warned
+    rows[2]["workclass"] = " private "  # tolerant, warned
+    names = tabular.spec.column_names
+    by_columns = tabular.prepare_columns(_by_column(rows, names), len(rows), rows=lambda: rows)
+    by_rows = tabular.prepare([dict(r) for r in rows])
+    assert by_columns.warnings == by_rows.warnings and all(by_rows.warnings[:3])
+    np.testing.assert_array_equal(tabular.forward_many([by_columns])[0], tabular.forward_many([by_rows])[0])
+    bad = [dict(r) for r in rows]
+    bad[3]["fnlwgt"] = "lots"
+    bad[4]["workclass"] = True
+    with pytest.raises(InvalidInput) as from_columns:
+        tabular.prepare_columns(_by_column(bad, names), len(bad), rows=lambda: bad)
+    with pytest.raises(InvalidInput) as from_rows:
+        tabular.prepare(bad)
+    assert from_columns.value.errors == from_rows.value.errors
+    assert {tuple(e["loc"][:3]) for e in from_rows.value.errors} == {
+        ("rows", 3, "fnlwgt"),
+        ("rows", 4, "workclass"),
+    }
