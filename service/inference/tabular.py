@@ -44,6 +44,9 @@ _CATEGORY_TYPES = {str, int, float, type(None)}
 # A whole number written as a float ("2174.0", as pandas writes a float column): the same category as 2174.
 _INTEGRAL_TEXT = re.compile(r"^\s*(-?\d+)\.0*\s*$")
 CategoryValue = str | int | float
+# Up to this many cells of a column that match no category exactly go straight to `_match_category`;
+# more take Arrow's whole-number pass first (its regex is compiled per call: dear for a handful of cells).
+FEW_MISSES = 64
 
 
 def _parse_numbers(cells: pa.Array) -> np.ndarray | None:
@@ -259,6 +262,24 @@ class TabularPredictor(HeadFacts):
         raw_columns = self._plain_columns(rows) if strict else None
         if raw_columns is None:
             raw_columns = self._validated_columns(rows, strict=strict)
+        return self._resolve_values(raw_columns)
+
+    def prepare_columns(
+        self, values: dict[str, list[Any]], n: int, *, rows: Callable[[], list[dict[str, Any]]]
+    ) -> PreparedRows:
+        """`prepare(rows())` for rows given as `n` values per model column (no other keys): when the values
+        are plainly valid (`_plain_columns`) they are resolved as they are, without a dict per row; else
+        `rows()` goes through `prepare`, whose errors name each bad cell."""
+        plain = self._plain_values({name: values[name] for name in self.spec.column_names})
+        if plain is None:
+            return self.prepare(rows())
+        columns, notes = self._resolve_values(plain)
+        return PreparedRows(columns=columns, n=n, notes=notes)
+
+    def _resolve_values(
+        self, raw_columns: dict[str, list[Any]]
+    ) -> tuple[dict[str, list[Any]], dict[int, list[str]]]:
+        """Validated columns resolved: missing numbers filled (or refused), categories matched (warned)."""
         errors: list[dict[str, Any]] = []
         notes: defaultdict[int, list[str]] = defaultdict(list)
         columns: dict[str, list[Any]] = {}
@@ -309,9 +330,13 @@ class TabularPredictor(HeadFacts):
         keys = self._column_keys
         if not all(row.__class__ is dict and row.keys() == keys for row in rows):
             return None
+        return self._plain_values({name: [row[name] for row in rows] for name in keys})
+
+    def _plain_values(self, given: dict[str, list[Any]]) -> dict[str, list[Any]] | None:
+        """`_plain_columns`' check on values already in columns (each model column's, in order)."""
         columns: dict[str, list[Any]] = {}
         for cont in self.spec.continuous:
-            values = [row[cont.name] for row in rows]
+            values = given[cont.name]
             kinds = set(map(type, values))
             if not kinds <= _NUMBER_TYPES:
                 return None
@@ -323,7 +348,7 @@ class TabularPredictor(HeadFacts):
                 return None
             columns[cont.name] = values
         for cat in self.spec.categorical:
-            values = [row[cat.name] for row in rows]
+            values = given[cat.name]
             kinds = set(map(type, values))
             if not kinds <= _CATEGORY_TYPES:
                 return None
@@ -347,16 +372,24 @@ class TabularPredictor(HeadFacts):
             return categories, codes
         misses = np.flatnonzero(positions < 0)
         text = cells.take(misses)
-        whole = pc.replace_substring_regex(text, pattern=_INTEGRAL_TEXT.pattern, replacement=r"\1")
-        again = pc.index_in(whole, value_set=column.text_set).fill_null(-1).to_numpy()
-        hit = again >= 0  # whole numbers still, and no warning
-        codes[misses[hit]] = column.position_codes[again[hit]]
-        if categories is not None:
-            categories[misses[hit]] = column.canonical[again[hit]]
-        left = np.flatnonzero(~hit)
+        if len(misses) <= FEW_MISSES:
+            # `_match_category` finds the whole numbers too ("2174.00" is 2174, without a warning): the pass
+            # below only saves it the work when many cells need it.
+            left = np.arange(len(misses))
+        else:
+            whole = pc.replace_substring_regex(text, pattern=_INTEGRAL_TEXT.pattern, replacement=r"\1")
+            again = pc.index_in(whole, value_set=column.text_set).fill_null(-1).to_numpy()
+            hit = again >= 0  # whole numbers still, and no warning
+            codes[misses[hit]] = column.position_codes[again[hit]]
+            if categories is not None:
+                categories[misses[hit]] = column.canonical[again[hit]]
+            left = np.flatnonzero(~hit)
         for i, raw in zip(misses[left].tolist(), text.take(left).to_pylist(), strict=True):
             cell = None if raw is None or not raw.strip() else raw  # whitespace only: missing
-            category = cls._match_category(column, cell, notes[i])
+            warnings: list[str] = []
+            category = cls._match_category(column, cell, warnings)
+            if warnings:  # a row gets an entry only when it has something to say
+                notes[i].extend(warnings)
             codes[i] = column.codes.get(category, 0)
             if categories is not None:
                 categories[i] = category

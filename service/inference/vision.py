@@ -18,9 +18,11 @@ from service.errors import (
 from service.inference.images import (
     ACCEPTED_TYPES,
     DEFAULT_MAX_PIXELS,
+    INLINE_PIXELS,
     SIGNATURES,
     UploadedImage,
     decode_image,
+    decode_small,
 )
 from service.inference.masks import objects
 from service.inference.predictor import ModelKind, split_rows
@@ -216,6 +218,24 @@ class VisionPredictor(HeadFacts):
         from fastai.vision.core import PILImage
 
         return PreparedImages([PILImage(decode_image(u, max_pixels=self.max_pixels)) for u in uploads])
+
+    def prepare_inline(
+        self, uploads: list[UploadedImage], *, max_pixels: int = INLINE_PIXELS
+    ) -> PreparedImages | None:
+        """`prepare`'s images when the uploads together declare at most `max_pixels` pixels and all decode
+        (cheap enough for the event loop), else None: `prepare` then decodes or refuses them."""
+        from fastai.vision.core import PILImage
+
+        images = []
+        budget = min(max_pixels, self.max_pixels)
+        for upload in uploads:
+            image = decode_small(upload, max_pixels=budget)
+            if image is None:
+                return None
+            width, height = _pil_size(image)
+            budget -= width * height
+            images.append(PILImage(image))
+        return PreparedImages(images)
 
     def prepare_pixels(self, pixels: np.ndarray) -> PreparedImages:
         """Decoded RGB pixels, uint8 (n, height, width, 3), as the same images `prepare` makes of files;

@@ -157,7 +157,9 @@ async def _predict(
             [{"loc": ["files"], "msg": "one file with Accept: image/png", "type": "one_file"}],
         )
     uploads = await read_images(files)
-    prepared = await run_in_threadpool(predictor.prepare, uploads)
+    prepared = predictor.prepare_inline(uploads)
+    if prepared is None:
+        prepared = await run_in_threadpool(predictor.prepare, uploads)
     outputs = await batchers.run(entry, predictor, prepared)
     predictions = predictor.finish(prepared, outputs, threshold=threshold)
     if image_of is not None:

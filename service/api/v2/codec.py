@@ -131,7 +131,7 @@ def _validation_reason(exc: ValidationError) -> str:
 
 
 def _shape(spec: RequestInput) -> tuple[tuple[int, ...], int]:
-    if any(d < 0 for d in spec.shape):
+    if spec.shape and min(spec.shape) < 0:
         raise BadRequest(MSG_V2_BAD_REQUEST.format(reason=f"{spec.name}: negative dimension in {spec.shape}"))
     return tuple(spec.shape), math.prod(spec.shape)
 
@@ -156,13 +156,15 @@ def decode_binary(spec: RequestInput, raw: bytes) -> Tensor:
                 raise BadRequest(MSG_V2_BYTES_ELEMENT.format(name=spec.name))
             elements.append(raw[offset + 4 : offset + 4 + length])
             offset += 4 + length
-        _check_count(spec, count, f"{count} element(s)", len(elements), f"{len(elements)} element(s)")
+        if len(elements) != count:
+            _check_count(spec, count, f"{count} element(s)", len(elements), f"{len(elements)} element(s)")
         data = np.empty(count, dtype=object)
         data[:] = elements
         return Tensor(spec.name, spec.datatype, shape, data.reshape(shape), dict(spec.parameters or {}))
     dtype = NUMERIC_DTYPES[spec.datatype]
     needed = count * dtype.itemsize
-    _check_count(spec, needed, f"{needed} bytes", len(raw), f"{len(raw)} bytes")
+    if len(raw) != needed:  # the message only when it is needed: most requests send what they declare
+        _check_count(spec, needed, f"{needed} bytes", len(raw), f"{len(raw)} bytes")
     values = np.frombuffer(raw, dtype=dtype).reshape(shape)
     return Tensor(spec.name, spec.datatype, shape, values, dict(spec.parameters or {}))
 

@@ -19,6 +19,7 @@ import base64
 import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -157,11 +158,20 @@ def tabular_rows(
     predictor: TabularPredictor, tensors: list[Tensor], *, max_rows: int
 ) -> list[dict[str, Any]]:
     """The tensors as /api/v1's JSON rows (the same `prepare` then validates and resolves them)."""
-    spec = predictor.spec
     by_name = _tabular_tensors(predictor, tensors, max_rows=max_rows)
+    return _rows(predictor, _row_values(predictor, by_name))
+
+
+def _row_values(predictor: TabularPredictor, by_name: dict[str, Tensor]) -> dict[str, list[Any]]:
+    """Each column's values as JSON rows hold them (numbers, None where missing; text)."""
+    spec = predictor.spec
     columns = {c.name: _numbers(by_name[c.name]) for c in spec.continuous}
     columns |= {c.name: _text(by_name[c.name]) for c in spec.categorical}
-    names = spec.column_names
+    return columns
+
+
+def _rows(predictor: TabularPredictor, columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    names = predictor.spec.column_names
     return [
         dict(zip(names, values, strict=True)) for values in zip(*(columns[n] for n in names), strict=True)
     ]
@@ -192,7 +202,10 @@ def prepare_tabular(predictor: TabularPredictor, tensors: list[Tensor], *, max_r
 
     n = _rows_of(next(iter(by_name.values())))
     if n < ARROW_MIN_ROWS:
-        return per_row()
+        # The values as they are, checked and resolved a column at a time; the rows only when a value is
+        # not plainly valid, for `prepare`'s errors.
+        values = _row_values(predictor, by_name)
+        return predictor.prepare_columns(values, n, rows=partial(_rows, predictor, values))
     arrays = _arrow_columns(predictor, by_name)
     if arrays is None:
         return per_row()
