@@ -135,6 +135,7 @@ MSG_RAY_UNPLACEABLE = (
     "free ({nodes}). Lower FASTAI_SERVE_RAY_NUM_CPUS (unset sizes it to fit), serve fewer replicas "
     "(--replicas, model.json), or add nodes"
 )
+MSG_RAY_FITTED = "{replicas} replica(s) of {cpus:g} CPU each fitted the cluster's free CPUs when deployed"
 MSG_RAY_WAITING = "Ray application {app!r} is not running after {seconds:.0f} s: {waiting}. {placement}"
 MSG_CLI_NO_RAY = "--ray needs the ray extra: pip install -e '.[ray]' ({reason})"
 MSG_CLI_RAY_WORKERS = "--ray and --workers do not mix: on Ray, use --replicas (each model's own replicas)"

@@ -24,7 +24,7 @@ from ray.serve.deployment import Deployment
 from starlette.types import ASGIApp
 
 from service.api.app import create_app
-from service.errors import MSG_RAY_WAITING, LoadError
+from service.errors import MSG_RAY_FITTED, MSG_RAY_WAITING, LoadError
 from service.inference.runtime import RuntimeSetting
 from service.rayserve.metrics import METRICS_NOTE
 from service.rayserve.placement import WAIT_WARN_S, Fit, plan
@@ -189,10 +189,6 @@ def serve_on_ray(settings: Settings, *, address: str, host: str, port: int) -> N
     """Connect to the cluster, size the replicas' CPUs to it, deploy, and serve HTTP on host:port (this
     process, or Serve's proxy with RAY_FRONT=proxy) until SIGINT/SIGTERM; then delete the application (the
     cluster and other applications stay). A deployment that cannot be placed is said on the console."""
-    import uvicorn
-
-    from service.logs import logging_config
-
     front = settings.ray_front
     app_name = settings.ray_app_name
     ray.init(address=address, namespace="fastai-serve", log_to_driver=False)
@@ -201,59 +197,76 @@ def serve_on_ray(settings: Settings, *, address: str, host: str, port: int) -> N
     logger.info("Ray: %d replica(s) of %g CPU each; free CPUs per node: %s", fit.replicas, fit.cpus, fit.free)
     if not fit.placeable:
         logger.warning("%s", fit.problem())
-    # Our request middleware logs every request once, with its id: Serve's access log would repeat it.
-    quiet = {"enable_access_log": False}
     stop = threading.Event()
     try:
         if front == "local":
-            serve.start(proxy_location="Disabled")
-            serve_run = getattr(serve, "_run")  # noqa: B009 - deploy without waiting, to answer at once
-            serve_run(
-                application(settings, front="local"),
-                _blocking=False,
-                name=app_name,
-                route_prefix=None,
-                logging_config=quiet,
-            )
-            watcher = threading.Thread(target=_watch, args=(app_name, fit, stop), daemon=True)
-            watcher.start()
-            names = [
-                e.name for e in ModelRegistry(store=settings.model_store, device=settings.device).discover()
-            ]
-            handles = {n: serve.get_deployment_handle(deployment_name(n), app_name) for n in names}
-            app = front_app(front_settings(settings, app_name), handles, load_first=False)
-            logger.info(
-                "serving %s through Ray application %r at http://%s:%d",
-                settings.model_store,
-                app_name,
-                host,
-                port,
-            )
-            # uvicorn ends on SIGINT/SIGTERM, in-flight requests finished.
-            uvicorn.run(
-                app,
-                host=host,
-                port=port,
-                log_level=settings.log_level,
-                log_config=logging_config(level=settings.log_level, fmt=settings.log_format),
-                access_log=False,
-                proxy_headers=False,
-                timeout_keep_alive=int(settings.keep_alive_s),
-                timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
-            )
+            _serve_locally(settings, stop, fit, host=host, port=port)
         else:
-            for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own SIGTERM handler
-                signal.signal(sig, lambda *_: stop.set())
-            serve.start(proxy_location=settings.ray_proxy_location, http_options={"host": host, "port": port})
-            serve_run = getattr(serve, "_run")  # noqa: B009 - a SIGTERM while deploying must end it
-            serve_run(
-                application(settings), _blocking=False, name=app_name, route_prefix="/", logging_config=quiet
-            )
-            logger.info("serving %s on Ray at http://%s:%d", settings.model_store, host, port)
-            _watch(app_name, fit, stop, until_stopped=True)
+            _serve_through_proxy(settings, stop, fit, host=host, port=port)
     finally:
         stop.set()
         serve.delete(app_name)
+
+
+# Our request middleware logs every request once, with its id: Serve's access log would repeat it.
+QUIET = {"enable_access_log": False}
+
+
+def _serve_locally(settings: Settings, stop: threading.Event, fit: Fit, *, host: str, port: int) -> None:
+    """The local front: deploy without waiting, then serve HTTP here until uvicorn's SIGINT/SIGTERM
+    (in-flight requests finished); readiness follows the replicas, the console the placement."""
+    import uvicorn
+
+    from service.logs import logging_config
+
+    app_name = settings.ray_app_name
+    serve.start(proxy_location="Disabled")
+    serve_run = getattr(serve, "_run")  # noqa: B009 - Serve's deploy without waiting for it to run
+    serve_run(
+        application(settings, front="local"),
+        _blocking=False,
+        name=app_name,
+        route_prefix=None,
+        logging_config=QUIET,
+    )
+    threading.Thread(target=_watch, args=(app_name, fit, stop), daemon=True).start()
+    names = [e.name for e in ModelRegistry(store=settings.model_store, device=settings.device).discover()]
+    handles = {n: serve.get_deployment_handle(deployment_name(n), app_name) for n in names}
+    app = front_app(front_settings(settings, app_name), handles, load_first=False)
+    logger.info(
+        "serving %s through Ray application %r at http://%s:%d", settings.model_store, app_name, host, port
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        log_config=logging_config(level=settings.log_level, fmt=settings.log_format),
+        access_log=False,
+        proxy_headers=False,
+        timeout_keep_alive=int(settings.keep_alive_s),
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
+    )
+
+
+def _serve_through_proxy(
+    settings: Settings, stop: threading.Event, fit: Fit, *, host: str, port: int
+) -> None:
+    """The proxy front: Serve's proxy and our ingress deployment serve HTTP; this process deploys without
+    waiting and watches until SIGINT/SIGTERM (a stop while deploying ends it too)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own SIGTERM handler
+        signal.signal(sig, lambda *_: stop.set())
+    serve.start(proxy_location=settings.ray_proxy_location, http_options={"host": host, "port": port})
+    serve_run = getattr(serve, "_run")  # noqa: B009 - Serve's deploy without waiting for it to run
+    serve_run(
+        application(settings),
+        _blocking=False,
+        name=settings.ray_app_name,
+        route_prefix="/",
+        logging_config=QUIET,
+    )
+    logger.info("serving %s on Ray at http://%s:%d", settings.model_store, host, port)
+    _watch(settings.ray_app_name, fit, stop, until_stopped=True)
 
 
 def _watch(app_name: str, fit: Fit, stop: threading.Event, *, until_stopped: bool = False) -> None:
@@ -284,13 +297,8 @@ def waiting_message(app_name: str, fit: Fit, app: Any, seconds: float) -> str:
             states = ", ".join(f"{n} {s}" for s, n in status.replica_states.items()) or "no replicas"
             message = f" ({status.message})" if status.message else ""
             waiting.append(f"{name}: {states}{message}")
-    current = Fit(cpus=fit.cpus, replicas=fit.replicas, free=fit.free)
     placement = (
-        current.problem()
-        if not current.placeable
-        else (
-            f"{fit.replicas} replica(s) of {fit.cpus:g} CPU each fitted the cluster's free CPUs when deployed"
-        )
+        fit.problem() if not fit.placeable else MSG_RAY_FITTED.format(replicas=fit.replicas, cpus=fit.cpus)
     )
     return MSG_RAY_WAITING.format(
         app=app_name, seconds=seconds, waiting="; ".join(waiting) or "not deployed yet", placement=placement
