@@ -69,9 +69,10 @@ def _batcher(deployment: Deployment, *, in_flight: int = 2, max_queue: int = 100
 
 
 async def _answers(batcher: RemoteBatcher, *requests: tuple[Items, str]) -> list[Any]:
-    return await asyncio.gather(
+    answers: list[Any] = await asyncio.gather(
         *(batcher.submit(items, _Version(sha)) for items, sha in requests), return_exceptions=True
     )
+    return answers
 
 
 async def test_requests_that_arrive_together_go_in_one_call_and_get_their_own_answers() -> None:
@@ -120,7 +121,8 @@ async def test_a_call_that_fails_is_a_503_for_its_own_batch_only() -> None:
 
 
 async def test_no_more_batches_are_out_than_allowed() -> None:
-    deployment = Deployment(gate=asyncio.Event())
+    gate = asyncio.Event()
+    deployment = Deployment(gate=gate)
     batcher = _batcher(deployment, in_flight=1)
     try:
         first = asyncio.ensure_future(batcher.submit(Items([1.0]), _Version("v1")))
@@ -128,8 +130,8 @@ async def test_no_more_batches_are_out_than_allowed() -> None:
         second = asyncio.ensure_future(batcher.submit(Items([2.0]), _Version("v1")))
         await asyncio.sleep(0.05)
         assert len(deployment.calls) == 1  # the second waits for the first call's slot
-        deployment.gate.set()
-        answers = await asyncio.gather(first, second)
+        gate.set()
+        answers: list[Any] = await asyncio.gather(first, second)
     finally:
         await batcher.close()
     assert len(deployment.calls) == 2
@@ -137,14 +139,15 @@ async def test_no_more_batches_are_out_than_allowed() -> None:
 
 
 async def test_the_queue_limit_still_refuses_with_overloaded() -> None:
-    deployment = Deployment(gate=asyncio.Event())
+    gate = asyncio.Event()
+    deployment = Deployment(gate=gate)
     batcher = _batcher(deployment, in_flight=1, max_queue=2)
     try:
         held = asyncio.ensure_future(batcher.submit(Items([1.0, 2.0]), _Version("v1")))
         await asyncio.sleep(0.05)
         with pytest.raises(Overloaded):
             await batcher.submit(Items([3.0]), _Version("v1"))
-        deployment.gate.set()
+        gate.set()
         await held
     finally:
         await batcher.close()
