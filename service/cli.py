@@ -323,9 +323,9 @@ def _common(sub: argparse.ArgumentParser, *, name: str) -> None:
 def _serve_on_ray(args: argparse.Namespace, settings: Settings, address: str) -> int:
     from service.errors import MSG_CLI_NO_RAY, MSG_CLI_RAY_GRPC, MSG_CLI_RAY_WORKERS, CliInputError
 
-    # gRPC is not served under Ray (its HTTP proxy serves /v2); GRPC_PORT from the environment is ignored
-    # there, an explicit --grpc-port is a mistake worth saying so.
-    if args.grpc_port:
+    # Behind Serve's proxy gRPC is not served (the proxy serves /v2 over HTTP); GRPC_PORT from the
+    # environment is ignored there, an explicit --grpc-port is a mistake worth saying so.
+    if args.grpc_port and settings.ray_front == "proxy":
         raise CliInputError(MSG_CLI_RAY_GRPC)
     # The front's handle calls run on its own event loop, not a router loop in a second thread (Serve's
     # default; each hand-over waits for the GIL). Serve reads the switch when first imported.
@@ -451,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc-port",
         type=int,
         default=None,
-        help="V2 inference over gRPC on this port (default: GRPC_PORT, 8001; 0 = off; not with --ray)",
+        help="V2 inference over gRPC on this port (default: GRPC_PORT, 8001; 0 = off; not with --ray and "
+        "RAY_FRONT=proxy)",
     )
     serve.add_argument(
         "--ray",

@@ -140,7 +140,8 @@ MSG_RAY_WAITING = "Ray application {app!r} is not running after {seconds:.0f} s:
 MSG_CLI_NO_RAY = "--ray needs the ray extra: pip install -e '.[ray]' ({reason})"
 MSG_CLI_RAY_WORKERS = "--ray and --workers do not mix: on Ray, use --replicas (each model's own replicas)"
 MSG_CLI_RAY_GRPC = (
-    "--ray and --grpc-port do not mix: on Ray the Open Inference Protocol is served over HTTP (/v2) only"
+    "--grpc-port with --ray needs RAY_FRONT=local: behind Serve's proxy the Open Inference Protocol is "
+    "served over HTTP (/v2) only"
 )
 MSG_INTERNAL = "internal error; the request was not processed (see the server log)"
 

@@ -50,9 +50,10 @@ WAIT_POLL_S = 1.0
 REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 
 
-def front_settings(settings: Settings, app_name: str) -> Settings:
+def front_settings(settings: Settings, app_name: str, *, grpc_port: int = 0) -> Settings:
     """A front's settings: its registry loads each learner for preprocessing only (torch, one thread: it
-    never runs a batch), and its model pool calls the model deployments of `app_name`."""
+    never runs a batch), and its model pool calls the model deployments of `app_name`; gRPC on `grpc_port`
+    (the local front's GRPC_PORT; an ingress replica behind Serve's proxy serves none)."""
     return settings.model_copy(
         update={
             "runtime": RuntimeSetting.TORCH,
@@ -60,7 +61,7 @@ def front_settings(settings: Settings, app_name: str) -> Settings:
             "torch_threads": 1,
             "workers": 1,
             "ray_app_name": app_name,
-            "grpc_port": 0,  # gRPC is not served under Ray (HTTP /v2 is)
+            "grpc_port": grpc_port,
         }
     )
 
@@ -232,7 +233,8 @@ def _serve_locally(settings: Settings, stop: threading.Event, fit: Fit, *, host:
     threading.Thread(target=_watch, args=(app_name, fit, stop), daemon=True).start()
     names = [e.name for e in ModelRegistry(store=settings.model_store, device=settings.device).discover()]
     handles = {n: serve.get_deployment_handle(deployment_name(n), app_name) for n in names}
-    app = front_app(front_settings(settings, app_name), handles, load_first=False)
+    front = front_settings(settings, app_name, grpc_port=settings.grpc_port)
+    app = front_app(front, handles, load_first=False)
     logger.info(
         "serving %s through Ray application %r at http://%s:%d", settings.model_store, app_name, host, port
     )

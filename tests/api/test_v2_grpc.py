@@ -537,6 +537,7 @@ def test_grpc_port_with_ray_is_refused_in_one_line(
     from service.settings import get_settings
 
     monkeypatch.setenv("FASTAI_SERVE_GRPC_PORT", "0")  # restored after the CLI has set it
+    monkeypatch.setenv("FASTAI_SERVE_RAY_FRONT", "proxy")  # the local front serves gRPC
     try:
         assert main(["serve", "--ray", "auto", "--grpc-port", "8001"]) == 2
     finally:

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 from ray import serve  # noqa: E402
@@ -78,7 +80,8 @@ def test_the_defaults_serve_two_models_with_two_replicas_on_a_two_cpu_cluster(
 ) -> None:
     # The case: 2 models x 2 replicas on 2 nodes of 1 CPU, nothing configured: each replica asks
     # the share with which all fit (0.5), instead of 1 CPU each and never ready.
-    server, port, log = _serve(two_nodes, tmp_path, "--replicas", "2")
+    grpc_port = free_port()
+    server, port, log = _serve(two_nodes, tmp_path, "--replicas", "2", "--grpc-port", str(grpc_port))
     try:
         ready = None
         deadline = time.monotonic() + 240
@@ -103,6 +106,21 @@ def test_the_defaults_serve_two_models_with_two_replicas_on_a_two_cpu_cluster(
         )
         assert answer.status_code == 200 and len(answer.json()["predictions"]) == 4
         assert answer.headers["x-served-by"].startswith("node ")
+        # The same front serves V2 over gRPC, through the same replicas.
+        image = (ROOT / "examples" / "airplane.jpg").read_bytes()
+        rest = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/vision/{DEMO_VISION}/predict",
+            files={"files": ("airplane.jpg", image, "image/jpeg")},
+            timeout=30,
+        )
+        tensor = grpcclient.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([image], dtype=np.object_))
+        client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{grpc_port}")
+        try:
+            label = client.infer(DEMO_VISION, [tensor]).as_numpy("label")[0]
+        finally:
+            client.close()
+        assert label.decode() == rest.json()["predictions"][0]["label"]
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=60) == 0
         assert _application_removed(two_nodes)  # removed on stop; the cluster stays
