@@ -33,7 +33,7 @@ JIT_DEPRECATION = r"`torch\.jit\.script` is deprecated"
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.logs import logging_config
+    from service.logs import uvicorn_options
     from service.settings import get_settings
     from service.startup import cap_malloc_arenas
 
@@ -63,13 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         workers=workers,
-        log_level=settings.log_level,
-        log_config=logging_config(level=settings.log_level, fmt=settings.log_format),
-        access_log=False,
-        # X-Forwarded-For is read by the app's AccessMiddleware, from FORWARDED_ALLOW_IPS only.
-        proxy_headers=False,
-        timeout_keep_alive=int(settings.keep_alive_s),
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,  # in-flight requests finish
+        **uvicorn_options(settings),
     )
     if shared is not None:
         shutil.rmtree(shared, ignore_errors=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 
 def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
@@ -49,3 +52,16 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options from the settings, the same for `serve` and the Ray front of `serve --ray`."""
+    return {
+        "log_level": settings.log_level,
+        "log_config": logging_config(level=settings.log_level, fmt=settings.log_format),
+        "access_log": False,  # the request middleware logs each request once, with its id
+        # X-Forwarded-For is read by the app's AccessMiddleware, from FORWARDED_ALLOW_IPS only.
+        "proxy_headers": False,
+        "timeout_keep_alive": int(settings.keep_alive_s),
+        "timeout_graceful_shutdown": int(settings.request_timeout_s) + 1,  # in-flight requests finish
+    }

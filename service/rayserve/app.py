@@ -218,7 +218,7 @@ def _serve_locally(settings: Settings, stop: threading.Event, fit: Fit, *, host:
     (in-flight requests finished); readiness follows the replicas, the console the placement."""
     import uvicorn
 
-    from service.logs import logging_config
+    from service.logs import uvicorn_options
 
     app_name = settings.ray_app_name
     serve.start(proxy_location="Disabled")
@@ -238,17 +238,7 @@ def _serve_locally(settings: Settings, stop: threading.Event, fit: Fit, *, host:
     logger.info(
         "serving %s through Ray application %r at http://%s:%d", settings.model_store, app_name, host, port
     )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=settings.log_level,
-        log_config=logging_config(level=settings.log_level, fmt=settings.log_format),
-        access_log=False,
-        proxy_headers=False,
-        timeout_keep_alive=int(settings.keep_alive_s),
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
-    )
+    uvicorn.run(app, host=host, port=port, **uvicorn_options(settings))
 
 
 def _serve_through_proxy(

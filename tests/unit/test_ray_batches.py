@@ -17,15 +17,7 @@ pytest.importorskip("ray", reason="the ray extra is not installed: pip install -
 from service.errors import ModelNotReady, Overloaded, ServiceError  # noqa: E402
 from service.rayserve.pool import RemoteBatcher, _Version  # noqa: E402
 from service.rayserve.replica import Forwarded  # noqa: E402
-
-
-@dataclass(frozen=True)
-class Items:
-    ids: list[float]
-
-    @property
-    def n(self) -> int:
-        return len(self.ids)
+from tests.unit.test_batching import Items  # noqa: E402
 
 
 @dataclass

@@ -3,7 +3,6 @@ deployment cannot be placed (no cluster needed: the numbers are the cluster's, p
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ pytest.importorskip("ray", reason="the ray extra is not installed: pip install -
 from service.rayserve.app import application, sized_replicas, waiting_message  # noqa: E402
 from service.rayserve.placement import MIN_CPUS, Fit, fits, fitted  # noqa: E402
 from tests.helpers import make_settings  # noqa: E402
+from tests.unit.test_ray_app import _store  # noqa: E402
 
 
 def test_a_replica_fits_one_node_not_the_sum_of_two() -> None:
@@ -46,13 +46,6 @@ def test_nothing_fits_a_full_cluster_and_the_message_gives_the_numbers_and_the_s
     assert "5 replica(s) of 1 CPU each (5 CPUs)" in problem
     assert "2 free (1, 1 on its 2 node(s))" in problem
     assert "FASTAI_SERVE_RAY_NUM_CPUS" in problem and "--replicas" in problem
-
-
-def _store(tmp_path: Path, manifests: dict[str, dict[str, object]]) -> Path:
-    for name, manifest in manifests.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "model.json").write_text(json.dumps(manifest))
-    return tmp_path
 
 
 def test_sized_replicas_count_the_shared_request_only(tmp_path: Path) -> None:
