@@ -124,6 +124,26 @@ MSG_TUNNEL_OAUTH_ANYONE = (
 MSG_TUNNEL_OPT_IN_IGNORED = "NGROK_ALLOW_ANONYMOUS is set but the tunnel is protected ({protection}): ignored"
 MSG_TUNNEL_RENDERED = "traffic policy for the public tunnel: {what}, written to {path}"
 MSG_OVERLOADED = "model {name!r} is overloaded ({pending} items queued); retry shortly"
+# Explanations (`service/explain`): they run beside predictions, with their own limits.
+MSG_EXPLAIN_UNSUPPORTED = (
+    "model {name!r} is a {kind} model ({task}); explanations are served for {supported} models"
+)
+MSG_EXPLAIN_METHOD = "model {name!r} ({kind}) explains with {methods}, not {method!r}"
+MSG_EXPLAIN_TARGET = "model {name!r} has no {what} {target!r}; choose one of: {choices}"
+MSG_EXPLAIN_PNG_ONE_FILE = "Accept: image/png answers one image's overlay; {count} files were sent"
+MSG_EXPLAIN_TOO_MANY = "{count} items sent to explain; at most {limit} are explained per request"
+MSG_EXPLAIN_OVERLOADED = (
+    "explanations are busy ({pending} requests running or queued); retry shortly "
+    "(predictions are not affected)"
+)
+MSG_EXPLAIN_ENCODER = (
+    "model {name!r}: token attributions need an encoder that takes embeddings (fastai's AWD_LSTM or "
+    "AWD_QRNN: forward(..., from_embeds=True)); found {found}"
+)
+MSG_EXPLAIN_NO_LAYER = (
+    "model {name!r}: no convolutional layer keeps a spatial map at the input size {size}; "
+    "Grad-CAM needs one, use method=integrated_gradients"
+)
 MSG_REQUEST_INVALID = "{count} problem(s) in the request"
 # Ray Serve (service.rayserve).
 MSG_VERSION_GONE = "model {name!r} was reloaded while this request was prepared; retry it"
@@ -402,6 +422,13 @@ class Overloaded(ServiceError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail=detail, status=503, title="Overloaded", headers={"Retry-After": "1"})
+
+
+class ExplanationsUnsupported(ServiceError):
+    """The model is served but not explained (its kind has no explainer): a 404 naming what is."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, status=404, title="Explanations not supported")
 
 
 class LoadError(RuntimeError):

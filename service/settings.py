@@ -60,6 +60,15 @@ class Settings(BaseSettings):
         description="proxies (IPs or CIDRs, * = any) whose X-Forwarded-For names the client; unset = none",
     )
 
+    max_explain_items: int = Field(
+        default=8, ge=1, description="rows, images or texts explained per request (413 above)"
+    )
+    explain_concurrency: int = Field(
+        default=1, ge=1, description="explanations computed at once (threads apart from the batchers)"
+    )
+    explain_queue: int = Field(
+        default=4, ge=0, description="explain requests waiting beyond those running before 503"
+    )
     batch_max_size: int = Field(default=64, ge=1)
     batch_max_wait_ms: float = Field(default=0.0, ge=0, description="extra wait for co-travellers")
     batch_max_queue: int = Field(default=20_000, ge=1, description="items queued per model before 503")

@@ -67,6 +67,19 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.explain_seconds = Histogram(
+            "fastai_serve_explain_seconds",
+            "Time of one explain request (queue wait included), by model and method",
+            ["model", "method"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=self.registry,
+        )
+        self.explain_rejected = Counter(
+            "fastai_serve_explain_rejections",
+            "Explain requests refused with 503 because the explanation queue was full",
+            ["model"],
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "fastai_serve_rate_limited",
             "Requests refused with 429 because their client was over RATE_LIMIT",

@@ -24,6 +24,7 @@ from service.api.problems import install_problem_handlers
 from service.api.routes import admin, collab, health, models, ops, reports, share, tabular, text, vision
 from service.api.v2 import routes as v2
 from service.api.v2.grpc_service import start_grpc
+from service.explain.pool import ExplainPool
 from service.inference.batching import BatcherPool, ModelPool
 from service.inference.runtime import RuntimeOptions
 from service.registry import ModelRegistry
@@ -81,6 +82,10 @@ def create_app(
         shared = shared_dir() if settings.workers > 1 else None
         publishing = asyncio.create_task(publish_forever(shared, registry)) if shared else None
         app.state.batchers = pool(settings, metrics)
+        # Explanations: threads of their own, never a batcher's queue (service/explain/pool.py).
+        app.state.explainers = ExplainPool(
+            concurrency=settings.explain_concurrency, max_queue=settings.explain_queue, metrics=metrics
+        )
         # Off by default: models moved into the store load on the admin reload, or every RESCAN_S seconds.
         watching = (
             asyncio.create_task(watch_store(registry, app.state.batchers, every_s=settings.rescan_s))
@@ -116,6 +121,7 @@ def create_app(
                     await publishing
             await loading
             await app.state.batchers.close()
+            app.state.explainers.close()
             await app.state.share.aclose()
 
     app = FastAPI(

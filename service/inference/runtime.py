@@ -246,6 +246,12 @@ class FastaiPipeline:
         self.learn = learn
         self._lock = threading.Lock()
 
+    def inputs(self, items: Any) -> tuple[Any, ...]:
+        """The model's input tensors for `items`, as `test_dl` makes them (one batch, in order)."""
+        with self._lock:
+            dl = self.learn.dls.test_dl(items, num_workers=0, bs=max(len(items), 1))
+            return tuple(dl.one_batch())
+
     def outputs(self, items: Any) -> np.ndarray:
         with self._lock:
             dl = self.learn.dls.test_dl(items, num_workers=0)

@@ -110,7 +110,10 @@ class TabularPredictor(HeadFacts):
         self._pipeline = FastaiPipeline(learn)
         self._encoder = TabularEncoder.from_spec(self.spec)
         # The forward under the fast path: torch, until `runtime.select_runtime` puts ONNX Runtime here.
-        self.runtime: ModelRuntime = TorchModel(learn, input_names=("x_cat", "x_cont"))
+        # The learner's model in torch: what serves until `runtime.select_runtime` puts ONNX Runtime under
+        # the fast path, and what explanations differentiate (`service/explain`) whatever serves.
+        self.torch_model = TorchModel(learn, input_names=("x_cat", "x_cont"))
+        self.runtime: ModelRuntime = self.torch_model
         rows_type: Any = list[_row_type(self.spec)]  # type: ignore[misc]
         self._rows_adapter: TypeAdapter[list[Any]] = TypeAdapter(rows_type)
         self._column_keys = dict.fromkeys(self.spec.column_names).keys()
@@ -223,6 +226,17 @@ class TabularPredictor(HeadFacts):
                 frame[cont.name] = frame[cont.name].astype("float64")
             return self._pipeline.outputs(frame)
         return self.runtime.outputs(*self._encoder.encode(columns, n, codes))
+
+    def encoded(self, prepared: PreparedRows) -> tuple[Any, Any]:
+        """The model's (x_cat, x_cont) tensors for these rows: the fast path's encoder, or fastai's own
+        `test_dl` for procs it does not reproduce (what the forward would have been given)."""
+        if self._encoder is not None:
+            return self._encoder.encode(prepared.columns, prepared.n, prepared.codes)
+        frame = pd.DataFrame(prepared.columns)
+        for cont in self.spec.continuous:
+            frame[cont.name] = frame[cont.name].astype("float64")
+        x_cat, x_cont = self._pipeline.inputs(frame)[:2]
+        return x_cat, x_cont
 
     def _check_row(self) -> dict[str, Any]:
         """One row built from the schema itself (training means, first categories)."""

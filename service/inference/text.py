@@ -69,6 +69,7 @@ class PreparedTexts:
 
     ids: list[np.ndarray]
     notes: list[list[str]]
+    tokens: list[list[str]] | None = None  # fastai's tokens of each text (unknown ones as written)
 
     @property
     def n(self) -> int:
@@ -253,22 +254,35 @@ class TextPredictor(HeadFacts):
             raise InvalidInput(message.format(count=len(errors), indices=indices), errors)
         return self.encode(list(texts))
 
+    def tokenize(self, texts: list[str]) -> list[list[str]]:
+        """The learner's `Tokenizer`: its rules, then its tokeniser, as `Tokenizer.encodes` runs them."""
+        ruled = [self._rules(t) for t in texts]
+        with self._tokenizer_lock:
+            return [list(tokens) for tokens in self._tokenizer.tok(ruled)]
+
+    def special(self, ids: np.ndarray) -> np.ndarray:
+        """Which of these ids are fastai's special tokens (xxbos, xxmaj, ...), xxunk aside."""
+        return np.isin(ids, self._special_ids)
+
+    @property
+    def torch_model(self) -> TorchModel:
+        """The learner's model in torch, whatever runtime serves: what explanations differentiate."""
+        return self._torch
+
     def encode(self, texts: list[str]) -> PreparedTexts:
         """The learner's `Tokenizer` (its rules, then its tokeniser, as `Tokenizer.encodes` runs them), then
         its vocab's ids, as `Numericalize.encodes` gives them."""
         o2i, unk = self._o2i, self.unk_idx
         ids, notes = [], []
-        ruled = [self._rules(t) for t in texts]
-        with self._tokenizer_lock:
-            tokenized = list(self._tokenizer.tok(ruled))
+        tokenized = self.tokenize(texts)
         for tokens in tokenized:
             encoded = np.fromiter((o2i.get(t, unk) for t in tokens), dtype=np.int64, count=len(tokens))
             ids.append(encoded)
             notes.append(self._warnings(encoded))
-        return PreparedTexts(ids, notes)
+        return PreparedTexts(ids, notes, tokenized)
 
     def _warnings(self, ids: np.ndarray) -> list[str]:
-        own = ids[~np.isin(ids, self._special_ids)]
+        own = ids[~self.special(ids)]
         unknown = int((own == self.unk_idx).sum())
         if not unknown:
             return []

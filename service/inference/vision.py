@@ -252,6 +252,29 @@ class VisionPredictor(HeadFacts):
             )
         return PreparedImages([PILImage(Image.fromarray(np.ascontiguousarray(image))) for image in pixels])
 
+    @property
+    def torch_model(self) -> TorchModel:
+        """The learner's model in torch, whatever runtime serves: what explanations differentiate."""
+        return self._torch
+
+    def encoded(self, prepared: PreparedImages) -> Any:
+        """The model's input batch for these images: the learner's own transforms (fastai's `test_dl` for
+        transforms the fast path does not reproduce)."""
+        if not self.fast_path:
+            return self._pipeline.inputs(prepared.images)[0]
+        return self._encode(prepared.images)
+
+    def heat_boxes(self, prepared: PreparedImages) -> list[tuple[float, float, float, float]]:
+        """Per image, the part of it (its pixels) the model saw: the learner's resize box, or the whole
+        image when its transforms have no single `Resize` (they squish it, as far as we can tell)."""
+        if self._resize_box is not None:
+            return self.boxes(prepared)
+        return [(0.0, 0.0, float(w), float(h)) for w, h in map(_pil_size, prepared.images)]
+
+    def grey(self) -> PreparedImages:
+        """One mid-grey image of the learner's own input size."""
+        return self._grey()
+
     def self_check(self) -> None:
         """Predict one mid-grey image of the learner's own input size."""
         grey = self._grey()

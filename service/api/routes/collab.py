@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api import tables
 from service.api.content import require_json
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.explaining import explaining
 from service.api.limits import INLINE_ROWS, check_rows
 from service.api.outputs import collab_items
 from service.inference.batching import ModelPool
@@ -164,3 +165,11 @@ async def _score_table(
         prepared = await run_in_threadpool(prepare)
         scored.append((prepared, await batchers.run(entry, predictor, prepared)))
     return scored
+
+
+@router.post("/{name}/explain", responses=Problem.responses(404, 503))
+async def explain_pairs(name: str, registry: RegistryDep, settings: SettingsDep) -> None:
+    """Recommenders have no explanations (a rating is a product of two learned embeddings, not of inputs
+    one could attribute it to): always a 404 problem naming the kinds that are explained."""
+    limit = settings.max_explain_items
+    explaining(registry, name, CollabPredictor, count=0, limit=limit, target=None, method=None)

@@ -25,6 +25,7 @@ from service.api.deps import (
     get_batchers,
     get_registry,
 )
+from service.api.explaining import ExplainersDep, MethodQuery, TargetQuery, answer, explain, explaining
 from service.api.limits import ANSWER_ROWS, INLINE_ROWS, Threshold, check_rows, served
 from service.api.outputs import tabular_items
 from service.errors import MSG_INVALID_ROWS, InvalidInput
@@ -35,6 +36,7 @@ from service.inference.tabular import PreparedRows, TabularPredictor
 from service.inference.tasks import AnyPrediction
 from service.registry import ModelEntry, ModelRegistry
 from service.reports.scores import score
+from service.schemas.explain import RowExplanationItem, TabularExplainResponse
 from service.schemas.predict import TabularItem, TabularPredictRequest, TabularPredictResponse
 from service.schemas.problem import Problem
 from service.schemas.reports import AnyEvaluation
@@ -200,3 +202,53 @@ async def _score_table(
         errors = typed or errors
         raise InvalidInput(MSG_INVALID_ROWS.format(count=len(errors)), errors)
     return (np.concatenate(parts) if len(parts) > 1 else parts[0]), notes
+
+
+@router.post(
+    "/{name}/explain",
+    response_model=TabularExplainResponse,
+    responses=ERRORS,
+    dependencies=[Depends(require_json)],
+)
+async def explain_rows(
+    name: str,
+    body: TabularPredictRequest,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    explainers: ExplainersDep,
+    target: TargetQuery = None,
+    method: MethodQuery = None,
+) -> TabularExplainResponse:
+    """Why each row got its answer: integrated gradients per input column, from a reference row (training
+    means, #na# categories) to the row; `base_value + sum(attributions) = output`. Runs beside predictions,
+    at most MAX_EXPLAIN_ITEMS rows."""
+    request = explaining(
+        registry,
+        name,
+        TabularPredictor,
+        count=len(body.rows),
+        limit=settings.max_explain_items,
+        target=target,
+        method=method,
+    )
+    predictor: TabularPredictor = request.predictor
+    _, explained, predictions = await explain(
+        request, partial(predictor.prepare, body.rows), explainers=explainers
+    )
+    return TabularExplainResponse(
+        model=name,
+        version=request.entry.version,
+        reference=explained.reference or {},
+        explanations=[
+            RowExplanationItem(
+                **answer(prediction),
+                target=item.target,
+                method=item.method,
+                output=item.output,
+                base_value=item.base_value,
+                completeness_error=item.error,
+                attributions=item.attributions,
+            )
+            for item, prediction in zip(explained.items, predictions, strict=True)
+        ],
+    )

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api import tables
 from service.api.content import require_json
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
+from service.api.explaining import ExplainersDep, MethodQuery, TargetQuery, answer, explain, explaining
 from service.api.limits import MAX_TOP_K, MIN_TOP_K, Threshold, check_texts, served
 from service.api.outputs import text_items
 from service.errors import MSG_CSV_MISSING_COLUMNS, InvalidInput
@@ -25,6 +26,7 @@ from service.inference.labelled import TEXT_TARGETS
 from service.inference.text import PreparedTexts, TextPredictor
 from service.registry import ModelEntry
 from service.reports.scores import score
+from service.schemas.explain import TextExplainResponse, TextExplanationItem
 from service.schemas.predict import TextPredictRequest, TextPredictResponse
 from service.schemas.problem import Problem
 from service.schemas.reports import AnyEvaluation
@@ -141,3 +143,54 @@ async def evaluate_text(
     prepared = await _texts_of(table, column, predictor, settings)
     outputs = await batchers.run(entry, predictor, prepared)
     return score(predictor.head, actual, outputs, threshold=threshold)
+
+
+@router.post(
+    "/{name}/explain",
+    response_model=TextExplainResponse,
+    responses=ERRORS,
+    dependencies=[Depends(require_json)],
+)
+async def explain_texts(
+    name: str,
+    body: TextPredictRequest,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    explainers: ExplainersDep,
+    target: TargetQuery = None,
+    method: MethodQuery = None,
+) -> TextExplainResponse:
+    """Why each text got its answer: integrated gradients per fastai token, over the token embeddings,
+    from the all-padding text to the text. Runs beside predictions, at most MAX_EXPLAIN_ITEMS texts."""
+    request = explaining(
+        registry,
+        name,
+        TextPredictor,
+        count=len(body.texts),
+        limit=settings.max_explain_items,
+        target=target,
+        method=method,
+    )
+    check_texts(body.texts, max_texts=settings.max_rows, max_chars=settings.max_text_chars)
+    predictor: TextPredictor = request.predictor
+    _, explained, predictions = await explain(
+        request, partial(predictor.prepare, body.texts), explainers=explainers
+    )
+    return TextExplainResponse(
+        model=name,
+        version=request.entry.version,
+        explanations=[
+            TextExplanationItem(
+                **answer(prediction),
+                target=item.target,
+                method=item.method,
+                output=item.output,
+                base_value=item.base_value,
+                completeness_error=item.error,
+                tokens=item.tokens,
+                special=item.special,
+                attributions=item.attributions,
+            )
+            for item, prediction in zip(explained.items, predictions, strict=True)
+        ],
+    )

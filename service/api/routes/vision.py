@@ -21,6 +21,7 @@ from service.api.deps import (
     get_batchers,
     get_registry,
 )
+from service.api.explaining import ExplainersDep, MethodQuery, TargetQuery, answer, b64, explain, explaining
 from service.api.limits import MAX_TOP_K, MIN_TOP_K, Threshold, check_files, served
 from service.api.outputs import VISION_IMAGES, vision_items
 from service.api.uploads import read_images
@@ -32,6 +33,7 @@ from service.errors import (
     MSG_EVAL_MASKS_TASK,
     MSG_EVAL_NEEDS_MASKS,
     MSG_EVAL_NOTHING,
+    MSG_EXPLAIN_PNG_ONE_FILE,
     MSG_MASK_PNG_ONE_FILE,
     InvalidInput,
 )
@@ -42,6 +44,7 @@ from service.inference.tasks import Task
 from service.inference.vision import VisionPredictor
 from service.registry import ModelRegistry
 from service.reports.scores import score
+from service.schemas.explain import ImageExplanationItem, VisionExplainResponse
 from service.schemas.predict import VisionPredictResponse
 from service.schemas.problem import Problem
 from service.schemas.reports import AnyEvaluation
@@ -278,3 +281,58 @@ async def evaluate_vision(
         outputs = await batchers.run(entry, predictor, prepared)
         parts.append(predictor.scored_outputs(prepared, outputs))
     return score(head, actual, np.concatenate(parts), threshold=threshold)
+
+
+@router.post("/{name}/explain", response_model=VisionExplainResponse, responses=PREDICT_RESPONSES)
+async def explain_images(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    explainers: ExplainersDep,
+    files: Annotated[list[UploadFile], File(description="One or more images to explain.")],
+    target: TargetQuery = None,
+    method: MethodQuery = None,
+) -> VisionExplainResponse | Response:
+    """Why each image got its answer: a heatmap of importance at the uploaded image's size (Grad-CAM at
+    the learner's deepest spatial layer, or integrated gradients on the pixels), as grey and as a colour
+    overlay; with `Accept: image/png` and one file, the overlay PNG itself. Runs beside predictions, at
+    most MAX_EXPLAIN_ITEMS images."""
+    asked = explaining(
+        registry,
+        name,
+        VisionPredictor,
+        count=len(files),
+        limit=min(settings.max_explain_items, settings.max_files),
+        target=target,
+        method=method,
+    )
+    png = wants_png(request)
+    if png and len(files) != 1:
+        raise InvalidInput(
+            MSG_EXPLAIN_PNG_ONE_FILE.format(count=len(files)),
+            [{"loc": ["files"], "msg": "one file with Accept: image/png", "type": "one_file"}],
+        )
+    predictor: VisionPredictor = asked.predictor
+    uploads = await read_images(files)
+    _, explained, predictions = await explain(
+        asked, partial(predictor.prepare, uploads), explainers=explainers
+    )
+    if png:
+        return Response(explained.items[0].overlay_png, media_type=PNG)
+    return VisionExplainResponse(
+        model=name,
+        version=asked.entry.version,
+        explanations=[
+            ImageExplanationItem(
+                **answer(prediction),
+                filename=upload.filename,
+                target=item.target,
+                method=item.method,
+                layer=item.layer,
+                heatmap_png=b64(item.heatmap_png),
+                overlay_png=b64(item.overlay_png),
+            )
+            for item, prediction, upload in zip(explained.items, predictions, uploads, strict=True)
+        ],
+    )
