@@ -88,28 +88,42 @@ class ImageExplainer:
         return self._layer
 
     def explain(self, prepared: PreparedImages, *, target: int | None, method: Method) -> Explained:
-        import torch
-
         head = self.predictor.head
         with self._lock:
             x = self.copy.tensor(self.predictor.encoded(prepared))
-            with torch.no_grad():
-                raw = self.copy.model(x)
-                activated = self.copy.activation(raw).float()
+            raw, activated = self.outputs(x)
             outputs = activated.cpu().numpy()
             items = []
             boxes = self.predictor.heat_boxes(prepared)
             for i, image in enumerate(prepared.images):
                 index, name = chosen(head, target, outputs[i])
-                one = x[i : i + 1]
-                if method is Method.GRADCAM:
-                    layer_name, heat = self._gradcam(one, index, raw[i : i + 1])
-                else:
-                    layer_name, heat = None, self._integrated(one, index, activated[i : i + 1])
+                layer_name, heat = self.heat(x, i, index=index, method=method, raw=raw, activated=activated)
                 items.append(
                     explanation(image, heat, box=boxes[i], target=name, method=method, layer=layer_name)
                 )
         return Explained(outputs, items)
+
+    def heat(
+        self, x: Any, i: int, *, index: int, method: Method, raw: Any, activated: Any
+    ) -> tuple[str | None, np.ndarray]:
+        """Image `i` of the batch `x`: the map of importance for target `index` on the model's input pixels
+        (and Grad-CAM's layer); `raw`/`activated` = the batch's outputs. Call under the explainer's lock."""
+        one = x[i : i + 1]
+        if method is Method.GRADCAM:
+            return self._gradcam(one, index, raw[i : i + 1])
+        return None, self._integrated(one, index, activated[i : i + 1])
+
+    def outputs(self, x: Any) -> tuple[Any, Any]:
+        """The model's raw and activated outputs for the batch `x` (no gradients)."""
+        import torch
+
+        with torch.no_grad():
+            raw = self.copy.model(x)
+            return raw, self.copy.activation(raw).float()
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
 
     def _gradcam(self, x: Any, index: int, own: Any) -> tuple[str, np.ndarray]:
         """Grad-CAM (ReLU of the gradient-weighted map) of the target's raw score, at the input's size."""

@@ -13,6 +13,7 @@ import asyncio
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, ClassVar, Protocol
@@ -82,8 +83,17 @@ def explain_method(name: str, predictor: AnyPredictor, method: Method | None) ->
 class ExplainPool:
     """Explanations on `concurrency` threads of their own, at most `max_queue` more requests waiting."""
 
-    def __init__(self, *, concurrency: int, max_queue: int, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        max_queue: int,
+        metrics: Metrics | None = None,
+        explainers: Mapping[ModelKind, Any] = EXPLAINERS,
+    ) -> None:
+        """`explainers`: what explains each kind (the table; a test may pass its own)."""
         self.concurrency, self.max_queue = concurrency, max_queue
+        self._table = explainers
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="explain")
         self._metrics = metrics
         self._pending = 0
@@ -95,7 +105,7 @@ class ExplainPool:
         with self._lock:
             explainer = self._explainers.get(predictor)
             if explainer is None:
-                explainer = EXPLAINERS[predictor.kind](predictor, name=name)
+                explainer = self._table[predictor.kind](predictor, name=name)
                 self._explainers[predictor] = explainer
             return explainer
 
