@@ -100,6 +100,11 @@ class ExplainPool:
         self._explainers: weakref.WeakKeyDictionary[Any, Explainer] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
+    @property
+    def pending(self) -> int:
+        """Explain requests running or waiting."""
+        return self._pending
+
     def explainer(self, name: str, predictor: AnyPredictor) -> Explainer:
         """This predictor's explainer (one per model version: a reload's new predictor gets a new one)."""
         with self._lock:
