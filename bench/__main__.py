@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 import bench
-from bench import CACHE, DEFAULT_STORE, ray_bench
+from bench import CACHE, DEFAULT_STORE, explain_bench, ray_bench
 from bench.cases import CASES, RECOMMENDS, TASK_TARGET, Case, TabularCase, case_by_key
 from bench.goals import goal_lines, machine_state
 from bench.http_rows import access_overhead, http, kind_ratios
@@ -160,6 +160,9 @@ def main() -> None:
         results["task_ratios"] = task_ratios(results)
         results["kind_ratios"] = kind_ratios(results["http"], CASES)
         print(table(results))
+        if not args.quick:
+            results["explain"] = explain_bench.run(store, seconds)
+            print("\n".join(explain_bench.lines(results["explain"])))
         if not args.skip_ray and not args.quick:
             results["ray"] = ray_bench.run(seconds, store)
             print(ray_bench.table(results["ray"]))

@@ -80,6 +80,15 @@ def explain_method(name: str, predictor: AnyPredictor, method: Method | None) ->
     return method
 
 
+def _one_torch_thread() -> None:
+    """An explanation's forward and backward on its own thread's cores only: torch's OpenMP thread count
+    is per calling thread, so this leaves the predictions' (ONNX Runtime's, or torch's on the model
+    threads) as they are, and a burst of explanations takes at most one core each."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 class ExplainPool:
     """Explanations on `concurrency` threads of their own, at most `max_queue` more requests waiting."""
 
@@ -94,7 +103,9 @@ class ExplainPool:
         """`explainers`: what explains each kind (the table; a test may pass its own)."""
         self.concurrency, self.max_queue = concurrency, max_queue
         self._table = explainers
-        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="explain")
+        self._executor = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="explain", initializer=_one_torch_thread
+        )
         self._metrics = metrics
         self._pending = 0
         self._explainers: weakref.WeakKeyDictionary[Any, Explainer] = weakref.WeakKeyDictionary()
