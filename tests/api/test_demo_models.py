@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -161,3 +162,42 @@ async def test_the_readmes_segmentation_examples_answer(demo_client: httpx.Async
     assert scored.status_code == 200, scored.text
     # The example holds one shape of each class; the demo model finds each of them well.
     assert scored.json()["iou"]["mean"] >= 0.8
+
+
+async def test_the_readmes_explain_examples_answer(demo_client: httpx.AsyncClient) -> None:
+    """README, "Why this answer": the overlay PNG of the upscaled cat, a row's and a text's attributions."""
+    from PIL import Image
+
+    _needs(DEMO_VISION, DEMO_TABULAR, DEMO_TEXT)
+    cat = ("files", ("cat_256.png", (EXAMPLES / "cat_256.png").read_bytes(), "image/png"))
+    overlay = await demo_client.post(
+        f"/api/v1/vision/{DEMO_VISION}/explain",
+        params={"method": "gradcam"},
+        files=[cat],
+        headers={"Accept": "image/png"},
+    )
+    assert overlay.status_code == 200, overlay.text
+    assert Image.open(io.BytesIO(overlay.content)).size == (256, 256)
+    as_json = await demo_client.post(
+        f"/api/v1/vision/{DEMO_VISION}/explain",
+        params={"method": "integrated_gradients", "target": "dog"},
+        files=[cat],
+    )
+    assert as_json.status_code == 200, as_json.text
+    assert as_json.json()["explanations"][0]["target"] == "dog"
+    row = {
+        "age": 49, "workclass": "Private", "fnlwgt": 160187, "education": "Masters", "education-num": 14,
+        "marital-status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Husband",
+        "race": "White", "sex": "Male", "capital-gain": 0, "capital-loss": 0, "hours-per-week": 50,
+        "native-country": "United-States",
+    }  # fmt: skip
+    rows = await demo_client.post(f"/api/v1/tabular/{DEMO_TABULAR}/explain", json={"rows": [row]})
+    assert rows.status_code == 200, rows.text
+    explanation = rows.json()["explanations"][0]
+    assert set(explanation["attributions"]) == set(row)
+    assert explanation["completeness_error"] <= 1e-2
+    texts = await demo_client.post(
+        f"/api/v1/text/{DEMO_TEXT}/explain", json={"texts": ["A gorgeous, witty, seductive movie."]}
+    )
+    assert texts.status_code == 200, texts.text
+    assert texts.json()["explanations"][0]["label"] == "pos"
