@@ -44,19 +44,19 @@ def cam_layer(model: Any, example: Any, *, name: str) -> tuple[str, Any, tuple[i
     """The deepest layer of the body whose output still has a spatial map at the served input size: at
     least `MIN_MAP` pixels a side when some layer has one, else more than 1×1. Its name, the module and its
     map's (height, width). Found by running `example` once and taking, among the modules called once, the
-    last to finish with such a 4-d output (a block finishes after the layers inside it, so the block
-    itself is chosen)."""
+    last to finish with such a 4-d output (the outermost inside the body of those that return the same
+    tensor: a block returns its last layer's)."""
     import torch
 
     body = body_of(model)
-    finished: list[tuple[str, tuple[int, ...]]] = []
+    finished: list[tuple[str, tuple[int, ...], Any]] = []
     calls: dict[str, int] = {}
 
     def hook(name: str) -> Any:
         def record(module: Any, inputs: Any, output: Any) -> None:
             calls[name] = calls.get(name, 0) + 1
             if isinstance(output, torch.Tensor):
-                finished.append((name, tuple(output.shape)))
+                finished.append((name, tuple(output.shape), output))  # kept alive: ids stay unique
 
         return record
 
@@ -69,7 +69,17 @@ def cam_layer(model: Any, example: Any, *, name: str) -> tuple[str, Any, tuple[i
         for handle in handles:
             handle.remove()
     paths = {id(module): path for path, module in model.named_modules()}
-    maps = [(n, s) for n, s in reversed(finished) if calls[n] == 1 and len(s) == 4 and s[-1] * s[-2] > 1]
+    # A block returns its last layer's very tensor, which in-place layers (a residual sum, ReLU) may still
+    # change after that layer's hook saw it: of the modules that give the same tensor, the outermost one
+    # inside the body (the last to finish) is hooked, when its output is final.
+    named: dict[int, tuple[str, tuple[int, ...]]] = {}
+    for n, s, output in finished:
+        if n and calls[n] == 1 and len(s) == 4 and s[-1] * s[-2] > 1:
+            named.pop(id(output), None)
+            named[id(output)] = (n, s)
+    maps = list(reversed(named.values())) or [
+        (n, s) for n, s, _ in reversed(finished) if not n and len(s) == 4 and s[-1] * s[-2] > 1
+    ]
     for layer, shape in sorted(maps, key=lambda found: min(found[1][-2:]) < MIN_MAP):  # stable: deepest first
         module = modules[layer]
         path = paths.get(id(module)) or type(module).__name__
