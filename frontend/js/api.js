@@ -128,6 +128,12 @@ export const api = {
     postForm(withQuery(`/api/v1/vision/${enc(name)}/predict`, query), form, o),
   predictTexts: (name, texts, { query, ...o } = {}) =>
     postJSON(withQuery(`/api/v1/text/${enc(name)}/predict`, query), { texts }, o),
+  explainImages: (name, form, { query, ...o } = {}) =>
+    postForm(withQuery(`/api/v1/vision/${enc(name)}/explain`, query), form, o),
+  explainRows: (name, rows, { query, ...o } = {}) =>
+    postJSON(withQuery(`/api/v1/tabular/${enc(name)}/explain`, query), { rows }, o),
+  explainTexts: (name, texts, { query, ...o } = {}) =>
+    postJSON(withQuery(`/api/v1/text/${enc(name)}/explain`, query), { texts }, o),
   predictPairs: (name, pairs, o) => postJSON(`/api/v1/collab/${enc(name)}/predict`, { pairs }, o),
   recommend: (name, { user, n, exclude }, o) =>
     getJSON(withQuery(`/api/v1/collab/${enc(name)}/recommend`, { user, n, exclude }), o),

@@ -3,6 +3,7 @@
 import { api, ApiError } from "./api.js";
 import { parseCsv } from "./csv.js";
 import { busy, clear, errorBox, h, modeTabs, num, table } from "./dom.js";
+import { rowExplainer } from "./explain.js";
 import { taskView } from "./tasks.js";
 
 const MISSING = "";
@@ -73,11 +74,12 @@ function markInvalid(form, err) {
   }
 }
 
-function predictionView(view, prediction) {
+function predictionView(view, prediction, explainer) {
   return h(
     "div",
     { class: "prediction", id: "tabular-prediction" },
     view.row(prediction),
+    explainer,
     prediction.warnings.length
       ? h(
           "div",
@@ -132,7 +134,8 @@ function rowForm(view, detail, signal) {
       const rows = [rowFrom(form, columns)];
       const response = await busy(result, submit, api.predictRows(detail.name, rows, { query: queryOf(controls), signal }));
       markInvalid(form, null);
-      clear(result, predictionView(view, response.predictions[0]));
+      // The row as it was sent: the explanation is of this prediction, whatever the form holds later.
+      clear(result, predictionView(view, response.predictions[0], rowExplainer(detail, rows[0], { signal })));
     } catch (err) {
       if (err.name === "AbortError") return;
       markInvalid(form, err);

@@ -3,6 +3,7 @@
 // tokens the model does not know); and a CSV mode (a `text` column, or another named) as the tabular page's.
 import { api } from "./api.js";
 import { busy, clear, errorBox, h, loading, modeTabs, num } from "./dom.js";
+import { textExplainer } from "./explain.js";
 import { controlsLine, csvForm, queryOf } from "./tabular.js";
 import { taskView } from "./tasks.js";
 
@@ -22,7 +23,7 @@ function warningsOf(item) {
     : h("p", { class: "hint" }, "No warnings for this text.");
 }
 
-function textCard(view, text, item, index) {
+function textCard(view, text, item, index, explainer) {
   const quote = text.length > QUOTE_CHARS ? `${text.slice(0, QUOTE_CHARS)}…` : text;
   return h(
     "li",
@@ -30,6 +31,7 @@ function textCard(view, text, item, index) {
     h("blockquote", { class: "text-quote", title: text }, quote),
     view.row(item),
     warningsOf(item),
+    explainer,
   );
 }
 
@@ -95,7 +97,9 @@ function textsForm(view, detail, signal) {
         h(
           "ol",
           { class: "text-predictions", id: "text-predictions", "aria-label": "Predictions, one per text" },
-          response.predictions.map((item, i) => textCard(view, texts[i], item, i)),
+          response.predictions.map((item, i) =>
+            textCard(view, texts[i], item, i, textExplainer(detail, texts[i], { signal })),
+          ),
         ),
       );
     } catch (err) {

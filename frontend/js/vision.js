@@ -1,8 +1,10 @@
 // Image page: pick or drop several images; a thumbnail for each appears at once, then each gets its
 // prediction from one batched request, shown by the view of the model's task (tasks.js): a label and
-// top-k, labels and a bar per class, values, or points drawn on the thumbnail.
+// top-k, labels and a bar per class, values, or points drawn on the thumbnail. Each answered image has an
+// Explain action (explain.js): the explanation's overlay on its thumbnail, a target and a method to choose.
 import { api } from "./api.js";
 import { busy, clear, errorBox, h } from "./dom.js";
+import { imageExplainer } from "./explain.js";
 import { NOT_AN_IMAGE, compileSignatures, sniffImage } from "./sniff.js";
 import { taskView } from "./tasks.js";
 
@@ -35,10 +37,14 @@ function tile(file, index) {
   return { el: tileEl, frame, status, file };
 }
 
-function showPrediction(view, t, prediction) {
+function showPrediction(view, t, prediction, explainer) {
   t.el.classList.add("done");
-  for (const old of t.frame.querySelectorAll(".points-overlay, .mask-overlay")) old.remove();
-  clear(t.status, view.tile(prediction, { file: t.file, frame: t.frame, img: t.frame.querySelector("img.thumb") }));
+  for (const old of t.frame.querySelectorAll(".points-overlay, .mask-overlay, .explain-overlay")) old.remove();
+  clear(
+    t.status,
+    view.tile(prediction, { file: t.file, frame: t.frame, img: t.frame.querySelector("img.thumb") }),
+    explainer,
+  );
 }
 
 function showTileError(t, err) {
@@ -110,11 +116,14 @@ export function renderVision(root, detail) {
     return api.predictImages(detail.name, form, { query, signal: abort });
   }
 
+  // Each image's explanation is asked for on its own, and stops when the selection or the page goes.
+  const explainerOf = (t, abort) => imageExplainer(detail, { file: t.file, frame: t.frame, signal: abort });
+
   async function predictAll(images, mine, abort) {
     try {
       const response = await predict(images, abort);
       if (mine !== generation) return;
-      response.predictions.forEach((p, i) => showPrediction(view, images[i], p));
+      response.predictions.forEach((p, i) => showPrediction(view, images[i], p, explainerOf(images[i], abort)));
       summary.textContent = `${images.length} image(s) predicted in one request.`;
     } catch (err) {
       if (err.name === "AbortError" || mine !== generation) return;
@@ -131,7 +140,7 @@ export function renderVision(root, detail) {
         images.map(async (t) => {
           try {
             const single = await predict([t], abort);
-            if (mine === generation) showPrediction(view, t, single.predictions[0]);
+            if (mine === generation) showPrediction(view, t, single.predictions[0], explainerOf(t, abort));
             return true;
           } catch (e) {
             if (e.name !== "AbortError" && mine === generation) showTileError(t, e);
