@@ -119,6 +119,7 @@ export function imageExplainer(detail, { file, frame, signal }) {
   const status = h("div", { class: "explain-status", "aria-live": "polite", hidden: true });
   const ask = latestOnly(signal);
   let overlay = null;
+  let line = null; // what the overlay shown explains
   let shown = false;
 
   function show(item) {
@@ -133,18 +134,24 @@ export function imageExplainer(detail, { file, frame, signal }) {
     frame.append(overlay);
     target.select.value = item.target;
     method.value = item.method;
-    clear(
-      status,
-      h(
-        "p",
-        { class: "explain-line" },
-        "Explains ",
-        h("strong", { class: "explain-target" }, item.target),
-        ` (${rule.what}) by ${methodName(item.method)}`,
-        item.layer ? ` at layer ${item.layer}` : "",
-      ),
-      warningList(item),
+    line = h(
+      "p",
+      { class: "explain-line" },
+      "Explains ",
+      h("strong", { class: "explain-target" }, item.target),
+      ` (${rule.what}) by ${methodName(item.method)}`,
+      item.layer ? ` at layer ${item.layer}` : "",
     );
+    clear(status, line, warningList(item));
+  }
+
+  /** A refused call leaves the overlay shown before it: the selects say again what that one explains. */
+  function refused(err) {
+    if (overlay) {
+      target.select.value = overlay.dataset.target;
+      method.value = overlay.dataset.method;
+    }
+    clear(status, line, errorBox(err));
   }
 
   async function explain(query) {
@@ -155,7 +162,7 @@ export function imageExplainer(detail, { file, frame, signal }) {
       const got = await ask((s) => api.explainImages(detail.name, form, { query, signal: s }));
       if (got) show(got.value.explanations[0]);
     } catch (err) {
-      clear(status, errorBox(err));
+      refused(err);
     }
   }
 

@@ -85,6 +85,7 @@ DISPATCHING = [
     "report.js",
     "text.js",
     "collab.js",
+    "explain.js",
 ]
 
 
