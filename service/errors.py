@@ -124,6 +124,9 @@ MSG_TUNNEL_OAUTH_ANYONE = (
 MSG_TUNNEL_OPT_IN_IGNORED = "NGROK_ALLOW_ANONYMOUS is set but the tunnel is protected ({protection}): ignored"
 MSG_TUNNEL_RENDERED = "traffic policy for the public tunnel: {what}, written to {path}"
 MSG_OVERLOADED = "model {name!r} is overloaded ({pending} items queued); retry shortly"
+MSG_PAYLOAD_LOG_DROPPED = (
+    "payload log: {count} prediction(s) not logged ({why}); predictions go on. Log folder: {folder}"
+)
 # Explanations (`service/explain`): they run beside predictions, with their own limits.
 MSG_EXPLAIN_UNSUPPORTED = (
     "model {name!r} is a {kind} model ({task}); explanations are served for {supported} models"
