@@ -462,8 +462,8 @@ def scored_csv_parts(
     for start, frame in table.frames():
         part = outputs[start : start + len(frame)]
         predicted = CSV_COLUMNS[head.task](head, part, threshold)
-        if ids is not None:  # each row's prediction id, as the JSON answer gives it
-            predicted["id"] = ids[start : start + len(frame)]
+        if ids is not None:  # each row's prediction id (as the JSON answer's `id`), before its columns
+            predicted = {"prediction_id": ids[start : start + len(frame)], **predicted}
         yield _scored_part(frame, predicted, header=start == 0)
 
 

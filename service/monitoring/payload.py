@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import os
 import random
+import secrets
 import shutil
 import socket
 import threading
@@ -88,7 +89,8 @@ class PayloadLog:
         self._wake = threading.Event()
         self._stopping = False
         self._seq = 0
-        self._process = f"{socket.gethostname()}-{os.getpid()}"
+        # Unique per log: hosts, worker processes and reloads of one app write beside each other.
+        self._process = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._random = random.Random()
         self.dropped = 0
         self.written = 0
@@ -238,7 +240,9 @@ def _table(record: Record) -> pa.Table:
 
 
 def read_log(folder: Path, *, model: str | None = None) -> pa.Table:
-    """The whole log (or one model's) as one table, as any hive-aware reader sees it."""
+    """The whole log (or one model's) as one table, as any hive-aware reader sees it. Models have columns
+    of their own: the files' schemas are unified (a column a model lacks is null there), as DuckDB's
+    `union_by_name` and Spark's `mergeSchema` do."""
     import pyarrow.dataset as ds
 
     root = folder / PREDICTIONS
@@ -246,7 +250,9 @@ def read_log(folder: Path, *, model: str | None = None) -> pa.Table:
         root = root / f"model={model}"
     if not root.is_dir():
         return pa.table({})
-    return ds.dataset(root, format="parquet", partitioning="hive").to_table()
+    found = ds.dataset(root, format="parquet", partitioning="hive")
+    schema = pa.unify_schemas([f.physical_schema for f in found.get_fragments()] + [found.schema])
+    return ds.dataset(root, format="parquet", partitioning="hive", schema=schema).to_table()
 
 
 def known_ids(folder: Path, model: str, ids: Sequence[str]) -> set[str]:
