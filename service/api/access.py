@@ -60,8 +60,14 @@ _RULE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 _PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
 
+# Model routes under /api/v1/models/{name}/ (the rest of that prefix, the listing and details, is open).
+PROTECTED_MODEL_ROUTES = ("/feedback",)
+
+
 def is_protected(path: str) -> bool:
-    return path.startswith(PROTECTED)
+    return path.startswith(PROTECTED) or (
+        path.startswith("/api/v1/models/") and path.endswith(PROTECTED_MODEL_ROUTES)
+    )
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,25 @@ from service.api.frontend import install_frontend
 from service.api.hot import install_hot_routes
 from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
-from service.api.routes import admin, collab, health, models, ops, reports, share, tabular, text, vision
+from service.api.routes import (
+    admin,
+    collab,
+    health,
+    models,
+    monitoring,
+    ops,
+    reports,
+    share,
+    tabular,
+    text,
+    vision,
+)
 from service.api.v2 import routes as v2
 from service.api.v2.grpc_service import start_grpc
 from service.explain.pool import ExplainPool
 from service.inference.batching import BatcherPool, ModelPool
 from service.inference.runtime import RuntimeOptions
+from service.monitoring.feedback import FeedbackStore
 from service.monitoring.logged import LoggedPool
 from service.monitoring.payload import LogOptions, PayloadLog
 from service.registry import ModelRegistry
@@ -100,6 +113,7 @@ def create_app(
             else None
         )
         app.state.payload_log = payload_log
+        app.state.feedback = FeedbackStore(settings.log_dir) if settings.log_dir is not None else None
         inner = pool(settings, metrics)
         app.state.batchers = LoggedPool(inner, payload_log) if payload_log is not None else inner
         # Explanations: threads of their own, never a batcher's queue (service/explain/pool.py).
@@ -183,7 +197,7 @@ def create_app(
             expose_headers=["Retry-After", "Content-Disposition"],
         )
     install_problem_handlers(app)
-    for module in (health, admin, models, tabular, vision, collab, text, reports, ops, share, v2):
+    for module in (health, admin, models, monitoring, tabular, vision, collab, text, reports, ops, share, v2):
         app.include_router(module.router)
     install_hot_routes(app, [tabular, vision, v2])  # plain predict requests skip FastAPI's per-request work
     # Last: the frontend's mount at / would otherwise shadow routes added after it.
