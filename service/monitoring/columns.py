@@ -50,7 +50,8 @@ def _tabular(predictor: Any, prepared: Any) -> InputsThunk:
 
 
 def _images(predictor: Any, prepared: Any) -> InputsThunk:
-    """The uploaded file's sha256 (of its decoded pixels when it came as pixels), width and height."""
+    """The uploaded file's sha256 (of its decoded pixels when it came as pixels), width, height and mean
+    brightness (0-1, of its grey version: what drift compares besides the size)."""
     images, sources = list(prepared.images), prepared.sources
 
     def build() -> Columns:
@@ -59,10 +60,13 @@ def _images(predictor: Any, prepared: Any) -> InputsThunk:
             for source, image in zip(sources or [None] * len(images), images, strict=True)
         ]
         sizes = [image.size for image in images]
+        grey = [np.asarray(image.convert("L"), dtype=np.float32) for image in images]
+        brightness = [float(pixels.mean() / 255) for pixels in grey]
         return {
             "sha256": pa.array(digests, type=pa.string()),
             "width": pa.array([w for w, _ in sizes], type=pa.int32()),
             "height": pa.array([h for _, h in sizes], type=pa.int32()),
+            "brightness": pa.array(brightness, type=pa.float32()),
         }
 
     return build

@@ -26,7 +26,7 @@ def _known(log: PayloadLog, name: str, ids: list[str]) -> set[str]:
 @router.post(
     "/{name}/feedback",
     response_model=FeedbackResponse,
-    responses=Problem.responses(404, 413, 422, 503),
+    responses=Problem.responses(400, 401, 404, 413, 415, 422, 503),
     dependencies=[Depends(require_json)],
 )
 async def feedback(
