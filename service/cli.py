@@ -336,6 +336,20 @@ def _serve_on_ray(args: argparse.Namespace, settings: Settings, address: str) ->
     return 0
 
 
+def _feedback_export(args: argparse.Namespace) -> int:
+    from service.errors import MSG_EXPORT_NO_LOG, CliInputError
+    from service.monitoring.export import export_feedback
+    from service.settings import get_settings
+
+    log_dir = Path(args.log_dir) if args.log_dir else get_settings().log_dir
+    if log_dir is None:
+        raise CliInputError(MSG_EXPORT_NO_LOG)
+    out = Path(args.out or f"{args.name}-feedback.csv")
+    done = export_feedback(name=args.name, store=_store(args), log_dir=log_dir, out=out)
+    print(f"{done.rows} rows ({', '.join(done.columns)}) -> {done.path}")
+    return 0
+
+
 def _share_policy(args: argparse.Namespace) -> int:
     from service.share_policy import TunnelSettings, policy_yaml, render_policy, render_to
 
@@ -530,6 +544,19 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("models", nargs="+", help="model names in the store")
     compare.add_argument("--store", default=None)
     compare.set_defaults(func=_compare)
+
+    feedback = commands.add_parser("feedback", help="the feedback on logged predictions").add_subparsers(
+        dest="feedback_command", required=True
+    )
+    export = feedback.add_parser(
+        "export",
+        help="logged inputs with their feedback's true answers, as a CSV `fastai-serve train` takes",
+    )
+    export.add_argument("name", help="the model (its folder in the store)")
+    export.add_argument("--log-dir", help="the payload log (default: FASTAI_SERVE_LOG_DIR)")
+    export.add_argument("--store", help="the model store (default: FASTAI_SERVE_MODEL_STORE)")
+    export.add_argument("--out", help="the CSV to write (default: NAME-feedback.csv)")
+    export.set_defaults(func=_feedback_export)
 
     share_policy = commands.add_parser(
         "share-policy",

@@ -124,6 +124,22 @@ MSG_TUNNEL_OAUTH_ANYONE = (
 MSG_TUNNEL_OPT_IN_IGNORED = "NGROK_ALLOW_ANONYMOUS is set but the tunnel is protected ({protection}): ignored"
 MSG_TUNNEL_RENDERED = "traffic policy for the public tunnel: {what}, written to {path}"
 MSG_OVERLOADED = "model {name!r} is overloaded ({pending} items queued); retry shortly"
+MSG_FEEDBACK_NO_LOG = (
+    "feedback on {name!r} needs the payload log: set LOG_DIR (feedback is stored beside the predictions)"
+)
+MSG_FEEDBACK_TOO_MANY = "{count} feedback entries sent; at most {limit} are accepted per request"
+MSG_FEEDBACK_TASK = "model {name!r} ({task}) takes no feedback; feedback is taken for {supported} models"
+MSG_FEEDBACK_INVALID = "{count} feedback entr(y/ies) do not fit model {name!r}'s task"
+MSG_EXPORT_NO_MODEL = "no model {name!r} in the store {store} (its learner is needed for the target's name)"
+MSG_EXPORT_KIND = (
+    "model {name!r} ({kind}, {task}): its feedback cannot be exported as a training CSV (images are logged "
+    "as their sha256, not their pixels)"
+)
+MSG_EXPORT_NO_LOG = "no payload log to export from: pass --log-dir or set FASTAI_SERVE_LOG_DIR"
+MSG_EXPORT_EMPTY = "no prediction of {name!r} in the payload log under {folder} has feedback yet"
+MSG_PAYLOAD_LOG_DROPPED = (
+    "payload log: {count} prediction(s) not logged ({why}); predictions go on. Log folder: {folder}"
+)
 # Explanations (`service/explain`): they run beside predictions, with their own limits.
 MSG_EXPLAIN_UNSUPPORTED = (
     "model {name!r} is a {kind} model ({task}); explanations are served for {supported} models"

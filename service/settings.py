@@ -60,6 +60,14 @@ class Settings(BaseSettings):
         description="proxies (IPs or CIDRs, * = any) whose X-Forwarded-For names the client; unset = none",
     )
 
+    log_dir: Path | None = Field(
+        default=None, description="payload log: a Parquet dataset of predictions here (unset: no log)"
+    )
+    log_sample: float = Field(default=1.0, ge=0.0, le=1.0, description="share of predictions logged")
+    log_flush_s: float = Field(default=10.0, gt=0, description="seconds between the log's file writes")
+    log_queue: int = Field(default=100_000, ge=1, description="items waiting for the writer before drops")
+    log_roll_mb: float = Field(default=64.0, gt=0, description="a flush larger than this is cut in files")
+    log_retention_days: int = Field(default=0, ge=0, description="days of date= partitions kept (0: all)")
     max_explain_items: int = Field(
         default=8, ge=1, description="rows, images or texts explained per request (413 above)"
     )

@@ -4,6 +4,8 @@ one process) and the timings one request collects on its way, for its log line."
 from __future__ import annotations
 
 import contextvars
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
@@ -80,6 +82,12 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.payload_log_dropped = Counter(
+            "fastai_serve_payload_log_dropped",
+            "Predictions the payload log could not keep (reason: queue_full, write_failed)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "fastai_serve_rate_limited",
             "Requests refused with 429 because their client was over RATE_LIMIT",
@@ -111,6 +119,34 @@ def record_served_by(who: str) -> None:
     served = request_served_by.get()
     if served is not None and who not in served:
         served.append(who)
+
+
+@dataclass
+class RequestContext:
+    """One request as the payload log and the answers' item ids see it: its id (`X-Request-ID`), the door
+    it came by (`v1`, `v2`, `grpc`), when it started, and how many items it has answered and logged so far
+    (item `k` of a request is `<request id>-<k>`, whichever pass of a CSV gave it)."""
+
+    request_id: str
+    protocol: str
+    started: float = field(default_factory=time.perf_counter)
+    answered: int = 0
+    logged: int = 0
+    log: bool = True  # False for passes that are not predictions (evaluation)
+
+
+current_request: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "current_request", default=None
+)
+
+
+def item_ids(n: int) -> list[str] | None:
+    """The ids of the request's next `n` answered items (None outside a request: in-process use)."""
+    context = current_request.get()
+    if context is None:
+        return None
+    start, context.answered = context.answered, context.answered + n
+    return [f"{context.request_id}-{k}" for k in range(start, start + n)]
 
 
 def exposition(metrics: Metrics, shared: Path | None) -> bytes:

@@ -2,7 +2,8 @@
 body is read or parsed (a refused client costs a header lookup, never a model's time).
 
 Which routes are the model's is one table, `PROTECTED` (path prefixes): every prediction, explanation,
-evaluation and CSV route of every kind, and the Open Inference Protocol's model routes. Health, docs, the
+evaluation and CSV route of every kind, and the Open Inference Protocol's model routes; and under
+`/api/v1/models/{name}/`, `PROTECTED_MODEL_ROUTES` (feedback). Health, docs, the
 page, reports and `/api/v1/models` stay open; `/metrics` needs `METRICS_API_KEY` when one is set.
 `tests/api/test_access.py` walks the OpenAPI schema so a new route is classified on purpose. The gRPC
 door (`service.api.v2.grpc_service`) puts its model RPCs (ModelReady, ModelMetadata, ModelInfer; the
@@ -60,8 +61,14 @@ _RULE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 _PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
 
+# Model routes under /api/v1/models/{name}/ (the rest of that prefix, the listing and details, is open).
+PROTECTED_MODEL_ROUTES = ("/feedback",)
+
+
 def is_protected(path: str) -> bool:
-    return path.startswith(PROTECTED)
+    return path.startswith(PROTECTED) or (
+        path.startswith("/api/v1/models/") and path.endswith(PROTECTED_MODEL_ROUTES)
+    )
 
 
 @dataclass(frozen=True)
@@ -188,7 +195,7 @@ class AccessMiddleware:
             if _which_key(_presented_key(scope), [self.metrics_key]) is None:
                 await answer_for(path, Unauthorized(MSG_PREDICT_KEY_MISSING))(scope, receive, send)
                 return
-        elif path.startswith(PROTECTED) and self.gate.active:
+        elif is_protected(path) and self.gate.active:
             refusal = self.gate.admit(_presented_key(scope), str((scope.get("client") or ("?",))[0]))
             if refusal is not None:
                 await answer_for(path, refusal)(scope, receive, send)

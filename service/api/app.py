@@ -21,12 +21,27 @@ from service.api.frontend import install_frontend
 from service.api.hot import install_hot_routes
 from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, RequestMetricsMiddleware
 from service.api.problems import install_problem_handlers
-from service.api.routes import admin, collab, health, models, ops, reports, share, tabular, text, vision
+from service.api.routes import (
+    admin,
+    collab,
+    health,
+    models,
+    monitoring,
+    ops,
+    reports,
+    share,
+    tabular,
+    text,
+    vision,
+)
 from service.api.v2 import routes as v2
 from service.api.v2.grpc_service import start_grpc
 from service.explain.pool import ExplainPool
 from service.inference.batching import BatcherPool, ModelPool
 from service.inference.runtime import RuntimeOptions
+from service.monitoring.feedback import FeedbackStore
+from service.monitoring.logged import LoggedPool
+from service.monitoring.payload import LogOptions, PayloadLog
 from service.registry import ModelRegistry
 from service.settings import Settings, get_settings
 from service.share import ShareLookup
@@ -81,7 +96,26 @@ def create_app(
         # Several workers: publish this one's readiness where the others' /health/ready reads it.
         shared = shared_dir() if settings.workers > 1 else None
         publishing = asyncio.create_task(publish_forever(shared, registry)) if shared else None
-        app.state.batchers = pool(settings, metrics)
+        # The payload log (LOG_DIR): every door's predictions, offered after their model answers.
+        payload_log = (
+            PayloadLog(
+                LogOptions(
+                    folder=settings.log_dir,
+                    sample=settings.log_sample,
+                    flush_s=settings.log_flush_s,
+                    max_items=settings.log_queue,
+                    roll_mb=settings.log_roll_mb,
+                    retention_days=settings.log_retention_days,
+                ),
+                metrics=metrics,
+            )
+            if settings.log_dir is not None
+            else None
+        )
+        app.state.payload_log = payload_log
+        app.state.feedback = FeedbackStore(settings.log_dir) if settings.log_dir is not None else None
+        inner = pool(settings, metrics)
+        app.state.batchers = LoggedPool(inner, payload_log) if payload_log is not None else inner
         # Explanations: threads of their own, never a batcher's queue (service/explain/pool.py).
         app.state.explainers = ExplainPool(
             concurrency=settings.explain_concurrency, max_queue=settings.explain_queue, metrics=metrics
@@ -121,6 +155,8 @@ def create_app(
                     await publishing
             await loading
             await app.state.batchers.close()
+            if payload_log is not None:  # after the last prediction: everything queued is written
+                await asyncio.to_thread(payload_log.close)
             app.state.explainers.close()
             await app.state.share.aclose()
 
@@ -134,7 +170,8 @@ def create_app(
     metrics = Metrics()
     app.state.metrics = metrics
     app.state.metrics_note = ""  # comment lines /metrics starts with (on Ray: where the rest is)
-    app.state.grpc_port = None  # the port gRPC listens on once started (None: GRPC_PORT is 0)
+    app.state.grpc_port = None
+    app.state.payload_log = None  # the port gRPC listens on once started (None: GRPC_PORT is 0)
     # One rate budget per client, whether it calls over HTTP or gRPC.
     limiter = RateLimiter(parse_rate_limit(settings.rate_limit)) if settings.rate_limit else None
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
@@ -160,7 +197,7 @@ def create_app(
             expose_headers=["Retry-After", "Content-Disposition"],
         )
     install_problem_handlers(app)
-    for module in (health, admin, models, tabular, vision, collab, text, reports, ops, share, v2):
+    for module in (health, admin, models, monitoring, tabular, vision, collab, text, reports, ops, share, v2):
         app.include_router(module.router)
     install_hot_routes(app, [tabular, vision, v2])  # plain predict requests skip FastAPI's per-request work
     # Last: the frontend's mount at / would otherwise shadow routes added after it.

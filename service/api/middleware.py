@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import BodyTooLarge, answer_for
 from service.errors import MSG_BODY_TOO_LARGE, MSG_REQUEST_TIMEOUT, PayloadTooLarge, RequestTimeout
-from service.telemetry import Metrics, request_served_by, request_timings
+from service.telemetry import Metrics, RequestContext, current_request, request_served_by, request_timings
 
 access_log = logging.getLogger("fastai_serve.access")
 
@@ -65,6 +65,13 @@ def new_request_id() -> str:
     return raw.hex()
 
 
+def client_request_id(headers: dict[bytes, bytes]) -> str:
+    """The client's own `X-Request-ID` when it is a sane token (letters, digits, `._-`, at most 64), else
+    a new random one."""
+    incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+    return incoming if _CLIENT_ID.match(incoming) else new_request_id()
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, timeout_s: float) -> None:
         self.app = app
@@ -74,15 +81,21 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _CLIENT_ID.match(incoming) else new_request_id()
+        request_id = client_request_id(dict(scope["headers"]))
+        path: str = scope.get("path", "")
+        # What the payload log and the answers' item ids read; evaluation passes are not predictions.
+        context = RequestContext(
+            request_id=request_id,
+            protocol="v2" if path.startswith("/v2") else "v1",
+            log=not path.endswith("/evaluate"),
+        )
+        context_token = current_request.set(context)
         timings: dict[str, float] = {}
         token = request_timings.set(timings)
         served_by: list[str] = []
         served_token = request_served_by.set(served_by)
-        started = time.perf_counter()
+        started = context.started
         status, response_started = 500, False
-        path: str = scope.get("path", "")
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, response_started
@@ -109,6 +122,7 @@ class RequestContextMiddleware:
         finally:
             request_timings.reset(token)
             request_served_by.reset(served_token)
+            current_request.reset(context_token)
             if access_log.isEnabledFor(logging.INFO):  # building the line is most of this middleware's cost
                 self._log(scope, request_id, status, started, timings)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from service.inference.masks import mask_png
 from service.inference.predictor import ModelKind
 from service.inference.tasks import AnyPrediction, Task
 from service.schemas.collab import CollabPrediction
 from service.schemas.predict import (
+    Identified,
     TabularItem,
     TabularMultiLabelPrediction,
     TabularPrediction,
@@ -27,6 +28,9 @@ from service.schemas.predict import (
     VisionRegressionPrediction,
     VisionSegmentationPrediction,
 )
+from service.telemetry import item_ids
+
+ItemT = TypeVar("ItemT", bound=Identified)
 
 TABULAR_ITEMS: dict[Task, Callable[[Any], TabularItem]] = {
     Task.CLASSIFICATION: lambda p: TabularPrediction(
@@ -87,24 +91,35 @@ TEXT_ITEMS: dict[Task, Callable[[Any, int], TextItem]] = {
 }
 
 
+def identified(items: list[ItemT]) -> list[ItemT]:
+    """The items with the request's next ids (`telemetry.item_ids`: what the payload log gives them too)."""
+    ids = item_ids(len(items))
+    if ids is not None:
+        for item, item_id in zip(items, ids, strict=True):
+            item.id = item_id
+    return items
+
+
 def tabular_items(predictions: list[AnyPrediction]) -> list[TabularItem]:
     """Each row's prediction as its task's item."""
-    return [TABULAR_ITEMS[p.task](p) for p in predictions]
+    return identified([TABULAR_ITEMS[p.task](p) for p in predictions])
 
 
 def vision_items(predictions: list[AnyPrediction], filenames: list[str], *, top_k: int) -> list[VisionItem]:
     """Each image's prediction as its task's item."""
-    return [VISION_ITEMS[p.task](p, f, top_k) for p, f in zip(predictions, filenames, strict=True)]
+    return identified(
+        [VISION_ITEMS[p.task](p, f, top_k) for p, f in zip(predictions, filenames, strict=True)]
+    )
 
 
 def collab_items(predictions: list[AnyPrediction]) -> list[CollabPrediction]:
     """Each pair's prediction as its task's item."""
-    return [COLLAB_ITEMS[p.task](p) for p in predictions]
+    return identified([COLLAB_ITEMS[p.task](p) for p in predictions])
 
 
 def text_items(predictions: list[AnyPrediction], *, top_k: int) -> list[TextItem]:
     """Each text's prediction as its task's item."""
-    return [TEXT_ITEMS[p.task](p, top_k) for p in predictions]
+    return identified([TEXT_ITEMS[p.task](p, top_k) for p in predictions])
 
 
 # The v1 codecs of each kind's routes, for the check that every served task has one.

@@ -21,6 +21,7 @@ from service.api import hot
 from service.inference.csvio import CsvChunk, CsvTable, read_csv_table, scored_csv_parts
 from service.inference.tasks import Task
 from service.registry import ModelEntry
+from service.telemetry import item_ids
 
 Columns = TypeVar("Columns")
 # A 200 that is JSON or the scored CSV, as the CSV predict routes declare it in OpenAPI.
@@ -58,7 +59,8 @@ def csv_answer(
     table: CsvTable, outputs: np.ndarray, head: Any, *, threshold: float | None = None
 ) -> StreamingResponse:
     """The uploaded CSV with `head`'s prediction columns, written a chunk at a time in a worker thread."""
-    parts = iterate_in_threadpool(scored_csv_parts(table, outputs, head, threshold=threshold))
+    scored = scored_csv_parts(table, outputs, head, threshold=threshold, ids=item_ids(len(outputs)))
+    parts = iterate_in_threadpool(scored)
     return StreamingResponse(parts, media_type="text/csv")
 
 

@@ -449,14 +449,22 @@ def scored_csv(frame: pd.DataFrame, outputs: np.ndarray, head: Any, *, threshold
 
 
 def scored_csv_parts(
-    table: CsvTable, outputs: np.ndarray, head: Any, *, threshold: float | None = None
+    table: CsvTable,
+    outputs: np.ndarray,
+    head: Any,
+    *,
+    threshold: float | None = None,
+    ids: list[str] | None = None,
 ) -> Iterator[str]:
     """The input CSV plus the prediction columns of `head`'s task, a chunk of text at a time (the response
     streams them): classification `prediction` + `p_<class>`, multi_label `prediction` (labels joined by
     `;`) + `p_<class>`, regression `prediction` (one target) or `prediction_<target>` (several)."""
     for start, frame in table.frames():
         part = outputs[start : start + len(frame)]
-        yield _scored_part(frame, CSV_COLUMNS[head.task](head, part, threshold), header=start == 0)
+        predicted = CSV_COLUMNS[head.task](head, part, threshold)
+        if ids is not None:  # each row's prediction id (as the JSON answer's `id`), before its columns
+            predicted = {"prediction_id": ids[start : start + len(frame)], **predicted}
+        yield _scored_part(frame, predicted, header=start == 0)
 
 
 # OWASP CSV injection: a spreadsheet runs a cell starting with one of these as a formula.

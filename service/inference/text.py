@@ -70,6 +70,7 @@ class PreparedTexts:
     ids: list[np.ndarray]
     notes: list[list[str]]
     tokens: list[list[str]] | None = None  # fastai's tokens of each text (unknown ones as written)
+    texts: list[str] | None = None  # the texts as sent (the payload log's)
 
     @property
     def n(self) -> int:
@@ -279,7 +280,7 @@ class TextPredictor(HeadFacts):
             encoded = np.fromiter((o2i.get(t, unk) for t in tokens), dtype=np.int64, count=len(tokens))
             ids.append(encoded)
             notes.append(self._warnings(encoded))
-        return PreparedTexts(ids, notes, tokenized)
+        return PreparedTexts(ids, notes, tokenized, texts)
 
     def _warnings(self, ids: np.ndarray) -> list[str]:
         own = ids[~self.special(ids)]

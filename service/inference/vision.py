@@ -159,6 +159,8 @@ class PreparedImages:
     """One request's decoded images (fastai `PILImage`s), in upload order."""
 
     images: list[Any]
+    # The uploaded files (references, no copy), for the payload log's sha256; None for decoded pixels.
+    sources: list[bytes] | None = None
 
     @property
     def n(self) -> int:
@@ -217,7 +219,8 @@ class VisionPredictor(HeadFacts):
         """Decode every upload first, so a bad file fails the request before any compute."""
         from fastai.vision.core import PILImage
 
-        return PreparedImages([PILImage(decode_image(u, max_pixels=self.max_pixels)) for u in uploads])
+        images = [PILImage(decode_image(u, max_pixels=self.max_pixels)) for u in uploads]
+        return PreparedImages(images, [u.data for u in uploads])
 
     def prepare_inline(
         self, uploads: list[UploadedImage], *, max_pixels: int = INLINE_PIXELS
@@ -235,7 +238,7 @@ class VisionPredictor(HeadFacts):
             width, height = _pil_size(image)
             budget -= width * height
             images.append(PILImage(image))
-        return PreparedImages(images)
+        return PreparedImages(images, [u.data for u in uploads])
 
     def prepare_pixels(self, pixels: np.ndarray) -> PreparedImages:
         """Decoded RGB pixels, uint8 (n, height, width, 3), as the same images `prepare` makes of files;

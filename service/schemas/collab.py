@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from service.schemas.predict import Identified
+
 # A user or item id as JSON: text, or a whole number (both name the same id: 7 and "7").
 CollabId = StrictStr | StrictInt
 
@@ -34,7 +36,7 @@ class CollabPredictRequest(BaseModel):
     )
 
 
-class CollabPrediction(BaseModel):
+class CollabPrediction(Identified):
     """rating: the predicted rating of the pair, null when the learner does not know its user or item (a
     warning says which)."""
 

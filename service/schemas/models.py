@@ -89,7 +89,18 @@ class WorkersReady(BaseModel):
     expected: int
 
 
+class PayloadLogState(BaseModel):
+    """The payload log of this process (LOG_DIR): what it wrote, holds and had to drop, and why."""
+
+    folder: str
+    written: int
+    queued: int
+    dropped: int
+    last_error: str | None
+
+
 class ReadyResponse(BaseModel):
     status: Literal["ready", "not_ready"]
     models: dict[str, Literal["ready", "loading", "failed"]]
     workers: WorkersReady | None = None
+    payload_log: PayloadLogState | None = None

@@ -7,6 +7,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+class Identified(BaseModel):
+    """Every prediction item's id: `<X-Request-ID>-<k>` for the request's k-th item (0-based, in the
+    answer's order); the payload log keeps it, and feedback names the prediction by it."""
+
+    id: str | None = Field(default=None, description="this prediction's id (`<X-Request-ID>-<index>`)")
+
+
 class TabularPredictRequest(BaseModel):
     rows: list[dict[str, Any]] = Field(
         min_length=1,
@@ -15,7 +22,7 @@ class TabularPredictRequest(BaseModel):
     )
 
 
-class TabularPrediction(BaseModel):
+class TabularPrediction(Identified):
     """classification: the most likely class and every class's probability (they sum to 1)."""
 
     label: str
@@ -37,11 +44,11 @@ class Values(BaseModel):
     values: dict[str, float]
 
 
-class TabularMultiLabelPrediction(MultiLabels):
+class TabularMultiLabelPrediction(Identified, MultiLabels):
     warnings: list[str] = Field(default_factory=list)
 
 
-class TabularRegressionPrediction(Values):
+class TabularRegressionPrediction(Identified, Values):
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -59,7 +66,7 @@ class TopK(BaseModel):
     probability: float
 
 
-class VisionPrediction(BaseModel):
+class VisionPrediction(Identified):
     """classification: the most likely class, every class's probability and the `top_k` most likely."""
 
     filename: str
@@ -68,26 +75,26 @@ class VisionPrediction(BaseModel):
     top_k: list[TopK]
 
 
-class VisionMultiLabelPrediction(BaseModel):
+class VisionMultiLabelPrediction(Identified):
     filename: str
     labels: list[str] = Field(description="the classes whose probability is over `threshold`")
     probabilities: dict[str, float] = Field(description="independent, one per class")
     threshold: float
 
 
-class VisionRegressionPrediction(BaseModel):
+class VisionRegressionPrediction(Identified):
     filename: str
     values: dict[str, float] = Field(description="per target (`target_0`, … when the learner names none)")
 
 
-class VisionPointsPrediction(BaseModel):
+class VisionPointsPrediction(Identified):
     """points: [x, y] in pixels of the uploaded image."""
 
     filename: str
     points: list[list[float]]
 
 
-class VisionSegmentationPrediction(BaseModel):
+class VisionSegmentationPrediction(Identified):
     """segmentation: a class per pixel of the uploaded image, as a palette PNG of class indices."""
 
     filename: str
@@ -123,7 +130,7 @@ class TextPredictRequest(BaseModel):
     )
 
 
-class TextPrediction(BaseModel):
+class TextPrediction(Identified):
     """classification: the most likely class, every class's probability and the `top_k` most likely."""
 
     label: str
@@ -132,7 +139,7 @@ class TextPrediction(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
-class TextMultiLabelPrediction(MultiLabels):
+class TextMultiLabelPrediction(Identified, MultiLabels):
     warnings: list[str] = Field(default_factory=list)
 
 

@@ -38,6 +38,7 @@ PROTECTED_ROUTES = {
     "/api/v1/vision/{name}/explain",
     "/api/v1/text/{name}/explain",
     "/api/v1/collab/{name}/explain",
+    "/api/v1/models/{name}/feedback",
     "/v2/models/{name}",
     "/v2/models/{name}/versions/{version}",
     "/v2/models/{name}/ready",

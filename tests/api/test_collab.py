@@ -234,7 +234,7 @@ async def test_csv_predictions_equal_json_ones_and_the_scored_csv_adds_predictio
     )
     assert as_csv.headers["content-type"].startswith("text/csv")
     scored = pd.read_csv(io.StringIO(as_csv.text))
-    assert list(scored.columns) == ["reader", "book", "stars", "prediction"]
+    assert list(scored.columns) == ["reader", "book", "stars", "prediction_id", "prediction"]
     assert np.isnan(scored["prediction"][3])
     expected = [np.nan if p["rating"] is None else p["rating"] for p in direct["predictions"]]
     np.testing.assert_allclose(scored["prediction"], expected, rtol=1e-6)

@@ -76,9 +76,11 @@ async def test_a_large_json_answer_streams_the_bytes_of_one_response_model(
     assert len(whole.predictions) == 2 * ANSWER_ROWS + 7
     assert response.content == whole.model_dump_json(by_alias=True).encode()
     small = await big_client.post(PREDICT_CSV, files=_upload(frame.iloc[ANSWER_ROWS - 1 : ANSWER_ROWS + 1]))
-    assert [p.model_dump() for p in whole.predictions[ANSWER_ROWS - 1 : ANSWER_ROWS + 1]] == small.json()[
-        "predictions"
+    assert [p.model_dump(exclude={"id"}) for p in whole.predictions[ANSWER_ROWS - 1 : ANSWER_ROWS + 1]] == [
+        {k: v for k, v in p.items() if k != "id"} for p in small.json()["predictions"]
     ]
+    request_id = response.headers["x-request-id"]
+    assert [p.id for p in whole.predictions] == [f"{request_id}-{k}" for k in range(len(frame))]
 
 
 async def test_row_errors_name_rows_of_the_whole_file(

@@ -60,7 +60,7 @@ async def test_predict_answers_a_mask_of_each_uploaded_images_size(seg_client: h
     items = answer.json()["predictions"]
     assert [p["filename"] for p in items] == ["square.png", "wide.png"]
     for item, (width, height) in zip(items, [(32, 32), (48, 30)], strict=True):
-        assert set(item) == {"filename", "classes", "size", "class_fractions", "mask_png", "warnings"}
+        assert set(item) == {"id", "filename", "classes", "size", "class_fractions", "mask_png", "warnings"}
         assert item["classes"] == CODES and item["size"] == [height, width]
         mask = _mask_of(item["mask_png"])
         assert mask.mode == "P" and mask.size == (width, height)

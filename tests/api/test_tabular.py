@@ -191,7 +191,7 @@ async def test_csv_out_keeps_input_and_adds_columns(
     assert response.headers["content-type"].startswith("text/csv")
     scored = pd.read_csv(io.StringIO(response.text))
     assert len(scored) == 7
-    assert list(scored.columns) == [*frame.columns, "prediction", "p_<=50K", "p_>50K"]
+    assert list(scored.columns) == [*frame.columns, "prediction_id", "prediction", "p_<=50K", "p_>50K"]
     np.testing.assert_allclose(scored["p_<=50K"] + scored["p_>50K"], 1.0, atol=1e-5)
 
 

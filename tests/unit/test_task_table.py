@@ -22,7 +22,11 @@ from service.inference.csvio import CSV_COLUMNS
 from service.inference.kinds import LEARNER_TYPES, read_facts, served_types
 from service.inference.labelled import LABEL_TARGETS, TABLE_TARGETS, TEXT_TARGETS
 from service.inference.predictor import ModelKind
+from service.inference.tasks import Task
 from service.loading import load_exported_learner
+from service.monitoring.columns import LOG_INPUTS, LOG_OUTPUTS
+from service.monitoring.export import EXPORT_INPUTS, EXPORT_TRUTH
+from service.monitoring.feedback import FEEDBACK_TARGETS
 from service.reports.scores import SCORERS
 from tests.helpers import ROOT, TABULAR, VISION
 from tests.tiny import REFUSED, TASK_MODELS
@@ -40,6 +44,8 @@ DOORS_BY_KIND = {
 
 # Kinds served without explanations (their /explain route answers 404 naming the kinds that have them).
 UNEXPLAINED = {ModelKind.COLLAB}
+# Tasks that take no feedback (a mask's truth is an image: /evaluate takes it).
+NO_FEEDBACK = {Task.SEGMENTATION}
 
 
 @pytest.mark.parametrize("entry", served_types(), ids=str)
@@ -51,6 +57,12 @@ def test_every_served_task_has_a_codec_at_every_front_door(entry: object) -> Non
     assert task in SCORERS, f"{entry}: no scores"
     for door, codecs in DOORS_BY_KIND[kind].items():
         assert task in codecs, f"{entry}: no {door} codec"
+    # The payload log: every served kind's inputs and task's outputs have columns; feedback and the export
+    # take every task but those said not to.
+    assert kind in LOG_INPUTS and task in LOG_OUTPUTS, f"{entry}: no payload log columns"
+    assert task in FEEDBACK_TARGETS or task in NO_FEEDBACK, f"{entry}: no feedback codec"
+    if kind in EXPORT_INPUTS:
+        assert task in EXPORT_TRUTH or task in NO_FEEDBACK, f"{entry}: no export codec"
     # Explanations: every task of a kind that explains says what it explains; the others are said not to.
     assert kind in EXPLAINERS or kind in UNEXPLAINED, f"{entry}: neither explained nor said not to be"
     if kind in EXPLAINERS:

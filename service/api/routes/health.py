@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
 from service.inference.batching import ModelPool
 from service.registry import ModelStatus
-from service.schemas.models import LiveResponse, ReadyResponse, WorkersReady
+from service.schemas.models import LiveResponse, PayloadLogState, ReadyResponse, WorkersReady
 from service.workers import combined_models, live_states, shared_dir, state_of
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -21,9 +21,12 @@ async def live() -> LiveResponse:
 
 
 @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
-async def ready(registry: RegistryDep, settings: SettingsDep, batchers: BatchersDep) -> JSONResponse:
+async def ready(
+    request: Request, registry: RegistryDep, settings: SettingsDep, batchers: BatchersDep
+) -> JSONResponse:
     """200 once loading has finished and at least one model is ready (in every worker process; on Ray, with
-    a replica running); 503 otherwise."""
+    a replica running); 503 otherwise. With LOG_DIR, `payload_log` says what this process's log wrote and
+    dropped (a log that cannot write never makes the server unready: predictions go on)."""
     folder = shared_dir()
     if folder is None or settings.workers <= 1:
         state = state_of(registry)
@@ -39,6 +42,9 @@ async def ready(registry: RegistryDep, settings: SettingsDep, batchers: Batchers
             models=combined_models(states),  # type: ignore[arg-type]
             workers=WorkersReady(ready=ready_count, running=len(states), expected=settings.workers),
         )
+    log = request.app.state.payload_log
+    if log is not None:
+        body.payload_log = PayloadLogState(**log.status())
     return JSONResponse(
         body.model_dump(exclude_none=True), status_code=200 if body.status == "ready" else 503
     )

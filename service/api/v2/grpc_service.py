@@ -26,6 +26,7 @@ import grpc
 
 from service import __version__
 from service.api.access import ModelGate, presented_key
+from service.api.middleware import client_request_id
 from service.api.v2.codec import OutputTensor, Tensor, decode_binary, decode_elements, output_bytes
 from service.api.v2.errors import error_message
 from service.api.v2.proto import grpc_predict_v2_pb2 as pb
@@ -49,7 +50,7 @@ from service.inference.batching import ModelPool
 from service.registry import ModelRegistry
 from service.schemas.v2 import InferenceRequest, MetadataTensor, RequestInput, RequestOutput
 from service.settings import Settings
-from service.telemetry import Metrics, request_served_by, request_timings
+from service.telemetry import Metrics, RequestContext, current_request, request_served_by, request_timings
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("fastai_serve.access")
@@ -280,6 +281,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         served_by: list[str] = []
         token, served_token = request_timings.set(timings), request_served_by.set(served_by)
         metadata = [(k.lower().encode(), _as_bytes(v)) for k, v in (context.invocation_metadata() or ())]
+        # The payload log's and the answer's item ids: the client's `x-request-id` metadata when sane.
+        request = RequestContext(
+            request_id=client_request_id(dict(metadata)), protocol=PROTOCOL, started=started
+        )
+        request_token = current_request.set(request)
         code = grpc.StatusCode.OK
         try:
             error = None
@@ -310,6 +316,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             request_timings.reset(token)
             request_served_by.reset(served_token)
+            current_request.reset(request_token)
             route = f"/{SERVICE}/{rpc}"
             self.metrics.requests.labels(model, route, code.name, PROTOCOL).inc()
             self.metrics.request_seconds.labels(model, route, PROTOCOL).observe(time.perf_counter() - started)

@@ -67,6 +67,7 @@ from service.schemas.v2 import (
     ServerReady,
 )
 from service.settings import Settings
+from service.telemetry import item_ids
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 EXTENSIONS = ["binary_tensor_data"]
@@ -275,8 +276,14 @@ async def infer_tensors(
     header: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version}
     if parsed.id is not None:
         header["id"] = parsed.id
+    parameters: dict[str, Any] = {}
+    ids = item_ids(len(predictions))
+    if ids is not None:  # each prediction's id, as the payload log keeps it (feedback names it)
+        parameters["ids"] = ids
     if any(p.warnings for p in predictions):
-        header["parameters"] = {"warnings": [p.warnings for p in predictions]}
+        parameters["warnings"] = [p.warnings for p in predictions]
+    if parameters:
+        header["parameters"] = parameters
     answer = outputs_for(predictor, predictions, outputs, top_k=top_k)
     return header, _selected(parsed, answer)
 

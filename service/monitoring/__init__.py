@@ -1,0 +1,1 @@
+"""After deployment: the payload log (what was asked and answered), and what is computed from it."""
