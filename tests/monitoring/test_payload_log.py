@@ -183,3 +183,45 @@ async def asyncio_sleep(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+async def test_sigterm_right_after_a_burst_loses_nothing(
+    trained_store: Path, tmp_path: Path, adult_frame: pd.DataFrame
+) -> None:
+    """A real server (the CLI), a burst of requests, SIGTERM at once: every answered item is in the log
+    (the writer's interval is far longer than the test: only the shutdown's flush can have written them)."""
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, free_port, wait_until_ready
+
+    port, log_dir = free_port(), tmp_path / "log"
+    env = {
+        **os.environ,
+        "FASTAI_SERVE_MODEL_STORE": str(trained_store),
+        "FASTAI_SERVE_DEVICE": "cpu",
+        "FASTAI_SERVE_GRPC_PORT": "0",
+        "FASTAI_SERVE_LOG_DIR": str(log_dir),
+        "FASTAI_SERVE_LOG_FLUSH_S": "600",
+    }
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    with (tmp_path / "server.log").open("wb") as out:
+        server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            await wait_until_ready(client)
+            rows = adult_rows(adult_frame, 3)
+            answers = await asyncio.gather(
+                *(client.post(f"/api/v1/tabular/{TABULAR}/predict", json={"rows": rows}) for _ in range(20))
+            )
+            server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    answered = [p["id"] for a in answers for p in a.json()["predictions"]]
+    assert len(answered) == 60
+    assert sorted(read_log(log_dir).column("id").to_pylist()) == sorted(answered)
