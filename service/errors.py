@@ -137,6 +137,9 @@ MSG_EXPORT_KIND = (
 )
 MSG_EXPORT_NO_LOG = "no payload log to export from: pass --log-dir or set FASTAI_SERVE_LOG_DIR"
 MSG_EXPORT_EMPTY = "no prediction of {name!r} in the payload log under {folder} has feedback yet"
+MSG_MONITOR_NO_LOG = "monitoring needs the payload log: set LOG_DIR"
+MSG_MONITOR_WINDOW = "window {window!r} is not a duration such as 30m, 1h or 7d"
+MSG_REFERENCE_INPUT = "a {kind} model's reference is {expected}"
 MSG_PAYLOAD_LOG_DROPPED = (
     "payload log: {count} prediction(s) not logged ({why}); predictions go on. Log folder: {folder}"
 )

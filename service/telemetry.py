@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -87,6 +87,21 @@ class Metrics:
             "Predictions the payload log could not keep (reason: queue_full, write_failed)",
             ["reason"],
             registry=self.registry,
+        )
+        # Every worker computes these from the whole log: the latest value is the value.
+        self.drift = Gauge(
+            "fastai_serve_drift",
+            "Population stability index of a model's recent inputs (or predictions) against its reference",
+            ["model", "input"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.live_metric = Gauge(
+            "fastai_serve_live_metric",
+            "A model's score on the feedback received for its recent predictions (accuracy, rmse, ...)",
+            ["model", "metric"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self.rate_limited = Counter(
             "fastai_serve_rate_limited",

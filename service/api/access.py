@@ -62,7 +62,7 @@ _PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
 
 # Model routes under /api/v1/models/{name}/ (the rest of that prefix, the listing and details, is open).
-PROTECTED_MODEL_ROUTES = ("/feedback",)
+PROTECTED_MODEL_ROUTES = ("/feedback", "/monitor")
 
 
 def is_protected(path: str) -> bool:

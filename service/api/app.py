@@ -41,6 +41,7 @@ from service.inference.batching import BatcherPool, ModelPool
 from service.inference.runtime import RuntimeOptions
 from service.monitoring.feedback import FeedbackStore
 from service.monitoring.logged import LoggedPool
+from service.monitoring.monitor import Monitor, refresh_forever
 from service.monitoring.payload import LogOptions, PayloadLog
 from service.registry import ModelRegistry
 from service.settings import Settings, get_settings
@@ -114,6 +115,16 @@ def create_app(
         )
         app.state.payload_log = payload_log
         app.state.feedback = FeedbackStore(settings.log_dir) if settings.log_dir is not None else None
+        app.state.monitor = (
+            Monitor(payload_log, cache_s=settings.monitor_cache_s, metrics=metrics) if payload_log else None
+        )
+        monitoring = (
+            asyncio.create_task(
+                refresh_forever(app.state.monitor, registry, every_s=settings.monitor_every_s)
+            )
+            if app.state.monitor is not None
+            else None
+        )
         inner = pool(settings, metrics)
         app.state.batchers = LoggedPool(inner, payload_log) if payload_log is not None else inner
         # Explanations: threads of their own, never a batcher's queue (service/explain/pool.py).
@@ -145,6 +156,10 @@ def create_app(
             if grpc_server is not None:
                 # Calls in flight finish (as uvicorn lets HTTP requests finish), new ones are refused.
                 await grpc_server.stop(settings.request_timeout_s)
+            if monitoring is not None:
+                monitoring.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitoring
             if watching is not None:
                 watching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -171,7 +186,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.metrics_note = ""  # comment lines /metrics starts with (on Ray: where the rest is)
     app.state.grpc_port = None
-    app.state.payload_log = None  # the port gRPC listens on once started (None: GRPC_PORT is 0)
+    app.state.payload_log = None
+    app.state.monitor = None  # the port gRPC listens on once started (None: GRPC_PORT is 0)
     # One rate budget per client, whether it calls over HTTP or gRPC.
     limiter = RateLimiter(parse_rate_limit(settings.rate_limit)) if settings.rate_limit else None
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)

@@ -65,6 +65,10 @@ def new_request_id() -> str:
     return raw.hex()
 
 
+# The paths whose model passes are predictions, for the payload log.
+LOGGED_PATHS = ("/predict", "/predict/csv", "/infer")
+
+
 def client_request_id(headers: dict[bytes, bytes]) -> str:
     """The client's own `X-Request-ID` when it is a sane token (letters, digits, `._-`, at most 64), else
     a new random one."""
@@ -83,11 +87,12 @@ class RequestContextMiddleware:
             return
         request_id = client_request_id(dict(scope["headers"]))
         path: str = scope.get("path", "")
-        # What the payload log and the answers' item ids read; evaluation passes are not predictions.
+        # What the payload log and the answers' item ids read; only predictions are logged (not evaluation
+        # passes, nor the forward of a monitor's reference upload).
         context = RequestContext(
             request_id=request_id,
             protocol="v2" if path.startswith("/v2") else "v1",
-            log=not path.endswith("/evaluate"),
+            log=path.endswith(LOGGED_PATHS),
         )
         context_token = current_request.set(context)
         timings: dict[str, float] = {}

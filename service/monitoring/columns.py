@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from service.inference.csvio import CSV_COLUMNS
 from service.inference.predictor import ModelKind
+from service.inference.tabular_spec import NA_CATEGORY
 from service.inference.tasks import Task
 
 Columns = dict[str, pa.Array]
@@ -39,8 +40,10 @@ def _tabular(predictor: Any, prepared: Any) -> InputsThunk:
         for cat in spec.categorical:
             if cat.name in columns:
                 out[cat.name] = _strings(columns[cat.name])
-            else:  # a CSV chunk resolved to codes only: back to the categories (code 0 is #na#: null)
-                names = [None, *sorted(cat.codes, key=cat.codes.__getitem__)]
+            else:  # a CSV chunk resolved to codes only: back to the categories (#na#, code 0: null)
+                names: list[Any] = [None] * (max(cat.codes.values(), default=0) + 1)
+                for category, code in cat.codes.items():
+                    names[code] = None if category == NA_CATEGORY else category
                 out[cat.name] = _strings(
                     names[int(c)] if 0 <= int(c) < len(names) else None for c in codes[cat.name]
                 )

@@ -322,14 +322,20 @@ def publish(
     datablock_summary: str | None,
     recipe: dict[str, Any],
     manifest_extra: dict[str, Any] | None = None,
+    reference: Callable[[P], list[tuple[Any, np.ndarray]]] | None = None,
 ) -> TrainResult:
     """What every recipe does once trained: export, score the test set with the serving predictor, write
-    the manifest and the report."""
+    the manifest, the report, and (`reference`: training inputs prepared with their outputs) the drift
+    reference the monitor compares recent inputs with (`reference.json`)."""
     path = export_learner(learn, out_dir)
     # The exported file as the server loads it: its task and names, and what scores the test set.
     predictor = serving_predictor(path, predictor_type)
     kind, head = predictor.kind, predictor.head
     scores = score_test(predictor)
+    if reference is not None:
+        from service.monitoring.drift import REFERENCE_FILE, build_reference
+
+        build_reference(predictor, reference(predictor), source="training").save(out_dir / REFERENCE_FILE)
     metrics = summary_metrics(scores, outcome.history, outcome.best_epoch)
     write_manifest(
         out_dir,

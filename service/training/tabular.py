@@ -134,6 +134,17 @@ def _with_task(recipe: TabularRecipe, task: Task) -> TabularRecipe:
     return recipe
 
 
+# Training rows the drift reference is profiled on (a sample: quantiles and shares settle long before).
+REFERENCE_ROWS = 5000
+
+
+def table_reference(predictor: TabularPredictor, frame: pd.DataFrame) -> list[tuple[Any, np.ndarray]]:
+    """A sample of the training rows through the exported model, for the drift reference."""
+    sample = frame.sample(n=min(REFERENCE_ROWS, len(frame)), random_state=0)[predictor.spec.column_names]
+    prepared = predictor.prepare_frame(sample, filename="training rows")
+    return [(prepared, predictor.forward_many([prepared])[0])]
+
+
 def train_tabular(recipe: TabularRecipe) -> TrainResult:
     from fastai.tabular.all import (
         Categorify,
@@ -206,4 +217,5 @@ def train_tabular(recipe: TabularRecipe) -> TrainResult:
         augmented=False,
         datablock_summary=tabular_summary(dls, entry.task),
         recipe=recipe_dict(recipe),
+        reference=lambda predictor: table_reference(predictor, train_df),
     )

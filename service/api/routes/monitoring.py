@@ -1,19 +1,44 @@
-"""After deployment: ground-truth feedback on logged predictions (needs the payload log, LOG_DIR)."""
+"""After deployment (needs the payload log, LOG_DIR): ground-truth feedback on logged predictions, and
+the monitor (recent predictions, live scores, drift) with its reference."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+import datetime as dt
+import re
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from service.api import tables
 from service.api.content import require_json
-from service.api.deps import RegistryDep, SettingsDep
-from service.errors import MSG_FEEDBACK_NO_LOG, MSG_FEEDBACK_TOO_MANY, NotFound, PayloadTooLarge
+from service.api.deps import AdminDep, BatchersDep, RegistryDep, SettingsDep
+from service.api.limits import check_files
+from service.api.uploads import read_images
+from service.errors import (
+    MSG_FEEDBACK_NO_LOG,
+    MSG_FEEDBACK_TOO_MANY,
+    MSG_MONITOR_NO_LOG,
+    MSG_MONITOR_WINDOW,
+    MSG_REFERENCE_INPUT,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+)
+from service.inference.predictor import ModelKind
+from service.monitoring.drift import build_reference
 from service.monitoring.feedback import validated
+from service.monitoring.monitor import DEFAULT_WINDOW, Monitor
 from service.monitoring.payload import PayloadLog, known_ids
-from service.schemas.monitoring import FeedbackRequest, FeedbackResponse
+from service.schemas.monitoring import FeedbackRequest, FeedbackResponse, MonitorResponse, ReferenceSummary
 from service.schemas.problem import Problem
+from service.settings import Settings
 
 router = APIRouter(prefix="/api/v1/models", tags=["monitoring"])
+_WINDOW = re.compile(r"^\s*(\d{1,6})\s*([smhd])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _known(log: PayloadLog, name: str, ids: list[str]) -> set[str]:
@@ -49,3 +74,123 @@ async def feedback(
     return FeedbackResponse(
         accepted=len(accepted), unknown_ids=[row["id"] for row in rows if row["id"] not in known]
     )
+
+
+def _since(since: dt.datetime | None, window: str | None) -> dt.datetime:
+    if since is not None:
+        return since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+    length = DEFAULT_WINDOW
+    if window is not None:
+        match = _WINDOW.match(window)
+        if match is None:
+            raise InvalidInput(
+                MSG_MONITOR_WINDOW.format(window=window),
+                [{"loc": ["query", "window"], "msg": "e.g. 30m, 1h, 7d", "type": "window"}],
+            )
+        length = dt.timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+    return dt.datetime.now(dt.UTC) - length
+
+
+def _monitor(request: Request) -> Monitor:
+    monitor: Monitor | None = request.app.state.monitor
+    if monitor is None:
+        raise NotFound(MSG_MONITOR_NO_LOG)
+    return monitor
+
+
+@router.get(
+    "/{name}/monitor", response_model=MonitorResponse, responses=Problem.responses(401, 404, 422, 503)
+)
+async def monitor(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    since: Annotated[dt.datetime | None, Query(description="ISO time: the window starts here")] = None,
+    window: Annotated[str | None, Query(description="or the last 30m, 1h (default), 7d, …")] = None,
+) -> MonitorResponse:
+    """Recent predictions of the model (from the payload log of every worker): counts, the predicted
+    distribution, live scores on their feedback, and drift of every input and of the predictions against
+    the model's reference (PSI: < 0.1 ok, < 0.25 warn, else alert)."""
+    watcher = _monitor(request)
+    entry, predictor = registry.ready(name)
+    start = _since(since, window)
+    body = await run_in_threadpool(
+        partial(
+            watcher.snapshot,
+            name,
+            version=entry.version,
+            predictor=predictor,
+            model_folder=entry.folder,
+            since=start,
+        )
+    )
+    return MonitorResponse(**body)
+
+
+@router.post(
+    "/{name}/monitor/reference",
+    response_model=ReferenceSummary,
+    responses=Problem.responses(400, 401, 403, 404, 413, 415, 422, 503),
+    dependencies=[AdminDep],
+)
+async def upload_reference(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    batchers: BatchersDep,
+    file: Annotated[UploadFile | None, File(description="tabular, text, collab: a CSV of inputs")] = None,
+    files: Annotated[list[UploadFile] | None, File(description="vision: images")] = None,
+) -> ReferenceSummary:
+    """Set the model's drift reference from data like its training data (admin): a CSV of inputs, or
+    images; replaces the reference `fastai-serve train` wrote."""
+    watcher = _monitor(request)
+    entry, predictor = registry.ready(name)
+    parts = []
+    for prepared in await reference_inputs(predictor, file=file, files=files, settings=settings):
+        parts.append((prepared, await batchers.run(entry, predictor, prepared)))
+    reference = await run_in_threadpool(partial(build_reference, predictor, parts, source="upload"))
+    await run_in_threadpool(reference.save, watcher.reference_path(name))
+    return ReferenceSummary(source=reference.source, n=reference.n, features=sorted(reference.profiles))
+
+
+async def _csv_parts(predictor: Any, file: UploadFile, prepare: Callable[[Any, Any], Any]) -> list[Any]:
+    table = await tables.read_table(file)
+    name = file.filename or "reference.csv"
+    return [await run_in_threadpool(prepare, chunk, name) async for chunk in tables.table_chunks(table)]
+
+
+def _texts(predictor: Any, chunk: Any, filename: str) -> Any:
+    frame = chunk.frame()
+    if "text" not in frame.columns:
+        raise InvalidInput(MSG_REFERENCE_INPUT.format(kind="text", expected="a CSV with a `text` column"))
+    return predictor.prepare(frame["text"].astype(str).tolist())
+
+
+async def _reference_prepared(
+    predictor: Any, file: UploadFile | None, files: list[UploadFile] | None, settings: Settings
+) -> list[Any]:
+    """The upload as the kind's prepared inputs (a CSV's chunks, or the images)."""
+    if predictor.kind is ModelKind.VISION:
+        if not files:
+            raise InvalidInput(MSG_REFERENCE_INPUT.format(kind="vision", expected="`files`: images"))
+        check_files(len(files), settings.max_eval_files)
+        return [await run_in_threadpool(predictor.prepare, await read_images(files))]
+    if file is None:
+        raise InvalidInput(MSG_REFERENCE_INPUT.format(kind=predictor.kind.value, expected="`file`: a CSV"))
+    prepare = _REFERENCE_CSV[predictor.kind]
+    return await _csv_parts(predictor, file, partial(prepare, predictor))
+
+
+# How each kind's CSV of reference inputs is prepared (vision takes images instead).
+_REFERENCE_CSV: dict[ModelKind, Callable[..., Any]] = {
+    ModelKind.TABULAR: lambda predictor, chunk, filename: predictor.prepare_chunk(chunk, filename=filename),
+    ModelKind.COLLAB: lambda predictor, chunk, filename: predictor.prepare_chunk(chunk, filename=filename),
+    ModelKind.TEXT: _texts,
+}
+
+
+async def reference_inputs(
+    predictor: Any, *, file: UploadFile | None, files: list[UploadFile] | None, settings: Settings
+) -> list[Any]:
+    return await _reference_prepared(predictor, file, files, settings)
