@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Annotated, Any
 
@@ -167,30 +167,45 @@ def _texts(predictor: Any, chunk: Any, filename: str) -> Any:
     return predictor.prepare(frame["text"].astype(str).tolist())
 
 
-async def _reference_prepared(
+async def _images(
     predictor: Any, file: UploadFile | None, files: list[UploadFile] | None, settings: Settings
 ) -> list[Any]:
-    """The upload as the kind's prepared inputs (a CSV's chunks, or the images)."""
-    if predictor.kind is ModelKind.VISION:
-        if not files:
-            raise InvalidInput(MSG_REFERENCE_INPUT.format(kind="vision", expected="`files`: images"))
-        check_files(len(files), settings.max_eval_files)
-        return [await run_in_threadpool(predictor.prepare, await read_images(files))]
-    if file is None:
-        raise InvalidInput(MSG_REFERENCE_INPUT.format(kind=predictor.kind.value, expected="`file`: a CSV"))
-    prepare = _REFERENCE_CSV[predictor.kind]
-    return await _csv_parts(predictor, file, partial(prepare, predictor))
+    if not files:
+        raise InvalidInput(MSG_REFERENCE_INPUT.format(kind=predictor.kind.value, expected="`files`: images"))
+    check_files(len(files), settings.max_eval_files)
+    return [await run_in_threadpool(predictor.prepare, await read_images(files))]
 
 
-# How each kind's CSV of reference inputs is prepared (vision takes images instead).
-_REFERENCE_CSV: dict[ModelKind, Callable[..., Any]] = {
-    ModelKind.TABULAR: lambda predictor, chunk, filename: predictor.prepare_chunk(chunk, filename=filename),
-    ModelKind.COLLAB: lambda predictor, chunk, filename: predictor.prepare_chunk(chunk, filename=filename),
-    ModelKind.TEXT: _texts,
+def _from_csv(prepare: Callable[[Any, Any, str], Any]) -> Callable[..., Awaitable[list[Any]]]:
+    """A kind whose reference is a CSV of inputs, its chunks prepared by `prepare`."""
+
+    async def read(
+        predictor: Any, file: UploadFile | None, files: list[UploadFile] | None, settings: Settings
+    ) -> list[Any]:
+        if file is None:
+            expected = "`file`: a CSV of inputs"
+            raise InvalidInput(MSG_REFERENCE_INPUT.format(kind=predictor.kind.value, expected=expected))
+        return await _csv_parts(predictor, file, partial(prepare, predictor))
+
+    return read
+
+
+def _chunk(predictor: Any, chunk: Any, filename: str) -> Any:
+    return predictor.prepare_chunk(chunk, filename=filename)
+
+
+# How each kind's reference upload becomes prepared inputs: a CSV's chunks, or images.
+REFERENCE_UPLOADS: dict[ModelKind, Callable[..., Awaitable[list[Any]]]] = {
+    ModelKind.TABULAR: _from_csv(_chunk),
+    ModelKind.COLLAB: _from_csv(_chunk),
+    ModelKind.TEXT: _from_csv(_texts),
+    ModelKind.VISION: _images,
 }
 
 
 async def reference_inputs(
     predictor: Any, *, file: UploadFile | None, files: list[UploadFile] | None, settings: Settings
 ) -> list[Any]:
-    return await _reference_prepared(predictor, file, files, settings)
+    upload = REFERENCE_UPLOADS[predictor.kind]
+    prepared: list[Any] = await upload(predictor, file, files, settings)
+    return prepared
