@@ -14,6 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from service.errors import MSG_UNREADABLE_CSV, TrainingInputError
+from service.inference.collab import CollabPredictor
 from service.inference.predictor import ModelKind
 from service.inference.tasks import Task
 from service.loading import load_exported_learner, prepare_for_serving
@@ -24,9 +25,12 @@ from service.training.common import (
     export_learner,
     fit,
     recipe_dict,
+    reference_parts,
     reseed_loaders,
+    sampled,
     seed_everything,
     write_manifest,
+    write_reference,
 )
 from service.training.data import DATA_DIR, check_columns, check_one_batch, existing_file, first_line
 from service.training.reporting import write_scored_report
@@ -216,6 +220,8 @@ def train_collab(recipe: CollabRecipe) -> TrainResult:
     seconds, outcome = fit(learn, epochs=recipe.epochs, lr=recipe.lr, options=recipe.fit)
     out_dir = recipe.out_dir
     path = export_learner(learn, out_dir)
+    pairs = sampled(list(zip(train[recipe.user], train[recipe.item], strict=True)))
+    write_reference(out_dir, path, CollabPredictor, lambda p: reference_parts(p, p.prepare(pairs)))
     # Scored from the exported file as a server loads it: what the store holds, not the training object.
     served = prepare_for_serving(load_exported_learner(path).learn, torch.device("cpu"))
     scores = score_ratings(served, test, recipe=recipe)

@@ -8,7 +8,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from service.errors import MSG_UNKNOWN_MONITOR, TrainingInputError
+from service.inference.collab import CollabPredictor
 from service.inference.csvio import CsvTable, cells_as_rows
 from service.inference.images import UploadedImage
 from service.inference.kinds import build_predictor, recognise
@@ -37,7 +38,7 @@ from service.training import progress
 from service.training.data import check_one_batch
 
 logger = logging.getLogger(__name__)
-P = TypeVar("P", TabularPredictor, VisionPredictor, TextPredictor)
+P = TypeVar("P", TabularPredictor, VisionPredictor, TextPredictor, CollabPredictor)
 CHECKPOINTS = ".checkpoints"
 
 
@@ -176,6 +177,39 @@ def fit(
         shutil.rmtree(learn.model_dir, ignore_errors=True)
         learn.model_dir = "models"
     return seconds, fit_outcome(learn, epochs=epochs, monitor=monitor, min_delta=options.min_delta)
+
+
+# Items of the training data the drift reference is profiled on (images, texts, pairs): quantiles and
+# shares settle long before the whole set.
+REFERENCE_ITEMS = 1000
+
+
+def sampled(items: Sequence[Any], *, limit: int = REFERENCE_ITEMS, seed: int = 0) -> list[Any]:
+    """At most `limit` of `items`, the same ones for the same seed."""
+    if len(items) <= limit:
+        return list(items)
+    chosen = np.random.default_rng(seed).choice(len(items), size=limit, replace=False)
+    return [items[int(i)] for i in sorted(chosen)]
+
+
+def reference_parts(predictor: Any, prepared: Any) -> list[tuple[Any, np.ndarray]]:
+    """Prepared training inputs with the exported model's outputs: what a drift reference profiles."""
+    return [(prepared, predictor.forward_many([prepared])[0])]
+
+
+def image_reference(predictor: Any, files: Sequence[Path]) -> list[tuple[Any, np.ndarray]]:
+    uploads = [UploadedImage(filename=f.name, data=f.read_bytes()) for f in sampled(files)]
+    return reference_parts(predictor, predictor.prepare(uploads))
+
+
+def write_reference(
+    out_dir: Path, learner_path: Path, predictor_type: type[P], parts: Callable[[P], list[tuple[Any, Any]]]
+) -> None:
+    """The drift reference (`reference.json`) of training inputs, through the exported file as served."""
+    from service.monitoring.drift import REFERENCE_FILE, build_reference
+
+    predictor = serving_predictor(learner_path, predictor_type)
+    build_reference(predictor, parts(predictor), source="training").save(out_dir / REFERENCE_FILE)
 
 
 def serving_predictor(learner_path: Path, predictor_type: type[P]) -> P:

@@ -16,6 +16,7 @@ from torch import nn
 from service.errors import MSG_NO_MASKS, MSG_UNKNOWN_SEG_ARCH, TrainingInputError
 from service.inference.predictor import ModelKind
 from service.inference.tasks import Task
+from service.inference.vision import VisionPredictor
 from service.loading import load_exported_learner, prepare_for_serving
 from service.training import shapes
 from service.training.common import (
@@ -25,9 +26,11 @@ from service.training.common import (
     check_monitor,
     export_learner,
     fit,
+    image_reference,
     recipe_dict,
     seeded_loaders,
     write_manifest,
+    write_reference,
 )
 from service.training.data import CACHE_DIR, existing_folder
 from service.training.reporting import write_scored_report
@@ -230,6 +233,7 @@ def train_segmentation(recipe: SegmentationRecipe) -> TrainResult:
     seconds, outcome = fit(learn, epochs=recipe.epochs, lr=recipe.lr, options=recipe.fit)
     out_dir = recipe.out_dir
     path = export_learner(learn, out_dir)
+    write_reference(out_dir, path, VisionPredictor, lambda p: image_reference(p, train_files))
     served = prepare_for_serving(load_exported_learner(path).learn, torch.device("cpu"))
     scores = score_masks(served, test_files, list(recipe.codes))
     evaluation = scores.evaluation()

@@ -43,12 +43,15 @@ from service.training.common import (
     export_learner,
     fit,
     recipe_dict,
+    reference_parts,
+    sampled,
     scored_test,
     seeded_loaders,
     serving_predictor,
     show_progress,
     summary_metrics,
     write_manifest,
+    write_reference,
 )
 from service.training.data import DATA_DIR, check_columns, existing_file, first_line
 
@@ -403,6 +406,8 @@ def publish_text(
     """Export, score the held-out texts with the exported file, write the manifest and the report."""
     summary = datablock_summary(learn, data, lm_vocab=lm_vocab)
     path = export_learner(learn, recipe.out_dir)
+    texts = sampled(data.train[TEXT_COL].astype(str).tolist())
+    write_reference(recipe.out_dir, path, TextPredictor, lambda p: reference_parts(p, p.prepare(texts)))
     scores = (
         score_texts(path, data.test, source=data.test_source)
         if data.test is not None and data.test_source is not None and len(data.test)

@@ -28,6 +28,7 @@ from service.training.common import (
     captured_stdout,
     check_monitor,
     fit,
+    image_reference,
     publish,
     recipe_dict,
     score_images,
@@ -263,4 +264,5 @@ def train_vision(recipe: VisionRecipe) -> TrainResult:
         datablock_summary="".join(summary),
         recipe=recipe_dict(recipe, pretrained_used=pretrained),
         manifest_extra={"pretrained": pretrained},
+        reference=lambda predictor: image_reference(predictor, train_files),
     )

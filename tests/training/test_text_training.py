@@ -218,3 +218,11 @@ def test_the_demo_model_meets_its_accuracy_target_on_held_out_sentences() -> Non
     assert manifest["kind"] == "text"
     assert manifest["metrics"]["test_accuracy"] >= DEMO_FLOOR
     assert manifest["metrics"]["test_items"] == round(len(demo_frame()) * 0.1)
+
+
+def test_the_recipe_writes_the_drift_reference(tiny: TrainResult) -> None:
+    from service.monitoring.drift import REFERENCE_FILE, Reference
+
+    reference = Reference.load(tiny.learner_path.parent / REFERENCE_FILE)
+    assert reference is not None and reference.source == "training"
+    assert {"text_length", "unknown_share", "predicted:prediction"} <= set(reference.profiles)
