@@ -10,7 +10,7 @@ export FASTAI_SERVE_CHROMIUM := $(CHROMIUM)
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install browser models run test test-slow lint format typecheck bench bench-peer bench-access bench-ray bench-explain bench-record clean wrk proto
+.PHONY: help install browser models run test test-slow lint format typecheck bench bench-peer bench-access bench-ray bench-explain bench-monitor bench-record clean wrk proto
 
 help:
 	@echo "make run        set up .venv, build the tabular/vision demos if missing, serve on 0.0.0.0:8000"
@@ -137,6 +137,10 @@ bench-ray: models wrk
 # texts, and predict p50 beside a steady explain load (`python -m bench` runs it too).
 bench-explain: models
 	$(BIN)/python -m bench.explain_bench --store $(STORE)
+
+# The payload log's cost (issue 25): tabular and vision at 32 clients, LOG_DIR unset vs every prediction logged.
+bench-monitor: models wrk
+	$(BIN)/python -m bench.monitor_bench --store $(STORE)
 
 bench-record:
 	@test -f .cache/bench/results.json || (echo "no run to record: make bench first" && false)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 import bench
-from bench import CACHE, DEFAULT_STORE, explain_bench, ray_bench
+from bench import CACHE, DEFAULT_STORE, explain_bench, monitor_bench, ray_bench
 from bench.cases import CASES, RECOMMENDS, TASK_TARGET, Case, TabularCase, case_by_key
 from bench.goals import goal_lines, machine_state
 from bench.http_rows import access_overhead, http, kind_ratios
@@ -163,6 +163,8 @@ def main() -> None:
         if not args.quick:
             results["explain"] = explain_bench.run(store, seconds)
             print("\n".join(explain_bench.lines(results["explain"])))
+            results["monitor"] = monitor_bench.run(store, seconds)
+            print("\n".join(monitor_bench.lines(results["monitor"])))
         if not args.skip_ray and not args.quick:
             results["ray"] = ray_bench.run(seconds, store)
             print(ray_bench.table(results["ray"]))
