@@ -32,9 +32,10 @@ from service.training.text import (
 )
 
 STORE = Path(__file__).resolve().parents[2] / "model_store"
-# The demo's measured held-out accuracy (0.753 on two threads, docs/recipes.md row 16) less a few sentences
-# of float noise across CPUs (each test sentence is 0.1%). Issue 22's target, 0.76, is not met yet.
-DEMO_FLOOR = 0.75
+# Issue 22's target. The demo measures 0.7625 (one pinned thread, docs/recipes.md row 34): 2 sentences of
+# margin for float noise across CPUs (each test sentence is 0.1%); a CPU whose kernels sum in another order
+# could land under it, which is the recipe's noise (one standard error is 1.4 points), not a regression.
+DEMO_FLOOR = 0.76
 TINY = {
     "max_rows": 300,
     "emb_sz": 16,
