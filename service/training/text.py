@@ -92,7 +92,7 @@ class TextRecipe:
     test_pct: float = 0.1
     max_rows: int | None = None
     # torch's intra-op threads while training and scoring: the thread count changes the order of float
-    # sums, so the same seed gave 0.7625 on one thread and 0.7531 on two (docs/recipes.md rows 7, 16).
+    # sums, so the same seed gave 0.7625 on one thread and 0.7552 on two (docs/recipes.md rows 28, 33).
     # Pinned (the demo: 1), the result is the same on any machine; 0 keeps torch's default (one per core).
     threads: int = 0
     # Train once more on the training and validation texts together, as many epochs as the first fit's
@@ -519,8 +519,8 @@ def publish_text(
 
 
 def demo_recipe(out_dir: Path, *, seed: int = 42, fit: FitOptions | None = None) -> TextRecipe:
-    """The `reviews-sentiment` recipe: `TextRecipe`'s defaults (one torch thread), keeping the epoch with
-    the best validation accuracy (docs/recipes.md has the table it was chosen from)."""
+    """The `reviews-sentiment` recipe: `TextRecipe`'s defaults on one pinned torch thread, keeping the
+    epoch with the best validation accuracy (docs/recipes.md has the table it was chosen from)."""
     return TextRecipe(
         out_dir=out_dir,
         seed=seed,
