@@ -178,6 +178,8 @@ def _train_text(args: argparse.Namespace) -> int:
         valid_pct=args.valid_pct,
         test_pct=args.test_pct,
         max_rows=args.max_rows,
+        threads=args.threads,
+        refit=args.refit,
         fit=_fit_options(args),
     )
     result = train_text(recipe)
@@ -415,6 +417,20 @@ def _text_parser(train: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="share of the texts held out as the report's test set when there is no --test",
     )
     text.add_argument("--max-rows", type=int, default=None, help="a seeded sample of this many texts")
+    text.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help="torch threads while training and scoring (the count changes float sums, so the result); "
+        "0: torch's default",
+    )
+    text.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.refit,
+        help="train once more, from scratch, on the training and validation texts for the epochs the "
+        "first fit chose (from scratch only)",
+    )
     text.set_defaults(func=_train_text)
 
 

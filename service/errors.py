@@ -338,6 +338,10 @@ MSG_TEXT_ONE_CLASS = (
     "{what} {path}: column {label!r} holds one label ({name}); a classifier needs two or more"
 )
 MSG_TEXT_SAME_COLUMN = "--text-col and --label-col are both {column!r}: a model would see the answer"
+MSG_TEXT_REFIT_FROM_SCRATCH = (
+    "--refit trains a classifier from scratch once more on the validation texts too; "
+    "it cannot be combined with --lm-epochs or --gradual (the language model would need its own refit)"
+)
 MSG_OPTION_RANGE = "{option} must be {expected}, got {value}"
 
 

@@ -18,6 +18,7 @@ from service.inference.predictor import ModelKind
 from service.inference.tasks import Task
 from service.loading import load_exported_learner
 from service.reports.store import read_report
+from service.training import text as text_training
 from service.training.common import FitOptions, TrainResult
 from service.training.text import (
     LABEL_COL,
@@ -26,13 +27,15 @@ from service.training.text import (
     TextRecipe,
     demo_frame,
     load_data,
+    refit_frame,
     train_text,
 )
 
 STORE = Path(__file__).resolve().parents[2] / "model_store"
-# The demo's measured held-out accuracy (0.753 on two threads, docs/recipes.md row 16) less a few sentences
-# of float noise across CPUs (each test sentence is 0.1%). Issue 22's target, 0.76, is not met yet.
-DEMO_FLOOR = 0.75
+# Issue 22's target. The demo measures 0.7625 (one pinned thread, docs/recipes.md row 34): 2 sentences of
+# margin for float noise across CPUs (each test sentence is 0.1%); a CPU whose kernels sum in another order
+# could land under it, which is the recipe's noise (one standard error is 1.4 points), not a regression.
+DEMO_FLOOR = 0.76
 TINY = {
     "max_rows": 300,
     "emb_sz": 16,
@@ -102,6 +105,60 @@ def test_same_seed_gives_the_same_weights_and_epochs_and_another_seed_does_not(
     assert _history(tiny) == _history(again)
     assert tiny.metrics == again.metrics
     assert not all(torch.equal(first[k], v) for k, v in _weights(other).items())
+
+
+@pytest.fixture(scope="module")
+def refitted(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return _train(tmp_path_factory.mktemp("text") / "refit", lm_epochs=0, epochs=2, refit=True)
+
+
+def test_refit_trains_on_the_validation_texts_too_and_keeps_the_first_fits_history(
+    refitted: TrainResult, tmp_path: Path
+) -> None:
+    assert recognise(load_exported_learner(refitted.learner_path).learn).kind == ModelKind.TEXT
+    data = load_data(TextRecipe(out_dir=Path("unused"), **(TINY | {"lm_epochs": 0})))
+    # The exported model trained on every kept text (the validation ones too), still scored on the test ones.
+    assert len(refitted.learn.dls.train_ds) == len(data.train)
+    assert refitted.metrics["test_items"] == 30
+    # The report's epochs are the first fit's, measured on the validation texts (the refit trains on them).
+    plain = _train(tmp_path / "plain", lm_epochs=0, epochs=2)
+    assert _history(refitted) == _history(plain)
+    assert not all(torch.equal(v, _weights(plain)[k]) for k, v in _weights(refitted).items())
+    report = read_report(refitted.learner_path.parent)
+    assert report is not None and report["recipe"]["refit"] is True
+    assert "refit on the training and validation texts: 2 epochs" in report["datablock_summary"]
+
+
+def test_refit_is_deterministic_with_the_seed(refitted: TrainResult, tmp_path: Path) -> None:
+    again = _train(tmp_path / "again", lm_epochs=0, epochs=2, refit=True)
+    first, second = _weights(refitted), _weights(again)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert refitted.metrics == again.metrics
+
+
+def test_the_refit_frame_trains_on_every_row_and_still_validates() -> None:
+    data = load_data(TextRecipe(out_dir=Path("unused"), max_rows=100, seed=3))
+    frame = refit_frame(data.train)
+    n_valid = int(data.train[VALID_COL].sum())
+    assert (~frame[VALID_COL]).sum() == len(data.train) and frame[VALID_COL].sum() == n_valid > 0
+
+
+def test_training_pins_torch_threads_and_restores_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = torch.get_num_threads()
+    pinned = 1 if before > 1 else 2
+    seen: list[int] = []
+
+    def spy(recipe: TextRecipe) -> TrainResult:
+        seen.append(torch.get_num_threads())
+        raise RuntimeError("stop")
+
+    # Our own entry point is replaced, only to see the thread count inside it: no fastai call is.
+    monkeypatch.setattr(text_training, "_train_text", spy)
+    with pytest.raises(RuntimeError, match="stop"):
+        train_text(TextRecipe(out_dir=tmp_path, threads=pinned))
+    assert seen == [pinned] and torch.get_num_threads() == before
 
 
 def test_the_test_texts_are_held_out_before_any_training() -> None:
@@ -187,7 +244,12 @@ def test_test_labels_the_training_data_lacks(tmp_path: Path, capsys: pytest.Capt
 
 @pytest.mark.parametrize(
     ("option", "value", "expected"),
-    [("--epochs", "0", "at least 1"), ("--lm-epochs", "-1", "0 or more"), ("--valid-pct", "1", "in (0, 1)")],
+    [
+        ("--epochs", "0", "at least 1"),
+        ("--lm-epochs", "-1", "0 or more"),
+        ("--valid-pct", "1", "in (0, 1)"),
+        ("--threads", "-1", "0 (torch's default) or more"),
+    ],
 )
 def test_an_option_out_of_range(
     option: str, value: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -199,6 +261,12 @@ def test_an_option_out_of_range(
 def test_the_same_column_for_texts_and_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["train", "text", "--text-col", "x", "--label-col", "x", "--store", str(tmp_path)]
     assert "both 'x'" in _refused(capsys, argv)
+
+
+def test_refit_after_a_language_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = _refused(capsys, ["train", "text", "--refit", "--lm-epochs", "1", "--store", str(tmp_path)])
+    assert "--refit" in line and "--lm-epochs" in line
+    assert not (tmp_path / DEMO_TEXT).exists()
 
 
 def test_an_unknown_monitor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
