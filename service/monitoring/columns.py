@@ -1,5 +1,6 @@
 """The payload log's columns: a request's inputs per kind (`LOG_INPUTS`) and its outputs per task
-(`LOG_OUTPUTS`), as typed Arrow arrays.
+(`LOG_OUTPUTS`), as raw columns: a numpy array (numbers) or a list (text, None for null), which the writer
+concatenates over many requests before making one typed Arrow array of each (`arrow_column`).
 
 `LOG_INPUTS[kind](predictor, prepared)` runs on the request path and only keeps references (the values a
 request already holds); the thunk it returns builds the columns later, on the log's writer thread, as do
@@ -20,13 +21,25 @@ from service.inference.predictor import ModelKind
 from service.inference.tabular_spec import NA_CATEGORY
 from service.inference.tasks import Task
 
-Columns = dict[str, pa.Array]
+Columns = dict[str, Any]  # name -> np.ndarray (numbers) | list (text or None)
 # What the request path keeps: a thunk the writer thread calls for the columns (None: not logged).
 InputsThunk = Callable[[], Columns] | None
 
 
-def _strings(values: Any) -> pa.Array:
-    return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+def _strings(values: Any) -> list[str | None]:
+    return [None if v is None else str(v) for v in values]
+
+
+def arrow_column(parts: list[Any]) -> pa.Array:
+    """Raw columns of several requests as one Arrow array: numbers (NaN: null) or text."""
+    if all(isinstance(part, np.ndarray) for part in parts):
+        return pa.array(np.concatenate(parts), from_pandas=True)
+    return pa.array([v for part in parts for v in part], type=pa.string())
+
+
+def take(values: Any, rows: np.ndarray) -> Any:
+    """The sampled rows of a raw column."""
+    return values[rows] if isinstance(values, np.ndarray) else [values[int(i)] for i in rows]
 
 
 def _tabular(predictor: Any, prepared: Any) -> InputsThunk:
@@ -36,7 +49,7 @@ def _tabular(predictor: Any, prepared: Any) -> InputsThunk:
     def build() -> Columns:
         out: Columns = {}
         for cont in spec.continuous:
-            out[cont.name] = pa.array(np.asarray(columns[cont.name], dtype=np.float64), type=pa.float64())
+            out[cont.name] = np.asarray(columns[cont.name], dtype=np.float64)
         for cat in spec.categorical:
             if cat.name in columns:
                 out[cat.name] = _strings(columns[cat.name])
@@ -66,10 +79,10 @@ def _images(predictor: Any, prepared: Any) -> InputsThunk:
         grey = [np.asarray(image.convert("L"), dtype=np.float32) for image in images]
         brightness = [float(pixels.mean() / 255) for pixels in grey]
         return {
-            "sha256": pa.array(digests, type=pa.string()),
-            "width": pa.array([w for w, _ in sizes], type=pa.int32()),
-            "height": pa.array([h for _, h in sizes], type=pa.int32()),
-            "brightness": pa.array(brightness, type=pa.float32()),
+            "sha256": digests,
+            "width": np.asarray([w for w, _ in sizes], dtype=np.int32),
+            "height": np.asarray([h for _, h in sizes], dtype=np.int32),
+            "brightness": np.asarray(brightness, dtype=np.float32),
         }
 
     return build
@@ -106,7 +119,9 @@ def _csv(predictor: Any, prepared: Any, outputs: np.ndarray) -> Columns:
     """The CSV door's prediction columns (`prediction`, `p_<class>`, `prediction_<target>`; NaN: null)."""
     head = predictor.head
     columns = CSV_COLUMNS[head.task](head, outputs, None)
-    return {name: pa.array(values, from_pandas=True) for name, values in columns.items()}
+    return {
+        name: values if isinstance(values, list) else np.asarray(values) for name, values in columns.items()
+    }
 
 
 def _rated(predictor: Any, prepared: Any, outputs: np.ndarray) -> Columns:
@@ -118,8 +133,8 @@ def _points(predictor: Any, prepared: Any, outputs: np.ndarray) -> Columns:
     """Each point's x and y in [-1, 1] of the model's input (fastai's `PointScaler` scale)."""
     out: Columns = {}
     for i in range(predictor.head.n_points):
-        out[f"point_{i}_x"] = pa.array(outputs[:, 2 * i].astype(np.float32))
-        out[f"point_{i}_y"] = pa.array(outputs[:, 2 * i + 1].astype(np.float32))
+        out[f"point_{i}_x"] = outputs[:, 2 * i].astype(np.float32)
+        out[f"point_{i}_y"] = outputs[:, 2 * i + 1].astype(np.float32)
     return out
 
 
@@ -128,9 +143,7 @@ def _segments(predictor: Any, prepared: Any, outputs: np.ndarray) -> Columns:
     head = predictor.head
     masks = head.masks(outputs)
     counts = np.stack([(masks == c).mean(axis=(1, 2)) for c in range(len(head.classes))], axis=1)
-    return {
-        f"fraction_{code}": pa.array(counts[:, c].astype(np.float32)) for c, code in enumerate(head.classes)
-    }
+    return {f"fraction_{code}": counts[:, c].astype(np.float32) for c, code in enumerate(head.classes)}
 
 
 LOG_OUTPUTS: dict[Task, Callable[[Any, Any, np.ndarray], Columns]] = {

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from service.errors import MSG_PAYLOAD_LOG_DROPPED
-from service.monitoring.columns import LOG_INPUTS, LOG_OUTPUTS, InputsThunk
+from service.monitoring.columns import LOG_INPUTS, LOG_OUTPUTS, InputsThunk, arrow_column, take
 from service.telemetry import Metrics, RequestContext
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Record:
     ids: list[str]
     rows: np.ndarray | None  # the sampled items' positions in the request (None: all)
     inputs: InputsThunk
-    outputs: Callable[[], dict[str, pa.Array]]
+    outputs: Callable[[], dict[str, Any]]
 
     @property
     def n(self) -> int:
@@ -157,12 +157,16 @@ class PayloadLog:
         with self._lock:
             records, self._queue = list(self._queue), collections.deque()
             self._queued = 0
-        groups: dict[tuple[str, str], list[Record]] = collections.defaultdict(list)
+        groups: dict[tuple[str, str], dict[str | None, list[Record]]] = collections.defaultdict(dict)
         for record in records:
-            groups[(record.model, record.ts.date().isoformat())].append(record)
-        for (model, day), group in groups.items():
+            by_version = groups[(record.model, record.ts.date().isoformat())]
+            by_version.setdefault(record.version, []).append(record)
+        for (model, day), versions in groups.items():
+            group = [r for rs in versions.values() for r in rs]
             try:
-                table = pa.concat_tables([_table(r) for r in group], promote_options="permissive")
+                # One table per model version (its columns are one schema), then one file for the day.
+                parts = [_table(rs) for rs in versions.values()]
+                table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
                 self._write(model, day, table)
                 self.written += table.num_rows
             except Exception as exc:  # a full disk, a folder we may not write: the predictions go on
@@ -222,21 +226,36 @@ class PayloadLog:
         self.flush()
 
 
-def _table(record: Record) -> pa.Table:
-    """A record's columns: the header fields, then its inputs and its outputs (its sampled rows)."""
-    n = record.n
-    columns: dict[str, pa.Array] = {
-        "id": pa.array(record.ids, type=pa.string()),
-        "ts": pa.array([record.ts] * n, type=pa.timestamp("us", tz="UTC")),
-        "version": pa.array([record.version] * n, type=pa.string()),
-        "protocol": pa.array([record.protocol] * n, type=pa.string()),
-        "latency_ms": pa.array([record.latency_ms] * n, type=pa.float64()),
+def _table(records: list[Record]) -> pa.Table:
+    """Records of one model version as one table: the header fields, then the inputs and the outputs,
+    each column concatenated over the records before it becomes one Arrow array (per-record arrays cost
+    most of a flush)."""
+    ids: list[str] = []
+    ts: list[dt.datetime] = []
+    protocols: list[str] = []
+    latencies: list[float] = []
+    parts: dict[str, list[Any]] = {}
+    for record in records:
+        n = record.n
+        ids += record.ids
+        ts += [record.ts] * n
+        protocols += [record.protocol] * n
+        latencies += [record.latency_ms] * n
+        assert record.inputs is not None
+        for columns in (record.inputs(), record.outputs()):
+            for name, values in columns.items():
+                parts.setdefault(name, []).append(
+                    values if record.rows is None else take(values, record.rows)
+                )
+    table: dict[str, pa.Array] = {
+        "id": pa.array(ids, type=pa.string()),
+        "ts": pa.array(ts, type=pa.timestamp("us", tz="UTC")),
+        "version": pa.array([records[0].version] * len(ids), type=pa.string()),
+        "protocol": pa.array(protocols, type=pa.string()),
+        "latency_ms": pa.array(latencies, type=pa.float64()),
     }
-    assert record.inputs is not None
-    for part in (record.inputs(), record.outputs()):
-        for name, values in part.items():
-            columns[name] = values if record.rows is None else values.take(pa.array(record.rows))
-    return pa.table(columns)
+    table.update({name: arrow_column(values) for name, values in parts.items()})
+    return pa.table(table)
 
 
 def read_log(folder: Path, *, model: str | None = None) -> pa.Table:
