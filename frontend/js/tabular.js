@@ -196,9 +196,10 @@ export function csvForm(view, detail, signal, { kind = "tabular", intro = "Each 
       const [fileHeader, ...fileRows] = parseCsv(text).filter((r) => r.length > 1 || r[0] !== "");
       downloadUrl = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
       const scoredName = chosen.name.replace(/\.csv$/i, "") + "-scored.csv";
-      // On screen the answer comes first: the API appends its task's columns after the input columns.
+      // On screen the answer comes first: the API appends its task's columns (and each row's
+      // `prediction_id`, what feedback names it by) after the input columns.
       const { answers, scores } = view.csvColumns(detail);
-      const added = [...answers, ...scores].map((c) => fileHeader.lastIndexOf(c)).filter((i) => i >= 0);
+      const added = [...answers, ...scores, "prediction_id"].map((c) => fileHeader.lastIndexOf(c)).filter((i) => i >= 0);
       const order = [...added, ...fileHeader.map((c, i) => i).filter((i) => !added.includes(i))];
       const header = order.map((i) => fileHeader[i]);
       const rows = fileRows.map((r) => order.map((i) => r[i] ?? ""));

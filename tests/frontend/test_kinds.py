@@ -438,7 +438,8 @@ def test_text_csv_upload_shows_the_scored_rows_and_another_text_column_can_be_na
     table = page.locator("#mode-csv table.results-table")
     expect(table.locator("tbody tr")).to_have_count(3)
     header = table.locator("thead th").all_inner_texts()
-    assert header == ["prediction", *(f"p_{c}" for c in classes), "id", "text"]  # the answer first
+    # The answer first, with each row's prediction id.
+    assert header == ["prediction", *(f"p_{c}" for c in classes), "prediction_id", "id", "text"]
     rows = [r.locator("td").all_inner_texts() for r in table.locator("tbody tr").all()]
     assert [r[-1] for r in rows] == texts  # quotes and commas kept, in the file's order
     assert all(r[0] in classes for r in rows)
