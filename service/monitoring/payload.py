@@ -8,7 +8,8 @@ answered), the input columns of its kind and the output columns of its task (`co
 
 Never on the request path: a request only appends references to a bounded queue (`LOG_QUEUE` items); a
 writer thread builds the columns and writes a file per model and day every `LOG_FLUSH_S` seconds, and on
-`close` (a graceful stop: SIGTERM, a reload, a worker's exit) everything queued. Files are written under a
+`close` (a graceful stop: SIGTERM, a reload, a worker's exit) everything queued; the columns themselves are
+built every second in between, so the writer's Python work comes in short bursts. Files are written under a
 hidden name and renamed when complete, so a reader never sees half a file; a flush larger than
 `LOG_ROLL_MB` is cut into several files. A full queue or a failing write drops records and counts them
 (`fastai_serve_payload_log_dropped_total{reason}`, a warning, `/health/ready`'s `payload_log`), and a
@@ -46,6 +47,7 @@ PREDICTIONS = "predictions"
 # At most one warning per reason this often: a full disk must not flood the log it cannot write to.
 WARN_EVERY_S = 60.0
 RETENTION_EVERY_S = 3600.0
+BUILD_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ class PayloadLog:
         self.last_error: str | None = None
         self._warned: dict[str, float] = {}
         self._retention_done = 0.0
+        self._built: collections.defaultdict[tuple[str, str], list[pa.Table]] = collections.defaultdict(list)
+        self._built_rows = 0
+        self._flush_lock = threading.Lock()  # the writer thread and a caller's flush (feedback, monitor)
         self._thread = threading.Thread(target=self._run, name="payload-log", daemon=True)
         self._thread.start()
 
@@ -147,30 +152,52 @@ class PayloadLog:
 
     # -- the writer thread -----------------------------------------------------------------------------
     def _run(self) -> None:
+        last_write = time.monotonic()
         while not self._stopping:
-            self._wake.wait(self.options.flush_s)
+            # Columns are built every BUILD_EVERY_S (short bursts of Python work beside the server's
+            # threads), files written every LOG_FLUSH_S.
+            self._wake.wait(min(self.options.flush_s, BUILD_EVERY_S))
             self._wake.clear()
-            self.flush()
+            with self._flush_lock:
+                self._build()
+                if time.monotonic() - last_write >= self.options.flush_s:
+                    self._write_built()
+                    last_write = time.monotonic()
 
     def flush(self) -> None:
         """Write what is queued now: one file per model and day (more past `LOG_ROLL_MB`)."""
+        with self._flush_lock:
+            self._build()
+            self._write_built()
+
+    def _build(self) -> None:
+        """The queued records as tables, one per model, day and version (a version's columns are one
+        schema), kept until the next write."""
         with self._lock:
             records, self._queue = list(self._queue), collections.deque()
             self._queued = 0
-        groups: dict[tuple[str, str], dict[str | None, list[Record]]] = collections.defaultdict(dict)
+        groups: dict[tuple[str, str, str | None], list[Record]] = collections.defaultdict(list)
         for record in records:
-            by_version = groups[(record.model, record.ts.date().isoformat())]
-            by_version.setdefault(record.version, []).append(record)
-        for (model, day), versions in groups.items():
-            group = [r for rs in versions.values() for r in rs]
+            groups[(record.model, record.ts.date().isoformat(), record.version)].append(record)
+        for (model, day, _), group in groups.items():
             try:
-                # One table per model version (its columns are one schema), then one file for the day.
-                parts = [_table(rs) for rs in versions.values()]
+                table = _table(group)
+            except Exception as exc:  # a record the codecs cannot take must not stop the others
+                self._drop(sum(r.n for r in group), "write_failed", f"{type(exc).__name__}: {exc}")
+                continue
+            self._built[(model, day)].append(table)
+            self._built_rows += table.num_rows
+
+    def _write_built(self) -> None:
+        built, self._built = self._built, collections.defaultdict(list)
+        self._built_rows = 0
+        for (model, day), parts in built.items():
+            try:
                 table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
                 self._write(model, day, table)
                 self.written += table.num_rows
             except Exception as exc:  # a full disk, a folder we may not write: the predictions go on
-                self._drop(sum(r.n for r in group), "write_failed", f"{type(exc).__name__}: {exc}")
+                self._drop(sum(p.num_rows for p in parts), "write_failed", f"{type(exc).__name__}: {exc}")
         self._retention()
 
     def _write(self, model: str, day: str, table: pa.Table) -> None:
@@ -212,7 +239,7 @@ class PayloadLog:
         return {
             "folder": str(self.options.folder),
             "written": self.written,
-            "queued": self._queued,
+            "queued": self._queued + self._built_rows,
             "dropped": self.dropped,
             "last_error": self.last_error,
         }
