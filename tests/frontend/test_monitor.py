@@ -81,7 +81,7 @@ def test_monitor_view_shows_drift_counts_live_scores_and_chart(
     expect(page.locator("#n-predictions")).to_have_text("200")
     expect(page.locator("#n-feedback")).to_have_text("50")
     expect(page.locator("#reference")).to_have_text("upload, 1000 rows")
-    expect(page.locator("#live")).to_contain_text("accuracy")
+    expect(page.locator("#live")).to_contain_text(f"Accuracy {100 * expected['live']['accuracy']:.1f}%")
     expect(page.locator("#live h3")).to_contain_text("50 predictions with feedback")
     labels = expected["predictions"]["prediction"]
     bars = page.locator('#distribution figure[data-column="prediction"] .bar-row')
