@@ -164,16 +164,19 @@ async function snapshots(name, window, signal) {
 }
 
 async function renderBody(body, name, window, signal) {
+  // A window chosen while another is still loading wins: the older answer is dropped.
+  const token = (body.dataset.token = String(Number(body.dataset.token || 0) + 1));
   clear(body, loading("Reading the payload log…"));
   let snaps;
   try {
     snaps = await snapshots(name, window, signal);
   } catch (err) {
-    if (err.name === "AbortError") return;
+    if (err.name === "AbortError" || body.dataset.token !== token) return;
     // 404 with the model known (the header loaded): the server has no payload log.
     clear(body, err instanceof ApiError && err.status === 404 ? offView(err) : errorBox(err));
     return;
   }
+  if (body.dataset.token !== token) return;
   const latest = snaps[0];
   const ref = latest.reference;
   clear(
