@@ -141,4 +141,5 @@ export const api = {
   report: (name, o) => getOptional(`/api/v1/models/${enc(name)}/report`, o),
   evaluate: (kind, name, form, o) => postForm(`/api/v1/${enc(kind)}/${enc(name)}/evaluate`, form, o),
   share: (o) => getOptional("/api/v1/share", o),
+  monitor: (name, query, o) => getJSON(withQuery(`/api/v1/models/${enc(name)}/monitor`, query), o),
 };

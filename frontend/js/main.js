@@ -1,9 +1,11 @@
-// Hash router: #/ (models), #/models/<name> (predict), #/models/<name>/report. No server-side routes,
+// Hash router: #/ (models), #/models/<name> (predict), #/models/<name>/report,
+// #/models/<name>/monitor. No server-side routes,
 // so any static server can serve this folder.
 import { apiUrl } from "./api.js";
 import { renderKeyControl } from "./key.js";
 import { renderModelPage } from "./model.js";
 import { renderModels } from "./models.js";
+import { renderMonitor } from "./monitor.js";
 import { renderReport } from "./report.js";
 import { renderShare } from "./share.js";
 
@@ -15,6 +17,8 @@ function parse(hash) {
   if (parts[0] === "models" && parts.length === 2) return { view: renderModelPage, params: { name: parts[1] } };
   if (parts[0] === "models" && parts.length === 3 && parts[2] === "report")
     return { view: renderReport, params: { name: parts[1] } };
+  if (parts[0] === "models" && parts.length === 3 && parts[2] === "monitor")
+    return { view: renderMonitor, params: { name: parts[1] } };
   return { view: renderModels, params: {} };
 }
 

@@ -17,10 +17,13 @@ export const KIND_PAGES = {
 };
 
 export function modelHeader(detail, { page }) {
-  const other =
-    page === "report"
-      ? h("a", { class: "button secondary", href: `#/models/${encodeURIComponent(detail.name)}` }, "Predict")
-      : h("a", { class: "button secondary", href: reportHref(detail.name) }, "Report");
+  const link = (href, text) => h("a", { class: "button secondary", href }, text);
+  // The model's other pages: predict, report, monitor (each page links to the two it is not).
+  const other = [
+    page !== "predict" ? link(`#/models/${encodeURIComponent(detail.name)}`, "Predict") : null,
+    page !== "report" ? link(reportHref(detail.name), "Report") : null,
+    page !== "monitor" ? link(`#/models/${encodeURIComponent(detail.name)}/monitor`, "Monitor") : null,
+  ];
   return h(
     "header",
     { class: "model-header" },
@@ -31,7 +34,7 @@ export function modelHeader(detail, { page }) {
       { class: "meta" },
       [detail.kind, detail.task, detail.version && `version ${detail.version}`, detail.device].filter(Boolean).join(" · "),
       " ",
-      detail.status === "ready" || page === "report" ? other : null,
+      detail.status === "ready" || page !== "predict" ? other : null,
     ),
     detail.description ? h("p", { class: "description" }, detail.description) : null,
     detail.error ? h("div", { class: "error", role: "alert" }, detail.error) : null,
