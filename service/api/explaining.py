@@ -59,6 +59,19 @@ def answer(prediction: AnyPrediction) -> dict[str, Any]:
     return {**fields, "warnings": list(prediction.warnings)}
 
 
+def attributed(item: Any, prediction: AnyPrediction) -> dict[str, Any]:
+    """The fields every attribution explanation (rows, texts) answers: the model's answer, what is
+    explained and how, the explained number at the input and at the reference, completeness's error."""
+    return {
+        **answer(prediction),
+        "target": item.target,
+        "method": item.method,
+        "output": item.output,
+        "base_value": item.base_value,
+        "completeness_error": item.error,
+    }
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 

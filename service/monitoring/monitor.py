@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from service.inference.tasks import Task
 from service.monitoring.drift import REFERENCE_FILE, Reference, drift, predicted_summary
 from service.monitoring.feedback import read_feedback
-from service.monitoring.payload import PREDICTIONS, PayloadLog
+from service.monitoring.payload import PayloadLog, log_dataset
 from service.reports.scores import score
 from service.telemetry import Metrics
 
@@ -73,14 +73,9 @@ LIVE: dict[Task, Callable[[Any, pd.DataFrame], tuple[np.ndarray, np.ndarray] | N
 
 def window_of(folder: Path, model: str, since: dt.datetime) -> pa.Table:
     """The model's logged predictions since `since` (the date partitions before it are never read)."""
-    import pyarrow.dataset as ds
-
-    root = folder / PREDICTIONS / f"model={model}"
-    if not root.is_dir():
+    dataset = log_dataset(folder, model=model)
+    if dataset is None:
         return pa.table({})
-    found = ds.dataset(root, format="parquet", partitioning="hive")
-    schema = pa.unify_schemas([f.physical_schema for f in found.get_fragments()] + [found.schema])
-    dataset = ds.dataset(root, format="parquet", partitioning="hive", schema=schema)
     day = since.date().isoformat()
     expression = (pc.field("date").cast(pa.string()) >= day) & (
         pc.field("ts") >= pa.scalar(since, pa.timestamp("us", tz="UTC"))

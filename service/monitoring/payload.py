@@ -285,31 +285,34 @@ def _table(records: list[Record]) -> pa.Table:
     return pa.table(table)
 
 
-def read_log(folder: Path, *, model: str | None = None) -> pa.Table:
-    """The whole log (or one model's) as one table, as any hive-aware reader sees it. Models have columns
-    of their own: the files' schemas are unified (a column a model lacks is null there), as DuckDB's
-    `union_by_name` and Spark's `mergeSchema` do."""
+def log_dataset(folder: Path, *, model: str | None = None) -> Any:
+    """The log (or one model's) as one pyarrow dataset, or None when nothing was written. Models have
+    columns of their own: the files' schemas are unified (a column a model lacks is null there), as
+    DuckDB's `union_by_name` and Spark's `mergeSchema` do."""
     import pyarrow.dataset as ds
 
     root = folder / PREDICTIONS
     if model is not None:
         root = root / f"model={model}"
     if not root.is_dir():
-        return pa.table({})
+        return None
     found = ds.dataset(root, format="parquet", partitioning="hive")
     schema = pa.unify_schemas([f.physical_schema for f in found.get_fragments()] + [found.schema])
-    return ds.dataset(root, format="parquet", partitioning="hive", schema=schema).to_table()
+    return ds.dataset(root, format="parquet", partitioning="hive", schema=schema)
+
+
+def read_log(folder: Path, *, model: str | None = None) -> pa.Table:
+    """The whole log (or one model's) as one table, as any hive-aware reader sees it."""
+    dataset = log_dataset(folder, model=model)
+    return pa.table({}) if dataset is None else dataset.to_table()
 
 
 def known_ids(folder: Path, model: str, ids: Sequence[str]) -> set[str]:
     """Which of `ids` the log holds for `model`."""
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
-    root = folder / PREDICTIONS / f"model={model}"
-    if not root.is_dir():
+    dataset = log_dataset(folder, model=model)
+    if dataset is None:
         return set()
-    found = ds.dataset(root, format="parquet", partitioning="hive").to_table(
-        columns=["id"], filter=pc.field("id").isin(list(ids))
-    )
+    found = dataset.to_table(columns=["id"], filter=pc.field("id").isin(list(ids)))
     return set(found.column("id").to_pylist())

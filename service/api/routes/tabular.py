@@ -25,7 +25,7 @@ from service.api.deps import (
     get_batchers,
     get_registry,
 )
-from service.api.explaining import ExplainersDep, MethodQuery, TargetQuery, answer, explain, explaining
+from service.api.explaining import ExplainersDep, MethodQuery, TargetQuery, attributed, explain, explaining
 from service.api.limits import ANSWER_ROWS, INLINE_ROWS, Threshold, check_rows, served
 from service.api.outputs import tabular_items
 from service.errors import MSG_INVALID_ROWS, InvalidInput
@@ -240,15 +240,7 @@ async def explain_rows(
         version=request.entry.version,
         reference=explained.reference or {},
         explanations=[
-            RowExplanationItem(
-                **answer(prediction),
-                target=item.target,
-                method=item.method,
-                output=item.output,
-                base_value=item.base_value,
-                completeness_error=item.error,
-                attributions=item.attributions,
-            )
+            RowExplanationItem(**attributed(item, prediction), attributions=item.attributions)
             for item, prediction in zip(explained.items, predictions, strict=True)
         ],
     )

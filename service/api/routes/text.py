@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api import tables
 from service.api.content import require_json
 from service.api.deps import BatchersDep, RegistryDep, SettingsDep
-from service.api.explaining import ExplainersDep, MethodQuery, TargetQuery, answer, explain, explaining
+from service.api.explaining import ExplainersDep, MethodQuery, TargetQuery, attributed, explain, explaining
 from service.api.limits import MAX_TOP_K, MIN_TOP_K, Threshold, check_texts, served
 from service.api.outputs import text_items
 from service.errors import MSG_CSV_MISSING_COLUMNS, InvalidInput
@@ -181,12 +181,7 @@ async def explain_texts(
         version=request.entry.version,
         explanations=[
             TextExplanationItem(
-                **answer(prediction),
-                target=item.target,
-                method=item.method,
-                output=item.output,
-                base_value=item.base_value,
-                completeness_error=item.error,
+                **attributed(item, prediction),
                 tokens=item.tokens,
                 special=item.special,
                 attributions=item.attributions,
