@@ -210,12 +210,12 @@ export function attributionBars(attributions, { caption }) {
   );
 }
 
-/** The Explain action of a predicted row: the row's attributions as a bar chart, with the explained output,
- * its base value at the reference row (shown on request) and a target to choose. */
-export function rowExplainer(detail, row, { signal }) {
+/** An Explain action over one item (a row, a text): a toggle, a panel with a target to choose, and the
+ * latest answer of `call(query, signal)` drawn by `render(item, answer)` (`what` names the item). */
+function attributionExplainer(detail, { label, what, className, call, render, signal }) {
   const rule = explainRule(detail);
   if (!rule) return null;
-  const button = toggleButton("Explain this row");
+  const button = toggleButton(label);
   const target = targetControl(rule, detail);
   const body = h("div", { class: "explain-body", "aria-live": "polite" });
   const panel = h("div", { class: "explain-panel", hidden: true }, h("p", { class: "explain-controls" }, target.el), body);
@@ -224,29 +224,13 @@ export function rowExplainer(detail, row, { signal }) {
 
   async function explain(query) {
     asked = true;
-    clear(body, loading("Explaining the row…"));
+    clear(body, loading(`Explaining the ${what}…`));
     try {
-      const got = await ask((s) => api.explainRows(detail.name, [row], { query, signal: s }));
+      const got = await ask((s) => call(query, s));
       if (!got) return;
       const item = got.value.explanations[0];
       target.select.value = item.target;
-      const reference = got.value.reference || {};
-      clear(
-        body,
-        outputLine(rule, item, { reference: "the reference row" }),
-        attributionBars(item.attributions, { caption: `attribution per column to ${item.target}, largest first` }),
-        h(
-          "details",
-          { class: "explain-reference" },
-          h("summary", {}, "The reference row (training means, #na# categories)"),
-          table(
-            ["column", "value"],
-            Object.entries(reference).map(([column, value]) => [column, num(value)]),
-            { caption: "reference row" },
-          ),
-        ),
-        warningList(item),
-      );
+      clear(body, ...render(rule, item, got.value));
     } catch (err) {
       clear(body, errorBox(err));
     }
@@ -259,7 +243,34 @@ export function rowExplainer(detail, row, { signal }) {
     if (open && !asked) explain({});
   });
   target.select.addEventListener("change", () => explain({ target: target.select.value }));
-  return h("div", { class: "explain explain-row" }, button, panel);
+  return h("div", { class: `explain ${className}` }, button, panel);
+}
+
+/** The Explain action of a predicted row: the row's attributions as a bar chart, with the explained output,
+ * its base value at the reference row (shown on request) and a target to choose. */
+export function rowExplainer(detail, row, { signal }) {
+  return attributionExplainer(detail, {
+    label: "Explain this row",
+    what: "row",
+    className: "explain-row",
+    signal,
+    call: (query, s) => api.explainRows(detail.name, [row], { query, signal: s }),
+    render: (rule, item, answer) => [
+      outputLine(rule, item, { reference: "the reference row" }),
+      attributionBars(item.attributions, { caption: `attribution per column to ${item.target}, largest first` }),
+      h(
+        "details",
+        { class: "explain-reference" },
+        h("summary", {}, "The reference row (training means, #na# categories)"),
+        table(
+          ["column", "value"],
+          Object.entries(answer.reference || {}).map(([column, value]) => [column, num(value)]),
+          { caption: "reference row" },
+        ),
+      ),
+      warningList(item),
+    ],
+  });
 }
 
 // -- texts --------------------------------------------------------------------------------------------
@@ -305,41 +316,17 @@ function tokenLegend() {
 
 /** The Explain action of a predicted text: its tokens highlighted by attribution, a target to choose. */
 export function textExplainer(detail, text, { signal }) {
-  const rule = explainRule(detail);
-  if (!rule) return null;
-  const button = toggleButton("Explain");
-  const target = targetControl(rule, detail);
-  const body = h("div", { class: "explain-body", "aria-live": "polite" });
-  const panel = h("div", { class: "explain-panel", hidden: true }, h("p", { class: "explain-controls" }, target.el), body);
-  const ask = latestOnly(signal);
-  let asked = false;
-
-  async function explain(query) {
-    asked = true;
-    clear(body, loading("Explaining the text…"));
-    try {
-      const got = await ask((s) => api.explainTexts(detail.name, [text], { query, signal: s }));
-      if (!got) return;
-      const item = got.value.explanations[0];
-      target.select.value = item.target;
-      clear(
-        body,
-        outputLine(rule, item, { reference: "the reference text (all padding, whose embedding is zero)" }),
-        tokenHighlights(item, { caption: `tokens coloured by their attribution to ${item.target}` }),
-        tokenLegend(),
-        warningList(item),
-      );
-    } catch (err) {
-      clear(body, errorBox(err));
-    }
-  }
-
-  button.addEventListener("click", () => {
-    const open = panel.hidden;
-    panel.hidden = !open;
-    button.setAttribute("aria-pressed", String(open));
-    if (open && !asked) explain({});
+  return attributionExplainer(detail, {
+    label: "Explain",
+    what: "text",
+    className: "explain-text",
+    signal,
+    call: (query, s) => api.explainTexts(detail.name, [text], { query, signal: s }),
+    render: (rule, item) => [
+      outputLine(rule, item, { reference: "the reference text (all padding, whose embedding is zero)" }),
+      tokenHighlights(item, { caption: `tokens coloured by their attribution to ${item.target}` }),
+      tokenLegend(),
+      warningList(item),
+    ],
   });
-  target.select.addEventListener("change", () => explain({ target: target.select.value }));
-  return h("div", { class: "explain explain-text" }, button, panel);
 }
