@@ -210,15 +210,12 @@ def reference_of(predictor: Any, table: pa.Table, *, source: str) -> Reference:
 
 def log_table(predictor: Any, parts: list[tuple[Any, np.ndarray]]) -> pa.Table:
     """Prepared inputs and their outputs as the payload log would write them (its column codecs)."""
-    from service.monitoring.columns import LOG_INPUTS, LOG_OUTPUTS, arrow_column
+    from service.monitoring.columns import log_columns
 
-    tables = []
-    for prepared, outputs in parts:
-        thunk = LOG_INPUTS[predictor.kind](predictor, prepared)
-        columns = {**(thunk() if thunk is not None else {})}
-        columns.update(LOG_OUTPUTS[predictor.head.task](predictor, prepared, outputs))
-        tables.append(pa.table({name: arrow_column([values]) for name, values in columns.items()}))
-    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+    if not parts:
+        return pa.table({})
+    prepared, outputs = zip(*parts, strict=True)
+    return pa.table(log_columns(predictor, prepared, outputs))
 
 
 def build_reference(predictor: Any, parts: list[tuple[Any, np.ndarray]], *, source: str) -> Reference:

@@ -28,17 +28,18 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from service.errors import MSG_PAYLOAD_LOG_DROPPED
-from service.monitoring.columns import LOG_INPUTS, LOG_OUTPUTS, InputsThunk, arrow_column, take
+from service.monitoring.columns import log_columns, logs
 from service.telemetry import Metrics, RequestContext
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ PREDICTIONS = "predictions"
 WARN_EVERY_S = 60.0
 RETENTION_EVERY_S = 3600.0
 BUILD_EVERY_S = 1.0
+DAY_S = 86_400
+EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -60,23 +63,23 @@ class LogOptions:
     retention_days: int = 0  # 0: keep everything
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs the request path microseconds
 class Record:
-    """One request's logged items, as references until the writer builds them."""
+    """One request's logged items, as references (its prepared inputs, its outputs) until the writer
+    builds the columns of many records at once."""
 
     model: str
     version: str | None
     protocol: str
-    ts: dt.datetime
+    ts: float  # seconds since the epoch (UTC)
     latency_ms: float
-    ids: list[str]
+    request_id: str
+    start: int  # the request's first item's number in its ids
     rows: np.ndarray | None  # the sampled items' positions in the request (None: all)
-    inputs: InputsThunk
-    outputs: Callable[[], dict[str, Any]]
-
-    @property
-    def n(self) -> int:
-        return len(self.ids)
+    predictor: Any
+    prepared: Any
+    outputs: np.ndarray
+    n: int  # items logged
 
 
 class PayloadLog:
@@ -124,21 +127,21 @@ class PayloadLog:
             if not chosen:
                 return
             rows = np.asarray(chosen, dtype=np.int64)
-        thunk = LOG_INPUTS[predictor.kind](predictor, prepared)
-        outputs_of = LOG_OUTPUTS.get(predictor.head.task)
-        if thunk is None or outputs_of is None:  # not a prediction (a ranking), or a task never logged
+        if not logs(predictor, prepared):  # not a prediction (a ranking), or a task never logged
             return
-        ids = [f"{context.request_id}-{start + i}" for i in (rows.tolist() if rows is not None else range(n))]
         record = Record(
             model=entry.name,
             version=entry.version,
             protocol=context.protocol,
-            ts=dt.datetime.now(dt.UTC),
+            ts=time.time(),
             latency_ms=(time.perf_counter() - context.started) * 1000,
-            ids=ids,
+            request_id=context.request_id,
+            start=start,
             rows=rows,
-            inputs=thunk,
-            outputs=lambda: outputs_of(predictor, prepared, outputs),
+            predictor=predictor,
+            prepared=prepared,
+            outputs=outputs,
+            n=n if rows is None else len(rows),
         )
         with self._lock:
             if self._stopping or self._queued + record.n > self.options.max_items:
@@ -176,16 +179,18 @@ class PayloadLog:
         with self._lock:
             records, self._queue = list(self._queue), collections.deque()
             self._queued = 0
-        groups: dict[tuple[str, str, str | None], list[Record]] = collections.defaultdict(list)
+        # One table per model version (one predictor: one schema) and UTC day.
+        groups: dict[tuple[str, int, str | None, int], list[Record]] = collections.defaultdict(list)
         for record in records:
-            groups[(record.model, record.ts.date().isoformat(), record.version)].append(record)
-        for (model, day, _), group in groups.items():
+            key = (record.model, int(record.ts // DAY_S), record.version, id(record.predictor))
+            groups[key].append(record)
+        for (model, day, _, _), group in groups.items():
             try:
                 table = _table(group)
             except Exception as exc:  # a record the codecs cannot take must not stop the others
                 self._drop(sum(r.n for r in group), "write_failed", f"{type(exc).__name__}: {exc}")
                 continue
-            self._built[(model, day)].append(table)
+            self._built[(model, _day(day))].append(table)
             self._built_rows += table.num_rows
 
     def _write_built(self) -> None:
@@ -253,35 +258,42 @@ class PayloadLog:
         self.flush()
 
 
+def _day(days: int) -> str:
+    return (EPOCH + dt.timedelta(days=days)).isoformat()
+
+
 def _table(records: list[Record]) -> pa.Table:
     """Records of one model version as one table: the header fields, then the inputs and the outputs,
-    each column concatenated over the records before it becomes one Arrow array (per-record arrays cost
-    most of a flush)."""
-    ids: list[str] = []
-    ts: list[dt.datetime] = []
-    protocols: list[str] = []
-    latencies: list[float] = []
-    parts: dict[str, list[Any]] = {}
-    for record in records:
-        n = record.n
-        ids += record.ids
-        ts += [record.ts] * n
-        protocols += [record.protocol] * n
-        latencies += [record.latency_ms] * n
-        assert record.inputs is not None
-        for columns in (record.inputs(), record.outputs()):
-            for name, values in columns.items():
-                parts.setdefault(name, []).append(
-                    values if record.rows is None else take(values, record.rows)
-                )
+    every column built once for all the records (`columns.log_columns`) and the sampled rows taken."""
+    sizes = np.asarray([record.prepared.n for record in records], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    # Each logged row's position in the records' items, and its record.
+    if all(record.rows is None for record in records):
+        taken = None
+        of_record = np.repeat(np.arange(len(records)), sizes)
+        position = np.arange(int(sizes.sum())) - offsets[of_record]
+    else:
+        chosen = [np.arange(r.prepared.n) if r.rows is None else r.rows for r in records]
+        of_record = np.repeat(np.arange(len(records)), [len(c) for c in chosen])
+        position = np.concatenate(chosen)
+        taken = pa.array(offsets[of_record] + position)
+    predictor = records[0].predictor
+    columns = log_columns(predictor, [r.prepared for r in records], [r.outputs for r in records])
+    starts = np.asarray([record.start for record in records], dtype=np.int64)
+    request_ids = pa.array([record.request_id for record in records], type=pa.string())
+    rows_of = pa.array(of_record)
+    micros = (np.asarray([record.ts for record in records]) * 1e6).astype(np.int64)
+    n = len(of_record)
     table: dict[str, pa.Array] = {
-        "id": pa.array(ids, type=pa.string()),
-        "ts": pa.array(ts, type=pa.timestamp("us", tz="UTC")),
-        "version": pa.array([records[0].version] * len(ids), type=pa.string()),
-        "protocol": pa.array(protocols, type=pa.string()),
-        "latency_ms": pa.array(latencies, type=pa.float64()),
+        "id": pc.binary_join_element_wise(
+            request_ids.take(rows_of), pc.cast(pa.array(starts[of_record] + position), pa.string()), "-"
+        ),
+        "ts": pa.array(micros[of_record], type=pa.timestamp("us", tz="UTC")),
+        "version": pa.array([records[0].version] * n, type=pa.string()),
+        "protocol": pa.array([record.protocol for record in records], type=pa.string()).take(rows_of),
+        "latency_ms": pa.array(np.asarray([record.latency_ms for record in records])[of_record]),
     }
-    table.update({name: arrow_column(values) for name, values in parts.items()})
+    table.update({name: values if taken is None else values.take(taken) for name, values in columns.items()})
     return pa.table(table)
 
 
@@ -309,8 +321,6 @@ def read_log(folder: Path, *, model: str | None = None) -> pa.Table:
 
 def known_ids(folder: Path, model: str, ids: Sequence[str]) -> set[str]:
     """Which of `ids` the log holds for `model`."""
-    import pyarrow.compute as pc
-
     dataset = log_dataset(folder, model=model)
     if dataset is None:
         return set()
