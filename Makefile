@@ -58,7 +58,13 @@ run: install
 test: models browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-slow: install
+# The slow suite also reads the payload log with Spark: pyspark (the `spark` extra) only here.
+$(VENV)/.spark: pyproject.toml | $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,spark]' 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import pyspark"
+	touch $@
+
+test-slow: install $(VENV)/.spark
 	$(BIN)/python -m pytest -q -m slow
 
 lint: install

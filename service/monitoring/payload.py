@@ -9,11 +9,12 @@ answered), the input columns of its kind and the output columns of its task (`co
 Never on the request path: a request only appends references to a bounded queue (`LOG_QUEUE` items); a
 writer thread builds the columns and writes a file per model and day every `LOG_FLUSH_S` seconds, and on
 `close` (a graceful stop: SIGTERM, a reload, a worker's exit) everything queued; the columns themselves are
-built every second in between, so the writer's Python work comes in short bursts. Files are written under a
-hidden name and renamed when complete, so a reader never sees half a file; a flush larger than
-`LOG_ROLL_MB` is cut into several files. A full queue or a failing write drops records and counts them
-(`fastai_serve_payload_log_dropped_total{reason}`, a warning, `/health/ready`'s `payload_log`), and a
-prediction never waits for the log. `LOG_RETENTION_DAYS` removes older `date=` folders.
+built every `BUILD_EVERY_S` in between, each once for all the requests queued since (`columns.log_columns`),
+so the writer's Python work comes in short bursts of vectorised calls, a few microseconds per request. Files
+are written under a hidden name and renamed when complete, so a reader never sees half a file; a flush
+larger than `LOG_ROLL_MB` is cut into several files. A full queue or a failing write drops records and
+counts them (`fastai_serve_payload_log_dropped_total{reason}`, a warning, `/health/ready`'s `payload_log`),
+and a prediction never waits for the log. `LOG_RETENTION_DAYS` removes older `date=` folders.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ PREDICTIONS = "predictions"
 # At most one warning per reason this often: a full disk must not flood the log it cannot write to.
 WARN_EVERY_S = 60.0
 RETENTION_EVERY_S = 3600.0
-BUILD_EVERY_S = 1.0
+BUILD_EVERY_S = 0.25
 DAY_S = 86_400
 EPOCH = dt.date(1970, 1, 1)
 
