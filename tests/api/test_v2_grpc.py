@@ -29,6 +29,7 @@ from service.errors import (
     MSG_PREDICT_KEY_MISSING,
     MSG_PREDICT_KEY_WRONG,
 )
+from service.monitoring.payload import read_log
 from service.settings import Settings
 from tests.helpers import (
     ROOT,
@@ -87,10 +88,22 @@ def every_store(
 
 
 @pytest.fixture(scope="module")
-def server(every_store: Path) -> Iterator[tuple[str, str]]:
-    """A real uvicorn with gRPC on another free port; yields (HTTP host:port, gRPC host:port)."""
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("grpc-log")
+
+
+@pytest.fixture(scope="module")
+def server(every_store: Path, log_dir: Path) -> Iterator[tuple[str, str]]:
+    """A real uvicorn with gRPC on another free port, every prediction logged (written at once); yields
+    (HTTP host:port, gRPC host:port)."""
     settings = make_settings(
-        every_store, grpc_port=free_port(), max_rows=MAX_ROWS, max_files=MAX_FILES, max_upload_mb=MAX_MB
+        every_store,
+        grpc_port=free_port(),
+        max_rows=MAX_ROWS,
+        max_files=MAX_FILES,
+        max_upload_mb=MAX_MB,
+        log_dir=log_dir,
+        log_flush_s=0.1,
     )
     app = create_app(settings)
     with served(app) as address:
@@ -186,9 +199,24 @@ def _assert_same_tensors(over_grpc: Any, over_rest: Any) -> None:
             ) == value, (name, key)
 
 
+def _logged(log_dir: Path, name: str, ids: set[str]) -> dict[str, str]:
+    """Protocol by id of the log's rows with these ids, once the writer has written them all."""
+    deadline = time.monotonic() + 30
+    while True:
+        table = read_log(log_dir, model=name)
+        found = (
+            dict(zip(table.column("id").to_pylist(), table.column("protocol").to_pylist(), strict=True))
+            if table.num_rows
+            else {}
+        )
+        if ids <= found.keys() or time.monotonic() > deadline:
+            return {i: p for i, p in found.items() if i in ids}
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("name", SERVED)
 def test_every_kind_and_task_answers_the_rest_tensors(
-    name: str, triton: Any, rest: Any, http: httpx.Client, adult_frame: pd.DataFrame
+    name: str, triton: Any, rest: Any, http: httpx.Client, adult_frame: pd.DataFrame, log_dir: Path
 ) -> None:
     meta = http.get(f"/v2/models/{name}").json()
     arrays = _arrays(meta, name, adult_frame)
@@ -211,6 +239,14 @@ def test_every_kind_and_task_answers_the_rest_tensors(
             (t["name"], t["datatype"], t["shape"]) for t in meta[side]
         ]
     assert grpc_meta["platform"] == meta["platform"]
+    # Both doors' items are in the payload log under the ids their answers gave, each door named.
+    rest_ids = over_rest.get_response()["parameters"]["ids"]
+    grpc_ids = json.loads(response.parameters["ids"].string_param)
+    assert len(rest_ids) == len(grpc_ids) == len(next(iter(arrays.values()))[1])
+    assert _logged(log_dir, name, {*rest_ids, *grpc_ids}) == {
+        **dict.fromkeys(rest_ids, "v2"),
+        **dict.fromkeys(grpc_ids, "grpc"),
+    }
 
 
 def test_request_parameters_and_output_selection_as_on_rest(

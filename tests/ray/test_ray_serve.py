@@ -28,6 +28,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from service.api.app import create_app  # noqa: E402
 from service.cli import DEMO_TABULAR, DEMO_VISION  # noqa: E402
+from service.monitoring.payload import read_log  # noqa: E402
 from service.rayserve.app import application  # noqa: E402
 from service.rayserve.pool import deployment_name, replica_counts  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -92,6 +93,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     settings = make_settings(
         store,
         api_key=API_KEY,
+        # Both ingress replicas log what they answer into one folder (written within 0.2 s).
+        log_dir=tmp_path_factory.mktemp("ray-log"),
+        log_flush_s=0.2,
         ray_replicas=2,
         ray_ingress_replicas=2,
         # Both nodes' replicas fit on one node after the other is removed.
@@ -296,6 +300,32 @@ async def _load(url: str, seconds: float, *, clients: int = CLIENTS, during: Any
 
 def _nodes(served_by: Counter[str]) -> set[str]:
     return {who.split(" replica ")[0] for who in served_by}
+
+
+async def test_the_fronts_log_every_prediction_the_cluster_answers(
+    deployed: Deployed, http: httpx.AsyncClient
+) -> None:
+    """Ray's ingress replicas run the app: each logs the items its model replicas answered, under the
+    answers' ids, into the one dataset (two writers beside each other)."""
+    answered: dict[str, str] = {}  # id -> model
+    for k in range(8):
+        rows = await http.post(f"/api/v1/tabular/{DEMO_TABULAR}/predict", json=_rows())
+        images = await http.post(f"/api/v1/vision/{DEMO_VISION}/predict", files=_images()[: 1 + k % 2])
+        answered |= {p["id"]: DEMO_TABULAR for p in rows.json()["predictions"]}
+        answered |= {p["id"]: DEMO_VISION for p in images.json()["predictions"]}
+    assert deployed.settings.log_dir is not None
+    deadline = time.monotonic() + 30
+    while True:
+        table = read_log(deployed.settings.log_dir)
+        logged = (
+            dict(zip(table.column("id").to_pylist(), table.column("model").to_pylist(), strict=True))
+            if table.num_rows
+            else {}
+        )
+        if answered.keys() <= logged.keys() or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert {i: m for i, m in logged.items() if i in answered} == answered
 
 
 async def test_replicas_on_both_nodes_answer_32_clients(deployed: Deployed) -> None:
