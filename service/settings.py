@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     log_queue: int = Field(default=100_000, ge=1, description="items waiting for the writer before drops")
     log_roll_mb: float = Field(default=64.0, gt=0, description="a flush larger than this is cut in files")
     log_retention_days: int = Field(default=0, ge=0, description="days of date= partitions kept (0: all)")
+    log_thumbnail_px: int = Field(
+        default=0, ge=0, le=512, description="logged images' JPEG thumbnail, longer side in pixels (0: none)"
+    )
     monitor_cache_s: float = Field(
         default=30.0, ge=0, description="seconds a /monitor answer (per model and window) is reused"
     )

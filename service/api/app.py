@@ -107,6 +107,7 @@ def create_app(
                     max_items=settings.log_queue,
                     roll_mb=settings.log_roll_mb,
                     retention_days=settings.log_retention_days,
+                    thumbnail_px=settings.log_thumbnail_px,
                 ),
                 metrics=metrics,
             )

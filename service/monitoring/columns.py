@@ -11,6 +11,7 @@ codecs (`tests/unit/test_task_table.py` checks them).
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,11 +33,18 @@ def _always(prepared: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class InputCodec:
-    """A kind's input columns: `columns(predictor, prepared of many requests)`; `logs(prepared)` says on
-    the request path whether a request is a prediction at all (a ranking is not)."""
+class ColumnOptions:
+    """What the log's settings add to the columns: images' JPEG thumbnails (`LOG_THUMBNAIL_PX`, 0: none)."""
 
-    columns: Callable[[Any, Sequence[Any]], Columns]
+    thumbnail_px: int = 0
+
+
+@dataclass(frozen=True)
+class InputCodec:
+    """A kind's input columns: `columns(predictor, prepared of many requests, options)`; `logs(prepared)`
+    says on the request path whether a request is a prediction at all (a ranking is not)."""
+
+    columns: Callable[[Any, Sequence[Any], ColumnOptions], Columns]
     logs: Callable[[Any], bool] = _always
 
 
@@ -64,7 +72,7 @@ def arrow_column(values: Any) -> pa.Array:
 
 
 # -- inputs per kind -------------------------------------------------------------------------------------
-def _tabular(predictor: Any, prepared: Sequence[Any]) -> Columns:
+def _tabular(predictor: Any, prepared: Sequence[Any], options: ColumnOptions) -> Columns:
     """One column per schema column: categories as text (`#na#`-coded values null), numbers as float64."""
     spec = predictor.spec
     columns = [p.columns for p in prepared]
@@ -110,9 +118,19 @@ def brightness(image: Any) -> float:
     return float(np.asarray(image.convert("L"), dtype=np.float32).mean() / 255)
 
 
-def _images(predictor: Any, prepared: Sequence[Any]) -> Columns:
+def thumbnail(image: Any, px: int) -> bytes:
+    """The image as a JPEG whose longer side is at most `px` pixels (its aspect kept)."""
+    small = image.convert("RGB") if image.mode not in ("RGB", "L") else image.copy()
+    small.thumbnail((px, px))
+    out = io.BytesIO()
+    small.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def _images(predictor: Any, prepared: Sequence[Any], options: ColumnOptions) -> Columns:
     """The uploaded file's sha256 (of its decoded pixels when it came as pixels), width, height and mean
-    brightness. Per image by nature: the one codec whose cost grows with the items."""
+    brightness, and with `LOG_THUMBNAIL_PX` a JPEG thumbnail. Per image by nature: the one codec whose cost
+    grows with the items."""
     images = _chained(p.images for p in prepared)
     sources = _chained(p.sources if p.sources is not None else [None] * p.n for p in prepared)
     digests = [
@@ -120,19 +138,22 @@ def _images(predictor: Any, prepared: Sequence[Any]) -> Columns:
         for source, image in zip(sources, images, strict=True)
     ]
     sizes = np.asarray([image.size for image in images], dtype=np.int32).reshape(-1, 2)
-    return {
+    out: Columns = {
         "sha256": pa.array(digests, type=pa.string()),
         "width": sizes[:, 0],
         "height": sizes[:, 1],
         "brightness": np.asarray([brightness(image) for image in images], dtype=np.float32),
     }
+    if options.thumbnail_px:
+        out["thumbnail"] = pa.array([thumbnail(i, options.thumbnail_px) for i in images], type=pa.binary())
+    return out
 
 
-def _texts(predictor: Any, prepared: Sequence[Any]) -> Columns:
+def _texts(predictor: Any, prepared: Sequence[Any], options: ColumnOptions) -> Columns:
     return {"text": texts(_chained(p.texts for p in prepared))}
 
 
-def _pairs(predictor: Any, prepared: Sequence[Any]) -> Columns:
+def _pairs(predictor: Any, prepared: Sequence[Any], options: ColumnOptions) -> Columns:
     """`user`, `item` as sent (as text: ids may be numbers or names); a ranking is not a prediction."""
     return {
         "user": texts(_chained(_values(p.users) for p in prepared)),
@@ -204,10 +225,13 @@ def logs(predictor: Any, prepared: Any) -> bool:
 
 
 def log_columns(
-    predictor: Any, prepared: Sequence[Any], outputs: Sequence[np.ndarray]
+    predictor: Any,
+    prepared: Sequence[Any],
+    outputs: Sequence[np.ndarray],
+    options: ColumnOptions = ColumnOptions(),
 ) -> dict[str, pa.Array]:
     """Many requests' inputs and outputs (one model version's) as the log writes them, one Arrow array
     per column."""
-    columns = LOG_INPUTS[predictor.kind].columns(predictor, prepared)
+    columns = LOG_INPUTS[predictor.kind].columns(predictor, prepared, options)
     columns.update(LOG_OUTPUTS[predictor.head.task](predictor, prepared, outputs))
     return {name: arrow_column(values) for name, values in columns.items()}

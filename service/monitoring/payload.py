@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from service.errors import MSG_PAYLOAD_LOG_DROPPED
-from service.monitoring.columns import log_columns, logs
+from service.monitoring.columns import ColumnOptions, log_columns, logs
 from service.telemetry import Metrics, RequestContext
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class LogOptions:
     max_items: int = 100_000
     roll_mb: float = 64.0
     retention_days: int = 0  # 0: keep everything
+    thumbnail_px: int = 0  # images: a JPEG thumbnail this size at most (0: none)
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs the request path microseconds
@@ -89,6 +90,7 @@ class PayloadLog:
     def __init__(self, options: LogOptions, *, metrics: Metrics | None = None) -> None:
         self.options = options
         self._metrics = metrics
+        self._columns = ColumnOptions(thumbnail_px=options.thumbnail_px)
         self._queue: collections.deque[Record] = collections.deque()
         self._queued = 0  # items
         self._lock = threading.Lock()
@@ -187,7 +189,7 @@ class PayloadLog:
             groups[key].append(record)
         for (model, day, _, _), group in groups.items():
             try:
-                table = _table(group)
+                table = _table(group, self._columns)
             except Exception as exc:  # a record the codecs cannot take must not stop the others
                 self._drop(sum(r.n for r in group), "write_failed", f"{type(exc).__name__}: {exc}")
                 continue
@@ -263,7 +265,7 @@ def _day(days: int) -> str:
     return (EPOCH + dt.timedelta(days=days)).isoformat()
 
 
-def _table(records: list[Record]) -> pa.Table:
+def _table(records: list[Record], options: ColumnOptions) -> pa.Table:
     """Records of one model version as one table: the header fields, then the inputs and the outputs,
     every column built once for all the records (`columns.log_columns`) and the sampled rows taken."""
     sizes = np.asarray([record.prepared.n for record in records], dtype=np.int64)
@@ -279,7 +281,7 @@ def _table(records: list[Record]) -> pa.Table:
         position = np.concatenate(chosen)
         taken = pa.array(offsets[of_record] + position)
     predictor = records[0].predictor
-    columns = log_columns(predictor, [r.prepared for r in records], [r.outputs for r in records])
+    columns = log_columns(predictor, [r.prepared for r in records], [r.outputs for r in records], options)
     starts = np.asarray([record.start for record in records], dtype=np.int64)
     request_ids = pa.array([record.request_id for record in records], type=pa.string())
     rows_of = pa.array(of_record)

@@ -13,6 +13,7 @@ import duckdb
 import httpx
 import pandas as pd
 import pyarrow.dataset as ds
+from PIL import Image
 
 from service.api.app import create_app
 from service.monitoring.payload import PREDICTIONS, LogOptions, PayloadLog, read_log
@@ -75,6 +76,7 @@ async def test_the_dataset_holds_what_every_door_served(
         and set(vis["height"]) == {30}
         and vis["sha256"].str.len().eq(64).all()
     )
+    assert "thumbnail" not in frame.columns  # LOG_THUMBNAIL_PX is 0 by default
     # Other readers see the same table: pandas (a model's folder: one schema) and DuckDB (hive partitions give
     # model and date; `union_by_name` merges the models' columns).
     assert len(pd.read_parquet(tmp_path / PREDICTIONS / f"model={TABULAR}")) == len(tab)
@@ -84,6 +86,21 @@ async def test_the_dataset_holds_what_every_door_served(
         f"read_parquet('{files}', hive_partitioning=true, union_by_name=true)"
     )
     assert duckdb.connect().execute(query).fetchall() == [(len(served), 2)]
+
+
+async def test_images_thumbnails_when_asked(trained_store: Path, tmp_path: Path) -> None:
+    """`LOG_THUMBNAIL_PX`: each logged image's JPEG, its longer side at most that, its aspect kept."""
+    files = [
+        ("files", ("wide.png", image_bytes(size=(64, 32), seed=1), "image/png")),
+        ("files", ("grey.png", image_bytes(size=(20, 40), mode="L", seed=2), "image/png")),
+    ]
+    async for c in _client(trained_store, log_dir=tmp_path, log_thumbnail_px=16):
+        answer = await c.post(f"/api/v1/vision/{VISION}/predict", files=files)
+        ids = [p["id"] for p in answer.json()["predictions"]]
+    rows = {row["id"]: row for row in read_log(tmp_path, model=VISION).to_pylist()}
+    sizes = [Image.open(io.BytesIO(rows[i]["thumbnail"])).size for i in ids]
+    assert sizes == [(16, 8), (8, 16)]
+    assert [Image.open(io.BytesIO(rows[i]["thumbnail"])).format for i in ids] == ["JPEG", "JPEG"]
 
 
 async def test_a_log_that_cannot_write_never_fails_a_prediction(
