@@ -268,6 +268,9 @@ MSG_RUNTIME_EXPORT_FAILED = "ONNX export failed: {reason}"
 MSG_RUNTIME_MISMATCH = "ONNX Runtime differs from torch: {reason}"
 MSG_RUNTIME_FALLBACK = "torch ({reason})"
 MSG_RUNTIME_ONNX = "ONNX Runtime {version}, {threads} thread(s), {source}; parity with torch {diff:.1e}"
+MSG_PRECISION_FP16 = "torch, float16 autocast (FASTAI_SERVE_PRECISION=fp16); parity with fp32 {diff:.1e}"
+MSG_PRECISION_FP32 = "fp32: FASTAI_SERVE_PRECISION=fp16 not applied ({reason}); {note}"
+MSG_PRECISION_CPU = "float16 is for CUDA devices, this model runs on {device}"
 MSG_RUNTIME_REQUIRED = "FASTAI_SERVE_RUNTIME=onnx but this model cannot run in ONNX Runtime: {reason}"
 
 # What a user gets, one line each, for training input refused before any training starts.

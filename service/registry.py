@@ -33,7 +33,7 @@ from service.errors import (
 )
 from service.inference.kinds import build_predictor, recognise
 from service.inference.predictor import AnyPredictor, ModelKind
-from service.inference.runtime import RuntimeName, RuntimeOptions, select_runtime
+from service.inference.runtime import Precision, RuntimeName, RuntimeOptions, select_runtime
 from service.inference.tasks import Task
 from service.loading import (
     ensure_inside,
@@ -75,6 +75,7 @@ class ModelEntry:
     compat: dict[str, Any] | None = None
     runtime: RuntimeName | None = None  # what runs the forward
     runtime_note: str | None = None  # why that runtime, or why not ONNX Runtime
+    precision: Precision | None = None  # fp32, or fp16 (FASTAI_SERVE_PRECISION, CUDA)
     predictor: AnyPredictor | None = None
 
     @property
@@ -182,7 +183,7 @@ class ModelRegistry:
             ) from None
         # Only the forward moves: checked against torch on the self-check input before it serves.
         choice = select_runtime(predictor, self.runtime, sha256=entry.sha256)
-        entry.runtime, entry.runtime_note = choice.name, choice.note
+        entry.runtime, entry.runtime_note, entry.precision = choice.name, choice.note, choice.precision
         entry.predictor = predictor
         entry.device = device_label(device)
         entry.status, entry.error = ModelStatus.READY, None

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.inference.runtime import RuntimeSetting
+from service.inference.runtime import Precision, RuntimeSetting
 
 
 class Settings(BaseSettings):
@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     )
     runtime: RuntimeSetting = Field(
         default=RuntimeSetting.AUTO, description="auto = ONNX Runtime when it matches torch, else torch"
+    )
+    precision: Precision = Field(
+        default=Precision.FP32, description="fp16 = a CUDA model's torch forward under float16 autocast"
     )
     onnx_cache_dir: Path | None = Field(
         default=Path(".cache/onnx"), description="ONNX exports by model sha256; unset = export at every load"

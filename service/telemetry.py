@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextvars
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.metrics_core import Metric
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -162,6 +164,32 @@ def item_ids(n: int) -> list[str] | None:
         return None
     start, context.answered = context.answered, context.answered + n
     return [f"{context.request_id}-{k}" for k in range(start, start + n)]
+
+
+MODEL_INFO_LABELS = ("model", "version", "kind", "task", "runtime", "device", "precision")
+
+
+def model_info(models: list[dict[str, str]]) -> bytes:
+    """`fastai_serve_model_info{model,version,kind,task,runtime,device,precision} 1` per ready model: what
+    serves it where (join on `model` to label any other series with its device)."""
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    family = GaugeMetricFamily(
+        "fastai_serve_model_info",
+        "One per ready model: version, kind, task, runtime (torch, onnx), device (cpu, cuda:N), precision",
+        labels=list(MODEL_INFO_LABELS),
+    )
+    for model in models:
+        family.add_metric([model.get(k) or "" for k in MODEL_INFO_LABELS], 1.0)
+
+    class Models(Collector):
+        def collect(self) -> Iterable[Metric]:
+            return [family]
+
+    registry = CollectorRegistry()
+    registry.register(Models())
+    return bytes(generate_latest(registry))
 
 
 def exposition(metrics: Metrics, shared: Path | None) -> bytes:

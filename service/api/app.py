@@ -85,7 +85,10 @@ def create_app(
             device=settings.device,
             max_image_pixels=settings.max_image_pixels,
             runtime=RuntimeOptions(
-                setting=settings.runtime, cache_dir=settings.onnx_cache_dir, spin=settings.workers == 1
+                setting=settings.runtime,
+                precision=settings.precision,
+                cache_dir=settings.onnx_cache_dir,
+                spin=settings.workers == 1,
             ),
         )
         registry.discover()

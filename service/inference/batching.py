@@ -192,6 +192,7 @@ class Replicas:
     runtime: str | None = None
     runtime_note: str | None = None
     device: str | None = None
+    precision: str | None = None
     errors: tuple[str, ...] = ()
 
 

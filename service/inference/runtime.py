@@ -12,13 +12,14 @@ a random batch; otherwise torch serves and the reason is recorded.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -26,6 +27,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from service.errors import (
+    MSG_PRECISION_CPU,
+    MSG_PRECISION_FP16,
+    MSG_PRECISION_FP32,
     MSG_RUNTIME_EXPORT_FAILED,
     MSG_RUNTIME_FALLBACK,
     MSG_RUNTIME_MISMATCH,
@@ -85,9 +89,24 @@ class Accelerable(Protocol):
         ...
 
 
+class Precision(StrEnum):
+    """`FASTAI_SERVE_PRECISION`: `fp16` runs a CUDA model's torch forward under `torch.autocast` (float16),
+    kept only when it matches the fp32 forward within `FP16_TOLERANCE` on the parity inputs; on CPU, and for
+    a model without a fast path, the forward stays fp32 (the model's `runtime_note` says so)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
+# float16 keeps 11 significant bits: probabilities within 1e-2 of fp32's, labels equal where fp32's two best
+# classes are clear of each other (the same gate as ONNX Runtime's, wider).
+FP16_TOLERANCE = 1e-2
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
     setting: RuntimeSetting = RuntimeSetting.TORCH
+    precision: Precision = Precision.FP32
     cache_dir: Path | None = None  # exports by sha256; never the model store, which may be read-only
     # ONNX Runtime's intra-op threads spin between runs (its default): the lowest latency for the one
     # process that owns the cores, but CPU stolen from the others where several workers share them.
@@ -100,6 +119,7 @@ class RuntimeChoice:
 
     name: RuntimeName
     note: str
+    precision: Precision = Precision.FP32
 
 
 def _plain(x: Any) -> Any:
@@ -138,13 +158,19 @@ class TorchModel:
         self.input_names = input_names
         self.forward = _Forward(learn)
         self.device = next(iter(learn.model.parameters())).device
+        self.half: Any = None  # torch.float16: the forward under autocast (`select_runtime`, CUDA only)
         self._lock = threading.Lock()
+
+    def _precision(self) -> Any:
+        if self.half is None:
+            return contextlib.nullcontext()
+        return self._torch.autocast(device_type=self.device.type, dtype=self.half)
 
     def outputs(self, *inputs: Any) -> np.ndarray:
         torch = self._torch
         n = len(inputs[0])
         chunks = []
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), self._precision():
             for start in range(0, n, self.max_batch):
                 part = [
                     _plain(x[start : start + self.max_batch]).to(self.device, non_blocking=True)
@@ -265,6 +291,12 @@ def select_runtime(predictor: Accelerable, options: RuntimeOptions, *, sha256: s
 
     `auto` falls back to torch with the reason; `onnx` raises `LoadError` instead (the model fails).
     """
+    if options.precision is Precision.FP16:
+        try:
+            return _use_fp16(predictor)
+        except RuntimeUnavailable as exc:  # fp32, and the runtime the setting picks
+            choice = select_runtime(predictor, replace(options, precision=Precision.FP32), sha256=sha256)
+            return replace(choice, note=MSG_PRECISION_FP32.format(reason=exc, note=choice.note))
     if options.setting is RuntimeSetting.TORCH:
         return RuntimeChoice("torch", MSG_RUNTIME_TORCH_SETTING)
     try:
@@ -275,6 +307,33 @@ def select_runtime(predictor: Accelerable, options: RuntimeOptions, *, sha256: s
         logger.info("ONNX Runtime not used: %s", exc)
         return RuntimeChoice("torch", MSG_RUNTIME_FALLBACK.format(reason=exc))
     return RuntimeChoice("onnx", note)
+
+
+def _use_fp16(predictor: Accelerable) -> RuntimeChoice:
+    """The torch forward under float16 autocast, when the model runs on CUDA in torch and matches fp32."""
+    torch_model = predictor.runtime
+    if not predictor.fast_path or not isinstance(torch_model, TorchModel):
+        raise RuntimeUnavailable(MSG_RUNTIME_NO_FAST_PATH)
+    import torch
+
+    if torch_model.device.type != "cuda":
+        raise RuntimeUnavailable(MSG_PRECISION_CPU.format(device=torch_model.device))
+    inputs = predictor.parity_inputs()
+    expected = [torch_model.outputs(*x) for x in inputs]
+    torch_model.half = torch.float16
+    try:
+        got = [torch_model.outputs(*x) for x in inputs]
+        gap = max(
+            parity_gap(ref, out, labels=predictor.classifies, tolerance=FP16_TOLERANCE)
+            for ref, out in zip(expected, got, strict=True)
+        )
+    except RuntimeUnavailable:
+        torch_model.half = None
+        raise
+    except Exception as exc:  # noqa: BLE001 - an autocast failure only keeps this model in fp32
+        torch_model.half = None
+        raise RuntimeUnavailable(f"float16 autocast failed: {type(exc).__name__}: {exc}") from None
+    return RuntimeChoice("torch", MSG_PRECISION_FP16.format(diff=gap), precision=Precision.FP16)
 
 
 def _use_onnx(predictor: Accelerable, options: RuntimeOptions, *, sha256: str | None) -> str:

@@ -192,6 +192,7 @@ class RayModelPool:
             runtime=serving.get("runtime"),
             runtime_note=serving.get("runtime_note"),
             device=serving.get("device"),
+            precision=serving.get("precision"),
             errors=tuple(errors),
         )
 

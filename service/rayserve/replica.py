@@ -68,7 +68,12 @@ class ModelReplica:
             device=settings.device,
             max_image_pixels=settings.max_image_pixels,
             # No spinning ONNX Runtime threads: replicas share their node's cores with each other.
-            runtime=RuntimeOptions(setting=settings.runtime, cache_dir=settings.onnx_cache_dir, spin=False),
+            runtime=RuntimeOptions(
+                setting=settings.runtime,
+                precision=settings.precision,
+                cache_dir=settings.onnx_cache_dir,
+                spin=False,
+            ),
         )
         self.registry.discover(only=name)
         await asyncio.to_thread(self.registry.load_all)
@@ -151,4 +156,9 @@ class ModelReplica:
 
 
 def _serving(entry: ModelEntry) -> dict[str, str | None]:
-    return {"runtime": entry.runtime, "runtime_note": entry.runtime_note, "device": entry.device}
+    return {
+        "runtime": entry.runtime,
+        "runtime_note": entry.runtime_note,
+        "device": entry.device,
+        "precision": entry.precision.value if entry.precision is not None else None,
+    }

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from service.inference.predictor import ModelKind
+from service.inference.runtime import Precision
 from service.inference.tasks import Task
 
 
@@ -62,6 +63,9 @@ class ModelDetail(ModelSummary):
         default=None, description="what runs the model's forward (FASTAI_SERVE_RUNTIME); null until ready"
     )
     runtime_note: str | None = Field(default=None, description="why that runtime, or why not ONNX Runtime")
+    precision: Precision | None = Field(
+        default=None, description="the forward's float precision (FASTAI_SERVE_PRECISION); null until ready"
+    )
     replicas: ReplicaStatus | None = Field(default=None, description="on Ray only: the model's replicas")
 
 

@@ -83,6 +83,7 @@ async def model_detail(name: str, registry: RegistryDep, batchers: BatchersDep) 
         compat=CompatInfo(**entry.compat) if entry.compat else None,
         runtime=entry.runtime if entry.predictor is not None else None,
         runtime_note=entry.runtime_note if entry.predictor is not None else None,
+        precision=entry.precision if entry.predictor is not None else None,
     )
     elsewhere = await batchers.replicas(name)
     if elsewhere is not None:
@@ -90,6 +91,7 @@ async def model_detail(name: str, registry: RegistryDep, batchers: BatchersDep) 
             "runtime": elsewhere.runtime,
             "runtime_note": elsewhere.runtime_note,
             "device": elsewhere.device,
+            "precision": elsewhere.precision,
         }
         detail = detail.model_copy(
             update={
