@@ -10,7 +10,7 @@ export FASTAI_SERVE_CHROMIUM := $(CHROMIUM)
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install browser models run test test-slow lint format typecheck bench bench-peer bench-access bench-ray bench-explain bench-monitor bench-record clean wrk proto
+.PHONY: help install browser models run test test-slow lint format typecheck bench bench-peer bench-access bench-ray bench-explain bench-monitor bench-record clean wrk proto gpu-check
 
 help:
 	@echo "make run        set up .venv, build the tabular/vision demos if missing, serve on 0.0.0.0:8000"
@@ -147,6 +147,12 @@ bench-explain: models
 # The payload log's cost (issue 25): tabular and vision at 32 clients, LOG_DIR unset vs every prediction logged.
 bench-monitor: models wrk
 	$(BIN)/python -m bench.monitor_bench --store $(STORE)
+
+# CUDA, proven (issue 26): every demo model built and a tiny learner of every kind and task, CPU against
+# cuda:0 per runtime, the server on cuda, images/s per batch and precision; one JSON under $$OUT (else
+# .cache/gpu-check). Without a CUDA device it runs its CPU half and says so. docs/GPU_CHECK.md.
+gpu-check: install
+	$(BIN)/python -m bench.gpu_check --store $(STORE)
 
 bench-record:
 	@test -f .cache/bench/results.json || (echo "no run to record: make bench first" && false)
