@@ -10,7 +10,7 @@ export FASTAI_SERVE_CHROMIUM := $(CHROMIUM)
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install browser models run test test-slow lint format typecheck bench bench-peer bench-access bench-ray bench-explain bench-monitor bench-record clean wrk proto gpu-check
+.PHONY: help install browser models run test test-slow lint format typecheck bench bench-peer bench-access bench-ray bench-explain bench-monitor bench-record clean wrk proto gpu-check gpu-carry
 
 help:
 	@echo "make run        set up .venv, build the tabular/vision demos if missing, serve on 0.0.0.0:8000"
@@ -153,6 +153,10 @@ bench-monitor: models wrk
 # .cache/gpu-check). Without a CUDA device it runs its CPU half and says so. docs/GPU_CHECK.md.
 gpu-check: install
 	$(BIN)/python -m bench.gpu_check --store $(STORE)
+
+# What the check needs on this workplace's device machine, in three parts (bench/gpu_device.sh a|b|c).
+gpu-carry: models
+	$(BIN)/python -m bench.gpu_carry --store $(STORE)
 
 bench-record:
 	@test -f .cache/bench/results.json || (echo "no run to record: make bench first" && false)
