@@ -342,6 +342,10 @@ async def test_metrics_say_where_the_clusters_numbers_are(
     """/metrics is the answering ingress replica's; the replicas' batch metrics are on Ray's exporters."""
     ours = (await http.get("/metrics")).text
     assert ours.startswith("# fastai-serve on Ray") and "fastai_serve_requests_total{" in ours
+    # What serves each model where: its replicas' runtime, device and precision (issue 26).
+    info = [line for line in ours.splitlines() if line.startswith("fastai_serve_model_info{")]
+    for model in (DEMO_TABULAR, DEMO_VISION):
+        assert any(f'model="{model}"' in line and 'device="cpu"' in line for line in info), info
     await http.post(f"/api/v1/vision/{DEMO_VISION}/predict", files=_images())
     ports = [node["MetricsExportPort"] for node in ray.nodes() if node["Alive"]]
     deadline = time.monotonic() + 90  # Ray's agents export every few seconds
